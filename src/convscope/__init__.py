@@ -1,0 +1,42 @@
+"""convscope: see what a convolutional network learned (kernels) and what it does with an input
+(activations), with first-class U-Net support.
+
+    >>> import convscope as cs
+    >>> scope = cs.load("demo:unet")
+    >>> scope.kernels("enc1.conv").grid().save("enc1_kernels.png")
+"""
+
+from ._version import __version__
+from .core.activations import Activation, ActivationSet
+from .core.kernels import KernelBank
+from .core.layers import LayerInfo
+from .errors import (
+    ConvscopeError,
+    ImageInputError,
+    LayerNotFoundError,
+    ModelLoadError,
+    NotAUNet,
+    UnsupportedModelError,
+    UntrustedFileError,
+)
+from .render.picture import Picture
+from .scope import LayerTable, Scope, load
+
+__all__ = [
+    "__version__",
+    "Scope",
+    "load",
+    "LayerTable",
+    "LayerInfo",
+    "KernelBank",
+    "Activation",
+    "ActivationSet",
+    "Picture",
+    "ConvscopeError",
+    "ImageInputError",
+    "LayerNotFoundError",
+    "ModelLoadError",
+    "NotAUNet",
+    "UnsupportedModelError",
+    "UntrustedFileError",
+]

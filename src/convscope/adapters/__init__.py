@@ -1,0 +1,35 @@
+"""Framework adapters: the only place torch, keras or onnx are imported (lazily)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .base import ModelAdapter
+
+__all__ = ["ModelAdapter", "adapter_for"]
+
+
+def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
+    """Pick the adapter for ``model``: a torch ``nn.Module``, a Keras 3 model, an ONNX model, or an adapter."""
+    if isinstance(model, ModelAdapter):
+        return model
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from .torch_adapter import TorchAdapter
+
+        return TorchAdapter(model, device=device)
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, keras.Model):
+        from .keras_adapter import KerasAdapter  # type: ignore[import-not-found]
+
+        return KerasAdapter(model)
+    onnx = sys.modules.get("onnx")
+    if onnx is not None and isinstance(model, onnx.ModelProto):
+        from .onnx_adapter import OnnxAdapter  # type: ignore[import-not-found]
+
+        return OnnxAdapter(model)
+    raise TypeError(
+        f"convscope cannot inspect a {type(model).__module__}.{type(model).__name__}; give a torch.nn.Module, "
+        f"a Keras 3 model, an ONNX model, or a model file/spec to convscope.load()"
+    )

@@ -1,0 +1,323 @@
+"""PyTorch adapter: layers, canonical kernels and one-pass activation capture for ``nn.Module``.
+
+torch is imported only here (and in the other ``torch_*`` modules), lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..core.kernels import KernelBank
+from ..core.layers import LayerInfo
+from ..errors import ConvscopeError, LayerNotFoundError, close_matches
+from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
+from .torch_state import preserved_model_state
+
+__all__ = ["TorchAdapter", "is_torch_module", "resolve_device"]
+
+
+def is_torch_module(obj: Any) -> bool:
+    """True if ``obj`` is a ``torch.nn.Module`` (without importing torch when it is not loaded)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def resolve_device(device: str | None) -> Any:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` -> ``torch.device``, checking it is available."""
+    import torch
+
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConvscopeError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConvscopeError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConvscopeError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConvscopeError(f"device {device!r} was asked for but MPS is not available here; use --device cpu")
+    return dev
+
+
+def _kind_of(module: Any) -> str:
+    import torch.nn as nn
+
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, (nn.Linear, nn.Bilinear)):
+        return "linear"
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)):
+        return "norm"
+    if isinstance(module, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+                           nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Hardswish, nn.Hardsigmoid,
+                           nn.Softplus, nn.Hardtanh)):
+        return "activation"
+    if isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+                           nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+                           nn.modules.pooling._LPPoolNd)):
+        return "pool"
+    if isinstance(module, (nn.Upsample, nn.PixelShuffle)):
+        return "upsample"
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return "dropout"
+    if len(module._modules) > 0:
+        return "container"
+    return "other"
+
+
+def _tuple(value: Any) -> tuple[int, ...] | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+class TorchAdapter(ModelAdapter):
+    """Wraps a ``torch.nn.Module``. The module is never changed (see ``preserved_model_state``).
+
+    Args:
+        model: any ``nn.Module``.
+        device: run on this device. ``None`` runs where the model's parameters live. Naming a
+            device other than the model's raises (convscope does not move your model; ``model.to``
+            it yourself or let the CLI loader place it).
+    """
+
+    framework = "torch"
+
+    def __init__(self, model: Any, device: str | None = None) -> None:
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"TorchAdapter needs a torch.nn.Module, got {type(model).__name__}")
+        self._model = model
+        here = self._model_device()
+        wanted = resolve_device(device)
+        if wanted is not None and here is not None and torch.device(wanted).type != here.type:
+            raise ConvscopeError(
+                f"the model's parameters are on {here} but device={device!r} was asked for; "
+                f"move the model first (model.to({device!r})) — convscope never moves your model"
+            )
+        self.device = wanted or here or torch.device("cpu")
+        self._layers: list[LayerInfo] | None = None
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    # -- introspection -------------------------------------------------------------------------
+    def _model_device(self) -> Any:
+        for tensor in list(self._model.parameters()) + list(self._model.buffers()):
+            return tensor.device
+        return None
+
+    def _compute_dtype(self) -> Any:
+        import torch
+
+        for param in self._model.parameters():
+            if param.is_floating_point():
+                return param.dtype
+        return torch.float32
+
+    def _modules(self) -> dict[str, Any]:
+        return {name: module for name, module in self._model.named_modules() if name}
+
+    def layers(self) -> list[LayerInfo]:
+        if self._layers is None:
+            infos = []
+            for name, module in self._modules().items():
+                infos.append(self._describe(name, module))
+            self._layers = infos
+        return list(self._layers)
+
+    def _describe(self, name: str, module: Any) -> LayerInfo:
+        import torch.nn as nn
+
+        kind = _kind_of(module)
+        is_leaf = len(module._modules) == 0
+        params = sum(p.numel() for p in module.parameters(recurse=not is_leaf) if not _is_lazy(p))
+        common = dict(name=name, kind=kind, type_name=type(module).__name__, params=int(params), is_leaf=is_leaf)
+        if kind in ("conv", "conv_transpose"):
+            return LayerInfo(
+                **common,
+                in_channels=int(module.in_channels),
+                out_channels=int(module.out_channels),
+                kernel_size=_tuple(module.kernel_size),  # type: ignore[arg-type]
+                stride=_tuple(module.stride),  # type: ignore[arg-type]
+                padding=_tuple(module.padding),
+                dilation=_tuple(module.dilation),  # type: ignore[arg-type]
+                groups=int(module.groups),
+                transposed=kind == "conv_transpose",
+            )
+        if isinstance(module, nn.Linear):
+            return LayerInfo(**common, in_channels=int(module.in_features), out_channels=int(module.out_features))
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            return LayerInfo(**common, in_channels=int(module.num_features), out_channels=int(module.num_features))
+        if kind == "pool" and hasattr(module, "kernel_size"):
+            return LayerInfo(**common, kernel_size=_tuple(module.kernel_size), stride=_tuple(module.stride))  # type: ignore[arg-type]
+        return LayerInfo(**common)
+
+    def input_spec(self) -> InputSpec:
+        import torch
+
+        for module in self._model.modules():
+            if isinstance(module, torch.nn.modules.conv._ConvNd):
+                return InputSpec(
+                    channels=int(module.in_channels),
+                    spatial_dims=len(module.kernel_size),
+                    dtype=str(self._compute_dtype()).replace("torch.", ""),
+                )
+        return InputSpec(channels=None, spatial_dims=None, dtype=str(self._compute_dtype()).replace("torch.", ""))
+
+    def _module(self, name: str) -> Any:
+        modules = self._modules()
+        if name not in modules:
+            near = close_matches(name, modules)
+            raise LayerNotFoundError(
+                f"no layer named {name!r}" + (f"; did you mean: {', '.join(near)}?" if near else "")
+            )
+        return modules[name]
+
+    # -- kernels -------------------------------------------------------------------------------
+    def kernel(self, layer: str) -> KernelBank:
+        import torch
+
+        module = self._module(layer)
+        if not isinstance(module, torch.nn.modules.conv._ConvNd):
+            raise ConvscopeError(f"layer {layer!r} is a {type(module).__name__}, not a convolution; it has no kernels")
+        weight = module.weight
+        if _is_lazy(weight):
+            raise ConvscopeError(
+                f"layer {layer!r} is a lazy convolution whose weights do not exist yet; run one forward pass first"
+            )
+        with torch.no_grad():
+            w = weight.detach().to("cpu", dtype=torch.float32, copy=True)
+            bias = None if module.bias is None else module.bias.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+        groups = int(module.groups)
+        if module.transposed:
+            # torch stores (in, out // groups, *k); canonical is (out, in // groups, *k)
+            in_ch, out_per_group = w.shape[0], w.shape[1]
+            k = tuple(w.shape[2:])
+            w = (
+                w.reshape(groups, in_ch // groups, out_per_group, *k)
+                .transpose(1, 2)
+                .reshape(groups * out_per_group, in_ch // groups, *k)
+            )
+        return KernelBank(
+            layer=layer,
+            weights=np.ascontiguousarray(w.numpy()),
+            groups=groups,
+            transposed=bool(module.transposed),
+            dilation=tuple(int(d) for d in module.dilation),
+            type_name=type(module).__name__,
+            source_dtype=str(weight.dtype).replace("torch.", ""),
+            bias=bias,
+        )
+
+    # -- activations ---------------------------------------------------------------------------
+    def to_tensor(self, batch: np.ndarray) -> Any:
+        """``(N, C, *spatial)`` numpy -> tensor on the model's device in its compute dtype."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(device=self.device, dtype=self._compute_dtype())
+
+    def capture(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        *,
+        on_activation: ActivationCallback | None = None,
+        train_mode: bool = False,
+    ) -> CaptureResult:
+        import torch
+
+        modules = self._modules()
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            self._module(missing[0])  # raises with close matches
+        result = CaptureResult()
+        calls: dict[str, int] = {}
+
+        def make_hook(name: str) -> Any:
+            def hook(_module: Any, _inputs: Any, output: Any) -> None:
+                tensor = _first_tensor(output)
+                if tensor is None:
+                    return
+                count = calls.get(name, 0)
+                calls[name] = count + 1
+                key = name if count == 0 else f"{name}#{count}"
+                # clone inside the hook: later in-place ops (ReLU(inplace=True)) must not reach it
+                host = tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+                result.shapes[key] = tuple(host.shape)
+                result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
+                if on_activation is not None:
+                    on_activation(key, host)
+                else:
+                    result.activations[key] = host
+
+            return hook
+
+        handles: list[Any] = []
+        with preserved_model_state(self._model, train_mode=train_mode), torch.no_grad():
+            try:
+                for name in dict.fromkeys(layers):
+                    handles.append(modules[name].register_forward_hook(make_hook(name)))
+                inputs = self.to_tensor(batch)
+                try:
+                    output = self._model(inputs)
+                except ConvscopeError:
+                    raise
+                except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ConvscopeError(
+                        f"the model's forward pass failed on an input of shape {tuple(batch.shape)}: {first}. "
+                        f"Check the image size and channels (--size, or a different image)"
+                    ) from exc
+                out_tensor = _first_tensor(output)
+                if out_tensor is not None:
+                    result.output = out_tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return result
+
+    def trace(self, batch: np.ndarray, **kwargs: Any) -> Any:
+        """Dataflow trace of one forward pass (see :mod:`convscope.adapters.torch_graph`)."""
+        from .torch_graph import trace_torch
+
+        return trace_torch(self._model, batch, device=self.device, **kwargs)
+
+
+def _is_lazy(param: Any) -> bool:
+    from torch.nn.parameter import UninitializedParameter
+
+    return isinstance(param, UninitializedParameter)
+
+
+def _first_tensor(output: Any) -> Any:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (list, tuple)):
+        for item in output:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(output, dict):
+        for item in output.values():
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,1 @@
+"""The ``convscope`` command line (typer). Each command mirrors a Python API call."""

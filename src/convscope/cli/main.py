@@ -1,0 +1,176 @@
+"""``convscope`` command line: ``layers``, ``kernels``, ``activations``, ``unet``, ``demo``.
+
+The model options (``--kwargs``, ``--weights``, ``--trust``, ``--device``) and the image options
+(``--size``, ``--normalize``) mean the same in every command. Errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(
+    name="convscope",
+    help="See what a CNN learned (kernels) and what it does with an input (activations); U-Nets first-class.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelArg = Annotated[str, typer.Argument(help="demo:cnn | demo:unet | package.module:Factory | a model file", metavar="MODEL")]
+KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON keyword arguments for the factory, e.g. '{\"in_channels\": 1}'")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="state dict file (.safetensors, .pt, .pth), loaded with weights_only=True")]
+TrustOpt = Annotated[bool, typer.Option("--trust", help="allow files that can run code when loaded (pickled models, TorchScript, .pt2). Only for files you trust")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N | mps (default: cpu)")]
+SizeOpt = Annotated[Optional[str], typer.Option("--size", help="resize the input: 64 or 64x96 (DxHxW for volumes)")]
+NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD | m1:m2:m3,s1:s2:s3")]
+LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name or glob (repeatable); default: all convolutions")]
+KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
+
+
+def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None, normalize: str | None = None) -> Any:
+    from ..scope import Scope
+
+    scope = Scope(model, kwargs=kwargs, weights=weights, trust=trust, device=device)
+    if normalize is not None:
+        scope.normalize = normalize
+    return scope
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+@app.command()
+def layers(
+    model: ModelArg,
+    image: Annotated[Optional[str], typer.Argument(help="optional input, to show output shapes")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    containers: Annotated[bool, typer.Option("--containers", help="also list blocks/Sequentials")] = False,
+    kind: KindOpt = None,
+    kwargs: KwargsOpt = None,
+    weights: WeightsOpt = None,
+    trust: TrustOpt = False,
+    device: DeviceOpt = None,
+    size: SizeOpt = None,
+    normalize: NormalizeOpt = None,
+) -> None:
+    """List the layers: name, kind, kernel, stride, groups, output shape, parameters."""
+    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    table = scope.layers(image, kind=kind, containers=containers, size=size)
+    if as_json:
+        _echo(json.dumps({"model": scope.name, "framework": scope.adapter.framework, "layers": table.to_json()}, indent=2))
+    else:
+        _echo(str(table))
+
+
+@app.command()
+def kernels(
+    model: ModelArg,
+    out: OutOpt = Path("convscope-kernels"),
+    layer: LayerOpt = None,
+    kind: KindOpt = None,
+    scale: Annotated[str, typer.Option("--scale", help="symmetric | minmax | percentile")] = "symmetric",
+    per: Annotated[str, typer.Option("--normalize-per", help="filter | shared (one scale for the layer)")] = "filter",
+    cmap: Annotated[Optional[str], typer.Option("--cmap", help="colormap (default RdBu_r, gray for minmax)")] = None,
+    rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="first-layer RGB kernels as colour images (default: auto)")] = None,
+    labels: Annotated[bool, typer.Option("--labels", help="draw filter indices")] = False,
+    arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
+    kwargs: KwargsOpt = None,
+    weights: WeightsOpt = None,
+    trust: TrustOpt = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Write one kernel grid per convolution layer into OUT, plus manifest.json."""
+    scope = _scope(model, kwargs, weights, trust, device)
+    manifest = scope.save_kernels(out, layer or None, kind=kind, scale=scale, normalize=per, cmap=cmap, rgb=rgb,
+                                  labels=labels, arrays=arrays)
+    _report_written(manifest)
+
+
+@app.command()
+def activations(
+    model: ModelArg,
+    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+    out: OutOpt = Path("convscope-activations"),
+    layer: LayerOpt = None,
+    kind: KindOpt = None,
+    top: Annotated[Optional[int], typer.Option("--top", help="only the K strongest channels (by --order)")] = None,
+    order: Annotated[str, typer.Option("--order", help="index | mean | max | l2")] = "index",
+    sample: Annotated[Optional[list[int]], typer.Option("--sample", help="batch sample(s) to draw (default: all)")] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="also write the channel-mean map blended on the input")] = False,
+    cmap: Annotated[str, typer.Option("--cmap")] = "viridis",
+    scale: Annotated[str, typer.Option("--scale", help="minmax | symmetric | percentile")] = "minmax",
+    per: Annotated[str, typer.Option("--normalize-per", help="channel | shared")] = "channel",
+    volume: Annotated[str, typer.Option("--volume", help="3D maps: slices | mip")] = "slices",
+    labels: Annotated[bool, typer.Option("--labels", help="draw channel indices")] = False,
+    arrays: Annotated[bool, typer.Option("--arrays", help="also write raw activations as .npz")] = False,
+    train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
+    kwargs: KwargsOpt = None,
+    weights: WeightsOpt = None,
+    trust: TrustOpt = False,
+    device: DeviceOpt = None,
+    size: SizeOpt = None,
+    normalize: NormalizeOpt = None,
+) -> None:
+    """Capture the chosen layers in ONE forward pass and write their channel grids into OUT."""
+    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    manifest = scope.save_activations(
+        image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
+        scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
+        train=train,
+    )
+    _report_written(manifest)
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("convscope-demo"),
+) -> None:
+    """Run convscope on the bundled demo models (no downloads) and write an index.html to look at."""
+    from .demo import run_demo
+
+    index = run_demo(out, echo=_echo)
+    _echo(f"open {index.resolve()}")
+
+
+def _report_written(manifest: Path) -> None:
+    data = json.loads(manifest.read_text())
+    _echo(f"wrote {len(data['files'])} files to {manifest.parent} (see {manifest.name})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
+    from ..errors import ConvscopeError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConvscopeError as exc:
+        typer.echo(f"convscope: error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        typer.echo(f"convscope: error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("convscope: interrupted", err=True)
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Abort):
+            raise SystemExit(1) from None
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

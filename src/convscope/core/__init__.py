@@ -1,0 +1,1 @@
+"""Framework-free core: frozen records and numpy computations. Imports numpy only."""

@@ -1,0 +1,124 @@
+"""Write kernels and activations to a folder: PNG grids, optional ``.npz`` arrays, ``manifest.json``.
+
+Shared by the Python API (``Scope.save_*``) and the CLI, so both produce the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .core.activations import Activation, map_stats
+from .io.output import OutputDir, safe_filename
+
+if TYPE_CHECKING:
+    from .scope import Scope
+
+__all__ = ["write_kernels", "write_activations"]
+
+
+def write_kernels(
+    scope: Scope,
+    out: str | os.PathLike[str],
+    layers: str | Sequence[str] | None = None,
+    *,
+    kind: str | None = None,
+    scale: str = "symmetric",
+    normalize: str = "filter",
+    cmap: str | None = None,
+    rgb: bool | None = None,
+    labels: bool = False,
+    arrays: bool = False,
+) -> Path:
+    """One PNG grid per convolution layer (default: all), plus ``.npz`` weights if ``arrays``.
+
+    Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.png``).
+    """
+    names = scope.select(layers, kind=kind, kernels=True)
+    with OutputDir(out, info={"command": "kernels", "model": scope.name}) as folder:
+        for name in names:
+            bank = scope.adapter.kernel(name)
+            stem = safe_filename(name)
+            meta = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
+            folder.add_rendered(
+                folder.unique_name(stem, ".png"),
+                lambda bank=bank: bank.grid(scale=scale, normalize=normalize, cmap=cmap, rgb=rgb, labels=labels),
+                **meta,
+            )
+            if arrays:
+                payload = {"weights": bank.weights}
+                if bank.bias is not None:
+                    payload["bias"] = bank.bias
+                folder.add_arrays(folder.unique_name(stem, ".npz"), payload, layer=name, kind="kernel-array",
+                                  shape=list(bank.shape), groups=bank.groups, transposed=bank.transposed)
+    return folder.path / "manifest.json"
+
+
+def write_activations(
+    scope: Scope,
+    image: Any,
+    out: str | os.PathLike[str],
+    layers: str | Sequence[str] | None = None,
+    *,
+    kind: str | None = None,
+    top: int | None = None,
+    order: str = "index",
+    samples: Sequence[int] | None = None,
+    cmap: str = "viridis",
+    scale: str = "minmax",
+    normalize: str = "channel",
+    labels: bool = False,
+    overlay: bool = False,
+    volume: str = "slices",
+    arrays: bool = False,
+    size: Any = None,
+    input_normalize: str | None = None,
+    train: bool = False,
+) -> Path:
+    """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
+
+    Each activation is rendered and written as soon as its layer has run (on a thread pool) and
+    then released, so memory does not grow with the number of layers.
+
+    Files: ``LAYER.png`` (sample 0) or ``LAYER.sN.png`` per sample of a batch, ``LAYER.overlay.png``
+    with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
+    Returns the path of ``manifest.json``.
+    """
+    prepared = scope.prepare(image, size=size, normalize=input_normalize)
+    batch_size = prepared.batch.shape[0]
+    chosen = list(range(batch_size)) if samples is None else list(samples)
+    for s in chosen:
+        if not 0 <= s < batch_size:
+            raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
+    names = scope.select(layers, kind=kind)
+    with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
+        def on_activation(name: str, data: np.ndarray) -> None:
+            act = Activation(layer=name, data=data)
+            stem = safe_filename(name)
+            for s in chosen:
+                suffix = ".png" if batch_size == 1 else f".s{s}.png"
+                meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s,
+                        "stats": map_stats(data[s])}
+                folder.add_rendered(
+                    folder.unique_name(stem, suffix),
+                    lambda act=act, s=s: act.grid(top=top, order=order, sample=s, cmap=cmap, scale=scale,
+                                                  normalize=normalize, labels=labels, volume=volume),
+                    **meta,
+                )
+                if overlay and prepared.display is not None and data.ndim in (4, 5):
+                    base = prepared.display[s]
+                    folder.add_rendered(
+                        folder.unique_name(stem, ".overlay.png" if batch_size == 1 else f".s{s}.overlay.png"),
+                        lambda act=act, s=s, base=base: act.overlay(base, sample=s),
+                        layer=name, kind="overlay", sample=s, shape=list(data.shape),
+                    )
+            if arrays:
+                folder.add_arrays(folder.unique_name(stem, ".npz"), {"activation": data}, layer=name,
+                                  kind="activation-array", shape=list(data.shape))
+
+        scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
+    return folder.path / "manifest.json"

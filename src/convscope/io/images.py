@@ -1,0 +1,316 @@
+"""Turn the inputs users have (paths, arrays, PIL images, tensors) into a model batch.
+
+The batch convscope hands to adapters is always ``(N, C, *spatial)`` float32, channels first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageInputError
+
+__all__ = ["PreparedInput", "prepare_input", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+ARRAY_SUFFIXES = (".npy",)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_PIXELS = 256_000_000
+"""Refuse larger images (decompression-bomb guard); Pillow's own limit is raised to this."""
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedInput:
+    """A model-ready batch and a picture of it.
+
+    Attributes:
+        batch: ``(N, C, *spatial)`` float32, normalised as requested, channels first.
+        display: ``(N, H, W, 3)`` uint8 pictures of the un-normalised input (2D inputs; middle
+            slice for 3D), or None for 1D signals.
+        source: a short description (file name or ``"array"``) for manifests.
+    """
+
+    batch: np.ndarray
+    display: np.ndarray | None
+    source: str
+
+
+def parse_size(size: int | str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    """``64`` / ``"64"`` -> (64, 64); ``"64x96"`` -> (64, 96); ``"32x64x64"`` -> 3D; None -> None."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        values: tuple[int, ...] = (size, size)
+    elif isinstance(size, str):
+        try:
+            parts = tuple(int(p) for p in size.lower().replace(",", "x").split("x") if p.strip())
+        except ValueError:
+            raise ImageInputError(f"--size must look like 64 or 64x96 (or 32x64x64 for volumes), not {size!r}") from None
+        values = parts * 2 if len(parts) == 1 else parts
+    else:
+        values = tuple(int(v) for v in size)
+    if not values or any(v < 1 for v in values) or len(values) > 3:
+        raise ImageInputError(f"size must be 1-3 positive integers, got {size!r}")
+    return values
+
+
+def parse_normalize(spec: str | tuple[Any, Any] | None, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``"imagenet"``, ``"none"``/None, ``"MEAN,STD"`` or ``"m1:m2:m3,s1:s2:s3"`` -> (mean, std) arrays of ``(C,)``."""
+    if spec is None:
+        return None
+    if isinstance(spec, tuple):
+        mean_v, std_v = spec
+        mean = np.atleast_1d(np.asarray(mean_v, dtype=np.float32))
+        std = np.atleast_1d(np.asarray(std_v, dtype=np.float32))
+    else:
+        text = spec.strip().lower()
+        if text in ("none", ""):
+            return None
+        if text == "imagenet":
+            mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+            std = np.asarray(IMAGENET_STD, dtype=np.float32)
+            if channels == 1:
+                mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+        else:
+            try:
+                mean_s, std_s = text.split(",")
+                mean = np.asarray([float(v) for v in mean_s.split(":")], dtype=np.float32)
+                std = np.asarray([float(v) for v in std_s.split(":")], dtype=np.float32)
+            except ValueError:
+                raise ImageInputError(
+                    f"--normalize must be 'imagenet', 'none', 'MEAN,STD' (e.g. 0.5,0.25) or per channel "
+                    f"'0.485:0.456:0.406,0.229:0.224:0.225'; got {spec!r}"
+                ) from None
+    if np.any(std == 0):
+        raise ImageInputError("normalisation std must not be 0")
+    for arr, what in ((mean, "mean"), (std, "std")):
+        if arr.size not in (1, channels):
+            raise ImageInputError(f"normalisation {what} has {arr.size} values but the model takes {channels} channels")
+    return (np.broadcast_to(mean, (channels,)).copy(), np.broadcast_to(std, (channels,)).copy())
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, bool]:
+    """Returns (array, channels_last) from an image or .npy file."""
+    if not path.exists():
+        raise ImageInputError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ImageInputError(f"{path} is a folder; give an image file (PNG, JPEG, TIFF) or a .npy array")
+    suffix = path.suffix.lower()
+    if suffix in ARRAY_SUFFIXES:
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - report any reader failure as one line
+            raise ImageInputError(f"cannot read {path.name} as a .npy array ({exc}); save it with numpy.save") from None
+        return np.asarray(arr), False
+    if suffix == ".npz":
+        raise ImageInputError(f"{path.name}: .npz archives are not read as images; save one array with numpy.save (.npy)")
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max())))
+                return arr.astype(np.float32), True
+            if img.mode == "F":
+                return np.asarray(img, dtype=np.float32), True
+            if img.mode not in ("L", "RGB", "RGBA", "LA"):
+                img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" and "transparency" in img.info else "RGB")
+            return np.asarray(img), True
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"{path.name} has too many pixels (limit {MAX_PIXELS:,}); resize it first") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"cannot read {path.name} as an image ({exc}); give a PNG, JPEG, TIFF or .npy file") from None
+
+
+def _to_array(image: Any) -> tuple[np.ndarray, bool | None, str]:
+    """Return (array, channels_last hint or None if unknown, source description)."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        arr, channels_last = _read_file(path)
+        return arr, channels_last, path.name
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor, channels first
+        tensor = image.detach()
+        if hasattr(tensor, "is_floating_point") and tensor.is_floating_point():
+            tensor = tensor.float()
+        return np.asarray(tensor.cpu().numpy()), False, "tensor"
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        Image = None  # type: ignore[assignment]
+    if Image is not None and isinstance(image, Image.Image):
+        img = image if image.mode in ("L", "RGB", "RGBA", "F") else image.convert("RGB")
+        return np.asarray(img), True, "PIL image"
+    if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
+        return np.asarray(image), None, "array"
+    raise ImageInputError(
+        f"cannot use a {type(image).__name__} as an image; give a file path, a numpy array, a PIL image or a tensor"
+    )
+
+
+def _as_float(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ImageInputError(f"image array has a non-numeric dtype {arr.dtype}")
+    return arr.astype(np.float32)
+
+
+def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int) -> np.ndarray:
+    """Any supported array -> (N, C, *spatial) float32."""
+    nd = arr.ndim
+    if channels_last is None:
+        # an (H, W, 1|3|4) array with small last axis is an image in channels-last layout
+        channels_last = spatial_dims == 2 and nd == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4
+    if channels_last:
+        if nd == spatial_dims:  # gray image
+            arr = arr[None, None]
+        elif nd == spatial_dims + 1:
+            arr = np.moveaxis(arr, -1, 0)[None]
+        elif nd == spatial_dims + 2:
+            arr = np.moveaxis(arr, -1, 1)
+        else:
+            raise ImageInputError(f"cannot read a {nd}-axis array as a {spatial_dims}D image")
+    else:
+        if nd == spatial_dims:
+            arr = arr[None, None]
+        elif nd == spatial_dims + 1:
+            arr = arr[None]
+        elif nd != spatial_dims + 2:
+            raise ImageInputError(
+                f"the model takes {spatial_dims}D inputs, so give an array of shape "
+                f"{'x'.join(['H', 'W', 'D'][:spatial_dims])} (one channel), (C, ...) or (N, C, ...); got shape {arr.shape}"
+            )
+    return _as_float(np.ascontiguousarray(arr))
+
+
+def _match_channels(batch: np.ndarray, channels: int | None) -> np.ndarray:
+    have = batch.shape[1]
+    if channels is None or have == channels:
+        return batch
+    if have == 4 and channels in (1, 3):  # drop alpha
+        batch = batch[:, :3]
+        have = 3
+    if have == channels:
+        return batch
+    if have == 3 and channels == 1:  # ITU-R 601-2 luma, as Pillow's "L"
+        weights = np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, *([1] * (batch.ndim - 2)))
+        return np.sum(batch * weights, axis=1, keepdims=True, dtype=np.float32)
+    if have == 1:
+        return np.repeat(batch, channels, axis=1)
+    raise ImageInputError(
+        f"the model's first convolution takes {channels} channels but the image has {have}; "
+        f"give a {channels}-channel image or array (grayscale and RGB are converted automatically)"
+    )
+
+
+def _resize(batch: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    spatial = batch.shape[2:]
+    if len(size) != len(spatial):
+        raise ImageInputError(f"--size {'x'.join(map(str, size))} has {len(size)} axes but the input has {len(spatial)} spatial axes")
+    if tuple(spatial) == tuple(size):
+        return batch
+    if len(size) != 2:
+        idx = [np.clip(np.round((np.arange(n) + 0.5) * s / n - 0.5).astype(int), 0, s - 1) for n, s in zip(size, spatial)]
+        return np.ascontiguousarray(batch[(slice(None), slice(None), *np.ix_(*idx))])
+    from PIL import Image
+
+    n, c = batch.shape[:2]
+    out = np.empty((n, c, size[0], size[1]), dtype=np.float32)
+    for i in range(n):
+        for j in range(c):
+            img = Image.fromarray(batch[i, j], mode="F")
+            out[i, j] = np.asarray(img.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+    return out
+
+
+def _display(batch: np.ndarray) -> np.ndarray | None:
+    """(N, C, *spatial) un-normalised float -> (N, H, W, 3) uint8, or None for 1D."""
+    if batch.ndim == 3:
+        return None
+    maps = batch
+    if batch.ndim == 5:
+        maps = batch[:, :, batch.shape[2] // 2]
+    channels = maps.shape[1]
+    rgb = maps[:, :3] if channels >= 3 else np.repeat(maps[:, :1], 3, axis=1)
+    rgb = np.moveaxis(rgb, 1, -1)
+    finite = np.isfinite(rgb)
+    lo = float(rgb[finite].min()) if finite.any() else 0.0
+    hi = float(rgb[finite].max()) if finite.any() else 1.0
+    if lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    span = hi - lo if hi > lo else 1.0
+    unit = np.clip(np.where(finite, (rgb - lo) / span, 0.0), 0.0, 1.0)
+    return np.ascontiguousarray((unit * 255.0 + 0.5).astype(np.uint8))
+
+
+def prepare_input(
+    image: Any,
+    *,
+    channels: int | None,
+    spatial_dims: int = 2,
+    size: int | str | tuple[int, ...] | None = None,
+    normalize: str | tuple[Any, Any] | None = None,
+    expected_size: tuple[int, ...] | None = None,
+) -> PreparedInput:
+    """Read ``image`` and make it a batch the model accepts.
+
+    Args:
+        image: a file path (PNG/JPEG/TIFF/BMP or ``.npy``), a numpy array (``(H, W)``, ``(H, W, C)``,
+            ``(C, H, W)`` or ``(N, C, H, W)``; uint8 is scaled to [0, 1]), a PIL image, or a torch
+            tensor (channels first).
+        channels: channel count of the model's first convolution (gray/RGB/RGBA converted as needed).
+        spatial_dims: 1, 2 or 3.
+        size: resize to this spatial size (``64``, ``"64x96"``).
+        normalize: ``"imagenet"``, ``"none"``, ``"MEAN,STD"`` or ``(mean, std)``.
+        expected_size: spatial size the model requires, if it fixes one.
+
+    Raises:
+        ImageInputError: unreadable file, unsupported array shape, channel count that cannot be
+            converted, or a size the model does not accept.
+    """
+    arr, channels_last, source = _to_array(image)
+    if arr.size == 0:
+        raise ImageInputError(f"the image {source} is empty")
+    batch = _canonical(arr, channels_last, spatial_dims)
+    batch = _match_channels(batch, channels)
+    wanted = parse_size(size)
+    if wanted is not None and spatial_dims == 1 and len(wanted) == 2:
+        wanted = wanted[:1]
+    if wanted is not None:
+        batch = _resize(batch, wanted)
+    if expected_size is not None and tuple(batch.shape[2:]) != tuple(expected_size):
+        want = "x".join(map(str, expected_size))
+        raise ImageInputError(
+            f"the model takes {want} inputs but the image is {'x'.join(map(str, batch.shape[2:]))}; pass --size {want} (size={want!r})"
+        )
+    display = _display(batch)
+    stats = parse_normalize(normalize, batch.shape[1])
+    if stats is not None:
+        mean, std = stats
+        shape = (1, -1) + (1,) * (batch.ndim - 2)
+        batch = (batch - mean.reshape(shape)) / std.reshape(shape)
+    return PreparedInput(batch=np.ascontiguousarray(batch, dtype=np.float32), display=display, source=source)
+
+
+def to_display_image(image: Any, *, sample: int = 0) -> np.ndarray:
+    """A ``(H, W, 3)`` uint8 picture of ``image`` (any input :func:`prepare_input` accepts)."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
+        return image
+    arr, channels_last, _ = _to_array(image)
+    spatial_dims = 3 if (arr.ndim >= 4 and not channels_last and arr.ndim == 5) else 2
+    batch = _canonical(arr, channels_last, spatial_dims)
+    display = _display(batch)
+    if display is None:
+        raise ImageInputError("1D inputs have no picture to overlay on")
+    return display[min(sample, display.shape[0] - 1)]

@@ -1,0 +1,219 @@
+"""An output folder: files written atomically (PNG encoding on a thread pool) plus ``manifest.json``."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._version import __version__
+from .files import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from ..render.picture import Picture
+
+__all__ = ["OutputDir", "safe_filename", "MANIFEST_NAME"]
+
+MANIFEST_NAME = "manifest.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_filename(name: str, max_len: int = 120) -> str:
+    """A file-name-safe version of a layer name: ``"enc1.conv"`` stays, ``"model/conv 1:0"`` -> ``"model_conv_1_0"``."""
+    cleaned = _UNSAFE.sub("_", name).strip("._") or "layer"
+    if cleaned in (".", ".."):
+        cleaned = "layer"
+    return cleaned[:max_len]
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class OutputDir:
+    """Collects the files of one run in ``path`` and writes ``manifest.json`` listing them.
+
+    Every file is written atomically (temporary file + rename). Files not written by this run are
+    never touched, so re-running into the same folder is idempotent. PNG encoding runs on a thread
+    pool (Pillow's encoder releases the GIL), so it overlaps with whatever the caller does next.
+
+    Use as a context manager; ``close()`` waits for pending writes and writes the manifest. If the
+    block raises, pending writes finish but the manifest is not rewritten.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        workers: int | None = None,
+        max_pending: int | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"output path {self.path} exists and is not a folder; choose another -o/--out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.info = dict(info or {})
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="convscope-png")
+        self._futures: list[Future[Path]] = []
+        self._closed = False
+        # bounds the rendering jobs in flight, so streamed activations are freed as they are drawn
+        self._slots = threading.BoundedSemaphore(max_pending or 2 * (workers or _default_workers()))
+
+    # -- naming -------------------------------------------------------------------------------
+    def unique_name(self, stem: str, suffix: str, folder: str = "") -> str:
+        """A relative path ``folder/safe(stem)suffix`` not yet used in this run."""
+        base = safe_filename(stem)
+        rel = f"{folder}/{base}{suffix}" if folder else f"{base}{suffix}"
+        counter = 1
+        with self._lock:
+            while rel in self._entries:
+                counter += 1
+                rel = f"{folder}/{base}-{counter}{suffix}" if folder else f"{base}-{counter}{suffix}"
+            self._entries[rel] = {}
+        return rel
+
+    def _record(self, rel: str, meta: dict[str, Any]) -> None:
+        entry = {"file": rel}
+        entry.update({k: _jsonable(v) for k, v in meta.items() if v is not None})
+        with self._lock:
+            self._entries[rel] = entry
+
+    def _target(self, rel: str) -> Path:
+        target = (self.path / rel).resolve()
+        root = self.path.resolve()
+        if root != target and root not in target.parents:
+            raise ValueError(f"refusing to write outside the output folder: {rel!r}")
+        return target
+
+    # -- writers ------------------------------------------------------------------------------
+    def add_picture(self, rel: str, picture: Picture, **meta: Any) -> Future[Path]:
+        """Queue ``picture`` to be PNG-encoded and written to ``rel``; returns the future."""
+        if self._closed:
+            raise RuntimeError("output folder already closed")
+        merged = dict(picture.meta)
+        merged.update(meta)
+        merged.setdefault("width", picture.width)
+        merged.setdefault("height", picture.height)
+        self._record(rel, merged)
+        target = self._target(rel)
+        future = self._pool.submit(lambda: atomic_write_bytes(target, picture.to_png()))
+        self._futures.append(future)
+        return future
+
+    def add_rendered(self, rel: str, render: Callable[[], Picture], **meta: Any) -> Future[Path]:
+        """Render (``render()`` -> Picture) *and* encode on the pool, so drawing overlaps the caller.
+
+        Blocks while too many jobs are in flight (``max_pending``): memory stays bounded by a few
+        activations however many layers are streamed.
+        """
+        if self._closed:
+            raise RuntimeError("output folder already closed")
+        target = self._target(rel)
+        self._record(rel, meta)
+        self._slots.acquire()
+
+        def job() -> Path:
+            try:
+                picture = render()
+                merged = dict(picture.meta)
+                merged.update(meta)
+                merged.setdefault("width", picture.width)
+                merged.setdefault("height", picture.height)
+                self._record(rel, merged)
+                return atomic_write_bytes(target, picture.to_png())
+            finally:
+                self._slots.release()
+
+        future = self._pool.submit(job)
+        self._futures.append(future)
+        return future
+
+    def add_arrays(self, rel: str, arrays: dict[str, np.ndarray], **meta: Any) -> Path:
+        """Write arrays as an uncompressed ``.npz`` (readable with ``np.load(allow_pickle=False)``)."""
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        meta.setdefault("arrays", {k: list(v.shape) for k, v in arrays.items()})
+        self._record(rel, meta)
+        return atomic_write_bytes(self._target(rel), buf.getvalue())
+
+    def add_bytes(self, rel: str, data: bytes, **meta: Any) -> Path:
+        self._record(rel, meta)
+        return atomic_write_bytes(self._target(rel), data)
+
+    def add_text(self, rel: str, text: str, **meta: Any) -> Path:
+        return self.add_bytes(rel, text.encode("utf-8"), **meta)
+
+    def add_json(self, rel: str, obj: Any, **meta: Any) -> Path:
+        self._record(rel, meta)
+        return atomic_write_json(self._target(rel), obj)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for e in self._entries.values() if e]
+
+    def wait(self) -> None:
+        """Wait for every queued write; re-raise the first failure."""
+        futures, self._futures = self._futures, []
+        errors = []
+        for future in futures:
+            try:
+                future.result()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> Path:
+        """Finish writes, write ``manifest.json`` and return its path."""
+        if self._closed:
+            return self.path / MANIFEST_NAME
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._closed = True
+        manifest = {"convscope": __version__, **self.info, "files": self.entries}
+        return atomic_write_json(self.path / MANIFEST_NAME, manifest)
+
+    def __enter__(self) -> OutputDir:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.wait()
+            finally:
+                self._pool.shutdown(wait=True)
+                self._closed = True
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,284 @@
+"""Resolve a MODEL argument (``demo:NAME``, ``package.module:Factory``, or a file) into a model.
+
+Nothing from a file is executed unless the caller passes ``trust=True``: state dicts load with
+``torch.load(weights_only=True)`` or from safetensors. New file formats register a loader in
+:data:`FILE_LOADERS` keyed by suffix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError, UntrustedFileError
+
+__all__ = ["LoadedModel", "load_model", "parse_kwargs", "load_state_dict_file", "FILE_LOADERS"]
+
+
+@dataclass
+class LoadedModel:
+    """A model plus what convscope knows about its input.
+
+    Attributes:
+        model: the framework model (or a ModelAdapter for file formats that need one).
+        name: a display name (``demo:unet``, ``mypkg.nets:UNet``, ``model.onnx``).
+        input_shape: ``(1, C, *spatial)`` if known (demo models, fixed-size files), else None.
+        normalize: default ``--normalize`` for this model, if it has one.
+        sample: a function returning a ``(C, *spatial)`` float32 sample input, for demos.
+        info: free-form facts for manifests.
+    """
+
+    model: Any
+    name: str
+    input_shape: tuple[int, ...] | None = None
+    normalize: str | None = None
+    sample: Callable[[int], Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
+    """``--kwargs '{"in_channels": 1}'`` -> dict; a dict passes through."""
+    if kwargs is None or kwargs == "":
+        return {}
+    if isinstance(kwargs, dict):
+        return dict(kwargs)
+    try:
+        value = json.loads(kwargs)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"--kwargs must be a JSON object such as '{{\"in_channels\": 1}}': {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"--kwargs must be a JSON object (a dict of keyword arguments), got {type(value).__name__}")
+    return value
+
+
+def _torch_load(path: Path, *, trust: bool) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise UntrustedFileError(
+                f"{path.name} holds pickled Python objects beyond plain tensors (for example a whole pickled model); "
+                f"loading it would run code from the file. If you trust its source, pass --trust (trust=True)"
+            ) from None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load {path.name} even as a trusted pickle: {exc2}") from None
+        del exc
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path.name} is not a readable PyTorch file (truncated or corrupt?): {first}") from None
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Any]:
+    import torch
+
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net", "weights"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            if all(k.startswith("module.") for k in tensors):
+                tensors = {k[len("module."):]: v for k, v in tensors.items()}
+            return tensors
+    raise ModelLoadError(f"{path.name} does not hold a state dict (a mapping of names to tensors)")
+
+
+def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+    """Read weights from ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` without running code from it.
+
+    Returns a state dict, or (only with ``trust=True``) whatever object the pickle holds.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise ModelLoadError(f"weights file not found: {file}")
+    if file.stat().st_size == 0:
+        raise ModelLoadError(f"{file.name} is empty (0 bytes)")
+    if file.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelLoadError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+        try:
+            return load_file(str(file), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
+            raise ModelLoadError(f"{file.name} is not a valid safetensors file: {exc}") from None
+    obj = _torch_load(file, trust=trust)
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    return _unwrap_state_dict(obj, file)
+
+
+def _apply_state_dict(model: Any, state: dict[str, Any], path: Path) -> None:
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:4]) or first[0]
+        raise ModelLoadError(f"the weights in {path.name} do not fit the model: {detail}") from None
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {', '.join(unexpected[:3])}")
+        raise ModelLoadError(
+            f"the weights in {path.name} do not match the model built by the factory: {'; '.join(parts)}. "
+            f"Check --kwargs (channels, features) against how the weights were trained"
+        )
+
+
+def _load_factory(spec: str, kwargs: dict[str, Any]) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"a model factory is written package.module:Callable, not {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"cannot import {module_name!r} ({exc}); run from the folder that holds it or install it (pip install -e .)"
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            from .errors import close_matches
+
+            near = close_matches(part, names)
+            raise ModelLoadError(
+                f"{module_name} has no attribute {attr!r}" + (f"; did you mean: {', '.join(near)}?" if near else "")
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ModelLoadError(f"{spec} is not callable; give a class or function that returns a model")
+    try:
+        return target(**kwargs)
+    except TypeError as exc:
+        raise ModelLoadError(f"calling {spec}(**{kwargs}) failed: {exc}. Check --kwargs") from None
+
+
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+FileLoader = Callable[[Path, bool], LoadedModel]
+FILE_LOADERS: dict[str, FileLoader] = {}
+"""Suffix (lower case, with dot) -> loader(path, trust). Later formats (.keras, .onnx, .pt2) register here."""
+
+
+def _load_torch_file(path: Path, trust: bool) -> LoadedModel:
+    obj = load_state_dict_file(path, trust=trust)
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return LoadedModel(model=obj, name=path.name, info={"trusted_pickle": True})
+    raise ModelLoadError(
+        f"{path.name} holds weights only (a state dict), not an architecture; give the code that builds the model "
+        f"and the weights: convscope ... package.module:Factory --weights {path}"
+    )
+
+
+FILE_LOADERS.update({".pt": _load_torch_file, ".pth": _load_torch_file, ".bin": _load_torch_file, ".safetensors": _load_torch_file})
+
+
+def load_model(
+    spec: Any,
+    *,
+    kwargs: str | dict[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    trust: bool = False,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load the model named by ``spec``.
+
+    Args:
+        spec: ``"demo:cnn"`` / ``"demo:unet"``, ``"package.module:Factory"``, a model file path, or
+            a model object (returned as is).
+        kwargs: keyword arguments for the factory (dict or JSON text).
+        weights: a state dict file (``.safetensors``, ``.pt``, ``.pth``) loaded into the factory's model.
+        trust: allow formats that can execute code from the file (pickled whole models...).
+        device: place the loaded model on this device (``cpu``, ``cuda``, ``mps``).
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return LoadedModel(model=spec, name=type(spec).__name__)
+    text = os.fspath(spec)
+    loaded: LoadedModel
+    if text.startswith("demo:"):
+        from .demo import DEMO_NAMES, demo_sample, load_demo
+
+        name = text[len("demo:"):]
+        if name not in DEMO_NAMES:
+            raise ModelLoadError(f"unknown demo model {name!r}; choose one of: {', '.join('demo:' + n for n in DEMO_NAMES)}")
+        demo = load_demo(name)
+        loaded = LoadedModel(
+            model=demo.model,
+            name=text,
+            input_shape=tuple(demo.input_shape),
+            sample=lambda seed, _n=name: demo_sample(_n, seed=seed),
+            info={"task": demo.task, "description": demo.description},
+        )
+    else:
+        path = Path(text)
+        suffix = path.suffix.lower()
+        if _FACTORY_RE.match(text) and not path.exists():
+            model = _load_factory(text, parse_kwargs(kwargs))
+            loaded = LoadedModel(model=model, name=text)
+        elif path.exists() or suffix in FILE_LOADERS or os.sep in text:
+            if not path.exists():
+                raise ModelLoadError(f"model file not found: {path}")
+            if path.is_dir():
+                raise ModelLoadError(f"{path} is a folder; give a model file or package.module:Factory")
+            if path.stat().st_size == 0:
+                raise ModelLoadError(f"{path.name} is empty (0 bytes)")
+            loader = FILE_LOADERS.get(suffix)
+            if loader is None:
+                raise ModelLoadError(
+                    f"{path.name}: unknown model file type {suffix or '(no extension)'!r}; supported: "
+                    f"{', '.join(sorted(FILE_LOADERS))}, demo:NAME or package.module:Factory"
+                )
+            loaded = loader(path, trust)
+        else:
+            raise ModelLoadError(
+                f"cannot tell what model {text!r} is: give demo:cnn, demo:unet, package.module:Factory, or a model file"
+            )
+    if weights is not None:
+        _load_weights_into(loaded, Path(weights), trust)
+    if device is not None:
+        _to_device(loaded, device)
+    return loaded
+
+
+def _load_weights_into(loaded: LoadedModel, path: Path, trust: bool) -> None:
+    import torch
+
+    if not isinstance(loaded.model, torch.nn.Module):
+        raise ModelLoadError("--weights applies to PyTorch models built by a factory")
+    obj = load_state_dict_file(path, trust=trust)
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    _apply_state_dict(loaded.model, obj, path)
+
+
+def _to_device(loaded: LoadedModel, device: str) -> None:
+    from .adapters.torch_adapter import is_torch_module, resolve_device
+
+    if is_torch_module(loaded.model):
+        loaded.model.to(resolve_device(device))
+    elif device not in ("cpu", None):
+        raise ModelLoadError(f"--device {device} is only supported for PyTorch models")

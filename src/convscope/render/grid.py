@@ -1,0 +1,762 @@
+"""Grid images of activations and kernels, and heat-map overlays. numpy + Pillow only.
+
+Every function here works on all channels at once: one normalisation pass, one LUT lookup and
+one strided copy into the output grid (nearest-neighbour upscaling is fused into that copy).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..errors import ConvscopeError
+from .colormap import NAN_COLOR, _as_lut, apply_colormap, colormap_name
+from .normalize import _check_scale, _normalize_owned
+from .picture import Picture
+
+__all__ = ["tile", "render_activation_grid", "render_kernel_grid", "render_overlay", "VOLUME_MODES"]
+
+VOLUME_MODES: tuple[str, ...] = ("slices", "mip")
+
+_LABEL_BG = (24, 24, 24)
+_LABEL_FG = (255, 255, 255)
+_SEPARATOR_CANDIDATES = np.array(
+    [(255, 255, 255), (0, 0, 0), (128, 128, 128), (40, 40, 40), (70, 110, 190), (230, 200, 60)], dtype=np.int32
+)
+
+
+# --------------------------------------------------------------------------------------------
+# tiling
+# --------------------------------------------------------------------------------------------
+
+
+def _pad_color(pad_value: int | Sequence[int] | np.ndarray, channels: int) -> np.ndarray:
+    color = np.asarray(pad_value)
+    if color.ndim == 0:
+        color = np.full(channels, color)
+    if color.shape != (channels,) or not np.all((color >= 0) & (color <= 255)):
+        raise ConvscopeError(
+            f"pad_value must be an int in 0..255 or {channels} such ints (one per colour channel), got {pad_value!r}"
+        )
+    return color.astype(np.uint8)
+
+
+def _grid_shape(count: int, cols: int | None) -> tuple[int, int]:
+    if cols is None:
+        cols = math.ceil(math.sqrt(count))
+    cols = max(1, min(int(cols), count))
+    return math.ceil(count / cols), cols
+
+
+def _tile_into(
+    cells: np.ndarray,
+    cols: int,
+    pad: int,
+    pad_color: np.ndarray,
+    factor: tuple[int, int] = (1, 1),
+) -> np.ndarray:
+    """Tile ``(N, h, w, C)`` uint8 cells row-major into a grid, upscaling each by ``factor``.
+
+    One allocation and one broadcast copy: the destination cells are addressed through a strided
+    ``(rows, cols, h, fy, w, fx, C)`` view of the output, so no per-cell loop and no upscaled
+    intermediate.
+    """
+    count, h, w, channels = cells.shape
+    fy, fx = factor
+    rows = math.ceil(count / cols)
+    ch, cw = h * fy, w * fx
+    height = rows * (ch + pad) + pad
+    width = cols * (cw + pad) + pad
+    out = np.empty((height, width, channels), dtype=np.uint8)
+    out[...] = pad_color
+    s0, s1, s2 = out.strides
+    view = as_strided(
+        out[pad:, pad:],
+        shape=(rows, cols, h, fy, w, fx, channels),
+        strides=((ch + pad) * s0, (cw + pad) * s1, fy * s0, s0, fx * s1, s1, s2),
+        writeable=True,
+    )
+    full_rows = count // cols
+    if full_rows:
+        view[:full_rows] = cells[: full_rows * cols].reshape(full_rows, cols, h, 1, w, 1, channels)
+    rest = count - full_rows * cols
+    if rest:
+        view[full_rows, :rest] = cells[full_rows * cols :].reshape(rest, h, 1, w, 1, channels)
+    return out
+
+
+def tile(
+    cells: np.ndarray,
+    *,
+    cols: int | None = None,
+    pad: int = 1,
+    pad_value: int | Sequence[int] = 255,
+) -> np.ndarray:
+    """Arrange equally sized cells into one grid image, row-major.
+
+    Args:
+        cells: ``(N, h, w, 3)`` ``uint8`` (any channel count ``C`` works; ``(N, h, w)`` gives a
+            2-D grid).
+        cols: cells per row; default ``ceil(sqrt(N))`` (near-square). Clamped to ``N``.
+        pad: pixels between cells and around the grid.
+        pad_value: colour of the padding and of empty trailing cells: an int or one int per channel.
+
+    Returns:
+        ``(rows * (h + pad) + pad, cols * (w + pad) + pad, 3)`` ``uint8`` with
+        ``rows = ceil(N / cols)``.
+
+    Raises:
+        ConvscopeError: (a ``ValueError``) for an empty or wrongly shaped ``cells``, ``cols < 1``
+            or ``pad < 0``.
+    """
+    arr = np.asarray(cells)
+    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
+        raise ConvscopeError(f"tile needs a non-empty (N, h, w, 3) uint8 array of cells, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ConvscopeError(f"tile needs uint8 cells (colour-map them first with apply_colormap), got {arr.dtype}")
+    if cols is not None and int(cols) < 1:
+        raise ConvscopeError(f"cols must be a positive number of columns or None, got {cols}")
+    if int(pad) < 0:
+        raise ConvscopeError(f"pad must be >= 0 pixels, got {pad}")
+    gray = arr.ndim == 3
+    if gray:
+        arr = arr[..., None]
+    _, cols_used = _grid_shape(arr.shape[0], cols)
+    grid = _tile_into(arr, cols_used, int(pad), _pad_color(pad_value, arr.shape[3]))
+    return grid[..., 0] if gray else grid
+
+
+# --------------------------------------------------------------------------------------------
+# helpers: factors, separators, labels
+# --------------------------------------------------------------------------------------------
+
+
+def _fit_factor(want: int, extent: Callable[[int], tuple[int, int]], max_side: int) -> int:
+    """Largest factor in ``[1, want]`` whose ``extent(f) = (height, width)`` fits ``max_side``, else 1."""
+    for f in range(max(1, want), 0, -1):
+        if max(extent(f)) <= max_side:
+            return f
+    return 1
+
+
+def _separator(lut: np.ndarray) -> np.ndarray:
+    """A padding colour far from every colour of ``lut`` (white when white is far enough)."""
+    diff = _SEPARATOR_CANDIDATES[:, None, :] - lut[None, :, :].astype(np.int32)
+    distance = np.sqrt((diff**2).sum(axis=2)).min(axis=1)
+    good = np.flatnonzero(distance >= 90)
+    pick = int(good[0]) if good.size else int(np.argmax(distance))
+    return _SEPARATOR_CANDIDATES[pick].astype(np.uint8)
+
+
+def _upscale(a: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Nearest-neighbour upscale of the last two axes of ``a`` by integer factors (one copy)."""
+    if fy == 1 and fx == 1:
+        return a
+    *lead, h, w = a.shape
+    big = np.broadcast_to(a[..., :, None, :, None], (*lead, h, fy, w, fx))
+    return big.reshape(*lead, h * fy, w * fx)
+
+
+@lru_cache(maxsize=1)
+def _font() -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def _text_box(text: str) -> tuple[int, int, int, int]:
+    """``(left, top, width, height)`` of ``text`` in the label font."""
+    left, top, right, bottom = _font().getbbox(text)
+    return int(left), int(top), int(right - left), int(bottom - top)
+
+
+def _label_cell_size(labels: Sequence[str]) -> tuple[int, int]:
+    """``(height, width)`` of the dark box drawn behind the widest label."""
+    widest = max(labels, key=len)
+    _, _, width, height = _text_box(widest)
+    _, _, _, digit_h = _text_box("0123456789")
+    return max(height, digit_h) + 2, width + 3
+
+
+def _draw_corner_labels(pixels: np.ndarray, texts: Sequence[str], corners: Sequence[tuple[int, int]]) -> np.ndarray:
+    """White ``texts`` on small dark boxes with top-left corners at ``corners`` ``(x, y)``."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    font = _font()
+    box_h, _ = _label_cell_size(["0"])
+    for text, (x, y) in zip(texts, corners):
+        left, top, width, _ = _text_box(text)
+        draw.rectangle((x, y, x + width + 2, y + box_h - 1), fill=_LABEL_BG)
+        draw.text((x + 1 - left, y + 1 - top), text, fill=_LABEL_FG, font=font)
+    return np.asarray(image).copy()
+
+
+def _add_margin_labels(
+    pixels: np.ndarray,
+    *,
+    row_centers: np.ndarray,
+    row_texts: Sequence[str],
+    col_centers: np.ndarray,
+    col_texts: Sequence[str],
+) -> tuple[np.ndarray, int, int]:
+    """Put the grid on a dark canvas with row labels in a left margin and column labels on top.
+
+    Labels are thinned to every ``k``-th row/column so they never overlap.
+
+    Returns:
+        ``(pixels, left_margin, top_margin)``.
+    """
+    from PIL import Image, ImageDraw
+
+    box_h, _ = _label_cell_size(["0"])
+    row_w = max(_text_box(t)[2] for t in row_texts) + 6
+    col_w = max(_text_box(t)[2] for t in col_texts) + 4
+    left, top = row_w, box_h + 2
+    height, width = pixels.shape[:2]
+    canvas = np.empty((height + top, width + left, 3), dtype=np.uint8)
+    canvas[...] = _LABEL_BG
+    canvas[top:, left:] = pixels[..., :3]
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    font = _font()
+
+    def stride(centers: np.ndarray, need: int) -> int:
+        pitch = float(centers[1] - centers[0]) if len(centers) > 1 else float(need)
+        return max(1, math.ceil(need / max(pitch, 1.0)))
+
+    step = stride(row_centers, box_h)
+    for center, text in zip(row_centers[::step], row_texts[::step]):
+        tl, tt, tw, th = _text_box(text)
+        draw.text((left - 3 - tw - tl, top + int(center) - th // 2 - tt), text, fill=_LABEL_FG, font=font)
+    step = stride(col_centers, col_w)
+    for center, text in zip(col_centers[::step], col_texts[::step]):
+        tl, tt, tw, _ = _text_box(text)
+        draw.text((left + int(center) - tw // 2 - tl, 1 - tt), text, fill=_LABEL_FG, font=font)
+    return np.asarray(image).copy(), left, top
+
+
+def _cell_corners(count: int, cols: int, cell_hw: tuple[int, int], pad: int) -> list[tuple[int, int]]:
+    index = np.arange(count)
+    xs = pad + (index % cols) * (cell_hw[1] + pad)
+    ys = pad + (index // cols) * (cell_hw[0] + pad)
+    return list(zip(xs.tolist(), ys.tolist()))
+
+
+def _aspect_cols(count: int, cell_h: int, cell_w: int) -> int:
+    """Columns making a grid of ``count`` cells of ``cell_h x cell_w`` roughly square."""
+    return max(1, min(count, math.ceil(math.sqrt(count * cell_h / max(cell_w, 1)))))
+
+
+def _check_common(cols: int | None, max_side: int) -> None:
+    if cols is not None and int(cols) < 1:
+        raise ConvscopeError(f"cols must be a positive number of columns or None, got {cols}")
+    if int(max_side) < 1:
+        raise ConvscopeError(f"max_side must be a positive number of pixels, got {max_side}")
+
+
+def _value_range(stats: Any) -> list[float] | None:
+    return None if stats.data_min is None else [stats.data_min, stats.data_max]
+
+
+# --------------------------------------------------------------------------------------------
+# activations
+# --------------------------------------------------------------------------------------------
+
+
+def _select(maps: np.ndarray, channels: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Owned float32 copy of the chosen channels (one copy) and their indices."""
+    count = maps.shape[0]
+    if channels is None:
+        return np.array(maps, dtype=np.float32, copy=True, order="C"), np.arange(count)
+    index = np.asarray(channels).reshape(-1)
+    if index.size == 0:
+        raise ConvscopeError("channels is empty: give at least one channel index, or None for all channels")
+    if not np.issubdtype(index.dtype, np.integer):
+        raise ConvscopeError(f"channels must be integer indices, got dtype {index.dtype}")
+    bad = index[(index < 0) | (index >= count)]
+    if bad.size:
+        raise ConvscopeError(f"channel {int(bad[0])} is out of range: the maps have {count} channels (0..{count - 1})")
+    chosen = np.take(maps, index, axis=0)
+    if chosen.dtype != np.float32 or not chosen.flags.c_contiguous:
+        chosen = np.ascontiguousarray(chosen, dtype=np.float32)
+    return chosen, index.astype(np.int64)
+
+
+def _volume_views(sel: np.ndarray, volume: str) -> list[np.ndarray]:
+    """The three ``(C, a, b)`` views of ``(C, D, H, W)`` volumes: middle slices or MIPs (axis 0, 1, 2)."""
+    _, depth, height, width = sel.shape
+    if volume == "slices":
+        return [sel[:, depth // 2], sel[:, :, height // 2], sel[:, :, :, width // 2]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rays stay NaN, silently
+        return [np.nanmax(sel, axis=axis) for axis in (1, 2, 3)]
+
+
+def render_activation_grid(
+    maps: np.ndarray,
+    *,
+    channels: Sequence[int] | np.ndarray | None = None,
+    cmap: str | np.ndarray = "viridis",
+    scale: str = "minmax",
+    shared: bool = False,
+    cols: int | None = None,
+    labels: bool = False,
+    volume: str = "slices",
+    max_side: int = 4096,
+    min_cell: int = 48,
+) -> Picture:
+    """Draw feature maps of one sample as a grid of colour-mapped cells.
+
+    Layout by number of spatial axes:
+        * 1 (``(C, L)``): each channel is a horizontal strip ``max(8, L // 8)`` px tall (nearest
+          upscaled; widened by an integer factor to at least ``4 * min_cell`` px), in one column
+          unless ``cols`` is given.
+        * 2 (``(C, H, W)``): each channel is one cell.
+        * 3 (``(C, D, H, W)``): each cell shows three views side by side with a 1 px gap: the middle
+          slices along axes D, H and W (``volume="slices"``), or the maximum-intensity projections
+          along them (``volume="mip"``, NaN-aware). The views of a channel share one scale.
+
+    Cells are upscaled by an integer factor so their short side is at least ``min_cell`` px, reduced
+    (down to 1) so the whole image stays within ``max_side`` px per side when possible. The default
+    column count makes the image roughly square. Normalisation uses the values shown.
+
+    Args:
+        maps: ``(C, *spatial)`` real array, 1 to 3 spatial axes (float32 preferred).
+        channels: channel indices to draw, in this order; None draws all.
+        cmap: colormap name or ``(K, 3)`` table. NaN pixels are magenta.
+        scale: ``"minmax"``, ``"symmetric"`` or ``"percentile"`` (see :func:`normalize`).
+        shared: one scale for all shown channels instead of one per channel.
+        cols: cells per row.
+        labels: draw the channel index in each cell's top-left corner.
+        volume: ``"slices"`` or ``"mip"`` (3-D maps only, but always validated).
+        max_side: largest image side in pixels (upscaling is reduced to fit).
+        min_cell: smallest wanted short side of a cell in pixels.
+
+    Returns:
+        :class:`Picture` (RGB ``uint8``) whose ``meta`` has ``value_range`` (finite ``[min, max]``
+        of the shown values, or None), ``nan_count``, ``inf_count``, ``cell_size`` (``[h, w]`` px),
+        ``cols``, ``rows``, ``scale_factor``, ``cmap``, ``scale``, ``shared``.
+
+    Raises:
+        ConvscopeError: (a ``ValueError``) for bad shapes, channels, scale, volume, cmap or sizes.
+    """
+    arr = np.asarray(maps)
+    if arr.ndim not in (2, 3, 4) or arr.shape[0] == 0:
+        raise ConvscopeError(
+            f"maps must be (C, L), (C, H, W) or (C, D, H, W) with C >= 1 (one sample), got shape {arr.shape}"
+        )
+    if any(s == 0 for s in arr.shape[1:]):
+        raise ConvscopeError(f"maps have an empty spatial axis: shape {arr.shape}")
+    _check_scale(scale)
+    _check_common(cols, max_side)
+    if volume not in VOLUME_MODES:
+        raise ConvscopeError(f"unknown volume mode {volume!r}; use 'slices' or 'mip'")
+    if int(min_cell) < 1:
+        raise ConvscopeError(f"min_cell must be a positive number of pixels, got {min_cell}")
+    lut = _as_lut(cmap)
+    pad = 1
+    pad_color = _separator(lut)
+    spatial = arr.ndim - 1
+    sel, index = _select(arr, channels)
+    count = sel.shape[0]
+    texts = [str(int(i)) for i in index] if labels else []
+    label_h, label_w = _label_cell_size(texts) if labels else (0, 0)
+
+    if spatial == 1:
+        length = sel.shape[1]
+        norm, stats = _normalize_owned(sel, scale=scale, shared=shared)
+        cells = apply_colormap(norm.unit, lut)[:, None]  # (C, 1, L, 3)
+        cols_used = 1 if cols is None else max(1, min(int(cols), count))
+        rows = math.ceil(count / cols_used)
+        fx_want = max(1, math.ceil(4 * int(min_cell) / length))
+        fx = _fit_factor(fx_want, lambda f: (0, cols_used * (length * f + pad) + pad), max_side)
+        strip_want = max(8, length // 8, label_h)
+        strip = _fit_factor(strip_want, lambda f: (rows * (f + pad) + pad, 0), max_side)
+        pixels = _tile_into(cells, cols_used, pad, pad_color, (strip, fx))
+        cell_hw = (strip, length * fx)
+        factor = fx
+    elif spatial == 2:
+        height, width = sel.shape[1:]
+        norm, stats = _normalize_owned(sel, scale=scale, shared=shared)
+        cells = apply_colormap(norm.unit, lut)
+        cols_used = _aspect_cols(count, height, width) if cols is None else max(1, min(int(cols), count))
+        rows = math.ceil(count / cols_used)
+        want = max(1, math.ceil(int(min_cell) / min(height, width)), math.ceil(label_h / height), math.ceil(label_w / width))
+        factor = _fit_factor(
+            want, lambda f: (rows * (height * f + pad) + pad, cols_used * (width * f + pad) + pad), max_side
+        )
+        pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
+        cell_hw = (height * factor, width * factor)
+    else:
+        views = _volume_views(sel, volume)
+        view_hw = [v.shape[1:] for v in views]
+        base_h = max(h for h, _ in view_hw)
+        base_w = sum(w for _, w in view_hw)
+        cols_used = _aspect_cols(count, base_h, base_w + 2) if cols is None else max(1, min(int(cols), count))
+        rows = math.ceil(count / cols_used)
+        want = max(1, math.ceil(int(min_cell) / min(base_h, base_w)), math.ceil(label_h / base_h))
+
+        def extent(f: int) -> tuple[int, int]:
+            return rows * (base_h * f + pad) + pad, cols_used * (base_w * f + 2 + pad) + pad
+
+        factor = _fit_factor(want, extent, max_side)
+        cell_h, cell_w = base_h * factor, base_w * factor + 2
+        composite = np.full((count, cell_h, cell_w), np.nan, dtype=np.float32)
+        background = np.ones((cell_h, cell_w), dtype=bool)
+        x = 0
+        nan_count = inf_count = 0
+        for view in views:  # three views, each vectorised over all channels
+            vh, vw = view.shape[1] * factor, view.shape[2] * factor
+            composite[:, :vh, x : x + vw] = _upscale(view, factor, factor)
+            background[:vh, x : x + vw] = False
+            nan_count += int(np.isnan(view).sum())
+            inf_count += int(np.isinf(view).sum())
+            x += vw + 1
+        norm, stats = _normalize_owned(composite, scale=scale, shared=shared)
+        cells = apply_colormap(norm.unit, lut)
+        cells[:, background] = pad_color
+        stats = type(stats)(stats.data_min, stats.data_max, nan_count, inf_count)
+        pixels = _tile_into(cells, cols_used, pad, pad_color)
+        cell_hw = (cell_h, cell_w)
+
+    if labels:
+        pixels = _draw_corner_labels(pixels, texts, _cell_corners(count, cols_used, cell_hw, pad))
+    meta: dict[str, Any] = {
+        "value_range": _value_range(stats),
+        "nan_count": stats.nan_count,
+        "inf_count": stats.inf_count,
+        "cell_size": [int(cell_hw[0]), int(cell_hw[1])],
+        "cols": int(cols_used),
+        "rows": int(rows),
+        "scale_factor": int(factor),
+        "cmap": colormap_name(cmap),
+        "scale": scale,
+        "shared": bool(shared),
+    }
+    if spatial == 3:
+        meta["volume"] = volume
+    return Picture(pixels=pixels, meta=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------
+
+
+def _rgb_pixels(unit: np.ndarray) -> np.ndarray:
+    """``(O, 3, kh, kw)`` unit floats -> ``(O, kh, kw, 3)`` uint8; a NaN in any channel -> magenta."""
+    scaled = np.multiply(unit.transpose(0, 2, 3, 1), np.float32(255.0), dtype=np.float32)
+    scaled += np.float32(0.5)
+    nan_mask = np.isnan(scaled).any(axis=-1)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    pixels = scaled.astype(np.uint8)
+    pixels[nan_mask] = NAN_COLOR
+    return pixels
+
+
+def render_kernel_grid(
+    weights: np.ndarray,
+    *,
+    groups: int = 1,
+    scale: str = "symmetric",
+    shared: bool = False,
+    cmap: str | np.ndarray | None = None,
+    rgb: bool = False,
+    cols: int | None = None,
+    labels: bool = False,
+    max_side: int = 4096,
+) -> Picture:
+    """Draw the filters of one convolution layer.
+
+    Layouts (``meta["layout"]``):
+        * ``"cells"``: rows are output filters, columns input channels (group-local index); each cell
+          is one kernel: ``kh x kw`` for 2-D, a ``1 x k`` strip for 1-D, the ``kd`` depth slices side
+          by side (1 px gaps, 2 px between cells) for 3-D. When there is one input channel per
+          group (depthwise) the ``O`` cells wrap into a near-square grid (or ``cols``) instead of a
+          single column.
+        * ``"matrix"``: every kernel is ``1``/``1x1``/``1x1x1``: the layer is one ``O x I`` heat map
+          (rows filters, columns inputs), no gaps.
+        * ``"rgb"``: ``rgb=True`` (needs ``I == 3`` and 2-D kernels): each filter is one colour image
+          (input channels as R, G, B), tiled near-square or in ``cols`` columns; with the symmetric
+          scale 0 is mid grey.
+
+    Each filter is normalised over all its ``I * prod(k)`` weights, or the whole layer with
+    ``shared``. Kernels are nearest-upscaled to at least 3 px per weight and ~15 px per kernel,
+    reduced (never below 1 px per weight) to stay within ``max_side``. ``cols`` applies to the
+    ``"rgb"`` and depthwise layouts.
+
+    Args:
+        weights: ``(O, I, *k)`` real array (canonical layout, ``I`` = input channels per group),
+            1 to 3 kernel axes.
+        groups: convolution groups (``O`` must be divisible by it); recorded in ``meta``.
+        scale: ``"symmetric"``, ``"minmax"`` or ``"percentile"`` (see :func:`normalize`).
+        shared: one scale for the whole layer instead of one per filter.
+        cmap: colormap name or ``(K, 3)`` table; default ``"RdBu_r"`` (symmetric, percentile) or
+            ``"gray"`` (minmax). Ignored for ``rgb``.
+        rgb: draw each 3-input filter as a colour image.
+        cols: columns of the ``"rgb"`` / depthwise grid.
+        labels: ``"cells"``/``"matrix"``: filter indices in a left margin and input indices in a top
+            margin (thinned so they do not overlap); ``"rgb"``/depthwise: filter index in each cell.
+        max_side: largest image side in pixels.
+
+    Returns:
+        :class:`Picture` (RGB ``uint8``) whose ``meta`` has ``value_range``, ``rows``, ``cols``,
+        ``scale_factor`` (px per weight), ``layout``, ``cell_size``, ``nan_count``, ``inf_count``,
+        ``cmap``, ``scale``, ``shared``, ``groups``.
+
+    Raises:
+        ConvscopeError: (a ``ValueError``) for a bad shape, groups, scale, cmap or an impossible ``rgb``.
+    """
+    arr = np.asarray(weights)
+    if arr.ndim not in (3, 4, 5) or 0 in arr.shape:
+        raise ConvscopeError(
+            f"weights must be (out, in_per_group, *kernel) with 1 to 3 kernel axes, got shape {arr.shape}"
+        )
+    _check_scale(scale)
+    _check_common(cols, max_side)
+    if int(groups) < 1 or arr.shape[0] % int(groups):
+        raise ConvscopeError(f"groups={groups} must be a positive divisor of out_channels={arr.shape[0]}")
+    out_ch, in_ch = arr.shape[:2]
+    ksize = tuple(int(s) for s in arr.shape[2:])
+    if rgb and in_ch != 3:
+        raise ConvscopeError(f"rgb=True needs 3 input channels per filter, these weights have {in_ch}; use rgb=False")
+    if rgb and len(ksize) != 2:
+        raise ConvscopeError(f"rgb=True needs 2-D kernels, these are {len(ksize)}-D {ksize}; use rgb=False")
+    if cmap is None:
+        cmap = "gray" if scale == "minmax" else "RdBu_r"
+    lut = _as_lut(cmap)
+
+    work = np.array(arr, dtype=np.float32, copy=True, order="C")
+    norm, stats = _normalize_owned(work.reshape(out_ch, -1), scale=scale, shared=shared)
+    unit = work  # normalised in place, (O, I, *k)
+    indices = [str(i) for i in range(out_ch)]
+    label_h, label_w = _label_cell_size(indices) if labels else (0, 0)
+    margin = (label_h + 2, max(_text_box(t)[2] for t in indices) + 6) if labels else (0, 0)
+
+    if rgb:
+        layout = "rgb"
+        kh, kw = ksize
+        pad = 1
+        pad_color = np.array((255, 255, 255), dtype=np.uint8)
+        cells = _rgb_pixels(unit)
+        cols_used = _aspect_cols(out_ch, kh, kw) if cols is None else max(1, min(int(cols), out_ch))
+        rows = math.ceil(out_ch / cols_used)
+        want = max(3, math.ceil(15 / max(kh, kw)), math.ceil(label_h / kh), math.ceil(label_w / kw))
+        factor = _fit_factor(want, lambda f: (rows * (kh * f + pad) + pad, cols_used * (kw * f + pad) + pad), max_side)
+        pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
+        cell_hw = (kh * factor, kw * factor)
+        if labels:
+            pixels = _draw_corner_labels(pixels, indices, _cell_corners(out_ch, cols_used, cell_hw, pad))
+    elif all(s == 1 for s in ksize):
+        layout = "matrix"
+        rows, cols_used = out_ch, in_ch
+        matrix = apply_colormap(unit.reshape(1, out_ch, in_ch), lut)
+        want = max(3, math.ceil(128 / max(out_ch, in_ch)))
+        factor = _fit_factor(want, lambda f: (out_ch * f + margin[0], in_ch * f + margin[1]), max_side)
+        pixels = _tile_into(matrix, 1, 0, np.zeros(3, np.uint8), (factor, factor))
+        cell_hw = (factor, factor)
+        if labels:
+            centers_r = (np.arange(out_ch) + 0.5) * factor
+            centers_c = (np.arange(in_ch) + 0.5) * factor
+            pixels, _, _ = _add_margin_labels(
+                pixels, row_centers=centers_r, row_texts=indices,
+                col_centers=centers_c, col_texts=[str(i) for i in range(in_ch)],
+            )
+    else:
+        layout = "cells"
+        pad_color = _separator(lut)
+        colored = apply_colormap(unit.reshape(out_ch * in_ch, *ksize), lut)  # (O*I, *k, 3)
+        wrap = in_ch == 1
+        count = out_ch * in_ch
+        if len(ksize) == 1:
+            base_h, base_w, gap_slices, pad = 1, ksize[0], 0, 1
+            cells_f1 = colored[:, None]  # (N, 1, k, 3)
+        elif len(ksize) == 2:
+            base_h, base_w, gap_slices, pad = ksize[0], ksize[1], 0, 1
+            cells_f1 = colored
+        else:
+            kd, kh, kw = ksize
+            base_h, base_w, gap_slices, pad = kh, kd * kw, kd - 1, 2
+            cells_f1 = None
+        if wrap:
+            cols_used = _aspect_cols(out_ch, base_h, base_w + gap_slices) if cols is None else max(1, min(int(cols), out_ch))
+        else:
+            cols_used = in_ch
+        rows = math.ceil(count / cols_used)
+        want = max(3, math.ceil(15 / max(ksize)))
+        if labels and wrap:
+            want = max(want, math.ceil(label_h / base_h), math.ceil(label_w / base_w))
+        extra = (0, 0) if wrap else margin
+
+        def extent(f: int) -> tuple[int, int]:
+            return (
+                rows * (base_h * f + pad) + pad + extra[0],
+                cols_used * (base_w * f + gap_slices + pad) + pad + extra[1],
+            )
+
+        factor = _fit_factor(want, extent, max_side)
+        if cells_f1 is not None:
+            pixels = _tile_into(cells_f1, cols_used, pad, pad_color, (factor, factor))
+            cell_hw = (base_h * factor, base_w * factor)
+        else:
+            kd, kh, kw = ksize
+            up = _upscale(np.moveaxis(colored, -1, 1), factor, factor)  # (N, 3, kd, kh*f, kw*f)
+            up = np.moveaxis(up, 1, -1)  # (N, kd, kh*f, kw*f, 3)
+            composite = np.empty((count, kh * factor, kd, kw * factor + 1, 3), dtype=np.uint8)
+            composite[...] = pad_color
+            composite[:, :, :, : kw * factor] = up.transpose(0, 2, 1, 3, 4)
+            cells = composite.reshape(count, kh * factor, kd * (kw * factor + 1), 3)[:, :, :-1]
+            pixels = _tile_into(cells, cols_used, pad, pad_color)
+            cell_hw = (kh * factor, kd * kw * factor + kd - 1)
+        if labels and wrap:
+            pixels = _draw_corner_labels(pixels, indices, _cell_corners(out_ch, cols_used, cell_hw, pad))
+        elif labels:
+            centers_r = pad + np.arange(out_ch) * (cell_hw[0] + pad) + cell_hw[0] / 2
+            centers_c = pad + np.arange(in_ch) * (cell_hw[1] + pad) + cell_hw[1] / 2
+            pixels, _, _ = _add_margin_labels(
+                pixels, row_centers=centers_r, row_texts=indices,
+                col_centers=centers_c, col_texts=[str(i) for i in range(in_ch)],
+            )
+
+    meta: dict[str, Any] = {
+        "value_range": _value_range(stats),
+        "rows": int(rows),
+        "cols": int(cols_used),
+        "scale_factor": int(factor),
+        "layout": layout,
+        "cell_size": [int(cell_hw[0]), int(cell_hw[1])],
+        "nan_count": stats.nan_count,
+        "inf_count": stats.inf_count,
+        "cmap": "rgb" if rgb else colormap_name(cmap),
+        "scale": scale,
+        "shared": bool(shared),
+        "groups": int(groups),
+    }
+    return Picture(pixels=pixels, meta=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# overlay
+# --------------------------------------------------------------------------------------------
+
+
+def _as_rgb_image(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise ConvscopeError(
+            f"overlay image must be uint8 (H, W, 3) or (H, W); got {img.dtype}: convert with np.clip(x * 255, 0, 255).astype(np.uint8)"
+        )
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        return np.ascontiguousarray(img[:, :, :3])
+    raise ConvscopeError(f"overlay image must be (H, W, 3) RGB or (H, W) gray uint8, got shape {img.shape}")
+
+
+def _resize_map(amap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear upsample of a 2-D float map to ``(height, width)``, NaN/Inf preserved by position.
+
+    Non-finite pixels are filled with the finite minimum for the bilinear pass (so they do not smear),
+    then restored where a nearest-neighbour resize of their mask says so.
+    """
+    from PIL import Image
+
+    src = np.ascontiguousarray(amap, dtype=np.float32)
+    if src.shape == (height, width):
+        return src.copy()
+    finite = np.isfinite(src)
+    code = None
+    filled = src
+    if not finite.all():
+        fill = float(src[finite].min()) if finite.any() else 0.0
+        filled = np.where(finite, src, np.float32(fill))
+        code = np.zeros(src.shape, dtype=np.uint8)
+        code[np.isnan(src)] = 1
+        code[src == np.inf] = 2
+        code[src == -np.inf] = 3
+    resized = np.asarray(
+        Image.fromarray(filled).resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32
+    ).copy()
+    if code is not None:
+        code_big = np.asarray(Image.fromarray(code).resize((width, height), Image.Resampling.NEAREST))
+        resized[code_big == 1] = np.nan
+        resized[code_big == 2] = np.inf
+        resized[code_big == 3] = -np.inf
+    return resized
+
+
+def render_overlay(
+    image: np.ndarray,
+    amap: np.ndarray,
+    *,
+    cmap: str | np.ndarray = "jet",
+    alpha: float = 0.5,
+    scale: str = "minmax",
+) -> Picture:
+    """Blend a colour-mapped activation map over an image.
+
+    The map is upsampled bilinearly (Pillow) to the image size, normalised, colour-mapped and
+    blended: ``out = (1 - alpha) * image + alpha * heat`` (rounded). NaN map pixels are magenta in
+    the heat map.
+
+    Args:
+        image: ``(H, W, 3)`` RGB ``uint8`` (``(H, W)`` gray and ``(H, W, 4)`` RGBA are accepted;
+            alpha is dropped).
+        amap: ``(h, w)`` real map.
+        cmap: colormap name or ``(K, 3)`` table.
+        alpha: weight of the heat map in ``[0, 1]``: 0 returns the image, 1 the heat map.
+        scale: ``"minmax"``, ``"symmetric"`` or ``"percentile"``.
+
+    Returns:
+        :class:`Picture` ``(H, W, 3)`` with ``meta`` ``value_range`` (finite ``[min, max]`` of
+        ``amap``), ``alpha``, ``cmap``, ``scale``, ``nan_count``.
+
+    Raises:
+        ConvscopeError: (a ``ValueError``) for bad shapes, dtype, alpha, scale or cmap.
+    """
+    try:
+        weight = float(alpha)
+    except (TypeError, ValueError):
+        raise ConvscopeError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
+    if not 0.0 <= weight <= 1.0:
+        raise ConvscopeError(f"alpha must be in [0, 1] (0 = only the image, 1 = only the map), got {alpha}")
+    _check_scale(scale)
+    lut = _as_lut(cmap)
+    base = _as_rgb_image(image)
+    heat_map = np.asarray(amap)
+    if heat_map.ndim != 2 or 0 in heat_map.shape:
+        raise ConvscopeError(f"overlay needs a 2-D (h, w) activation map, got shape {heat_map.shape}; pick a channel/slice first")
+    height, width = base.shape[:2]
+    finite = np.isfinite(heat_map)
+    value_range = [float(heat_map[finite].min()), float(heat_map[finite].max())] if finite.any() else None
+    nan_count = int(np.isnan(heat_map).sum())
+
+    resized = _resize_map(heat_map, height, width)
+    norm, _ = _normalize_owned(resized[None], scale=scale, shared=False)
+    heat = apply_colormap(norm.unit[0], lut)
+    if weight == 0.0:
+        pixels = base.copy()
+    elif weight == 1.0:
+        pixels = heat
+    else:
+        blend = base.astype(np.float32)
+        blend *= np.float32(1.0 - weight)
+        blend += heat.astype(np.float32) * np.float32(weight)
+        blend += np.float32(0.5)
+        pixels = np.clip(blend, 0, 255).astype(np.uint8)
+    meta = {
+        "value_range": value_range,
+        "alpha": weight,
+        "cmap": colormap_name(cmap),
+        "scale": scale,
+        "nan_count": nan_count,
+    }
+    return Picture(pixels=pixels, meta=meta)
