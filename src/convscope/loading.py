@@ -194,7 +194,27 @@ def _load_torch_file(path: Path, trust: bool) -> LoadedModel:
     )
 
 
-FILE_LOADERS.update({".pt": _load_torch_file, ".pth": _load_torch_file, ".bin": _load_torch_file, ".safetensors": _load_torch_file})
+def _lazy(module: str, function: str) -> FileLoader:
+    """A loader that imports its framework only when a file of its kind is opened."""
+
+    def load(path: Path, trust: bool) -> LoadedModel:
+        return getattr(importlib.import_module(module, __package__), function)(path, trust)
+
+    return load
+
+
+FILE_LOADERS.update(
+    {
+        ".pt": _load_torch_file,
+        ".pth": _load_torch_file,
+        ".bin": _load_torch_file,
+        ".safetensors": _load_torch_file,
+        ".keras": _lazy(".adapters.keras_adapter", "load_keras_file"),
+        ".h5": _lazy(".adapters.keras_adapter", "load_keras_file"),
+        ".onnx": _lazy(".adapters.onnx_adapter", "load_onnx_file"),
+        ".pt2": _lazy(".adapters.torch_export", "load_pt2_file"),
+    }
+)
 
 
 def load_model(
