@@ -63,9 +63,11 @@ def _tile_into(
 ) -> np.ndarray:
     """Tile ``(N, h, w, C)`` uint8 cells row-major into a grid, upscaling each by ``factor``.
 
-    One allocation and one broadcast copy: the destination cells are addressed through a strided
-    ``(rows, cols, h, fy, w, fx, C)`` view of the output, so no per-cell loop and no upscaled
-    intermediate.
+    No per-cell loop and no upscaled intermediate: pixels are handled as ``C``-byte void items;
+    the top row of every upscaled cell row is written through one strided
+    ``(rows, cols, h, w, fx)`` view of the output (x-upscaling by broadcasting), then the other
+    ``fy - 1`` rows are full-width row copies. Only padding lines and those top rows are
+    pre-filled with ``pad_color``.
     """
     count, h, w, channels = cells.shape
     fy, fx = factor
@@ -73,21 +75,36 @@ def _tile_into(
     ch, cw = h * fy, w * fx
     height = rows * (ch + pad) + pad
     width = cols * (cw + pad) + pad
+    line = width * channels
     out = np.empty((height, width, channels), dtype=np.uint8)
-    out[...] = pad_color
-    s0, s1, s2 = out.strides
-    view = as_strided(
-        out[pad:, pad:],
-        shape=(rows, cols, h, fy, w, fx, channels),
-        strides=((ch + pad) * s0, (cw + pad) * s1, fy * s0, s0, fx * s1, s1, s2),
+    flat = out.reshape(height, line)
+    pattern = np.tile(pad_color.astype(np.uint8), width)  # one padding row, (W * C,)
+    if pad:
+        lines = as_strided(flat, shape=(rows + 1, pad, line), strides=((ch + pad) * line, line, 1), writeable=True)
+        lines[...] = pattern
+    band = as_strided(
+        flat[pad:], shape=(rows, h, fy, line), strides=((ch + pad) * line, fy * line, line, 1), writeable=True
+    )
+    band[:, :, 0] = pattern
+
+    item = np.dtype((np.void, channels))
+    pixels = out.view(item)[..., 0]  # (H, W) of C-byte items
+    src = np.ascontiguousarray(cells).view(item)[..., 0]  # (N, h, w)
+    t0, t1 = pixels.strides
+    dest = as_strided(
+        pixels[pad:, pad:],
+        shape=(rows, cols, h, w, fx),
+        strides=((ch + pad) * t0, (cw + pad) * t1, fy * t0, fx * t1, t1),
         writeable=True,
     )
     full_rows = count // cols
     if full_rows:
-        view[:full_rows] = cells[: full_rows * cols].reshape(full_rows, cols, h, 1, w, 1, channels)
+        dest[:full_rows] = src[: full_rows * cols].reshape(full_rows, cols, h, w, 1)
     rest = count - full_rows * cols
     if rest:
-        view[full_rows, :rest] = cells[full_rows * cols :].reshape(rest, h, 1, w, 1, channels)
+        dest[full_rows, :rest] = src[full_rows * cols :].reshape(rest, h, w, 1)
+    if fy > 1:
+        band[:, :, 1:] = band[:, :, :1]
     return out
 
 
@@ -154,6 +171,11 @@ def _separator(lut: np.ndarray) -> np.ndarray:
     return _SEPARATOR_CANDIDATES[pick].astype(np.uint8)
 
 
+def _gap_color(separator: np.ndarray) -> np.ndarray:
+    """Colour of the 1 px gaps and empty space *inside* a cell: the separator moved halfway to grey."""
+    return ((separator.astype(np.uint16) + 128) // 2).astype(np.uint8)
+
+
 def _upscale(a: np.ndarray, fy: int, fx: int) -> np.ndarray:
     """Nearest-neighbour upscale of the last two axes of ``a`` by integer factors (one copy)."""
     if fy == 1 and fx == 1:
@@ -184,19 +206,34 @@ def _label_cell_size(labels: Sequence[str]) -> tuple[int, int]:
     return max(height, digit_h) + 2, width + 3
 
 
-def _draw_corner_labels(pixels: np.ndarray, texts: Sequence[str], corners: Sequence[tuple[int, int]]) -> np.ndarray:
-    """White ``texts`` on small dark boxes with top-left corners at ``corners`` ``(x, y)``."""
+@lru_cache(maxsize=8192)
+def _label_patch(text: str) -> np.ndarray:
+    """``(box_h, w, 3)`` uint8: ``text`` in white on a small dark box (rendered once, then cached)."""
     from PIL import Image, ImageDraw
 
-    image = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(image)
-    font = _font()
     box_h, _ = _label_cell_size(["0"])
+    left, top, width, _ = _text_box(text)
+    image = Image.new("RGB", (width + 3, box_h), _LABEL_BG)
+    ImageDraw.Draw(image).text((1 - left, 1 - top), text, fill=_LABEL_FG, font=_font())
+    patch = np.asarray(image, dtype=np.uint8).copy()
+    patch.setflags(write=False)
+    return patch
+
+
+def _blit(pixels: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Copy ``patch`` into ``pixels`` (in place) with its top-left corner at ``(x, y)``, clipped."""
+    height, width = pixels.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + patch.shape[1], width), min(y + patch.shape[0], height)
+    if x1 > x0 and y1 > y0:
+        pixels[y0:y1, x0:x1, :3] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+def _draw_corner_labels(pixels: np.ndarray, texts: Sequence[str], corners: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Draw white ``texts`` on small dark boxes with top-left corners at ``corners`` ``(x, y)``, in place."""
     for text, (x, y) in zip(texts, corners):
-        left, top, width, _ = _text_box(text)
-        draw.rectangle((x, y, x + width + 2, y + box_h - 1), fill=_LABEL_BG)
-        draw.text((x + 1 - left, y + 1 - top), text, fill=_LABEL_FG, font=font)
-    return np.asarray(image).copy()
+        _blit(pixels, _label_patch(text), x, y)
+    return pixels
 
 
 def _add_margin_labels(
@@ -214,19 +251,15 @@ def _add_margin_labels(
     Returns:
         ``(pixels, left_margin, top_margin)``.
     """
-    from PIL import Image, ImageDraw
-
     box_h, _ = _label_cell_size(["0"])
-    row_w = max(_text_box(t)[2] for t in row_texts) + 6
-    col_w = max(_text_box(t)[2] for t in col_texts) + 4
+    row_w = max(_label_patch(t).shape[1] for t in row_texts) + 3
+    col_w = max(_label_patch(t).shape[1] for t in col_texts) + 2
     left, top = row_w, box_h + 2
     height, width = pixels.shape[:2]
     canvas = np.empty((height + top, width + left, 3), dtype=np.uint8)
-    canvas[...] = _LABEL_BG
+    canvas[:top] = _LABEL_BG
+    canvas[top:, :left] = _LABEL_BG
     canvas[top:, left:] = pixels[..., :3]
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
-    font = _font()
 
     def stride(centers: np.ndarray, need: int) -> int:
         pitch = float(centers[1] - centers[0]) if len(centers) > 1 else float(need)
@@ -234,13 +267,13 @@ def _add_margin_labels(
 
     step = stride(row_centers, box_h)
     for center, text in zip(row_centers[::step], row_texts[::step]):
-        tl, tt, tw, th = _text_box(text)
-        draw.text((left - 3 - tw - tl, top + int(center) - th // 2 - tt), text, fill=_LABEL_FG, font=font)
+        patch = _label_patch(text)
+        _blit(canvas, patch, left - 2 - patch.shape[1], top + int(center) - box_h // 2)
     step = stride(col_centers, col_w)
     for center, text in zip(col_centers[::step], col_texts[::step]):
-        tl, tt, tw, _ = _text_box(text)
-        draw.text((left + int(center) - tw // 2 - tl, 1 - tt), text, fill=_LABEL_FG, font=font)
-    return np.asarray(image).copy(), left, top
+        patch = _label_patch(text)
+        _blit(canvas, patch, left + int(center) - patch.shape[1] // 2, 1)
+    return canvas, left, top
 
 
 def _cell_corners(count: int, cols: int, cell_hw: tuple[int, int], pad: int) -> list[tuple[int, int]]:
@@ -321,7 +354,8 @@ def render_activation_grid(
           unless ``cols`` is given.
         * 2 (``(C, H, W)``): each channel is one cell.
         * 3 (``(C, D, H, W)``): each cell shows three views side by side with a 1 px gap: the middle
-          slices along axes D, H and W (``volume="slices"``), or the maximum-intensity projections
+          slices along axes D, H and W (``volume="slices"``; 2 px between cells, gaps and empty
+          space in a cell are grey), or the maximum-intensity projections
           along them (``volume="mip"``, NaN-aware). The views of a channel share one scale.
 
     Cells are upscaled by an integer factor so their short side is at least ``min_cell`` px, reduced
@@ -396,6 +430,7 @@ def render_activation_grid(
         pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
         cell_hw = (height * factor, width * factor)
     else:
+        pad = 2
         views = _volume_views(sel, volume)
         view_hw = [v.shape[1:] for v in views]
         base_h = max(h for h, _ in view_hw)
@@ -422,7 +457,7 @@ def render_activation_grid(
             x += vw + 1
         norm, stats = _normalize_owned(composite, scale=scale, shared=shared)
         cells = apply_colormap(norm.unit, lut)
-        cells[:, background] = pad_color
+        cells[:, background] = _gap_color(pad_color)
         stats = type(stats)(stats.data_min, stats.data_max, nan_count, inf_count)
         pixels = _tile_into(cells, cols_used, pad, pad_color)
         cell_hw = (cell_h, cell_w)
@@ -479,7 +514,7 @@ def render_kernel_grid(
     Layouts (``meta["layout"]``):
         * ``"cells"``: rows are output filters, columns input channels (group-local index); each cell
           is one kernel: ``kh x kw`` for 2-D, a ``1 x k`` strip for 1-D, the ``kd`` depth slices side
-          by side (1 px gaps, 2 px between cells) for 3-D. When there is one input channel per
+          by side (1 px grey gaps, 3 px between cells) for 3-D. When there is one input channel per
           group (depthwise) the ``O`` cells wrap into a near-square grid (or ``cols``) instead of a
           single column.
         * ``"matrix"``: every kernel is ``1``/``1x1``/``1x1x1``: the layer is one ``O x I`` heat map
@@ -549,7 +584,7 @@ def render_kernel_grid(
         cells = _rgb_pixels(unit)
         cols_used = _aspect_cols(out_ch, kh, kw) if cols is None else max(1, min(int(cols), out_ch))
         rows = math.ceil(out_ch / cols_used)
-        want = max(3, math.ceil(15 / max(kh, kw)), math.ceil(label_h / kh), math.ceil(label_w / kw))
+        want = max(3, math.ceil(15 / max(kh, kw)), math.ceil(2 * label_h / kh), math.ceil(label_w / kw))
         factor = _fit_factor(want, lambda f: (rows * (kh * f + pad) + pad, cols_used * (kw * f + pad) + pad), max_side)
         pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
         cell_hw = (kh * factor, kw * factor)
@@ -584,7 +619,7 @@ def render_kernel_grid(
             cells_f1 = colored
         else:
             kd, kh, kw = ksize
-            base_h, base_w, gap_slices, pad = kh, kd * kw, kd - 1, 2
+            base_h, base_w, gap_slices, pad = kh, kd * kw, kd - 1, 3
             cells_f1 = None
         if wrap:
             cols_used = _aspect_cols(out_ch, base_h, base_w + gap_slices) if cols is None else max(1, min(int(cols), out_ch))
@@ -611,7 +646,7 @@ def render_kernel_grid(
             up = _upscale(np.moveaxis(colored, -1, 1), factor, factor)  # (N, 3, kd, kh*f, kw*f)
             up = np.moveaxis(up, 1, -1)  # (N, kd, kh*f, kw*f, 3)
             composite = np.empty((count, kh * factor, kd, kw * factor + 1, 3), dtype=np.uint8)
-            composite[...] = pad_color
+            composite[...] = _gap_color(pad_color)
             composite[:, :, :, : kw * factor] = up.transpose(0, 2, 1, 3, 4)
             cells = composite.reshape(count, kh * factor, kd * (kw * factor + 1), 3)[:, :, :-1]
             pixels = _tile_into(cells, cols_used, pad, pad_color)
