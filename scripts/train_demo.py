@@ -70,6 +70,7 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -
     os.close(fd)
     try:
         save_file(to_float16_state(model), tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped package data must be world-readable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--cnn-epochs", type=int, default=6)
     ap.add_argument("--cnn-n", type=int, default=6144, help="fresh training images per CNN epoch")
-    ap.add_argument("--stem-wd", type=float, default=1e-2, help="L2 weight decay of stem.conv (default 1e-2)")
+    ap.add_argument("--stem-wd", type=float, default=0.2, help="L2 weight decay of stem.conv (default 0.2)")
     ap.add_argument("--unet-epochs", type=int, default=8)
     ap.add_argument("--unet-n", type=int, default=2048, help="fresh training images per U-Net epoch")
     args = ap.parse_args(argv)

@@ -16,6 +16,7 @@ from .core.activations import Activation, map_stats
 from .io.output import OutputDir, safe_filename
 
 if TYPE_CHECKING:
+    from .render.picture import Picture
     from .scope import Scope
 
 __all__ = ["write_kernels", "write_activations"]
@@ -58,6 +59,27 @@ def write_kernels(
     return folder.path / "manifest.json"
 
 
+def _grid_with_stats(act: Activation, sample: int, **options: Any) -> Picture:
+    """``act.grid(sample=sample, **options)`` with ``meta["stats"]`` (see :func:`map_stats`) added."""
+    picture = act.grid(sample=sample, **options)
+    picture.meta["stats"] = fast_map_stats(act.data[sample])
+    return picture
+
+
+def fast_map_stats(maps: np.ndarray) -> dict[str, Any]:
+    """:func:`convscope.core.activations.map_stats`, without its temporaries when every value is finite.
+
+    ``min``/``max`` propagate NaN and show Inf, so when both are finite there is no NaN or Inf and
+    the result is ``map_stats``'s exactly (same float32 mean over the same flat values); otherwise
+    it falls back to ``map_stats``.
+    """
+    if maps.size:
+        low, high = maps.min(), maps.max()
+        if np.isfinite(low) and np.isfinite(high):
+            return {"min": float(low), "max": float(high), "mean": float(maps.reshape(-1).mean()), "nan": 0, "inf": 0}
+    return map_stats(maps)
+
+
 def write_activations(
     scope: Scope,
     image: Any,
@@ -97,16 +119,18 @@ def write_activations(
     names = scope.select(layers, kind=kind)
     with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
         def on_activation(name: str, data: np.ndarray) -> None:
+            # Called from the forward pass: only queue work here. Drawing, statistics and PNG
+            # encoding run on the output folder's threads while the forward pass goes on.
             act = Activation(layer=name, data=data)
             stem = safe_filename(name)
             for s in chosen:
                 suffix = ".png" if batch_size == 1 else f".s{s}.png"
-                meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s,
-                        "stats": map_stats(data[s])}
+                meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s}
                 folder.add_rendered(
                     folder.unique_name(stem, suffix),
-                    lambda act=act, s=s: act.grid(top=top, order=order, sample=s, cmap=cmap, scale=scale,
-                                                  normalize=normalize, labels=labels, volume=volume),
+                    lambda act=act, s=s: _grid_with_stats(act, s, top=top, order=order, cmap=cmap, scale=scale,
+                                                          normalize=normalize, labels=labels, volume=volume),
+                    nbytes=data[s].nbytes,
                     **meta,
                 )
                 if overlay and prepared.display is not None and data.ndim in (4, 5):

@@ -59,11 +59,34 @@ def parse_kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
     return value
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _wrong_format(path: Path, kind: str, expected: str) -> ModelLoadError:
+    """One-line error for a file whose content is not what its suffix says."""
+    from .adapters.torch_files import describe_format, suffix_for
+
+    if kind == "empty":
+        return ModelLoadError(f"{path.name} is empty (0 bytes)")
+    if kind == "corrupt-zip":
+        return ModelLoadError(f"{path.name} is truncated or corrupt: its zip directory cannot be read; download or save it again")
+    suffix = suffix_for(kind)
+    hint = f"; rename it to {path.stem}{suffix} if that is what it is" if suffix and suffix != path.suffix.lower() else ""
+    return ModelLoadError(f"{path.name} is not {expected}: it looks like {describe_format(kind)}{hint}")
+
+
 def _torch_load(path: Path, *, trust: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``; full unpickling only with ``trust`` (never as a fallback)."""
+    import warnings
+
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust:
             raise UntrustedFileError(
@@ -71,13 +94,14 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
                 f"loading it would run code from the file. If you trust its source, pass --trust (trust=True)"
             ) from None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:  # noqa: BLE001
-            raise ModelLoadError(f"cannot load {path.name} even as a trusted pickle: {exc2}") from None
+            raise ModelLoadError(f"cannot load {path.name} even as a trusted pickle: {_first_line(exc2)}") from None
         del exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path.name} is not a readable PyTorch file (truncated or corrupt?): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        raise ModelLoadError(f"{path.name} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}") from None
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Any]:
@@ -100,14 +124,31 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Any]:
 def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
     """Read weights from ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` without running code from it.
 
-    Returns a state dict, or (only with ``trust=True``) whatever object the pickle holds.
+    The file's format is sniffed first (magic bytes and zip member names; nothing is unpickled),
+    so a TorchScript archive, a ``.pt2`` program, a truncated archive or a file of another type
+    gets one clear message before ``torch.load`` sees it.
+
+    Returns:
+        A state dict (name -> tensor), or (only with ``trust=True``) whatever module the file
+        holds (a pickled whole model, a TorchScript module).
+
+    Raises:
+        UntrustedFileError: the file needs full unpickling or is TorchScript and ``trust`` is False.
+        ModelLoadError: missing, empty, truncated, corrupt or not a weights file.
     """
+    from .adapters.torch_files import sniff_format
+
     file = Path(path)
     if not file.exists():
         raise ModelLoadError(f"weights file not found: {file}")
+    if file.is_dir():
+        raise ModelLoadError(f"{file} is a folder; give a weights file (.safetensors, .pt, .pth)")
     if file.stat().st_size == 0:
         raise ModelLoadError(f"{file.name} is empty (0 bytes)")
+    kind = sniff_format(file)
     if file.suffix.lower() == ".safetensors":
+        if kind != "safetensors":
+            raise _wrong_format(file, kind, "a safetensors file")
         try:
             from safetensors.torch import load_file
         except ImportError:
@@ -115,7 +156,15 @@ def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -
         try:
             return load_file(str(file), device="cpu")
         except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
-            raise ModelLoadError(f"{file.name} is not a valid safetensors file: {exc}") from None
+            raise ModelLoadError(f"{file.name} is not a valid safetensors file (truncated or corrupt?): {_first_line(exc)}") from None
+    if kind == "torchscript":
+        from .adapters.torch_files import load_torchscript_file
+
+        return load_torchscript_file(file, trust).model
+    if kind == "safetensors":
+        raise _wrong_format(file, kind, "a PyTorch pickle file")
+    if kind not in ("torch-zip", "torch-legacy", "pickle", "zip"):
+        raise _wrong_format(file, kind, "a PyTorch weights file")
     obj = _torch_load(file, trust=trust)
     import torch
 
@@ -183,6 +232,14 @@ FILE_LOADERS: dict[str, FileLoader] = {}
 
 
 def _load_torch_file(path: Path, trust: bool) -> LoadedModel:
+    """MODEL given as ``.pt``/``.pth``/``.bin``/``.safetensors``: a TorchScript archive or a pickled model
+    (both only with ``trust``); a plain state dict gets a message on how to give its architecture."""
+    from .adapters.torch_files import sniff_format
+
+    if path.suffix.lower() != ".safetensors" and sniff_format(path) == "torchscript":
+        from .adapters.torch_files import load_torchscript_file
+
+        return LoadedModel(model=load_torchscript_file(path, trust), name=path.name, info={"format": "torchscript"})
     obj = load_state_dict_file(path, trust=trust)
     import torch
 

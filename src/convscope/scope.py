@@ -213,6 +213,12 @@ class Scope:
 
         return write_activations(self, image, out, layers, **options)
 
+    def report(self, images: Any, out: str | os.PathLike[str], **options: Any) -> Any:
+        """Write a self-contained HTML report into ``out``; returns ``out/index.html``. See :func:`convscope.report.build_report`."""
+        from .report.builder import build_report
+
+        return build_report(self, images, out, **options)
+
 
 def load(
     spec: Any,

@@ -14,16 +14,17 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
     """Pick the adapter for ``model``: a torch ``nn.Module``, a Keras 3 model, an ONNX model, or an adapter."""
     if isinstance(model, ModelAdapter):
         return model
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        from .torch_adapter import TorchAdapter
-
-        return TorchAdapter(model, device=device)
+    # Keras first: with the torch backend a keras.Model is also a torch.nn.Module
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, keras.Model):
         from .keras_adapter import KerasAdapter  # type: ignore[import-not-found]
 
         return KerasAdapter(model)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from .torch_adapter import TorchAdapter
+
+        return TorchAdapter(model, device=device)
     onnx = sys.modules.get("onnx")
     if onnx is not None and isinstance(model, onnx.ModelProto):
         from .onnx_adapter import OnnxAdapter  # type: ignore[import-not-found]

@@ -1,4 +1,4 @@
-"""``convscope demo``: kernels, activations (and the U-Net flow) of both bundled demo models, plus an index page."""
+"""``convscope demo``: the HTML report of both bundled demo models, plus a landing page linking them."""
 
 from __future__ import annotations
 
@@ -11,41 +11,48 @@ import numpy as np
 
 from ..io.files import atomic_write_text
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "DEMO_SAMPLES"]
+
+DEMO_SAMPLES = 2
+"""Synthetic input images per demo model (seeds ``seed``, ``seed + 1``, ...)."""
 
 
-def run_demo(out: str | Path = "convscope-demo", *, echo: Callable[[str], None] = print, seed: int = 0) -> Path:
-    """Write everything for ``demo:cnn`` and ``demo:unet`` under ``out`` and return ``out/index.html``."""
-    from ..render.picture import Picture
+def run_demo(
+    out: str | Path = "convscope-demo",
+    *,
+    echo: Callable[[str], None] = print,
+    seed: int = 0,
+    samples: int = DEMO_SAMPLES,
+    progress: bool = True,
+) -> Path:
+    """Write a report for ``demo:cnn`` and ``demo:unet`` under ``out/cnn`` and ``out/unet``.
+
+    Returns ``out/index.html``, a landing page linking both reports.
+    """
     from ..scope import Scope
 
     root = Path(out)
     sections: list[dict[str, Any]] = []
     for name in ("cnn", "unet"):
         scope = Scope(f"demo:{name}")
-        sample = scope.sample(seed)
-        folder = root / name
-        prepared = scope.prepare(sample)
-        if prepared.display is not None:
-            Picture(prepared.display[0]).save(folder / "input.png")
-        echo(f"demo:{name}: kernels")
-        scope.save_kernels(folder / "kernels", labels=False)
-        echo(f"demo:{name}: activations")
-        scope.save_activations(sample, folder / "activations", overlay=True, labels=True)
-        extra: list[str] = []
-        if name == "unet":
-            try:
-                flow = scope.unet(sample)
-            except (ImportError, NotImplementedError):
-                flow = None
-            if flow is not None:
-                echo("demo:unet: U-Net flow")
-                written = flow.save(folder / "unet")
-                extra = [str(Path(p).relative_to(root)) for p in written if str(p).endswith(".png")]
-        sections.append({"name": name, "folder": folder, "extra": extra, "output": _describe_output(scope, prepared.batch)})
-    index = root / "index.html"
-    atomic_write_text(index, _index_html(root, sections))
-    return index
+        images = [scope.sample(seed + k) for k in range(max(1, samples))]
+        echo(f"demo:{name}: report")
+        index = scope.report(images, root / name, title=f"convscope demo: {name}", progress=progress, echo=echo)
+        sections.append({
+            "name": name,
+            "href": f"{name}/{index.name}",
+            "output": _describe_output(scope, scope.prepare(images[0]).batch),
+            "description": _description(name),
+        })
+    landing = root / "index.html"
+    atomic_write_text(landing, _index_html(sections))
+    return landing
+
+
+def _description(name: str) -> str:
+    from ..demo import _SPECS
+
+    return str(_SPECS[name]["description"])
 
 
 def _describe_output(scope: Any, batch: np.ndarray) -> str:
@@ -61,39 +68,26 @@ def _describe_output(scope: Any, batch: np.ndarray) -> str:
         probs /= probs.sum()
         best = int(np.argmax(probs))
         label = names[best] if names else str(best)
-        return f"prediction: {label} ({probs[best]:.0%})"
-    return f"output: {'x'.join(map(str, out.shape[1:]))} (foreground pixels: {float((out[0] > 0).mean()):.1%})"
+        return f"prediction on image 1: {label} ({probs[best]:.0%})"
+    return f"output: {'x'.join(map(str, out.shape[1:]))} (foreground pixels on image 1: {float((out[0] > 0).mean()):.1%})"
 
 
-def _index_html(root: Path, sections: list[dict[str, Any]]) -> str:
-    import json
-
+def _index_html(sections: list[dict[str, Any]]) -> str:
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>convscope demo</title>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'\">",
-        "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:1400px}img{image-rendering:pixelated;max-width:100%;"
-        "border:1px solid #ccc}figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-family:monospace}"
-        "h2{border-bottom:1px solid #888}</style></head><body><h1>convscope demo</h1>",
+        "<!doctype html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'self'; img-src 'self'\">",
+        "<title>convscope demo</title>",
+        f"<link rel='stylesheet' href='{html.escape(sections[0]['name'])}/assets/report.css'>" if sections else "",
+        "</head><body><main id='main'><h1>convscope demo</h1>",
+        "<p>Reports of the two bundled demo models (trained in the repository on synthetic images; nothing was downloaded).</p>",
+        "<ul>",
     ]
     for section in sections:
-        name = section["name"]
-        folder: Path = section["folder"]
-        parts.append(f"<h2>demo:{html.escape(name)}</h2><p>{html.escape(section['output'])}</p>")
-        if (folder / "input.png").exists():
-            parts.append(f"<figure><img src='{name}/input.png' alt='input sample'><figcaption>input</figcaption></figure>")
-        for rel in section["extra"]:
-            parts.append(f"<figure><img src='{html.escape(rel)}' alt='{html.escape(rel)}'><figcaption>{html.escape(rel)}</figcaption></figure>")
-        for kind in ("kernels", "activations"):
-            manifest = json.loads((folder / kind / "manifest.json").read_text())
-            parts.append(f"<h3>{kind}</h3>")
-            for entry in manifest["files"]:
-                if not entry["file"].endswith(".png"):
-                    continue
-                src = f"{name}/{kind}/{entry['file']}"
-                caption = f"{entry.get('layer', '')} {entry.get('kind', '')} {'x'.join(map(str, entry.get('shape', [])))}"
-                parts.append(
-                    f"<figure><img src='{html.escape(src)}' alt='{html.escape(caption)}' loading='lazy'>"
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-                )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        parts.append(
+            f"<li><h2><a href='{html.escape(section['href'])}'>demo:{html.escape(section['name'])}</a></h2>"
+            f"<p>{html.escape(section['description'])}</p><p class='meta'>{html.escape(section['output'])}</p></li>"
+        )
+    parts.append("</ul></main></body></html>")
+    return "\n".join(parts) + "\n"

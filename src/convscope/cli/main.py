@@ -1,4 +1,4 @@
-"""``convscope`` command line: ``layers``, ``kernels``, ``activations``, ``unet``, ``demo``.
+"""``convscope`` command line: ``layers``, ``kernels``, ``activations``, ``unet``, ``report``, ``serve``, ``demo``.
 
 The model options (``--kwargs``, ``--weights``, ``--trust``, ``--device``) and the image options
 (``--size``, ``--normalize``) mean the same in every command. Errors print one line and exit 2.
@@ -126,6 +126,66 @@ def activations(
         train=train,
     )
     _report_written(manifest)
+
+
+@app.command()
+def report(
+    model: ModelArg,
+    images: Annotated[list[str], typer.Argument(help="input images (PNG/JPEG/TIFF) or .npy arrays", metavar="IMAGE...")],
+    out: OutOpt = Path("convscope-report"),
+    layer: LayerOpt = None,
+    kind: KindOpt = None,
+    top: Annotated[int, typer.Option("--top", help="layers with more channels show their K strongest first; the full grid loads on demand")] = 64,
+    cmap: Annotated[str, typer.Option("--cmap", help="colormap of activation grids")] = "viridis",
+    unet: Annotated[bool, typer.Option("--unet/--no-unet", help="add the U-Net flow when the model is a U-Net")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
+    kwargs: KwargsOpt = None,
+    weights: WeightsOpt = None,
+    trust: TrustOpt = False,
+    device: DeviceOpt = None,
+    size: SizeOpt = None,
+    normalize: NormalizeOpt = None,
+) -> None:
+    """Write a self-contained HTML report (index.html + images, works offline) into OUT.
+
+    Default layers: convolutions and activation layers (--layer / --kind to choose).
+    """
+    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
+                         progress=progress, echo=_echo)
+    _echo(f"wrote {index} (open it in a browser; every file is listed in {index.parent / 'manifest.json'})")
+
+
+@app.command()
+def serve(
+    model: ModelArg,
+    images: Annotated[Optional[Path], typer.Option("--images", help="folder of images to choose from (only files inside it are served)")] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (default 127.0.0.1: this machine only). Any other address prints a warning")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on (0: any free port)")] = 8000,
+    layer: LayerOpt = None,
+    kind: KindOpt = None,
+    cache_mb: Annotated[int, typer.Option("--cache-mb", help="memory budget of the activation cache (MiB)")] = 512,
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="largest accepted upload (MiB)")] = 20,
+    kwargs: KwargsOpt = None,
+    weights: WeightsOpt = None,
+    trust: TrustOpt = False,
+    device: DeviceOpt = None,
+    size: SizeOpt = None,
+    normalize: NormalizeOpt = None,
+) -> None:
+    """Live viewer in the browser: choose or upload an image, browse layers and channels, see the U-Net flow.
+
+    Every request needs the random token in the printed URL.
+    """
+    from ..server.run import serve as run_server
+    from ..server.state import ServerLimits
+
+    if cache_mb < 1 or max_upload_mb < 1:
+        raise ValueError("--cache-mb and --max-upload-mb must be at least 1")
+    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
+    run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
+               echo=_echo, warn=lambda text: typer.echo(text, err=True))
 
 
 @app.command()

@@ -7,10 +7,11 @@ float16 safetensors in ``convscope/demo/weights/`` and are cast back to float32 
 Importing this package needs only numpy: torch is imported when a model is loaded
 (:func:`load_demo`) or a model class is accessed (``convscope.demo.DemoUNet``).
 
-Example:
-    >>> demo = load_demo("unet")
-    >>> x = demo_sample("unet", seed=3)        # (1, 64, 64) float32
-    >>> logits = demo.model(torch.from_numpy(x)[None])  # (1, 1, 64, 64)
+Example::
+
+    demo = load_demo("unet")
+    x = demo_sample("unet", seed=3)                      # (1, 64, 64) float32
+    logits = demo.model(torch.from_numpy(x)[None])       # (1, 1, 64, 64), > 0 = organ
 """
 
 from __future__ import annotations
@@ -35,12 +36,9 @@ __all__ = [
     "demo_sample",
     "demo_weights_path",
     "CLASS_NAMES",
-    # lazily imported from .models (torch):
-    "ConvBlock",
-    "Stem",
-    "DemoCNN",
-    "DemoUNet",
 ]
+# Also available, imported lazily from .models (needs torch; kept out of __all__ so that
+# ``from convscope.demo import *`` stays torch-free): ConvBlock, Stem, DemoCNN, DemoUNet.
 
 DEMO_NAMES: tuple[str, ...] = ("cnn", "unet")
 """Names accepted by :func:`load_demo` and :func:`demo_sample`."""

@@ -37,6 +37,10 @@ def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+DEFAULT_MAX_PENDING_BYTES = 64 * 2**20
+"""Default bound on the bytes held by queued rendering jobs (``add_rendered(..., nbytes=...)``)."""
+
+
 class OutputDir:
     """Collects the files of one run in ``path`` and writes ``manifest.json`` listing them.
 
@@ -54,6 +58,7 @@ class OutputDir:
         *,
         workers: int | None = None,
         max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -66,8 +71,13 @@ class OutputDir:
         self._pool = ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="convscope-png")
         self._futures: list[Future[Path]] = []
         self._closed = False
-        # bounds the rendering jobs in flight, so streamed activations are freed as they are drawn
-        self._slots = threading.BoundedSemaphore(max_pending or 2 * (workers or _default_workers()))
+        # bounds the rendering jobs in flight (their number and the bytes they hold), so streamed
+        # activations are freed as they are drawn
+        self._max_pending = max_pending or 2 * (workers or _default_workers())
+        self._max_pending_bytes = DEFAULT_MAX_PENDING_BYTES if max_pending_bytes is None else max_pending_bytes
+        self._pending = 0
+        self._pending_bytes = 0
+        self._room = threading.Condition()
 
     # -- naming -------------------------------------------------------------------------------
     def unique_name(self, stem: str, suffix: str, folder: str = "") -> str:
@@ -110,17 +120,38 @@ class OutputDir:
         self._futures.append(future)
         return future
 
-    def add_rendered(self, rel: str, render: Callable[[], Picture], **meta: Any) -> Future[Path]:
+    def _admit(self, nbytes: int) -> None:
+        """Wait until a job holding ``nbytes`` fits: at most ``max_pending`` jobs and, unless no job
+        is pending at all, at most ``max_pending_bytes`` held by them together."""
+        with self._room:
+            while self._pending and (
+                self._pending >= self._max_pending or self._pending_bytes + nbytes > self._max_pending_bytes
+            ):
+                self._room.wait()
+            self._pending += 1
+            self._pending_bytes += nbytes
+
+    def _release(self, nbytes: int) -> None:
+        with self._room:
+            self._pending -= 1
+            self._pending_bytes -= nbytes
+            self._room.notify_all()
+
+    def add_rendered(self, rel: str, render: Callable[[], Picture], *, nbytes: int = 0, **meta: Any) -> Future[Path]:
         """Render (``render()`` -> Picture) *and* encode on the pool, so drawing overlaps the caller.
 
-        Blocks while too many jobs are in flight (``max_pending``): memory stays bounded by a few
-        activations however many layers are streamed.
+        Blocks while too many jobs are in flight (``max_pending``) or while the jobs in flight hold
+        more than ``max_pending_bytes`` (each job declares what it holds in ``nbytes``, e.g. the
+        activation it draws): memory stays bounded by a few activations however many layers are
+        streamed, and by about two of the largest when activations are big. The picture's ``meta``
+        goes into the manifest entry, overridden by ``meta``.
         """
         if self._closed:
             raise RuntimeError("output folder already closed")
         target = self._target(rel)
         self._record(rel, meta)
-        self._slots.acquire()
+        cost = max(0, int(nbytes))
+        self._admit(cost)
 
         def job() -> Path:
             try:
@@ -132,7 +163,7 @@ class OutputDir:
                 self._record(rel, merged)
                 return atomic_write_bytes(target, picture.to_png())
             finally:
-                self._slots.release()
+                self._release(cost)
 
         future = self._pool.submit(job)
         self._futures.append(future)

@@ -158,13 +158,24 @@ def apply_colormap(
     Returns:
         ``unit.shape + (3,)`` ``uint8`` array, C-contiguous.
     """
+    index, table = _lookup(unit, cmap, nan_color)
+    return np.take(table, index, axis=0)
+
+
+def _lookup(
+    unit: np.ndarray, cmap: str | np.ndarray, nan_color: tuple[int, int, int] | np.ndarray = NAN_COLOR
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, table)`` with ``np.take(table, index, axis=0) == apply_colormap(unit, cmap, nan_color)``.
+
+    ``table`` is ``(K + 1, 3)`` uint8 (the colormap, then ``nan_color``); ``index`` is ``intp`` of
+    ``unit.shape``. Renderers use this to fold upscaling into the lookup.
+    """
     lut = _as_lut(cmap)
     size = lut.shape[0]
     table = np.empty((size + 1, 3), dtype=np.uint8)
     table[:size] = lut
     table[size] = _nan_rgb(nan_color)
-    index = _lut_index(np.asarray(unit), size)
-    return np.take(table, index, axis=0)
+    return _lut_index(np.asarray(unit), size), table
 
 
 def _lut_index(unit: np.ndarray, size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ConvscopeError
-from .colormap import NAN_COLOR, _as_lut, apply_colormap, colormap_name
+from .colormap import NAN_COLOR, _as_lut, _lookup, apply_colormap, colormap_name
 from .normalize import _check_scale, _normalize_owned
 from .picture import Picture
 
@@ -54,23 +54,20 @@ def _grid_shape(count: int, cols: int | None) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
-def _tile_into(
-    cells: np.ndarray,
-    cols: int,
-    pad: int,
-    pad_color: np.ndarray,
-    factor: tuple[int, int] = (1, 1),
-) -> np.ndarray:
-    """Tile ``(N, h, w, C)`` uint8 cells row-major into a grid, upscaling each by ``factor``.
+def _tile_runs(runs: np.ndarray, cols: int, pad: int, pad_color: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Tile cells given as x-upscaled pixel runs into a padded grid, upscaling rows by ``fy``.
 
-    No per-cell loop and no upscaled intermediate: pixels are handled as ``C``-byte void items;
-    the top row of every upscaled cell row is written through one strided
-    ``(rows, cols, h, w, fx)`` view of the output (x-upscaling by broadcasting), then the other
-    ``fy - 1`` rows are full-width row copies. Only padding lines and those top rows are
-    pre-filled with ``pad_color``.
+    Args:
+        runs: ``(N, h, w, fx * C)`` uint8, C-contiguous: every source pixel already repeated ``fx``
+            times along x (so ``fx * C`` contiguous bytes per source pixel).
+
+    No per-cell loop: each run is one ``fx * C``-byte void item, written through one strided
+    ``(rows, cols, h, w)`` view of the output into the top row of every upscaled cell row; the
+    other ``fy - 1`` rows are then full-width row copies. Only the padding lines and those top rows
+    are pre-filled with ``pad_color``.
     """
-    count, h, w, channels = cells.shape
-    fy, fx = factor
+    count, h, w, run = runs.shape
+    channels = run // fx
     rows = math.ceil(count / cols)
     ch, cw = h * fy, w * fx
     height = rows * (ch + pad) + pad
@@ -87,25 +84,60 @@ def _tile_into(
     )
     band[:, :, 0] = pattern
 
-    item = np.dtype((np.void, channels))
-    pixels = out.view(item)[..., 0]  # (H, W) of C-byte items
-    src = np.ascontiguousarray(cells).view(item)[..., 0]  # (N, h, w)
-    t0, t1 = pixels.strides
-    dest = as_strided(
-        pixels[pad:, pad:],
-        shape=(rows, cols, h, w, fx),
-        strides=((ch + pad) * t0, (cw + pad) * t1, fy * t0, fx * t1, t1),
-        writeable=True,
+    item = np.dtype((np.void, run))
+    src = runs.view(item)[..., 0]  # (N, h, w)
+    dest = np.ndarray(
+        shape=(rows, cols, h, w),
+        dtype=item,
+        buffer=out,
+        offset=(pad * width + pad) * channels,
+        strides=((ch + pad) * line, (cw + pad) * channels, fy * line, run),
     )
     full_rows = count // cols
     if full_rows:
-        dest[:full_rows] = src[: full_rows * cols].reshape(full_rows, cols, h, w, 1)
+        dest[:full_rows] = src[: full_rows * cols].reshape(full_rows, cols, h, w)
     rest = count - full_rows * cols
     if rest:
-        dest[full_rows, :rest] = src[full_rows * cols :].reshape(rest, h, w, 1)
+        dest[full_rows, :rest] = src[full_rows * cols :]
     if fy > 1:
         band[:, :, 1:] = band[:, :, :1]
     return out
+
+
+def _tile_into(
+    cells: np.ndarray,
+    cols: int,
+    pad: int,
+    pad_color: np.ndarray,
+    factor: tuple[int, int] = (1, 1),
+) -> np.ndarray:
+    """Tile ``(N, h, w, C)`` uint8 cells row-major into a grid, nearest-upscaling each by ``factor``."""
+    fy, fx = factor
+    count, h, w, channels = cells.shape
+    pixels = np.ascontiguousarray(cells)
+    if fx > 1:
+        items = pixels.view(np.dtype((np.void, channels)))[..., 0]  # (N, h, w)
+        pixels = np.repeat(items, fx, axis=2).view(np.uint8).reshape(count, h, w, fx * channels)
+    return _tile_runs(pixels, cols, pad, pad_color, fy, fx)
+
+
+def _tile_mapped(
+    index: np.ndarray,
+    table: np.ndarray,
+    cols: int,
+    pad: int,
+    pad_color: np.ndarray,
+    factor: tuple[int, int] = (1, 1),
+) -> np.ndarray:
+    """Colour-map and tile in one go: ``(N, h, w)`` LUT row indices into a ``(K, C)`` uint8 table.
+
+    The x-upscaling is folded into the lookup (a table whose rows are each colour repeated ``fx``
+    times), so the upscaled cells are produced by one ``np.take``.
+    """
+    fy, fx = factor
+    run_table = np.ascontiguousarray(np.tile(table, (1, fx)))
+    runs = np.take(run_table, index, axis=0)  # (N, h, w, fx * C)
+    return _tile_runs(runs, cols, pad, pad_color, fy, fx)
 
 
 def tile(
@@ -200,10 +232,11 @@ def _text_box(text: str) -> tuple[int, int, int, int]:
 
 def _label_cell_size(labels: Sequence[str]) -> tuple[int, int]:
     """``(height, width)`` of the dark box drawn behind the widest label."""
-    widest = max(labels, key=len)
-    _, _, width, height = _text_box(widest)
-    _, _, _, digit_h = _text_box("0123456789")
-    return max(height, digit_h) + 2, width + 3
+    longest = max(len(t) for t in labels)
+    probes = [t for t in labels if len(t) == longest][:64] + ["0" * longest, "8" * longest]
+    width = max(_text_box(t)[2] for t in probes)
+    height = max(_text_box(t)[3] for t in probes[:1] + ["0123456789"])
+    return height + 2, width + 3
 
 
 @lru_cache(maxsize=8192)
@@ -309,6 +342,15 @@ def _select(maps: np.ndarray, channels: Sequence[int] | np.ndarray | None) -> tu
     count = maps.shape[0]
     if channels is None:
         return np.array(maps, dtype=np.float32, copy=True, order="C"), np.arange(count)
+    index = _check_channels(count, channels)
+    chosen = np.take(maps, index, axis=0)
+    if chosen.dtype != np.float32 or not chosen.flags.c_contiguous:
+        chosen = np.ascontiguousarray(chosen, dtype=np.float32)
+    return chosen, index
+
+
+def _check_channels(count: int, channels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Validated ``int64`` channel indices."""
     index = np.asarray(channels).reshape(-1)
     if index.size == 0:
         raise ConvscopeError("channels is empty: give at least one channel index, or None for all channels")
@@ -317,20 +359,30 @@ def _select(maps: np.ndarray, channels: Sequence[int] | np.ndarray | None) -> tu
     bad = index[(index < 0) | (index >= count)]
     if bad.size:
         raise ConvscopeError(f"channel {int(bad[0])} is out of range: the maps have {count} channels (0..{count - 1})")
-    chosen = np.take(maps, index, axis=0)
-    if chosen.dtype != np.float32 or not chosen.flags.c_contiguous:
-        chosen = np.ascontiguousarray(chosen, dtype=np.float32)
-    return chosen, index.astype(np.int64)
+    return index.astype(np.int64)
 
 
-def _volume_views(sel: np.ndarray, volume: str) -> list[np.ndarray]:
-    """The three ``(C, a, b)`` views of ``(C, D, H, W)`` volumes: middle slices or MIPs (axis 0, 1, 2)."""
-    _, depth, height, width = sel.shape
+def _volume_views(
+    maps: np.ndarray, volume: str, channels: Sequence[int] | np.ndarray | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The three ``(C, a, b)`` float32 views of ``(C, D, H, W)`` volumes: middle slices or MIPs
+    (axis 0, 1, 2) of the chosen channels, and the channel indices.
+
+    Views are taken before anything is copied: a streamed volume is never duplicated, only its
+    three small views are.
+    """
+    count, depth, height, width = maps.shape
+    index = np.arange(count) if channels is None else _check_channels(count, channels)
     if volume == "slices":
-        return [sel[:, depth // 2], sel[:, :, height // 2], sel[:, :, :, width // 2]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rays stay NaN, silently
-        return [np.nanmax(sel, axis=axis) for axis in (1, 2, 3)]
+        views = [maps[:, depth // 2], maps[:, :, height // 2], maps[:, :, :, width // 2]]
+        views = [np.take(v, index, axis=0) for v in views]
+    else:
+        identity = index.size == count and bool(np.array_equal(index, np.arange(count)))
+        chosen = maps if identity else np.take(maps, index, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rays stay NaN, silently
+            views = [np.nanmax(chosen, axis=axis) for axis in (1, 2, 3)]
+    return [np.ascontiguousarray(v, dtype=np.float32) for v in views], index
 
 
 def render_activation_grid(
@@ -399,39 +451,42 @@ def render_activation_grid(
     pad = 1
     pad_color = _separator(lut)
     spatial = arr.ndim - 1
-    sel, index = _select(arr, channels)
-    count = sel.shape[0]
+    if spatial == 3:  # views first: a (C, D, H, W) volume is never copied whole
+        views, index = _volume_views(arr, volume, channels)
+        count = int(index.size)
+    else:
+        sel, index = _select(arr, channels)
+        count = sel.shape[0]
     texts = [str(int(i)) for i in index] if labels else []
     label_h, label_w = _label_cell_size(texts) if labels else (0, 0)
 
     if spatial == 1:
         length = sel.shape[1]
         norm, stats = _normalize_owned(sel, scale=scale, shared=shared)
-        cells = apply_colormap(norm.unit, lut)[:, None]  # (C, 1, L, 3)
+        index, table = _lookup(norm.unit[:, None], lut)  # (C, 1, L)
         cols_used = 1 if cols is None else max(1, min(int(cols), count))
         rows = math.ceil(count / cols_used)
         fx_want = max(1, math.ceil(4 * int(min_cell) / length))
         fx = _fit_factor(fx_want, lambda f: (0, cols_used * (length * f + pad) + pad), max_side)
         strip_want = max(8, length // 8, label_h)
         strip = _fit_factor(strip_want, lambda f: (rows * (f + pad) + pad, 0), max_side)
-        pixels = _tile_into(cells, cols_used, pad, pad_color, (strip, fx))
+        pixels = _tile_mapped(index, table, cols_used, pad, pad_color, (strip, fx))
         cell_hw = (strip, length * fx)
         factor = fx
     elif spatial == 2:
         height, width = sel.shape[1:]
         norm, stats = _normalize_owned(sel, scale=scale, shared=shared)
-        cells = apply_colormap(norm.unit, lut)
+        index, table = _lookup(norm.unit, lut)
         cols_used = _aspect_cols(count, height, width) if cols is None else max(1, min(int(cols), count))
         rows = math.ceil(count / cols_used)
         want = max(1, math.ceil(int(min_cell) / min(height, width)), math.ceil(label_h / height), math.ceil(label_w / width))
         factor = _fit_factor(
             want, lambda f: (rows * (height * f + pad) + pad, cols_used * (width * f + pad) + pad), max_side
         )
-        pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
+        pixels = _tile_mapped(index, table, cols_used, pad, pad_color, (factor, factor))
         cell_hw = (height * factor, width * factor)
     else:
         pad = 2
-        views = _volume_views(sel, volume)
         view_hw = [v.shape[1:] for v in views]
         base_h = max(h for h, _ in view_hw)
         base_w = sum(w for _, w in view_hw)
@@ -456,10 +511,11 @@ def render_activation_grid(
             inf_count += int(np.isinf(view).sum())
             x += vw + 1
         norm, stats = _normalize_owned(composite, scale=scale, shared=shared)
-        cells = apply_colormap(norm.unit, lut)
-        cells[:, background] = _gap_color(pad_color)
+        index, table = _lookup(norm.unit, lut)
+        table = np.concatenate([table, _gap_color(pad_color)[None]])
+        index[:, background] = len(table) - 1
         stats = type(stats)(stats.data_min, stats.data_max, nan_count, inf_count)
-        pixels = _tile_into(cells, cols_used, pad, pad_color)
+        pixels = _tile_mapped(index, table, cols_used, pad, pad_color)
         cell_hw = (cell_h, cell_w)
 
     if labels:
@@ -524,7 +580,7 @@ def render_kernel_grid(
           scale 0 is mid grey.
 
     Each filter is normalised over all its ``I * prod(k)`` weights, or the whole layer with
-    ``shared``. Kernels are nearest-upscaled to at least 3 px per weight and ~15 px per kernel,
+    ``shared``. Kernels are nearest-upscaled to at least 3 px per weight and ~24 px per kernel (~40 px per RGB filter),
     reduced (never below 1 px per weight) to stay within ``max_side``. ``cols`` applies to the
     ``"rgb"`` and depthwise layouts.
 
@@ -570,7 +626,7 @@ def render_kernel_grid(
     lut = _as_lut(cmap)
 
     work = np.array(arr, dtype=np.float32, copy=True, order="C")
-    norm, stats = _normalize_owned(work.reshape(out_ch, -1), scale=scale, shared=shared)
+    _, stats = _normalize_owned(work.reshape(out_ch, -1), scale=scale, shared=shared)
     unit = work  # normalised in place, (O, I, *k)
     indices = [str(i) for i in range(out_ch)]
     label_h, label_w = _label_cell_size(indices) if labels else (0, 0)
@@ -584,7 +640,7 @@ def render_kernel_grid(
         cells = _rgb_pixels(unit)
         cols_used = _aspect_cols(out_ch, kh, kw) if cols is None else max(1, min(int(cols), out_ch))
         rows = math.ceil(out_ch / cols_used)
-        want = max(3, math.ceil(15 / max(kh, kw)), math.ceil(2 * label_h / kh), math.ceil(label_w / kw))
+        want = max(3, math.ceil(40 / max(kh, kw)), math.ceil(2 * label_h / kh), math.ceil(label_w / kw))
         factor = _fit_factor(want, lambda f: (rows * (kh * f + pad) + pad, cols_used * (kw * f + pad) + pad), max_side)
         pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
         cell_hw = (kh * factor, kw * factor)
@@ -593,10 +649,10 @@ def render_kernel_grid(
     elif all(s == 1 for s in ksize):
         layout = "matrix"
         rows, cols_used = out_ch, in_ch
-        matrix = apply_colormap(unit.reshape(1, out_ch, in_ch), lut)
+        index, table = _lookup(unit.reshape(1, out_ch, in_ch), lut)
         want = max(3, math.ceil(128 / max(out_ch, in_ch)))
         factor = _fit_factor(want, lambda f: (out_ch * f + margin[0], in_ch * f + margin[1]), max_side)
-        pixels = _tile_into(matrix, 1, 0, np.zeros(3, np.uint8), (factor, factor))
+        pixels = _tile_mapped(index, table, 1, 0, np.zeros(3, np.uint8), (factor, factor))
         cell_hw = (factor, factor)
         if labels:
             centers_r = (np.arange(out_ch) + 0.5) * factor
@@ -608,15 +664,15 @@ def render_kernel_grid(
     else:
         layout = "cells"
         pad_color = _separator(lut)
-        colored = apply_colormap(unit.reshape(out_ch * in_ch, *ksize), lut)  # (O*I, *k, 3)
+        index, table = _lookup(unit.reshape(out_ch * in_ch, *ksize), lut)  # (O*I, *k)
         wrap = in_ch == 1
         count = out_ch * in_ch
         if len(ksize) == 1:
             base_h, base_w, gap_slices, pad = 1, ksize[0], 0, 1
-            cells_f1 = colored[:, None]  # (N, 1, k, 3)
+            cells_f1 = index[:, None]  # (N, 1, k)
         elif len(ksize) == 2:
             base_h, base_w, gap_slices, pad = ksize[0], ksize[1], 0, 1
-            cells_f1 = colored
+            cells_f1 = index
         else:
             kd, kh, kw = ksize
             base_h, base_w, gap_slices, pad = kh, kd * kw, kd - 1, 3
@@ -626,7 +682,7 @@ def render_kernel_grid(
         else:
             cols_used = in_ch
         rows = math.ceil(count / cols_used)
-        want = max(3, math.ceil(15 / max(ksize)))
+        want = max(3, math.ceil(24 / max(ksize)))
         if labels and wrap:
             want = max(want, math.ceil(label_h / base_h), math.ceil(label_w / base_w))
         extra = (0, 0) if wrap else margin
@@ -639,10 +695,11 @@ def render_kernel_grid(
 
         factor = _fit_factor(want, extent, max_side)
         if cells_f1 is not None:
-            pixels = _tile_into(cells_f1, cols_used, pad, pad_color, (factor, factor))
+            pixels = _tile_mapped(cells_f1, table, cols_used, pad, pad_color, (factor, factor))
             cell_hw = (base_h * factor, base_w * factor)
         else:
             kd, kh, kw = ksize
+            colored = np.take(table, index, axis=0)  # (N, kd, kh, kw, 3)
             up = _upscale(np.moveaxis(colored, -1, 1), factor, factor)  # (N, 3, kd, kh*f, kw*f)
             up = np.moveaxis(up, 1, -1)  # (N, kd, kh*f, kw*f, 3)
             composite = np.empty((count, kh * factor, kd, kw * factor + 1, 3), dtype=np.uint8)

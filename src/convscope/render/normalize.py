@@ -188,19 +188,24 @@ def _normalize_owned(
 
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         span = high - low
-        ok = has_values & (span > 0) & np.isfinite(span)
-        inv = np.where(ok, 1.0 / np.where(ok, span, 1.0), 0.0)
-        base = np.where(centered, 0.5, 0.0)
-        offset = np.where(ok, -low * inv, base)
+        inv = 1.0 / np.where(span > 0, span, 1.0)
+        ok = has_values & (span > 0) & np.isfinite(span) & (inv < np.finfo(np.float32).max)
+        inv = np.where(ok, inv, 0.0)
+        # centred groups: x * inv + 0.5 (0 lands exactly on 0.5); others: (x - low) * inv (no
+        # cancellation for narrow ranges far from 0). Groups with an empty range get 0.5 / 0.0.
+        shift = np.where(ok & ~centered, low, 0.0)
+        fill = np.where(centered, 0.5, 0.0)
 
-    # unit = x * inv + offset, vectorised over all groups, in place on float32.
+    # vectorised over all groups, in place on float32
     restore_inf = not all_finite and not bool(ok.all())
     if restore_inf:  # x * 0 would turn +-Inf into NaN in groups with an empty range
         pos_inf = flat == np.inf
         neg_inf = flat == -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
+        flat -= shift.astype(np.float32)[:, None]
         flat *= inv.astype(np.float32)[:, None]
-        flat += offset.astype(np.float32)[:, None]
+        if fill.any():
+            flat += fill.astype(np.float32)[:, None]
     np.clip(flat, 0.0, 1.0, out=flat)
     if restore_inf:
         flat[pos_inf] = 1.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,79 @@ DEFAULT_COMPRESS_LEVEL = 1
 """zlib level for PNG: 1 is several times faster than Pillow's default 6 for ~10-20% larger files."""
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (gray, gray+alpha, RGB, RGBA)
+_BLOCK_BYTES = 1 << 21  # rows are filtered and compressed in blocks of about this many bytes
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def _rows_repeat(rows: np.ndarray) -> bool:
+    """True when most sampled rows equal the row above (nearest-upscaled grids): use the Up filter."""
+    height = rows.shape[0]
+    if height < 3:
+        return False
+    picks = np.unique(np.linspace(1, height - 1, num=min(height - 1, 32)).astype(np.intp))
+    same = sum(bool(np.array_equal(rows[i], rows[i - 1])) for i in picks)
+    return 2 * same >= len(picks)
+
+
 def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
-    """Encode an ``(H, W, 3|4)`` or ``(H, W)`` ``uint8`` array as PNG bytes with Pillow."""
+    """Encode an ``(H, W, 3|4)`` or ``(H, W)`` ``uint8`` array as PNG bytes (8 bits per sample).
+
+    A direct encoder (numpy + zlib, which releases the GIL, so images encode in parallel on a
+    thread pool): one PNG filter for the whole image, chosen once: Up when rows repeat
+    (nearest-upscaled grids compress to almost nothing), else None. That is several times faster
+    than Pillow's per-row adaptive filtering at the same zlib level, for files of similar size.
+    Any PNG reader (Pillow included) decodes it to exactly ``pixels``.
+    """
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"encode_png needs uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in _COLOR_TYPES or 0 in arr.shape:
+        raise TypeError(f"encode_png needs an (H, W), (H, W, 3) or (H, W, 4) array, got shape {arr.shape}")
+    level = int(compress_level)
+    if not 0 <= level <= 9:
+        raise ValueError(f"compress_level must be 0..9, got {compress_level}")
+    height, width, channels = arr.shape
+    rows = np.ascontiguousarray(arr).reshape(height, width * channels)
+    line = rows.shape[1]
+    up = _rows_repeat(rows)
+    compressor = zlib.compressobj(level)
+    block = max(1, _BLOCK_BYTES // (line + 1))
+    buf = np.empty((min(block, height), line + 1), dtype=np.uint8)
+    parts: list[bytes] = []
+    for start in range(0, height, block):
+        stop = min(start + block, height)
+        out = buf[: stop - start]
+        if up:
+            out[:, 0] = 2
+            # Up: row - previous row (mod 256); the image's first row has no previous row (= zeros)
+            if start == 0:
+                out[0, 1:] = rows[0]
+                np.subtract(rows[1:stop], rows[: stop - 1], out=out[1:, 1:])
+            else:
+                np.subtract(rows[start:stop], rows[start - 1 : stop - 1], out=out[:, 1:])
+        else:
+            out[:, 0] = 0
+            out[:, 1:] = rows[start:stop]
+        parts.append(compressor.compress(out))
+    parts.append(compressor.flush())
+    idat = b"".join(parts)
+    header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
+    chunks = [_PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
+    step = 1 << 30  # IDAT chunks must stay below 2**31 bytes
+    chunks += [_png_chunk(b"IDAT", idat[i : i + step]) for i in range(0, max(len(idat), 1), step)]
+    chunks.append(_png_chunk(b"IEND", b""))
+    return b"".join(chunks)
+
+
+def encode_png_pillow(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
+    """The same image encoded by Pillow (adaptive per-row filters); kept as a reference."""
     from PIL import Image
 
     arr = np.ascontiguousarray(pixels)

@@ -1,0 +1,762 @@
+"""Keras 3 adapter: layers, canonical kernels and one-pass activation capture for ``keras.Model``.
+
+Works with any Keras 3 backend (torch, JAX, TensorFlow): tensors are only touched through
+``keras.ops``. Keras is imported lazily, inside functions, so ``import convscope`` never needs it.
+
+Names
+    A layer is named by its Keras name; a layer inside a nested sub-model (Functional or
+    Sequential, or a layer that owns sub-layers) by the dotted path ``"submodel.layer"``.
+    A ``SeparableConv1D/2D`` layer ``sep`` appears twice: ``"sep"`` is its depthwise half (kernel
+    ``(in * depth_multiplier, 1, *k)``, ``groups = in``; activation = the depthwise intermediate,
+    which Keras never exposes, recomputed from the layer input with ``keras.ops.depthwise_conv``)
+    and ``"sep:pointwise"`` its pointwise half (kernel ``(filters, in * depth_multiplier, 1, ...)``;
+    activation = the layer's output, after bias and activation).
+
+Layouts
+    Activations come back channels first ``(N, C, *spatial)`` float32 whatever the model's
+    ``data_format``; kernels in ``(out, in / groups, *k)`` float32. Keras stores
+    ``(*k, in / groups, out)`` for convolutions, ``(*k, out, in)`` for transposed convolutions and
+    ``(*k, in, depth_multiplier)`` for depthwise kernels; :meth:`KerasAdapter.kernel` converts.
+
+Capture
+    Activations of any set of layers come from ONE forward pass. When every requested layer is
+    a top-level layer of a functional model (or of a Sequential with a known input shape) that pass
+    is one call of a cached multi-output ``keras.Model(model.inputs, [layer outputs..., model
+    outputs...])`` with ``training=False``. When a requested layer sits inside a nested sub-model,
+    the pass walks the functional graph (entering those sub-models; see :mod:`.keras_graph`) and
+    calls each layer once. Subclassed models have no recorded graph: their kernels work, their
+    activations need a functional model (the error says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.kernels import KernelBank
+from ..core.layers import LayerInfo
+from ..errors import (
+    ConvscopeError,
+    LayerNotFoundError,
+    ModelLoadError,
+    UnsupportedModelError,
+    UntrustedFileError,
+    close_matches,
+)
+from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
+from .keras_graph import class_names, graph_of, is_container, layer_kind, no_grad, sublayers, walk
+
+if TYPE_CHECKING:
+    from ..loading import LoadedModel
+
+__all__ = ["KerasAdapter", "load_keras_file", "is_keras_model", "POINTWISE"]
+
+POINTWISE = ":pointwise"
+"""Suffix naming the pointwise half of a separable convolution (``"sep:pointwise"``)."""
+
+_CAPTURE_CACHE_SIZE = 8
+
+
+def _keras() -> Any:
+    """``import keras`` with an error that says how to install it."""
+    try:
+        import keras
+    except ImportError as exc:  # keras missing, or its configured backend missing
+        raise ModelLoadError(
+            f"Keras 3 with a backend is needed for Keras models ({exc}); pip install keras torch and set "
+            f"KERAS_BACKEND=torch (or jax / tensorflow)"
+        ) from None
+    return keras
+
+
+def is_keras_model(obj: Any) -> bool:
+    """True if ``obj`` is a ``keras.Model`` (without importing Keras when it is not loaded)."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Model)
+
+
+def _ints(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A backend tensor or Keras variable as a numpy array (its own dtype)."""
+    import warnings
+
+    keras = _keras()
+    with warnings.catch_warnings():
+        # Keras's torch backend calls np.array(tensor) the numpy-1 way; numpy 2 warns about it
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
+        return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One named layer: the Keras layer, which half of a separable conv, and its containers."""
+
+    name: str
+    layer: Any
+    part: str | None  # None, or "pointwise" for the pointwise half of a separable convolution
+    parents: tuple[Any, ...]  # enclosing containers below the root model, outermost first
+    parent_names: tuple[str, ...] = ()  # their qualified names
+
+    @property
+    def separable(self) -> bool:
+        return "BaseSeparableConv" in class_names(self.layer)
+
+
+class KerasAdapter(ModelAdapter):
+    """Wraps a Keras 3 model (Sequential, Functional, subclassed). The model is never changed.
+
+    Args:
+        model: a ``keras.Model``.
+
+    Raises:
+        TypeError: ``model`` is not a Keras model.
+    """
+
+    framework = "keras"
+
+    def __init__(self, model: Any) -> None:
+        keras = _keras()
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"KerasAdapter needs a keras.Model, got {type(model).__name__}")
+        self._model = model
+        self._entries: dict[str, _Entry] | None = None
+        self._capture_models: dict[tuple[str, ...], Any] = {}
+        self._layer_infos: list[LayerInfo] | None = None
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    # -- structure -----------------------------------------------------------------------------
+    def _root_graph(self) -> Any | None:
+        return graph_of(self._model)
+
+    def _all_entries(self) -> dict[str, _Entry]:
+        if self._entries is None:
+            entries: dict[str, _Entry] = {}
+            seen: set[int] = set()
+
+            def visit(container: Any, prefix: str, parents: tuple[Any, ...], parent_names: tuple[str, ...]) -> None:
+                for layer in sublayers(container):
+                    if id(layer) in seen:  # the same layer object reachable twice: keep the first name
+                        continue
+                    seen.add(id(layer))
+                    name = prefix + layer.name
+                    entries[name] = _Entry(name, layer, None, parents, parent_names)
+                    if "BaseSeparableConv" in class_names(layer):
+                        entries[name + POINTWISE] = _Entry(name + POINTWISE, layer, "pointwise", parents, parent_names)
+                    if is_container(layer):
+                        visit(layer, name + ".", (*parents, layer), (*parent_names, name))
+
+            visit(self._model, "", (), ())
+            self._entries = entries
+        return self._entries
+
+    def _entry(self, name: str) -> _Entry:
+        entries = self._all_entries()
+        if name not in entries:
+            near = close_matches(name, entries)
+            raise LayerNotFoundError(
+                f"no layer named {name!r}" + (f"; did you mean: {', '.join(near)}?" if near else "")
+                + " Run scope.layers() to list the layer names."
+            )
+        return entries[name]
+
+    def layers(self) -> list[LayerInfo]:
+        if self._layer_infos is None:
+            self._layer_infos = [self._describe(entry) for entry in self._all_entries().values()]
+        return list(self._layer_infos)
+
+    def _describe(self, entry: _Entry) -> LayerInfo:
+        layer = entry.layer
+        kind = layer_kind(layer)
+        type_name = type(layer).__name__
+        container = kind == "container"
+        params = _count_params(layer)
+        if entry.separable:
+            rank = len(layer.kernel_size)
+            depthwise = getattr(layer, "depthwise_kernel", None)
+            in_ch = int(depthwise.shape[-2]) if depthwise is not None else None
+            mid = in_ch * int(layer.depth_multiplier) if in_ch is not None else None
+            dw_params = int(np.prod(depthwise.shape)) if depthwise is not None else 0
+            if entry.part == "pointwise":
+                return LayerInfo(
+                    name=entry.name, kind="conv", type_name=f"{type_name}{POINTWISE}", in_channels=mid,
+                    out_channels=int(layer.filters), kernel_size=(1,) * rank, stride=(1,) * rank,
+                    padding="valid", dilation=(1,) * rank, groups=1, params=params - dw_params,
+                )
+            return LayerInfo(
+                name=entry.name, kind="conv", type_name=type_name, in_channels=in_ch, out_channels=mid,
+                kernel_size=_ints(layer.kernel_size), stride=_ints(layer.strides), padding=str(layer.padding),
+                dilation=_ints(layer.dilation_rate), groups=in_ch or 1, params=dw_params,
+            )
+        common: dict[str, Any] = dict(
+            name=entry.name, kind=kind, type_name=type_name, params=params, is_leaf=not container
+        )
+        names = class_names(layer)
+        kernel = getattr(layer, "kernel", None) if kind in ("conv", "conv_transpose", "linear") else None
+        if kind == "conv_transpose":
+            return LayerInfo(
+                **common, in_channels=int(kernel.shape[-1]) if kernel is not None else None,
+                out_channels=int(layer.filters), kernel_size=_ints(layer.kernel_size), stride=_ints(layer.strides),
+                padding=str(layer.padding), dilation=_ints(layer.dilation_rate), groups=1, transposed=True,
+            )
+        if "BaseDepthwiseConv" in names:
+            in_ch = int(kernel.shape[-2]) if kernel is not None else None
+            return LayerInfo(
+                **common, in_channels=in_ch,
+                out_channels=in_ch * int(layer.depth_multiplier) if in_ch is not None else None,
+                kernel_size=_ints(layer.kernel_size), stride=_ints(layer.strides), padding=str(layer.padding),
+                dilation=_ints(layer.dilation_rate), groups=in_ch or 1,
+            )
+        if kind == "conv":
+            groups = int(getattr(layer, "groups", 1) or 1)
+            return LayerInfo(
+                **common, in_channels=int(kernel.shape[-2]) * groups if kernel is not None else None,
+                out_channels=int(layer.filters), kernel_size=_ints(layer.kernel_size), stride=_ints(layer.strides),
+                padding=str(layer.padding), dilation=_ints(layer.dilation_rate), groups=groups,
+            )
+        if kind == "linear" and kernel is not None and len(kernel.shape) == 2:
+            return LayerInfo(**common, in_channels=int(kernel.shape[0]), out_channels=int(kernel.shape[1]))
+        if kind == "pool" and hasattr(layer, "pool_size"):
+            return LayerInfo(**common, kernel_size=_ints(layer.pool_size), stride=_ints(layer.strides))
+        return LayerInfo(**common)
+
+    # -- layout --------------------------------------------------------------------------------
+    def channels_first(self, layer: Any | None = None) -> bool:
+        """Whether ``layer`` (default: the model) works channels first.
+
+        A layer with a ``data_format`` says so itself; otherwise the model's layout is that of its
+        first layer with a ``data_format``, else ``keras.config.image_data_format()``.
+        """
+        if layer is not None:
+            fmt = getattr(layer, "data_format", None)
+            if fmt in ("channels_first", "channels_last"):
+                return fmt == "channels_first"
+        for entry in self._all_entries().values():
+            fmt = getattr(entry.layer, "data_format", None)
+            if fmt in ("channels_first", "channels_last"):
+                return fmt == "channels_first"
+        return _keras().config.image_data_format() == "channels_first"
+
+    def _inputs(self) -> list[Any] | None:
+        graph = self._root_graph()
+        return list(graph.inputs) if graph is not None else None
+
+    def input_spec(self) -> InputSpec:
+        inputs = self._inputs()
+        if inputs:
+            ref = inputs[0]
+            shape = tuple(ref.shape)
+            dtype = str(getattr(ref, "dtype", "float32"))
+            if len(shape) >= 3:
+                if self.channels_first():
+                    channels, spatial = shape[1], shape[2:]
+                else:
+                    channels, spatial = shape[-1], shape[1:-1]
+                fixed = tuple(int(s) for s in spatial) if all(s is not None for s in spatial) else None
+                return InputSpec(
+                    channels=int(channels) if channels is not None else None,
+                    spatial_dims=len(spatial),
+                    spatial_size=fixed,
+                    dtype=dtype,
+                )
+            return InputSpec(channels=None, spatial_dims=None, dtype=dtype)
+        for info in self.layers():
+            if info.is_conv and info.kernel_size is not None:
+                return InputSpec(channels=info.in_channels, spatial_dims=len(info.kernel_size))
+        return InputSpec(channels=None, spatial_dims=None)
+
+    def input_shape(self) -> tuple[int, ...] | None:
+        """``(1, C, *spatial)`` channels first when the model fixes its input size, else None."""
+        spec = self.input_spec()
+        if spec.channels is None or spec.spatial_size is None:
+            return None
+        return (1, spec.channels, *spec.spatial_size)
+
+    # -- kernels -------------------------------------------------------------------------------
+    def kernel(self, layer: str) -> KernelBank:
+        entry = self._entry(layer)
+        module = entry.layer
+        names = class_names(module)
+        if not names & {"BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv"}:
+            raise ConvscopeError(f"layer {layer!r} is a {type(module).__name__}, not a convolution; it has no kernels")
+        if not module.built:
+            raise ConvscopeError(
+                f"layer {layer!r} has no weights yet (the model was never built); call the model once on an input "
+                f"or give it a keras.Input"
+            )
+        rank = len(module.kernel_size)
+        spatial = tuple(range(rank))
+        bias = _to_numpy(module.bias).astype(np.float32) if getattr(module, "bias", None) is not None else None
+        dilation = _ints(module.dilation_rate)
+        type_name = type(module).__name__
+        if "BaseSeparableConv" in names:
+            if entry.part == "pointwise":
+                variable = module.pointwise_kernel
+                # (*1, in * depth_multiplier, filters) -> (filters, in * depth_multiplier, *1)
+                weights = _to_numpy(variable).transpose(rank + 1, rank, *spatial)
+                return KernelBank(
+                    layer=layer, weights=np.array(weights, dtype=np.float32), groups=1, dilation=(1,) * rank,
+                    type_name=f"{type_name}{POINTWISE}", source_dtype=str(variable.dtype), bias=bias,
+                )
+            variable = module.depthwise_kernel
+            bias = None  # the separable layer adds its bias after the pointwise convolution
+        else:
+            variable = module.kernel
+        w = _to_numpy(variable)
+        if "BaseConvTranspose" in names:
+            # (*k, out, in) -> (out, in, *k): filter o is the kernel that writes output channel o
+            weights, groups = w.transpose(rank, rank + 1, *spatial), 1
+        elif names & {"BaseDepthwiseConv", "BaseSeparableConv"}:
+            # (*k, in, multiplier) -> (in, multiplier, *k) -> (in * multiplier, 1, *k); output channel
+            # i * multiplier + m reads input channel i, as in Keras's own output ordering
+            in_ch, mult = int(w.shape[rank]), int(w.shape[rank + 1])
+            weights = w.transpose(rank, rank + 1, *spatial).reshape(in_ch * mult, 1, *w.shape[:rank])
+            groups = in_ch
+        else:
+            # (*k, in / groups, out) -> (out, in / groups, *k)
+            weights, groups = w.transpose(rank + 1, rank, *spatial), int(getattr(module, "groups", 1) or 1)
+        return KernelBank(
+            layer=layer,
+            weights=np.array(weights, dtype=np.float32, order="C"),
+            groups=groups,
+            transposed="BaseConvTranspose" in names,
+            dilation=dilation,
+            type_name=type_name,
+            source_dtype=str(variable.dtype),
+            bias=bias,
+        )
+
+    # -- activations ---------------------------------------------------------------------------
+    def _needs_graph(self, what: str) -> Any:
+        graph = self._root_graph()
+        if graph is not None:
+            return graph
+        model = self._model
+        if "Sequential" in class_names(model):
+            raise UnsupportedModelError(
+                f"this Sequential model does not know its input shape yet, so Keras has no graph to {what}; start it "
+                f"with keras.Input(shape=...) or call model.build((None, ...)) once"
+            )
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a subclassed Keras model: Keras records no layer graph for it, so convscope "
+            f"can show its layers and kernels but not {what}. Rebuild it as a functional model "
+            f"(keras.Model(inputs, outputs)) or a Sequential with keras.Input to see activations and the U-Net flow"
+        )
+
+    def to_model_layout(self, batch: np.ndarray) -> Any:
+        """``(N, C, *spatial)`` float32 numpy -> backend tensor in the model's layout and input dtype."""
+        keras = _keras()
+        array = np.asarray(batch)
+        if array.ndim >= 3 and not self.channels_first():
+            array = np.moveaxis(array, 1, -1)
+        inputs = self._inputs()
+        dtype = str(inputs[0].dtype) if inputs else "float32"
+        return keras.ops.convert_to_tensor(np.ascontiguousarray(array), dtype=dtype)
+
+    def to_host(self, value: Any, layer: Any | None = None) -> tuple[np.ndarray, str]:
+        """A backend tensor -> (channels-first float32 C-contiguous numpy, source dtype name)."""
+        array = _to_numpy(value)
+        dtype = str(array.dtype)
+        if array.ndim >= 3 and not self.channels_first(layer):
+            array = np.moveaxis(array, -1, 1)
+        return np.ascontiguousarray(array, dtype=np.float32), dtype
+
+    def capture(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        *,
+        on_activation: ActivationCallback | None = None,
+        train_mode: bool = False,
+    ) -> CaptureResult:
+        names = list(dict.fromkeys(layers))
+        entries = [self._entry(name) for name in names]
+        root = self._needs_graph("capture activations")
+        if len(root.inputs) != 1:
+            raise UnsupportedModelError(
+                f"the model takes {len(root.inputs)} inputs; convscope feeds one image batch, so capture works on "
+                f"single-input models (wrap the others as constants in a functional model)"
+            )
+        for entry in entries:
+            for parent in entry.parents:
+                if graph_of(parent) is None:
+                    raise UnsupportedModelError(
+                        f"layer {entry.name!r} sits inside {parent.name!r} ({type(parent).__name__}), a subclassed "
+                        f"model or layer whose inner graph Keras does not record; its kernels work, but only the "
+                        f"output of {parent.name!r} itself can be captured. Build it functionally to see inside"
+                    )
+        x = self.to_model_layout(batch)
+        with self.preserved_state(), no_grad():
+            try:
+                if all(not entry.parents for entry in entries):
+                    raw, output = self._capture_top_level(x, entries, train_mode)
+                else:
+                    raw, output = self._capture_walk(x, entries, train_mode)
+            except ConvscopeError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise ConvscopeError(
+                    f"the model's forward pass failed on an input of shape {tuple(np.shape(batch))} (channels first): "
+                    f"{_first_line(exc)}. Check the image size and channels (--size, or a different image)"
+                ) from exc
+            result = CaptureResult()
+            for entry in entries:
+                host, dtype = self.to_host(raw.pop(entry.name), entry.layer)
+                result.shapes[entry.name] = tuple(host.shape)
+                result.dtypes[entry.name] = dtype
+                if on_activation is not None:
+                    on_activation(entry.name, host)
+                else:
+                    result.activations[entry.name] = host
+            if output is not None:
+                result.output = self.to_host(output)[0]
+        return result
+
+    def _first_nodes(self, graph: Any) -> dict[int, Any]:
+        """``id(op)`` -> the node of its first call in ``graph``'s execution order."""
+        from .keras_graph import execution_nodes
+
+        first: dict[int, Any] = {}
+        for node in execution_nodes(graph):
+            first.setdefault(id(node.operation), node)
+        return first
+
+    def _capture_top_level(self, x: Any, entries: list[_Entry], train_mode: bool) -> tuple[dict[str, Any], Any]:
+        """One call of a cached multi-output ``keras.Model`` over the requested top-level layers."""
+        keras = _keras()
+        key = tuple(entry.name for entry in entries)
+        capture_model = self._capture_models.get(key)
+        if capture_model is None:
+            graph = self._root_graph()
+            first = self._first_nodes(graph)
+            tensors = []
+            for entry in entries:
+                node = first.get(id(entry.layer))
+                if node is None:
+                    raise ConvscopeError(
+                        f"layer {entry.name!r} is not called in the model's graph, so it has no activation"
+                    )
+                if entry.separable and entry.part is None:
+                    tensors.append(node.input_tensors[0])  # the depthwise half is recomputed from the input
+                else:
+                    tensors.append(node.outputs[0])
+            capture_model = keras.Model(
+                inputs=list(graph.inputs), outputs=tensors + list(graph.outputs), name="convscope_capture"
+            )
+            if len(self._capture_models) >= _CAPTURE_CACHE_SIZE:
+                self._capture_models.pop(next(iter(self._capture_models)))
+            self._capture_models[key] = capture_model
+        outputs = capture_model([x], training=train_mode)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        raw: dict[str, Any] = {}
+        for entry, value in zip(entries, outputs):
+            raw[entry.name] = _depthwise_half(entry.layer, value) if entry.separable and entry.part is None else value
+        model_outputs = outputs[len(entries):]
+        return raw, model_outputs[0] if model_outputs else None
+
+    def _capture_walk(self, x: Any, entries: list[_Entry], train_mode: bool) -> tuple[dict[str, Any], Any]:
+        """One pass through the functional graph, entering the sub-models that hold requested layers."""
+        wanted = {entry.name: entry for entry in entries}
+        enter_names = {name for entry in entries for name in entry.parent_names}
+        raw: dict[str, Any] = {}
+
+        def record(site: Any, args: tuple, outputs: Any) -> None:
+            if site.call_index != 0:
+                return  # a shared layer: keep its first call
+            entry = wanted.get(site.name)
+            if entry is not None and site.op is entry.layer:
+                if entry.separable:
+                    raw[site.name] = _depthwise_half(entry.layer, _first_tensor(args))
+                else:
+                    raw[site.name] = _first_tensor(outputs)
+            pointwise = wanted.get(site.name + POINTWISE)
+            if pointwise is not None and site.op is pointwise.layer:
+                raw[pointwise.name] = _first_tensor(outputs)
+
+        def call(site: Any, args: tuple, kwargs: dict) -> Any:
+            outputs = call_with_training(site.op, args, kwargs, train_mode)
+            record(site, args, outputs)
+            return outputs
+
+        def on_container(site: Any, inner_inputs: list[Any], inner_outputs: list[Any]) -> list[Any]:
+            record(site, tuple(inner_inputs), inner_outputs)
+            return inner_outputs
+
+        def run(inputs: Any, training: bool) -> list[Any]:
+            return walk(
+                self._root_graph(), [inputs], call, enter=lambda _op, name: name in enter_names,
+                on_container=on_container,
+            )
+
+        outputs = run_in_call_context(run, x, train_mode)
+        missing = [entry.name for entry in entries if entry.name not in raw]
+        if missing:
+            raise ConvscopeError(f"layer {missing[0]!r} is not called in the model's graph, so it has no activation")
+        return raw, outputs[0] if outputs else None
+
+    # -- state ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def preserved_state(self) -> Iterator[None]:
+        """Restore every non-trainable variable (BatchNorm statistics, seed states) after the block.
+
+        A ``training=True`` pass updates BatchNorm moving statistics and dropout seed states; these
+        are put back (also when the block raises). Weights and ``trainable`` flags are never written.
+        """
+        variables = list(self._model.non_trainable_variables)
+        saved = [np.array(_to_numpy(v), copy=True) for v in variables]
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, saved):
+                if not np.array_equal(_to_numpy(variable), value):
+                    variable.assign(value)
+
+    # -- U-Net ---------------------------------------------------------------------------------
+    def unet_backend(self) -> Any:
+        """The :mod:`convscope.unet_flow` backend for this model (see :mod:`.keras_unet`)."""
+        from .keras_unet import KerasUNetBackend
+
+        self._needs_graph("find a U-Net in")
+        return KerasUNetBackend(self)
+
+
+def _count_params(layer: Any) -> int:
+    try:
+        return int(layer.count_params()) if layer.built else 0
+    except (ValueError, AttributeError):
+        return 0
+
+
+def _first_tensor(value: Any) -> Any:
+    from keras import tree
+
+    flat = tree.flatten(value)
+    return flat[0] if flat else None
+
+
+def _depthwise_half(layer: Any, inputs: Any) -> Any:
+    """The depthwise intermediate of a separable convolution, recomputed from its input tensor."""
+    keras = _keras()
+    return keras.ops.depthwise_conv(
+        inputs,
+        layer.depthwise_kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        data_format=layer.data_format,
+        dilation_rate=layer.dilation_rate,
+    )
+
+
+def call_with_training(op: Any, args: tuple, kwargs: dict, training: bool) -> Any:
+    """Call a Keras operation as ``Functional`` does: ``training`` goes to ops that take it."""
+    if "training" in getattr(op, "_call_context_args", ()):
+        kwargs = {**kwargs, "training": training}
+    return op(*args, **kwargs)
+
+
+def run_in_call_context(fn: Any, x: Any, training: bool) -> Any:
+    """Run ``fn(x, training)`` inside one Keras layer call, so that nested layers see ``training``.
+
+    Keras propagates ``training`` to inner layers through the call context of the outermost layer
+    call; a throwaway layer provides that context (and is the one whose losses Keras clears).
+    """
+    runner = _runner_class()(name="convscope_run", autocast=False, trainable=False)
+    runner.fn = fn
+    return runner(x, training=training)
+
+
+_RUNNER: list[Any] = []
+
+
+def _runner_class() -> Any:
+    if not _RUNNER:
+        keras = _keras()
+
+        class _ConvscopeRun(keras.layers.Layer):
+            fn: Any = None
+
+            def call(self, inputs: Any, training: Any = None) -> Any:
+                return self.fn(inputs, bool(training))
+
+        _RUNNER.append(_ConvscopeRun)
+    return _RUNNER[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# files
+# ------------------------------------------------------------------------------------------------
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _sniff(head: bytes) -> str:
+    """What a file's first bytes say it is, as a phrase for error messages."""
+    if head.startswith(_HDF5_MAGIC):
+        return "it looks like an HDF5 (.h5) file"
+    if head.startswith(b"PK"):
+        return "it looks like a zip archive"
+    if head[:1] == b"\x80":
+        return "it looks like a Python pickle, e.g. a PyTorch .pt file"
+    if b"pytorch" in head.lower() or b"onnx" in head.lower():
+        return "it looks like an ONNX file"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it looks like JSON text"
+    return "it is not a zip archive"
+
+
+def load_keras_file(path: Path, trust: bool) -> LoadedModel:
+    """Load a ``.keras`` archive (safe mode) or, with ``trust``, a legacy ``.h5`` full-model file.
+
+    Args:
+        path: the file. ``.keras``: the zip archive ``model.save("model.keras")`` writes, loaded with
+            ``keras.saving.load_model(path, safe_mode=not trust, compile=False)``: no code from the file
+            runs unless ``trust`` (Keras ``Lambda`` layers hold Python bytecode and are refused).
+            ``.h5``: a legacy HDF5 full model, which can carry code, so it needs ``trust``.
+        trust: the user's explicit opt-in (``--trust`` / ``trust=True``) to run code from the file.
+
+    Returns:
+        :class:`convscope.loading.LoadedModel` with ``input_shape`` ``(1, C, *spatial)`` channels
+        first when the model fixes its input size.
+
+    Raises:
+        UntrustedFileError: the file needs ``trust=True`` (Lambda layers, ``.h5`` full models).
+        ModelLoadError: missing, empty, truncated, corrupt or wrong-format files, one line each.
+    """
+    from ..loading import LoadedModel
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; give a .keras file (model.save('model.keras') writes one)")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"{path.name} is empty (0 bytes); re-save the model with model.save('{path.stem}.keras')")
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    suffix = path.suffix.lower()
+    if suffix == ".h5" or suffix == ".hdf5":
+        model = _load_h5(path, head, trust)
+        fmt = "h5"
+    elif suffix == ".keras":
+        model = _load_keras_archive(path, head, trust)
+        fmt = "keras"
+    else:
+        raise ModelLoadError(f"{path.name}: Keras model files end in .keras (or legacy .h5), not {suffix or '(none)'!r}")
+    keras = _keras()
+    if not isinstance(model, keras.Model):
+        raise ModelLoadError(f"{path.name} holds a {type(model).__name__}, not a Keras model")
+    adapter = KerasAdapter(model)
+    return LoadedModel(
+        model=model,
+        name=path.name,
+        input_shape=adapter.input_shape(),
+        info={"format": fmt, "framework": "keras", "backend": keras.backend.backend(), "trusted": bool(trust)},
+    )
+
+
+def _load_keras_archive(path: Path, head: bytes, trust: bool) -> Any:
+    if head.startswith(_HDF5_MAGIC):
+        raise ModelLoadError(
+            f"{path.name} is a legacy HDF5 (.h5) model, not a .keras archive; rename it to {path.stem}.h5 "
+            f"(loading .h5 models needs --trust) or re-save it with model.save('{path.name}')"
+        )
+    if not zipfile.is_zipfile(path):
+        if head.startswith(b"PK"):
+            raise ModelLoadError(
+                f"{path.name} is a truncated or corrupt .keras archive (the zip directory is missing); "
+                f"re-download or re-save it"
+            )
+        raise ModelLoadError(
+            f"{path.name} is not a .keras archive ({_sniff(head)}); "
+            f"a .keras file is the zip that model.save('model.keras') writes"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ModelLoadError(f"{path.name} is a corrupt .keras archive ({_first_line(exc)}); re-download or re-save it") from None
+    if "config.json" not in members:
+        raise ModelLoadError(
+            f"{path.name} is a zip archive without config.json, so not a Keras model; a .keras file is what "
+            f"model.save('model.keras') writes"
+        )
+    if bad is not None:
+        raise ModelLoadError(f"{path.name} is a corrupt .keras archive ({bad} fails its checksum); re-download or re-save it")
+    return _keras_load(path, trust)
+
+
+def _load_h5(path: Path, head: bytes, trust: bool) -> Any:
+    if zipfile.is_zipfile(path) or head.startswith(_ZIP_MAGIC):
+        raise ModelLoadError(f"{path.name} is a .keras archive (a zip), not an HDF5 file; rename it to {path.stem}.keras")
+    if not head.startswith(_HDF5_MAGIC):
+        what = _sniff(head).replace("it is not a zip archive", "unknown content")
+        raise ModelLoadError(
+            f"{path.name} is not an HDF5 file ({what}); re-save the model with model.save('{path.stem}.keras')"
+        )
+    try:
+        import h5py
+    except ImportError:
+        raise ModelLoadError("reading .h5 models needs h5py: pip install h5py") from None
+    try:
+        with h5py.File(path, "r") as handle:
+            has_config = "model_config" in handle.attrs
+            weights_only = not has_config and ("layer_names" in handle.attrs or "model_weights" in handle or "layers" in handle)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path.name} is a truncated or corrupt HDF5 file ({_first_line(exc)}); re-download or re-save it") from None
+    if not has_config:
+        what = "weights only (model.save_weights)" if weights_only else "no model architecture"
+        raise ModelLoadError(
+            f"{path.name} holds {what}, not a model; build the model in code, call model.load_weights('{path.name}') "
+            f"and pass the model object to convscope"
+        )
+    if not trust:
+        raise UntrustedFileError(
+            f"{path.name} is a legacy .h5 full model, a format that can carry Python code (Lambda layers); if you "
+            f"trust its source pass --trust (trust=True), or re-save it as .keras with model.save('{path.stem}.keras')"
+        )
+    return _keras_load(path, trust)
+
+
+def _keras_load(path: Path, trust: bool) -> Any:
+    keras = _keras()
+    try:
+        return keras.saving.load_model(path, safe_mode=not trust, compile=False)
+    except Exception as exc:  # noqa: BLE001 - every Keras failure becomes one line
+        message = _first_line(exc)
+        text = str(exc)
+        if not trust and ("safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower()):
+            raise UntrustedFileError(
+                f"{path.name} contains a Keras Lambda layer (Python code stored in the file), which safe mode refuses; "
+                f"if you trust its source pass --trust (trust=True)"
+            ) from None
+        if "Could not locate" in text or "custom_objects" in text or "register_keras_serializable" in text:
+            raise ModelLoadError(
+                f"{path.name} uses a custom layer or model class Keras cannot find ({message}); import the module that "
+                f"defines it (decorated with @keras.saving.register_keras_serializable()) before loading"
+            ) from None
+        raise ModelLoadError(f"cannot load {path.name} as a Keras model (truncated or corrupt?): {message}") from None

@@ -1,0 +1,1015 @@
+"""ONNX adapter: layers, canonical kernels and one-run activation capture for ONNX models (CPU).
+
+* **Layers** are the graph's top-level nodes that compute from the model input and produce a
+  floating-point tensor (Conv, ConvTranspose, Relu, Add, Concat, Resize, MaxPool,
+  BatchNormalization, ...; pure weight/shape arithmetic is left out). A layer is named by
+  ``node.name`` when that is set, unique and usable as a name, else by a generated stable name
+  ``"<OpType>_<first output tensor>"`` (sanitised; ``_2``, ``_3``... on a clash). A layer's
+  activation is its first output tensor.
+* **Kernels** come from initializers (also through ``Constant``, ``Identity``, ``Cast`` and
+  ``DequantizeLinear`` nodes). ONNX ``Conv`` stores ``W`` as ``(M, C/group, *k)``, which is the
+  canonical layout; ``ConvTranspose`` stores ``(C, M/group, *k)``, converted to ``(M, C/group, *k)``.
+* **Activations** of any number of layers come from ONE onnxruntime run: their tensors are appended
+  to ``graph.output`` of a private copy of the model, the session uses
+  ``GraphOptimizationLevel.ORT_DISABLE_ALL`` (optimisations can fuse requested tensors away) and
+  every requested output is checked to have come back.
+* **Files** are read without running anything: external-data locations are checked (no absolute
+  paths, no ``..``, no symlinks, no hard links, must stay inside the model's folder) before any
+  byte of them is read, and the data is then read by convscope itself, so neither onnx nor
+  onnxruntime ever opens a path named by the file.
+
+ONNX graphs are inference-only: ``capture(train_mode=True)`` raises. onnx and onnxruntime are
+imported lazily inside functions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.kernels import KernelBank
+from ..core.layers import LayerInfo
+from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, close_matches
+from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
+
+if TYPE_CHECKING:
+    from ..core.graph import Graph, GraphCapture
+    from ..loading import LoadedModel
+
+__all__ = [
+    "OnnxAdapter",
+    "load_onnx_file",
+    "read_onnx_model",
+    "resolve_external_data",
+    "check_onnx_model",
+    "onnx_op_kind",
+    "onnx_graph_op",
+]
+
+# -------------------------------------------------------------------------------------------------
+# op kinds
+# -------------------------------------------------------------------------------------------------
+
+_LAYER_KINDS: dict[str, str] = {}
+_GRAPH_OPS: dict[str, str] = {}
+for _kind, _ops in {
+    "conv": ("Conv",),
+    "conv_transpose": ("ConvTranspose",),
+    "linear": ("Gemm", "MatMul"),
+    "norm": ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
+             "LpNormalization", "LRN", "MeanVarianceNormalization", "RMSNormalization"),
+    "activation": ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "Softmax",
+                   "LogSoftmax", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
+                   "Clip", "Swish"),
+    "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+             "SpaceToDepth"),
+    "upsample": ("Resize", "Upsample", "DepthToSpace"),
+    "dropout": ("Dropout",),
+    "merge": ("Concat", "Add", "Sum", "Mul", "Sub", "Div", "Mean", "Max", "Min"),
+}.items():
+    for _op in _ops:
+        _LAYER_KINDS[_op] = _kind
+
+for _graph_op, _ops in {
+    "conv": ("Conv",),
+    "conv_transpose": ("ConvTranspose",),
+    "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+             "SpaceToDepth"),
+    "upsample": ("Resize", "Upsample", "DepthToSpace"),
+    "concat": ("Concat",),
+    "add": ("Add", "Sum"),
+    "sub": ("Sub",),
+    "mul": ("Mul",),
+    "div": ("Div",),
+    "pad": ("Pad",),
+    "crop": ("Slice", "Crop", "CenterCropPad"),
+    "norm": _LAYER_KINDS.keys() & {"BatchNormalization", "InstanceNormalization", "LayerNormalization",
+                                   "GroupNormalization", "LpNormalization", "LRN", "MeanVarianceNormalization",
+                                   "RMSNormalization"},
+    "activation": tuple(op for op, kind in _LAYER_KINDS.items() if kind == "activation"),
+    "linear": ("Gemm", "MatMul"),
+    "dropout": ("Dropout",),
+    "identity": ("Identity", "Cast", "CastLike"),
+    "reshape": ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Tile"),
+    "reduce": ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"),
+}.items():
+    for _op in _ops:
+        _GRAPH_OPS[_op] = _graph_op
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_BAD_NAME_CHARS = re.compile(r"[*?\[\]#\s]|[\x00-\x1f\x7f]")
+_SANITIZE = re.compile(r"[^A-Za-z0-9_./:\-]")
+
+
+def onnx_op_kind(op_type: str, domain: str = "") -> str:
+    """Layer kind (:data:`convscope.core.layers.KINDS`) of an ONNX op (default domain only)."""
+    if domain not in ("", "ai.onnx"):
+        return "other"
+    return _LAYER_KINDS.get(op_type, "other")
+
+
+def onnx_graph_op(op_type: str, domain: str = "") -> str:
+    """Graph op kind (:data:`convscope.core.graph.OP_KINDS`) of an ONNX op."""
+    if domain not in ("", "ai.onnx"):
+        return "other"
+    return _GRAPH_OPS.get(op_type, "other")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:300]
+
+
+# -------------------------------------------------------------------------------------------------
+# reading files safely
+# -------------------------------------------------------------------------------------------------
+
+
+def _walk_graph_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of ``graph`` and its subgraphs (initializers, sparse, Constant attributes)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            if attr.HasField("g"):
+                yield from _walk_graph_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _walk_graph_tensors(sub)
+
+
+def _walk_model_tensors(model: Any) -> Iterator[Any]:
+    yield from _walk_graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+
+
+def _external_tensors(model: Any) -> list[Any]:
+    import onnx
+
+    return [t for t in _walk_model_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _refuse(model_name: str, tensor: Any, location: str, reason: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{model_name}: external data of tensor {tensor.name!r} points to {location!r}, {reason}; convscope only "
+        f"reads external data files that sit inside the model's folder. Move the data next to the model and "
+        f"re-save it, or save the model without external data (onnx.save(model, path, save_as_external_data=False))"
+    )
+
+
+def _check_external_location(model_name: str, folder: Path, tensor: Any) -> tuple[Path, int, int | None]:
+    """Validate one tensor's external-data entry; return (file, offset, length). Reads no data."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    if not location:
+        raise ModelLoadError(f"{model_name}: tensor {tensor.name!r} is marked as external data but names no file")
+    if "\x00" in location:
+        raise _refuse(model_name, tensor, location, "a path with a NUL byte")
+    parts = re.split(r"[\\/]+", location)
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute() or PureWindowsPath(location).drive \
+            or location.startswith(("/", "\\")):
+        raise _refuse(model_name, tensor, location, "an absolute path")
+    if any(part == ".." for part in parts):
+        raise _refuse(model_name, tensor, location, "a path that climbs out with '..'")
+    base = folder.resolve()
+    current = base
+    for part in [p for p in parts if p not in ("", ".")]:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            raise ModelLoadError(
+                f"{model_name}: the external data file {location!r} of tensor {tensor.name!r} is missing; "
+                f"put it next to the model"
+            ) from None
+        if stat.S_ISLNK(mode):
+            raise _refuse(model_name, tensor, location, "a path through a symbolic link")
+    real = Path(os.path.realpath(current))
+    if real != base and base not in real.parents:
+        raise _refuse(model_name, tensor, location, "a path that resolves outside the model's folder")
+    st = os.lstat(current)
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(model_name, tensor, location, "something that is not a regular file")
+    if st.st_nlink > 1:
+        raise _refuse(model_name, tensor, location, "a file with several hard links")
+    try:
+        offset = int(info.get("offset", "0") or 0)
+        length = int(info["length"]) if info.get("length") not in (None, "") else None
+    except ValueError:
+        raise ModelLoadError(f"{model_name}: tensor {tensor.name!r} has a non-numeric external data offset/length") from None
+    if offset < 0 or (length is not None and length < 0):
+        raise ModelLoadError(f"{model_name}: tensor {tensor.name!r} has a negative external data offset/length")
+    if offset + (length or 0) > st.st_size:
+        raise ModelLoadError(
+            f"{model_name}: the external data of tensor {tensor.name!r} lies beyond the end of {location!r} "
+            f"(truncated data file?)"
+        )
+    return current, offset, length
+
+
+def _read_external(path: Path, offset: int, length: int | None) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    before = os.lstat(path)
+    fd = os.open(path, flags)
+    try:
+        after = os.fstat(fd)
+        if (before.st_ino, before.st_dev) != (after.st_ino, after.st_dev) or after.st_nlink > 1:
+            raise ModelLoadError(f"external data file {path.name} changed while it was being opened; try again")
+        os.lseek(fd, offset, os.SEEK_SET)
+        size = after.st_size - offset if length is None else length
+        chunks = []
+        while size > 0:
+            chunk = os.read(fd, min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def resolve_external_data(model: Any, folder: str | os.PathLike[str], model_name: str = "model") -> None:
+    """Check every external-data location of ``model`` first, then inline the data (in place).
+
+    Args:
+        model: an ``onnx.ModelProto`` loaded with ``load_external_data=False``.
+        folder: the folder the model file sits in; data files must lie inside it.
+        model_name: for messages.
+
+    Raises:
+        ModelLoadError: a location is absolute, contains ``..``, goes through a symlink, is a hard
+            link, resolves outside ``folder``, is missing, or the data is shorter than declared.
+            Nothing is read unless every location passes.
+    """
+    import onnx
+
+    tensors = _external_tensors(model)
+    if not tensors:
+        return
+    folder = Path(folder)
+    checked = [(_check_external_location(model_name, folder, t), t) for t in tensors]
+    for (path, offset, length), tensor in checked:
+        data = _read_external(path, offset, length)
+        tensor.raw_data = data
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def read_onnx_model(path: str | os.PathLike[str]) -> Any:
+    """Read an ``.onnx`` file into an ``onnx.ModelProto`` with its external data inlined safely.
+
+    Raises:
+        ModelLoadError: missing/empty file, not a valid ONNX model (truncated, corrupt, another
+            format), or refused external data (see :func:`resolve_external_data`).
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ModelLoadError("reading .onnx files needs onnx and onnxruntime: pip install 'convscope[onnx]'") from None
+    file = Path(path)
+    if not file.exists():
+        raise ModelLoadError(f"model file not found: {file}")
+    if file.is_dir():
+        raise ModelLoadError(f"{file} is a folder; give an .onnx file")
+    data = file.read_bytes()
+    if not data:
+        raise ModelLoadError(f"{file.name} is empty (0 bytes)")
+    model = onnx.ModelProto()
+    problem: str | None = None
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends
+        problem = _first_line(exc)
+    del data
+    if problem is None and (model.ir_version <= 0 or not model.opset_import or not model.graph.node or not model.graph.output):
+        problem = "it has no graph, no opset or no outputs"
+    if problem is not None:
+        raise _not_onnx(file, problem)
+    resolve_external_data(model, file.parent, file.name)
+    return model
+
+
+def check_onnx_model(model: Any) -> str | None:
+    """``onnx.checker.check_model``'s first complaint about ``model``, or None if it passes.
+
+    Not fatal on its own: the checker rejects some models onnxruntime runs fine (for example graph
+    outputs declared without a shape); convscope reports it when onnxruntime then fails too.
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - ValidationError and C++ checker errors
+        return _first_line(exc)
+    return None
+
+
+def _not_onnx(file: Path, problem: str) -> ModelLoadError:
+    from .torch_files import describe_format, sniff_format, suffix_for
+
+    kind = sniff_format(file)
+    if kind not in ("onnx", "unknown"):
+        suffix = suffix_for(kind)
+        hint = f"; rename it to {file.stem}{suffix} if that is what it is" if suffix and suffix != ".onnx" else ""
+        if kind == "corrupt-zip":
+            return ModelLoadError(f"{file.name} is not an ONNX model (it is a truncated zip archive)")
+        return ModelLoadError(f"{file.name} is not an ONNX model: it looks like {describe_format(kind)}{hint}")
+    return ModelLoadError(f"{file.name} is not a valid ONNX model (truncated or corrupt?): {problem}")
+
+
+def load_onnx_file(path: Path, trust: bool) -> LoadedModel:
+    """``FILE_LOADERS`` entry for ``.onnx``: an :class:`OnnxAdapter` wrapped in a ``LoadedModel``.
+
+    ``trust`` is not needed: an ONNX file holds no Python code and is read without running anything.
+    """
+    from ..loading import LoadedModel
+
+    del trust
+    adapter = OnnxAdapter(read_onnx_model(path), name=Path(path).name)
+    spec = adapter.input_spec()
+    shape = None
+    if spec.channels is not None and spec.spatial_size is not None:
+        shape = (1, spec.channels, *spec.spatial_size)
+    info = {"format": "onnx", "opset": adapter.opset, "producer": adapter.producer}
+    if adapter.validation_issue:
+        info["onnx_checker"] = adapter.validation_issue
+    return LoadedModel(model=adapter, name=Path(path).name, input_shape=shape, info=info)
+
+
+# -------------------------------------------------------------------------------------------------
+# the adapter
+# -------------------------------------------------------------------------------------------------
+
+
+class _Layer:
+    __slots__ = ("name", "index", "node", "output", "info")
+
+    def __init__(self, name: str, index: int, node: Any, output: str, info: LayerInfo) -> None:
+        self.name = name
+        self.index = index
+        self.node = node
+        self.output = output
+        self.info = info
+
+
+class OnnxAdapter(ModelAdapter):
+    """Wraps an ONNX model (``onnx.ModelProto`` or ``.onnx`` path); runs it with onnxruntime on CPU.
+
+    Args:
+        model: an ``onnx.ModelProto`` (copied; yours is never modified) or a path to an ``.onnx``
+            file (read with :func:`read_onnx_model`). A ModelProto whose tensors still refer to
+            external data must be given as a path.
+        name: display name.
+    """
+
+    framework = "onnx"
+
+    def __init__(self, model: Any, *, name: str | None = None) -> None:
+        import onnx
+
+        if isinstance(model, (str, os.PathLike)):
+            proto = read_onnx_model(model)
+            name = name or Path(model).name
+        elif isinstance(model, onnx.ModelProto):
+            if _external_tensors(model):
+                raise ModelLoadError(
+                    "this ModelProto refers to external data files; give convscope the .onnx path instead so it can "
+                    "check and read them next to the model"
+                )
+            proto = onnx.ModelProto()
+            proto.CopyFrom(model)
+        else:
+            raise TypeError(f"OnnxAdapter needs an onnx.ModelProto or a path, got {type(model).__name__}")
+        self._user_model = model
+        self._proto = proto
+        self.name = name or (proto.graph.name or "onnx-model")
+        self.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        self.producer = f"{proto.producer_name} {proto.producer_version}".strip()
+        self._sessions: dict[tuple[str, ...], Any] = {}
+        self.validation_issue = check_onnx_model(proto)
+        """The ONNX checker's complaint about the model, if any (see :func:`check_onnx_model`)."""
+        self._analyse()
+
+    # -- analysis ------------------------------------------------------------------------------
+    def _analyse(self) -> None:
+        import onnx
+
+        graph = self._proto.graph
+        self._initializers = {t.name: t for t in graph.initializer}
+        self._inputs = [vi for vi in graph.input if vi.name not in self._initializers]
+        self._output_names = [vi.name for vi in graph.output]
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self._proto, check_type=False, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001 - inference is best effort (custom ops, big models)
+            inferred = self._proto
+        self._value_info: dict[str, Any] = {}
+        for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+            if vi.type.HasField("tensor_type"):
+                self._value_info[vi.name] = vi.type.tensor_type
+        self._producer: dict[str, int] = {}
+        for index, node in enumerate(graph.node):
+            for out in node.output:
+                if out:
+                    self._producer[out] = index
+        dynamic = {vi.name for vi in self._inputs}
+        self._dynamic_nodes: list[int] = []
+        for index, node in enumerate(graph.node):
+            if node.op_type == "Constant":
+                continue
+            if any(name in dynamic for name in node.input if name) or self._subgraph_reads(node, dynamic):
+                self._dynamic_nodes.append(index)
+                dynamic.update(out for out in node.output if out)
+        self._dynamic = dynamic
+        # names: a node's own name when set, unique and usable; else "<Op>_<output>"
+        counts: dict[str, int] = {}
+        for node in graph.node:
+            if node.name:
+                counts[node.name] = counts.get(node.name, 0) + 1
+        taken = {n for n, c in counts.items() if c == 1 and not _BAD_NAME_CHARS.search(n) and len(n) <= 200}
+        taken.update(vi.name for vi in self._inputs)
+        self._layers: dict[str, _Layer] = {}
+        for index in self._dynamic_nodes:
+            node = graph.node[index]
+            output = next((o for o in node.output if o), "")
+            if not output or not self._is_float(output):
+                continue
+            if node.name in taken and node.name not in self._layers and counts.get(node.name) == 1:
+                name = node.name
+            else:
+                base = f"{node.op_type}_{_SANITIZE.sub('_', output)}"[:200]
+                name, k = base, 2
+                while name in taken or name in self._layers:
+                    name, k = f"{base}_{k}", k + 1
+                taken.add(name)
+            self._layers[name] = _Layer(name, index, node, output, self._describe(name, node))
+
+    def _subgraph_reads(self, node: Any, dynamic: set[str]) -> bool:
+        """True if a subgraph of ``node`` (If/Loop/Scan) reads a dynamic outer-scope tensor."""
+        for attr in node.attribute:
+            subs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for sub in subs:
+                for inner in sub.node:
+                    if any(name in dynamic for name in inner.input if name) or self._subgraph_reads(inner, dynamic):
+                        return True
+        return False
+
+    def _is_float(self, tensor: str) -> bool:
+        info = self._value_info.get(tensor)
+        return info is None or info.elem_type == 0 or info.elem_type in _FLOAT_TYPES
+
+    def _static_dims(self, tensor: str) -> tuple[int, ...] | None:
+        """Dims of a constant tensor (initializer / Constant / through Identity, Cast, DequantizeLinear)."""
+        init = self._initializers.get(tensor)
+        if init is not None:
+            return tuple(int(d) for d in init.dims)
+        info = self._value_info.get(tensor)
+        if info is not None and info.HasField("shape") and all(d.HasField("dim_value") for d in info.shape.dim):
+            return tuple(int(d.dim_value) for d in info.shape.dim)
+        try:
+            return tuple(self._constant(tensor, "?").shape)
+        except ConvscopeError:
+            return None
+
+    def _describe(self, name: str, node: Any) -> LayerInfo:
+        attrs = _attributes(node)
+        kind = onnx_op_kind(node.op_type, node.domain)
+        if kind == "merge" and sum(1 for i in node.input if i in self._dynamic) < 2:
+            kind = "other"
+        type_name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        params = 0
+        for inp in node.input:
+            init = self._initializers.get(inp)
+            if init is not None:
+                params += int(np.prod(init.dims, dtype=np.int64)) if len(init.dims) else 1
+        common = dict(name=name, kind=kind, type_name=type_name, params=params, is_leaf=True)
+        if kind in ("conv", "conv_transpose"):
+            dims = self._static_dims(node.input[1]) if len(node.input) > 1 else None
+            group = int(attrs.get("group", 1))
+            in_ch = out_ch = None
+            if dims is not None and len(dims) >= 3:
+                if kind == "conv":
+                    out_ch, in_ch = dims[0], dims[1] * group
+                else:
+                    in_ch, out_ch = dims[0], dims[1] * group
+            ksize = attrs.get("kernel_shape") or (dims[2:] if dims is not None else None)
+            nd = len(ksize) if ksize is not None else None
+            return LayerInfo(
+                **common,
+                in_channels=in_ch,
+                out_channels=out_ch,
+                kernel_size=tuple(int(k) for k in ksize) if ksize is not None else None,
+                stride=tuple(int(s) for s in attrs.get("strides", [1] * (nd or 0))) or None,
+                padding=_padding(attrs, nd),
+                dilation=tuple(int(d) for d in attrs.get("dilations", [1] * (nd or 0))) or None,
+                groups=group,
+                transposed=kind == "conv_transpose",
+            )
+        if kind == "pool" and "kernel_shape" in attrs:
+            ksize = tuple(int(k) for k in attrs["kernel_shape"])
+            return LayerInfo(**common, kernel_size=ksize, stride=tuple(int(s) for s in attrs.get("strides", [1] * len(ksize))))
+        if node.op_type in ("BatchNormalization", "InstanceNormalization") and len(node.input) > 1:
+            dims = self._static_dims(node.input[1])
+            if dims:
+                return LayerInfo(**common, in_channels=int(dims[0]), out_channels=int(dims[0]))
+        if node.op_type == "Gemm" and len(node.input) > 1:
+            dims = self._static_dims(node.input[1])
+            if dims is not None and len(dims) == 2:
+                trans_b = int(attrs.get("transB", 0))
+                k, n = (dims[1], dims[0]) if trans_b else (dims[0], dims[1])
+                return LayerInfo(**common, in_channels=int(k), out_channels=int(n))
+        return LayerInfo(**common)
+
+    # -- ModelAdapter --------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        return self._user_model
+
+    @property
+    def proto(self) -> Any:
+        """convscope's own copy of the ``onnx.ModelProto`` (external data inlined)."""
+        return self._proto
+
+    def layers(self) -> list[LayerInfo]:
+        return [layer.info for layer in self._layers.values()]
+
+    def layer_output(self, layer: str) -> str:
+        """The tensor name whose value is ``layer``'s activation (its node's first output)."""
+        return self._layer(layer).output
+
+    def _layer(self, name: str) -> _Layer:
+        if name not in self._layers:
+            near = close_matches(name, self._layers)
+            raise LayerNotFoundError(
+                f"no layer named {name!r}" + (f"; did you mean: {', '.join(near)}?" if near else "")
+                + " Run `convscope layers MODEL` to list the ONNX layer names."
+            )
+        return self._layers[name]
+
+    def input_spec(self) -> InputSpec:
+        if not self._inputs:
+            return InputSpec(channels=None, spatial_dims=None)
+        tensor = self._inputs[0].type.tensor_type
+        dims = _dims(tensor)
+        dtype = _np_dtype_name(tensor.elem_type)
+        if dims is None or len(dims) < 2:
+            return InputSpec(channels=None, spatial_dims=None, dtype=dtype)
+        spatial = dims[2:]
+        return InputSpec(
+            channels=dims[1],
+            spatial_dims=len(spatial) or None,
+            spatial_size=tuple(spatial) if spatial and all(s is not None for s in spatial) else None,  # type: ignore[arg-type]
+            dtype=dtype,
+        )
+
+    def kernel(self, layer: str) -> KernelBank:
+        entry = self._layer(layer)
+        node = entry.node
+        if entry.info.kind not in ("conv", "conv_transpose"):
+            raise ConvscopeError(f"layer {layer!r} is an ONNX {node.op_type} node, not a convolution; it has no kernels")
+        if len(node.input) < 2 or not node.input[1]:
+            raise ConvscopeError(f"ONNX {node.op_type} node {layer!r} has no weight input")
+        weight = self._constant(node.input[1], layer)
+        source_dtype = str(weight.dtype)
+        w = weight.astype(np.float32, copy=True)
+        if w.ndim < 3:
+            raise ConvscopeError(f"the weight of {layer!r} has shape {w.shape}; a convolution weight needs (M, C/group, *k)")
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            bias = self._constant(node.input[2], layer).astype(np.float32, copy=True).reshape(-1)
+        attrs = _attributes(node)
+        groups = int(attrs.get("group", 1))
+        transposed = node.op_type == "ConvTranspose"
+        if transposed:
+            # ONNX stores (C, M/group, *k); canonical is (M, C/group, *k)
+            in_ch, out_per_group = w.shape[0], w.shape[1]
+            if in_ch % groups:
+                raise ConvscopeError(f"ConvTranspose {layer!r}: group={groups} does not divide {in_ch} input channels")
+            k = w.shape[2:]
+            w = (
+                w.reshape(groups, in_ch // groups, out_per_group, *k)
+                .swapaxes(1, 2)
+                .reshape(groups * out_per_group, in_ch // groups, *k)
+            )
+        dilations = attrs.get("dilations")
+        return KernelBank(
+            layer=layer,
+            weights=np.ascontiguousarray(w, dtype=np.float32),
+            groups=groups,
+            transposed=transposed,
+            dilation=tuple(int(d) for d in dilations) if dilations else tuple(1 for _ in w.shape[2:]),
+            type_name=node.op_type,
+            source_dtype=source_dtype,
+            bias=bias,
+        )
+
+    def _constant(self, tensor: str, layer: str, depth: int = 0) -> np.ndarray:
+        """The value of a constant tensor: an initializer, a Constant node, or Identity / Cast /
+        DequantizeLinear of constants. Anything else raises a ConvscopeError naming the producer."""
+        from onnx import numpy_helper
+
+        if depth > 16:
+            raise ConvscopeError(f"the weights of {layer!r} come from a chain of nodes too deep to resolve")
+        init = self._initializers.get(tensor)
+        if init is not None:
+            return numpy_helper.to_array(init)
+        if tensor in self._dynamic:
+            raise ConvscopeError(
+                f"the weights of {layer!r} ({tensor!r}) are computed from the model input at run time, so there is no "
+                f"fixed kernel to show"
+            )
+        index = self._producer.get(tensor)
+        if index is None:
+            raise ConvscopeError(
+                f"the weights of {layer!r} ({tensor!r}) are neither an initializer nor produced by a node (a graph input "
+                f"fed at run time?); convscope can only show weights stored in the model"
+            )
+        node = self._proto.graph.node[index]
+        op = node.op_type
+        if op == "Constant":
+            return _constant_node_value(node, layer)
+        if op == "Identity":
+            return self._constant(node.input[0], layer, depth + 1)
+        if op == "Cast":
+            from onnx import helper
+
+            to = int(_attributes(node).get("to", 1))
+            return self._constant(node.input[0], layer, depth + 1).astype(helper.tensor_dtype_to_np_dtype(to))
+        if op == "DequantizeLinear":
+            attrs = _attributes(node)
+            if int(attrs.get("block_size", 0) or 0):
+                raise ConvscopeError(
+                    f"the weights of {layer!r} are block-quantized (DequantizeLinear block_size); convscope cannot "
+                    f"dequantize them yet. Dequantize the model (e.g. with onnxruntime's tools) first"
+                )
+            x = self._constant(node.input[0], layer, depth + 1).astype(np.float32)
+            scale = self._constant(node.input[1], layer, depth + 1).astype(np.float32)
+            zero = (
+                self._constant(node.input[2], layer, depth + 1).astype(np.float32)
+                if len(node.input) > 2 and node.input[2]
+                else np.zeros_like(scale)
+            )
+            if scale.ndim == 1 and x.ndim > 1:
+                axis = int(attrs.get("axis", 1)) % x.ndim
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            return (x - zero) * scale
+        raise ConvscopeError(
+            f"the weights of {layer!r} are computed by an ONNX {op} node, which convscope does not fold; fold "
+            f"constants first (for example with onnxruntime's offline optimisation or onnx-simplifier)"
+        )
+
+    # -- running -------------------------------------------------------------------------------
+    def _session(self, outputs: tuple[str, ...]) -> Any:
+        """An onnxruntime session (optimisations off) returning ``outputs``; the last two are cached."""
+        session = self._sessions.get(outputs)
+        if session is not None:
+            return session
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConvscopeError("running ONNX models needs onnxruntime: pip install 'convscope[onnx]'") from None
+        graph = self._proto.graph
+        saved = list(graph.output)
+        try:
+            existing = {vi.name for vi in graph.output}
+            import onnx
+
+            for name in outputs:
+                if name not in existing:
+                    graph.output.append(onnx.ValueInfoProto(name=name))
+            payload = self._proto.SerializeToString()
+        finally:
+            del graph.output[:]
+            graph.output.extend(saved)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(payload, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            checker = f" (the ONNX checker also reports: {self.validation_issue})" if self.validation_issue else ""
+            raise UnsupportedModelError(
+                f"onnxruntime cannot run {self.name}: {_first_line(exc)}{checker}. Check that the model is a valid "
+                f"ONNX model with standard operators and an opset this onnxruntime supports"
+            ) from None
+        if len(self._sessions) >= 2:
+            self._sessions.pop(next(iter(self._sessions)))
+        self._sessions[outputs] = session
+        return session
+
+    def _feed(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if len(self._inputs) != 1:
+            names = ", ".join(vi.name for vi in self._inputs) or "none"
+            raise UnsupportedModelError(
+                f"{self.name} takes {len(self._inputs)} inputs ({names}); convscope feeds one image batch, so it "
+                f"needs a model with exactly one input"
+            )
+        arr = np.asarray(batch)
+        if not np.issubdtype(arr.dtype, np.number):
+            raise ConvscopeError(f"the input batch must be numeric, got dtype {arr.dtype}")
+        vi = self._inputs[0]
+        tensor = vi.type.tensor_type
+        dims = _dims(tensor)
+        if dims is not None:
+            if arr.ndim != len(dims):
+                raise ConvscopeError(
+                    f"{self.name} takes a {len(dims)}-D input {_fmt_dims(dims)} (channels first), got shape {arr.shape}; "
+                    f"check the image's channels and dimensions"
+                )
+            for axis, (want, got) in enumerate(zip(dims, arr.shape)):
+                if want is not None and want != got:
+                    what = "batch size" if axis == 0 else "channels" if axis == 1 else "spatial size"
+                    raise ConvscopeError(
+                        f"{self.name} takes input {_fmt_dims(dims)} but got shape {tuple(arr.shape)} ({what} differs); "
+                        + ("resize the image with --size " + "x".join(str(d) for d in dims[2:]) if axis >= 2 and
+                           all(d is not None for d in dims[2:]) else "check the input")
+                    )
+        dtype = np.dtype(_np_dtype_name(tensor.elem_type)) if tensor.elem_type else np.dtype(np.float32)
+        return {vi.name: np.ascontiguousarray(arr, dtype=dtype)}
+
+    def run_tensors(self, batch: np.ndarray, tensors: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """ONE onnxruntime run returning the values of ``tensors`` and the model's first output.
+
+        Args:
+            batch: ``(N, C, *spatial)`` input, channels first (cast to the model's input dtype).
+            tensors: tensor names (node outputs) to return.
+        Returns:
+            (tensor name -> array as onnxruntime returned it, first model output or None).
+        Raises:
+            ConvscopeError: the input does not fit, onnxruntime failed, or a requested tensor did not
+                come back.
+        """
+        feed = self._feed(batch)
+        first = self._output_names[0] if self._output_names else None
+        fetch = tuple(dict.fromkeys([*([first] if first else []), *tensors]))
+        session = self._session(fetch)
+        try:
+            values = session.run(list(fetch), feed)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ConvscopeError(
+                f"onnxruntime failed on an input of shape {tuple(np.shape(batch))}: {_first_line(exc)}. "
+                f"Check the image size and channels (--size, or a different image)"
+            ) from None
+        got = dict(zip(fetch, values))
+        lost = [name for name in fetch if got.get(name) is None]
+        if lost:
+            raise ConvscopeError(
+                f"onnxruntime did not return {', '.join(repr(n) for n in lost[:5])}; the model cannot be captured at "
+                f"those tensors"
+            )
+        output = got[first] if first else None
+        return {name: got[name] for name in tensors}, output
+
+    def capture(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        *,
+        on_activation: ActivationCallback | None = None,
+        train_mode: bool = False,
+    ) -> CaptureResult:
+        """ONE onnxruntime run; each layer's activation is its node's first output tensor.
+
+        Returns:
+            :class:`CaptureResult` with ``(N, C, *spatial)`` float32 C-contiguous copies (whatever the
+            tensor's dtype was; the original dtype is in ``dtypes``).
+        Raises:
+            UnsupportedModelError: ``train_mode=True`` (ONNX graphs are inference-only) or a model
+                with more than one input.
+            LayerNotFoundError: an unknown layer name (with close matches).
+        """
+        if train_mode:
+            raise UnsupportedModelError(
+                "ONNX graphs are inference-only: there is no training mode to capture in; capture without train mode "
+                "(drop --train-mode / train=True)"
+            )
+        wanted = list(dict.fromkeys(layers))
+        entries = [self._layer(name) for name in wanted]
+        values, output = self.run_tensors(batch, [entry.output for entry in entries])
+        result = CaptureResult()
+        if output is not None:
+            result.output = np.array(output, dtype=np.float32, copy=True, order="C")
+        for entry in entries:
+            raw = np.asarray(values[entry.output])
+            host = np.array(raw, dtype=np.float32, copy=True, order="C")
+            result.shapes[entry.name] = tuple(int(s) for s in host.shape)
+            result.dtypes[entry.name] = str(raw.dtype)
+            if on_activation is not None:
+                on_activation(entry.name, host)
+            else:
+                result.activations[entry.name] = host
+        return result
+
+    # -- dataflow graph (U-Net) ----------------------------------------------------------------
+    def _input_node_id(self) -> str:
+        name = self._inputs[0].name if self._inputs else "input"
+        return name if name not in self._layers else f"input:{name}"
+
+    def graph_skeleton(self) -> list[tuple[str, str, str, tuple[str, ...], str]]:
+        """``(id, op, tensor, input ids, op_type)`` per graph node, in execution order (input first).
+
+        Nodes are the model input and every layer; an input id is the layer (or model input) that
+        produced a floating-point tensor this node reads (constants and shape arithmetic are left out).
+        """
+        if len(self._inputs) != 1:
+            raise UnsupportedModelError(
+                f"{self.name} takes {len(self._inputs)} inputs; the U-Net view needs a model with exactly one input"
+            )
+        input_id = self._input_node_id()
+        by_tensor: dict[str, str] = {self._inputs[0].name: input_id}
+        rows: list[tuple[str, str, str, tuple[str, ...], str]] = [(input_id, "input", self._inputs[0].name, (), "Input")]
+        for entry in self._layers.values():
+            node = entry.node
+            sources = [by_tensor[name] for name in node.input if name in by_tensor]
+            for attr in node.attribute:  # subgraphs reading outer tensors
+                subs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                for sub in subs:
+                    for inner in sub.node:
+                        sources.extend(by_tensor[name] for name in inner.input if name in by_tensor)
+            for out in node.output:
+                if out:
+                    by_tensor[out] = entry.name
+            rows.append((entry.name, onnx_graph_op(node.op_type, node.domain), entry.output,
+                         tuple(dict.fromkeys(sources)), node.op_type))
+        return rows
+
+    def static_shapes(self, batch_shape: Sequence[int]) -> dict[str, tuple[int, ...]] | None:
+        """Shapes of every layer output for an input of ``batch_shape`` from ONNX shape inference
+        alone (no run), or None when some shape stays unknown."""
+        import onnx
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(self._proto)
+        del probe.graph.value_info[:]
+        tensor = next(vi for vi in probe.graph.input if vi.name == self._inputs[0].name).type.tensor_type
+        if len(tensor.shape.dim) != len(batch_shape):
+            return None
+        for dim, size in zip(tensor.shape.dim, batch_shape):
+            dim.Clear()
+            dim.dim_value = int(size)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(probe, check_type=False, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001
+            return None
+        known: dict[str, tuple[int, ...]] = {}
+        for vi in (*inferred.graph.value_info, *inferred.graph.output):
+            dims = _dims(vi.type.tensor_type) if vi.type.HasField("tensor_type") else None
+            if dims is not None and all(d is not None for d in dims):
+                known[vi.name] = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+        shapes: dict[str, tuple[int, ...]] = {}
+        for entry in self._layers.values():
+            if entry.output not in known:
+                return None
+            shapes[entry.name] = known[entry.output]
+        return shapes
+
+    def capture_graph(self, batch: np.ndarray, request: Any, *, target: int | None = None, mask: Any = None) -> GraphCapture:
+        """The U-Net backend protocol: the dataflow graph plus node values from ONE onnxruntime run.
+
+        Shapes come from ONNX shape inference for ``batch``'s shape when it determines them all;
+        then only the values ``request(graph)`` asks for are fetched. Otherwise every layer output is
+        fetched in the one run (for the shapes) and the requested ones are kept.
+
+        ``input_x_gradient`` is None: ONNX Runtime has no autograd, so the merge gradient shares of
+        the U-Net view are not available for ONNX models. ``target``/``mask`` only select the
+        objective of those gradients and are ignored here.
+        """
+        from ..core.graph import CaptureRequest, Graph, GraphCapture, Node
+
+        del target, mask
+        arr = np.asarray(batch)
+        rows = self.graph_skeleton()
+        shapes = self.static_shapes(arr.shape)
+        values_all: dict[str, np.ndarray] | None = None
+        if shapes is None:
+            fetched, _ = self.run_tensors(arr, [row[2] for row in rows[1:]])
+            values_all = {row[0]: np.asarray(fetched[row[2]]) for row in rows[1:]}
+            shapes = {nid: tuple(int(s) for s in value.shape) for nid, value in values_all.items()}
+        shapes[rows[0][0]] = tuple(int(s) for s in arr.shape)
+        nodes = []
+        for nid, op, tensor, inputs, op_type in rows:
+            full = shapes.get(nid)
+            nodes.append(Node(id=nid, op=op, name=nid, shape=tuple(full[1:]) if full else None, inputs=inputs,
+                              module_type=None if op == "input" else op_type, attrs={"tensor": tensor}))
+        out_ids = []
+        producers = {row[2]: row[0] for row in rows}
+        for out in self._output_names:
+            if out in producers:
+                out_ids.append(producers[out])
+        graph = Graph(nodes=tuple(nodes), input_ids=(rows[0][0],), output_ids=tuple(dict.fromkeys(out_ids)))
+        decided = request(graph) if callable(request) else request
+        if decided is None:
+            decided = CaptureRequest()
+        wanted = [nid for nid in graph.topological_order() if nid in set(decided.values)]
+        values: dict[str, np.ndarray] = {}
+        if values_all is None:
+            tensors = {row[0]: row[2] for row in rows}
+            need = [nid for nid in wanted if nid != rows[0][0]]
+            if need:
+                fetched, _ = self.run_tensors(arr, [tensors[nid] for nid in need])
+                for nid in need:
+                    values[nid] = np.array(fetched[tensors[nid]], dtype=np.float32, copy=True, order="C")
+        else:
+            for nid in wanted:
+                if nid in values_all:
+                    values[nid] = np.array(values_all[nid], dtype=np.float32, copy=True, order="C")
+        if rows[0][0] in wanted:
+            values[rows[0][0]] = np.array(arr, dtype=np.float32, copy=True, order="C")
+        return GraphCapture(graph=graph, values=values, input_x_gradient=None)
+
+
+# -------------------------------------------------------------------------------------------------
+# helpers
+# -------------------------------------------------------------------------------------------------
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    out: dict[str, Any] = {}
+    for attr in node.attribute:
+        try:
+            value = helper.get_attribute_value(attr)
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        out[attr.name] = value
+    return out
+
+
+def _constant_node_value(node: Any, layer: str) -> np.ndarray:
+    from onnx import numpy_helper
+
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.asarray(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.asarray(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.asarray(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.asarray(list(attr.ints), dtype=np.int64)
+    raise ConvscopeError(f"the weights of {layer!r} come from a Constant node of a kind convscope cannot read")
+
+
+def _padding(attrs: dict[str, Any], nd: int | None) -> tuple[int, ...] | str | None:
+    auto = str(attrs.get("auto_pad", "NOTSET"))
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return "same"
+    if auto == "VALID":
+        return "valid"
+    pads = attrs.get("pads")
+    if pads is None:
+        return tuple(0 for _ in range(nd)) if nd else None
+    pads = [int(p) for p in pads]
+    half = len(pads) // 2
+    begin, end = pads[:half], pads[half:]
+    return tuple(begin) if begin == end else tuple(pads)
+
+
+def _dims(tensor_type: Any) -> list[int | None] | None:
+    if not tensor_type.HasField("shape"):
+        return None
+    return [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
+
+
+def _fmt_dims(dims: Sequence[int | None]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _np_dtype_name(elem_type: int) -> str:
+    if not elem_type:
+        return "float32"
+    try:
+        from onnx import helper
+
+        return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)))
+    except Exception:  # noqa: BLE001 - bfloat16 and float8 have no numpy dtype
+        return "float32"

@@ -1,0 +1,509 @@
+"""PyTorch model files: what a file is (sniffed without unpickling), and TorchScript archives.
+
+* :func:`sniff_format` looks at a file's first bytes and, for zip archives, at the member names
+  (the central directory only: nothing is decompressed or unpickled) and says what the file is,
+  so a wrong extension, a truncated archive or an unexpected format gets one clear message.
+* :class:`TorchScriptAdapter` shows a TorchScript module (``torch.jit.load``; only ever loaded with
+  ``trust=True`` because TorchScript is code). TorchScript modules refuse forward hooks, so
+  activations are captured by rewriting a copy of the inlined graph to also return the output of
+  every requested submodule (cloned where it is produced, before any later in-place op).
+
+torch is imported lazily inside the functions.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.kernels import KernelBank
+from ..core.layers import LayerInfo
+from ..errors import ConvscopeError, ModelLoadError, UnsupportedModelError
+from .base import ActivationCallback, CaptureResult, InputSpec
+from .torch_adapter import TorchAdapter, _first_tensor
+from .torch_state import preserved_model_state
+
+__all__ = [
+    "sniff_format",
+    "describe_format",
+    "kind_from_type_name",
+    "is_torchscript_file",
+    "load_torchscript_file",
+    "TorchScriptAdapter",
+]
+
+# -------------------------------------------------------------------------------------------------
+# sniffing
+# -------------------------------------------------------------------------------------------------
+
+_FORMAT_HINTS: dict[str, str] = {
+    "torch-zip": "a PyTorch torch.save archive (.pt/.pth)",
+    "torch-legacy": "a legacy PyTorch pickle (.pt/.pth)",
+    "pickle": "a Python pickle",
+    "torchscript": "a TorchScript archive (.pt)",
+    "pt2": "a torch.export program (.pt2)",
+    "keras": "a Keras model archive (.keras)",
+    "zip": "a zip archive of unknown content",
+    "safetensors": "a safetensors weights file (.safetensors)",
+    "hdf5": "an HDF5 file (.h5)",
+    "onnx": "an ONNX model (.onnx)",
+    "png": "a PNG image",
+    "jpeg": "a JPEG image",
+    "npy": "a NumPy array (.npy)",
+    "text": "a text file",
+}
+
+_SUFFIX_FOR = {
+    "torch-zip": ".pt",
+    "torch-legacy": ".pt",
+    "torchscript": ".pt",
+    "pt2": ".pt2",
+    "keras": ".keras",
+    "safetensors": ".safetensors",
+    "hdf5": ".h5",
+    "onnx": ".onnx",
+}
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return "corrupt-zip"
+    if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n or n.startswith("code/") for n in names):
+        return "torchscript"
+    if any(n == "archive_format" or n.endswith("/archive_format") for n in names) or any(
+        "/models/" in n and n.endswith(".json") for n in names
+    ):
+        return "pt2"
+    if any(n.endswith("data.pkl") for n in names):
+        return "torch-zip"
+    if "config.json" in names and any(n.endswith(".h5") or n == "metadata.json" for n in names):
+        return "keras"
+    return "zip"
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # ModelProto starts with field 1 (ir_version, varint, tag 0x08) and a small version number.
+    return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 0x40
+
+
+def sniff_format(path: str | Path) -> str:
+    """What ``path`` holds, from its first bytes (and a zip's member names); never unpickles.
+
+    Returns:
+        One of ``"empty"``, ``"torchscript"``, ``"pt2"``, ``"torch-zip"``, ``"keras"``, ``"zip"``,
+        ``"corrupt-zip"`` (zip signature but no readable central directory: truncated),
+        ``"torch-legacy"`` (pickle protocol 2, how old ``torch.save`` starts), ``"pickle"``,
+        ``"safetensors"``, ``"hdf5"``, ``"png"``, ``"jpeg"``, ``"npy"``, ``"onnx"`` (a guess from
+        the protobuf tag), ``"text"`` or ``"unknown"``.
+    """
+    file = Path(path)
+    with open(file, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        return "empty"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _zip_kind(file)
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return "torch-legacy" if head[1] == 2 else "pickle"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 0 < header_len < 100_000_000:
+            return "safetensors"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if _looks_like_onnx(head):
+        return "onnx"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown"
+    return "text" if all(ch.isprintable() or ch in "\r\n\t" for ch in text) else "unknown"
+
+
+def describe_format(kind: str) -> str:
+    """Words for a :func:`sniff_format` result, with the suffix it should have if known."""
+    words = _FORMAT_HINTS.get(kind, "a file of unknown type")
+    return words
+
+
+def suffix_for(kind: str) -> str | None:
+    """The file suffix convscope expects for a sniffed format, if it reads that format."""
+    return _SUFFIX_FOR.get(kind)
+
+
+def is_torchscript_file(path: str | Path) -> bool:
+    """True if ``path`` is a TorchScript (``torch.jit.save``) archive. Reads only the zip directory."""
+    return sniff_format(path) == "torchscript"
+
+
+# -------------------------------------------------------------------------------------------------
+# kinds from class names (TorchScript ``original_name``, torch.export ``nn_module_stack`` types)
+# -------------------------------------------------------------------------------------------------
+
+_KIND_BY_NAME: dict[str, str] = {}
+for _kind, _names in {
+    "conv": ("Conv1d", "Conv2d", "Conv3d", "LazyConv1d", "LazyConv2d", "LazyConv3d"),
+    "conv_transpose": ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LazyConvTranspose1d",
+                       "LazyConvTranspose2d", "LazyConvTranspose3d"),
+    "linear": ("Linear", "Bilinear", "LazyLinear"),
+    "norm": ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
+             "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"),
+    "activation": ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
+                   "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Hardswish", "Hardsigmoid", "Softplus",
+                   "Hardtanh"),
+    "pool": ("MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
+             "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d",
+             "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "LPPool1d", "LPPool2d", "LPPool3d"),
+    "upsample": ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "PixelShuffle"),
+    "dropout": ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout"),
+}.items():
+    for _name in _names:
+        _KIND_BY_NAME[_name] = _kind
+
+
+def kind_from_type_name(type_name: str, *, is_leaf: bool = True) -> str:
+    """Layer kind (:data:`convscope.core.layers.KINDS`) from a torch class name or dotted path.
+
+    Args:
+        type_name: ``"Conv2d"`` or ``"torch.nn.modules.conv.Conv2d"``.
+        is_leaf: False for modules that contain other modules (then ``"container"`` unless the
+            class is a known layer).
+    """
+    short = type_name.rsplit(".", 1)[-1]
+    kind = _KIND_BY_NAME.get(short)
+    if kind is not None:
+        return kind
+    return "other" if is_leaf else "container"
+
+
+# -------------------------------------------------------------------------------------------------
+# TorchScript
+# -------------------------------------------------------------------------------------------------
+
+_HIERARCHY_RE = re.compile(r"([^.()]+)\(([^()]*)\)")
+_CONV_KINDS = ("aten::_convolution", "aten::convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d",
+               "aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d")
+_TRIVIAL_KINDS = ("prim::Constant", "prim::GetAttr", "prim::ListConstruct", "prim::TupleConstruct",
+                  "prim::ListUnpack", "prim::TupleUnpack", "prim::If", "aten::__is__", "aten::__isnot__")
+
+
+def _module_path(node: Any) -> str:
+    """``'enc(Blk).conv(Conv2d)'`` -> ``'enc.conv'`` (``SELF`` entries dropped)."""
+    try:
+        hierarchy = node.getModuleHierarchy()
+    except (AttributeError, RuntimeError):
+        return ""
+    parts = [name for name, _type in _HIERARCHY_RE.findall(hierarchy or "") if name != "SELF"]
+    return ".".join(parts)
+
+
+def load_torchscript_file(path: Path, trust: bool) -> Any:
+    """Load a TorchScript archive with ``torch.jit.load`` (CPU) after the trust check.
+
+    Raises:
+        UntrustedFileError: ``trust`` is False (TorchScript is code; there is no safe mode).
+        ModelLoadError: the archive cannot be loaded.
+    """
+    from ..errors import UntrustedFileError
+
+    if not trust:
+        raise UntrustedFileError(
+            f"{path.name} is a TorchScript archive: loading it runs the code it contains. "
+            f"If you trust its source, pass --trust (trust=True)"
+        )
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any failure of the TorchScript loader is a bad file here
+        raise ModelLoadError(f"cannot load TorchScript archive {path.name}: {_first_line(exc)}") from None
+    return TorchScriptAdapter(module)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class TorchScriptAdapter(TorchAdapter):
+    """A ``torch.jit.ScriptModule`` (scripted or traced) seen through convscope.
+
+    Layers are the submodules (kinds from their ``original_name``); kernels are read from their
+    ``weight``/``bias`` with stride/groups/transposed from the module (scripted) or from the
+    inlined graph's convolution node (traced); activations come from one run of a rewritten
+    copy of the inlined graph (the module itself is never modified).
+
+    Limitation: two *consecutive* calls of the same parameter-free submodule (``act(act(x))``)
+    cannot be told apart in the inlined graph and are reported as one call (the last value).
+    """
+
+    framework = "torchscript"
+
+    def __init__(self, model: Any, device: str | None = None) -> None:
+        import torch
+
+        if not isinstance(model, torch.jit.ScriptModule):
+            raise TypeError(f"TorchScriptAdapter needs a torch.jit.ScriptModule, got {type(model).__name__}")
+        super().__init__(model, device=device)
+        self._graph_info: dict[str, Any] | None = None
+
+    # -- graph facts ---------------------------------------------------------------------------
+    def _inlined(self) -> dict[str, Any]:
+        """Per module path: the conv node (if any) and the output values of each call."""
+        if self._graph_info is None:
+            graph = self._model.inlined_graph
+            nodes = list(graph.nodes())
+            conv_nodes: dict[str, Any] = {}
+            for node in nodes:
+                if node.kind() in _CONV_KINDS:
+                    conv_nodes.setdefault(_module_path(node), node)
+            self._graph_info = {"conv": conv_nodes}
+        return self._graph_info
+
+    def _conv_args(self, name: str, module: Any) -> dict[str, Any]:
+        """stride, padding, dilation, groups, transposed of conv layer ``name``."""
+        facts: dict[str, Any] = {}
+        for attr in ("stride", "padding", "dilation", "groups", "transposed", "in_channels", "out_channels"):
+            try:
+                facts[attr] = getattr(module, attr)
+            except (AttributeError, RuntimeError):
+                pass
+        if {"stride", "padding", "dilation", "groups", "transposed"} <= facts.keys():
+            return facts
+        node = self._inlined()["conv"].get(name)
+        if node is None:
+            return facts
+        inputs = list(node.inputs())
+
+        def value(index: int) -> Any:
+            if index >= len(inputs):
+                return None
+            producer = inputs[index].node()
+            if producer.kind() == "prim::Constant":
+                return inputs[index].toIValue()
+            if producer.kind() == "prim::ListConstruct":
+                items = [item.toIValue() if item.node().kind() == "prim::Constant" else None for item in producer.inputs()]
+                return None if any(item is None for item in items) else items
+            return None
+
+        kind = node.kind()
+        if kind in ("aten::_convolution", "aten::convolution"):
+            layout = {"stride": 3, "padding": 4, "dilation": 5, "transposed": 6, "groups": 8}
+        elif kind.startswith("aten::conv_transpose"):
+            layout = {"stride": 3, "padding": 4, "groups": 6, "dilation": 7}
+            facts.setdefault("transposed", True)
+        else:
+            layout = {"stride": 3, "padding": 4, "dilation": 5, "groups": 6}
+            facts.setdefault("transposed", False)
+        for attr, index in layout.items():
+            if attr not in facts:
+                found = value(index)
+                if found is not None:
+                    facts[attr] = found
+        return facts
+
+    def _describe(self, name: str, module: Any) -> LayerInfo:
+        is_leaf = len(module._modules) == 0
+        type_name = str(getattr(module, "original_name", type(module).__name__))
+        kind = kind_from_type_name(type_name, is_leaf=is_leaf)
+        params = sum(p.numel() for p in module.parameters(recurse=not is_leaf))
+        common = dict(name=name, kind=kind, type_name=type_name, params=int(params), is_leaf=is_leaf)
+        if kind in ("conv", "conv_transpose") and getattr(module, "weight", None) is not None:
+            facts = self._conv_args(name, module)
+            weight = module.weight
+            groups = int(facts.get("groups", 1) or 1)
+            transposed = kind == "conv_transpose"
+            in_ch = weight.shape[0] if transposed else weight.shape[1] * groups
+            out_ch = weight.shape[1] * groups if transposed else weight.shape[0]
+            padding = facts.get("padding")
+            return LayerInfo(
+                **common,
+                in_channels=int(in_ch),
+                out_channels=int(out_ch),
+                kernel_size=tuple(int(k) for k in weight.shape[2:]),
+                stride=_ints(facts.get("stride")),
+                padding=padding if isinstance(padding, str) else _ints(padding),
+                dilation=_ints(facts.get("dilation")),
+                groups=groups,
+                transposed=transposed,
+            )
+        return LayerInfo(**common)
+
+    def input_spec(self) -> InputSpec:
+        for info in self.layers():
+            if info.is_conv and info.in_channels is not None:
+                return InputSpec(channels=info.in_channels, spatial_dims=info.spatial_dims)
+        return InputSpec(channels=None, spatial_dims=None)
+
+    def kernel(self, layer: str) -> KernelBank:
+        import torch
+
+        module = self._module(layer)
+        info = next(i for i in self.layers() if i.name == layer)
+        if not info.is_conv:
+            raise ConvscopeError(f"layer {layer!r} is a {info.type_name}, not a convolution; it has no kernels")
+        facts = self._conv_args(layer, module)
+        if "groups" not in facts:
+            raise ConvscopeError(
+                f"cannot tell the groups of TorchScript layer {layer!r} (its arguments are computed at run time); "
+                f"export the model with torch.export (.pt2) or to ONNX instead"
+            )
+        with torch.no_grad():
+            w = module.weight.detach().to("cpu", dtype=torch.float32, copy=True)
+            bias_t = getattr(module, "bias", None)
+            bias = None if bias_t is None else bias_t.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+        groups = int(facts["groups"])
+        transposed = info.kind == "conv_transpose"
+        if transposed:
+            in_ch, out_per_group = w.shape[0], w.shape[1]
+            k = tuple(w.shape[2:])
+            w = (
+                w.reshape(groups, in_ch // groups, out_per_group, *k)
+                .transpose(1, 2)
+                .reshape(groups * out_per_group, in_ch // groups, *k)
+            )
+        return KernelBank(
+            layer=layer,
+            weights=np.ascontiguousarray(w.numpy()),
+            groups=groups,
+            transposed=transposed,
+            dilation=_ints(facts.get("dilation")),
+            type_name=info.type_name,
+            source_dtype=str(module.weight.dtype).replace("torch.", ""),
+            bias=bias,
+        )
+
+    def unet_backend(self) -> Any:
+        """No U-Net view for TorchScript (module calls cannot be traced); raises with the way out."""
+        raise UnsupportedModelError(
+            "U-Net analysis is not available for TorchScript models (their module calls cannot be traced); "
+            "export the model with torch.export.save (.pt2) or to ONNX and give that file instead"
+        )
+
+    # -- capture -------------------------------------------------------------------------------
+    def capture(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        *,
+        on_activation: ActivationCallback | None = None,
+        train_mode: bool = False,
+    ) -> CaptureResult:
+        import torch
+
+        modules = self._modules()
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            self._module(missing[0])  # raises with close matches
+        wanted = list(dict.fromkeys(layers))
+        result = CaptureResult()
+        with preserved_model_state(self._model, train_mode=train_mode), torch.no_grad():
+            function, keys = self._capture_function(wanted)
+            inputs = self.to_tensor(batch)
+            try:
+                outputs = function(self._model._c, inputs)
+            except Exception as exc:  # noqa: BLE001 - TorchScript raises its own error types
+                raise ConvscopeError(
+                    f"the TorchScript model failed on an input of shape {tuple(batch.shape)}: {_first_line(exc)}. "
+                    f"Check the image size and channels (--size, or a different image)"
+                ) from None
+        out_tensor = _first_tensor(outputs[0])
+        if out_tensor is not None:
+            result.output = out_tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+        for key, value in zip(keys, outputs[1:]):
+            tensor = _first_tensor(value)
+            if tensor is None:
+                continue
+            host = tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            result.shapes[key] = tuple(host.shape)
+            result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
+            if on_activation is not None:
+                on_activation(key, host)
+            else:
+                result.activations[key] = host
+        return result
+
+    def _capture_function(self, wanted: list[str]) -> tuple[Any, list[str]]:
+        """A TorchScript function ``(self, x) -> (output, *captured)`` over a copy of the inlined graph."""
+        import torch
+
+        graph = self._model.inlined_graph.copy()
+        nodes = list(graph.nodes())
+        # calls: maximal runs of non-trivial nodes that belong to a module path (or its children)
+        values: dict[str, list[Any]] = {}
+        for name in wanted:
+            prefix = name + "."
+            runs: list[list[Any]] = []
+            previous_inside = False
+            for node in nodes:
+                if node.kind() in _TRIVIAL_KINDS:
+                    continue
+                path = _module_path(node)
+                inside = path == name or path.startswith(prefix)
+                if inside:
+                    if not previous_inside:
+                        runs.append([])
+                    runs[-1].append(node)
+                previous_inside = inside
+            outs = []
+            for run in runs:
+                members = set(run)
+                escaping = [
+                    n for n in run if n.outputsSize() >= 1 and any(
+                        use.user not in members for out in n.outputs() for use in out.uses()
+                    )
+                ]
+                last = (escaping or run)[-1]
+                tensor_outs = [o for o in last.outputs() if o.type().kind() == "TensorType"]
+                if tensor_outs:
+                    outs.append(tensor_outs[0])
+            values[name] = outs
+        keys: list[str] = []
+        captured: list[Any] = []
+        none_value = graph.insertConstant(None)
+        none_value.node().moveBefore(nodes[0])
+        for name in wanted:
+            for index, value in enumerate(values[name]):
+                clone = graph.create("aten::clone", [value, none_value])
+                clone.insertAfter(value.node())
+                clone.output().setType(value.type())
+                captured.append(clone.output())
+                keys.append(name if index == 0 else f"{name}#{index}")
+        ret = graph.return_node()
+        original = ret.input()
+        packed = graph.create("prim::TupleConstruct", [original, *captured])
+        packed.insertBefore(ret)
+        packed.output().setType(torch._C.TupleType([original.type(), *(v.type() for v in captured)]))
+        graph.eraseOutput(0)
+        graph.registerOutput(packed.output())
+        try:
+            function = torch._C._create_function_from_graph("convscope_capture", graph)
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedModelError(
+                f"convscope cannot capture activations of this TorchScript model ({_first_line(exc)}); "
+                f"export it with torch.export (.pt2) or to ONNX instead"
+            ) from None
+        return function, keys
+
+
+def _ints(value: Any) -> tuple[int, ...] | None:
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)

@@ -1,0 +1,546 @@
+"""Find a U-Net's anatomy (levels, encoder, bottleneck, decoder, skips) in a :class:`~.graph.Graph`.
+
+Framework-free: works on any backend's graph (numpy/stdlib only).
+
+How it works:
+1. **Levels.** Every spatial node gets a resolution level by propagation along the graph: a node
+   keeps the level of its input (the input closest in size) unless its spatial size changes by at
+   least 1.5x along some axis, in which case the level moves by ``round(log2(ratio))`` (down for
+   pooling/strided convs, up for transposed convs, ``Upsample``, ``interpolate``). Valid convs,
+   centre crops and padding that fixes odd sizes change sizes slightly and keep the level, so no
+   exact powers of two are required.
+2. **Main path.** The main output is the spatial model output with the most ancestors (side
+   outputs of deep supervision have fewer). The lowest resolution is the deepest level the decoder
+   comes back up from.
+3. **Skips.** A merge (concat/stack/add) at level ``l`` is a skip merge when one of its inputs comes
+   straight from an upsampling (walking back through same-level ops) and another does not, and that
+   lateral branch does not itself depend on the same upsampling. The skip source is the first tensor
+   on the lateral branch (walking back through crops, pads, attention gates, convs) that feeds a
+   downsampling (the encoder tensor), else the first tensor that forks (a dense UNet++ node).
+   Residual adds inside one resolution have no upsampled input and are never skips. An attention
+   gate's internal add is dropped in favour of the merge it gates (same source and upsampling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import NotAUNet
+from .graph import MERGE_OPS, PASS_THROUGH_OPS, Graph, Node
+
+__all__ = ["Level", "Skip", "UNetStructure", "find_unet", "LEVEL_CHANGE_RATIO"]
+
+LEVEL_CHANGE_RATIO = 1.5
+"""A size change by at least this factor along some axis moves a tensor to another level."""
+
+_LOG_THRESHOLD = math.log2(LEVEL_CHANGE_RATIO)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One resolution level above the bottleneck (level 0 = the input's resolution).
+
+    Attributes:
+        index: 0 for the highest resolution, ``depth - 1`` just above the bottleneck.
+        shape: ``(C, *spatial)`` of the level's encoder output (else its decoder output).
+        encoder: ids of the encoder-side nodes at this level (before any upsampling), execution order.
+        decoder: ids of the decoder-side nodes at this level (after an upsampling), execution order.
+        encoder_output: the last encoder tensor at this level that feeds the downsampling, or None.
+        decoder_output: the last decoder tensor at this level (not the model output), or None.
+    """
+
+    index: int
+    shape: tuple[int, ...]
+    encoder: tuple[str, ...]
+    decoder: tuple[str, ...]
+    encoder_output: str | None
+    decoder_output: str | None
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One skip connection: an encoder-side tensor joined with the upsampled decoder at a merge.
+
+    Attributes:
+        level: level index of the merge.
+        source: id of the skip's source tensor (the encoder tensor, or a dense UNet++ node).
+        merge: id of the merge node.
+        merge_kind: ``"concat"`` (concat or stack) or ``"add"``.
+        skip_input: id of the skip branch's tensor as it enters the merge (after crop/pad/gating).
+        decoder_input: id of the upsampled decoder tensor as it enters the merge.
+        upsample: id of the node where the decoder branch came up to this level.
+        skip_position: index of ``skip_input`` in the merge node's ``inputs``.
+        decoder_position: index of ``decoder_input`` in the merge node's ``inputs``.
+    """
+
+    level: int
+    source: str
+    merge: str
+    merge_kind: str
+    skip_input: str
+    decoder_input: str
+    upsample: str
+    skip_position: int
+    decoder_position: int
+
+
+@dataclass(frozen=True)
+class UNetStructure:
+    """The anatomy of a U-Net found in a graph. All node references are node ids.
+
+    Attributes:
+        spatial_dims: 1, 2 or 3.
+        input: id of the graph input.
+        output: id of the main output (the prediction).
+        side_outputs: ids of other spatial outputs (deep supervision heads).
+        levels: the levels above the bottleneck, index 0 first (``len(levels) == depth``).
+        bottleneck: ids of the nodes at the lowest resolution, execution order.
+        bottleneck_shape: ``(C, *spatial)`` of the bottleneck output.
+        bottleneck_output: id of the bottleneck tensor that the decoder upsamples first.
+        skips: every skip, ordered by level, then merge, then branch.
+        downsamples / upsamples: ids of the resolution-changing nodes on the main path.
+        level_of: node id -> level index for the nodes listed in levels and bottleneck.
+    """
+
+    spatial_dims: int
+    input: str
+    output: str
+    side_outputs: tuple[str, ...]
+    levels: tuple[Level, ...]
+    bottleneck: tuple[str, ...]
+    bottleneck_shape: tuple[int, ...]
+    bottleneck_output: str
+    skips: tuple[Skip, ...]
+    downsamples: tuple[str, ...]
+    upsamples: tuple[str, ...]
+    level_of: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def depth(self) -> int:
+        """Number of levels above the bottleneck (= number of downsamplings on the main path)."""
+        return len(self.levels)
+
+    @property
+    def num_levels(self) -> int:
+        """Number of resolution levels including the bottleneck (a classic U-Net has 5)."""
+        return len(self.levels) + 1
+
+    def level(self, index: int) -> Level:
+        if not 0 <= index < len(self.levels):
+            raise ValueError(
+                f"level {index} does not exist: this U-Net has levels 0..{len(self.levels) - 1} above the bottleneck"
+            )
+        return self.levels[index]
+
+    def skips_at(self, level: int) -> tuple[Skip, ...]:
+        """The skips whose merge is at ``level``."""
+        return tuple(s for s in self.skips if s.level == level)
+
+    def primary_skip(self, level: int) -> Skip | None:
+        """The skip a one-level view shows: into the last merge of the level, preferring the encoder output."""
+        at = self.skips_at(level)
+        if not at:
+            return None
+        last_merge = at[-1].merge
+        into_last = [s for s in at if s.merge == last_merge]
+        enc = self.levels[level].encoder_output
+        for skip in into_last:
+            if skip.source == enc:
+                return skip
+        return into_last[0]
+
+    def summary(self, graph: Graph | None = None) -> str:
+        """A few lines of text: levels, bottleneck, skips (names from ``graph`` when given)."""
+
+        def nm(nid: str | None) -> str:
+            if nid is None:
+                return "-"
+            return graph.name_of(nid) if graph is not None and nid in graph else nid
+
+        lines = [f"U-Net, {self.spatial_dims}D, {self.num_levels} resolution levels, {len(self.skips)} skips"]
+        for lvl in self.levels:
+            lines.append(
+                f"  level {lvl.index} {'x'.join(map(str, lvl.spatial))} ({lvl.channels} ch): "
+                f"encoder {nm(lvl.encoder_output)}, decoder {nm(lvl.decoder_output)}"
+            )
+        lines.append(f"  bottleneck {'x'.join(map(str, self.bottleneck_shape[1:]))}: {nm(self.bottleneck_output)}")
+        for skip in self.skips:
+            lines.append(f"  skip L{skip.level} {nm(skip.source)} -> {nm(skip.merge)} ({skip.merge_kind})")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _log_ratio(big: tuple[int, ...], small: tuple[int, ...]) -> float:
+    """The per-axis ``log2(big / small)`` with the largest magnitude (anisotropic pooling counts)."""
+    best = 0.0
+    for a, b in zip(big, small):
+        if a <= 0 or b <= 0:
+            continue
+        value = math.log2(a / b)
+        if abs(value) > abs(best):
+            best = value
+    return best
+
+
+def _step(size_in: tuple[int, ...], size_out: tuple[int, ...]) -> int:
+    """Level change from ``size_in`` to ``size_out``: 0 for small changes, else +-round(log2 ratio)."""
+    value = _log_ratio(size_in, size_out)
+    if abs(value) < _LOG_THRESHOLD:
+        return 0
+    return int(math.copysign(max(1, round(abs(value))), value))
+
+
+_LEVEL_KEEPING_OPS = frozenset({"crop", "pad", "norm", "activation", "identity", "dropout"})
+
+
+def _keeps_level(node: Node) -> bool:
+    """Ops that never resample: crops and pads (even large ones), and stride-1 (valid) convolutions."""
+    if node.op in _LEVEL_KEEPING_OPS:
+        return True
+    if node.op in ("conv", "conv_transpose"):
+        stride = node.attrs.get("stride")
+        if stride is not None:
+            values = (stride,) if isinstance(stride, int) else tuple(stride)
+            return all(int(v) == 1 for v in values)
+    return False
+
+
+class _Finder:
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.tag: dict[str, int | None] = {}
+        self.ref: dict[str, str | None] = {}
+        self.size: dict[str, tuple[int, ...] | None] = {}
+
+    # -- step 1: levels -----------------------------------------------------------------------
+    def assign_levels(self, input_size: tuple[int, ...]) -> None:
+        g = self.g
+        for node in g.nodes:
+            size = g.spatial(node.id)
+            self.size[node.id] = size
+            self.ref[node.id] = None
+            if size is None:
+                self.tag[node.id] = None
+                continue
+            if node.op == "input":
+                self.tag[node.id] = 0 if node.id == g.input_ids[0] else _step(input_size, size)
+                continue
+            best: tuple[float, str] | None = None
+            for source in node.inputs:
+                if self.tag.get(source) is None:
+                    continue
+                distance = abs(_log_ratio(self.size[source], size))  # type: ignore[arg-type]
+                if best is None or distance < best[0]:
+                    best = (distance, source)
+            if best is None:
+                self.tag[node.id] = _step(input_size, size)
+            else:
+                source = best[1]
+                self.ref[node.id] = source
+                keeps = _keeps_level(node)
+                step = 0 if keeps else _step(self.size[source], size)  # type: ignore[arg-type]
+                self.tag[node.id] = self.tag[source] + step  # type: ignore[operator]
+
+    def is_up(self, nid: str) -> bool:
+        r = self.ref[nid]
+        return r is not None and self.tag[nid] is not None and self.tag[nid] < self.tag[r]  # type: ignore[operator]
+
+    def is_down(self, nid: str) -> bool:
+        r = self.ref[nid]
+        return r is not None and self.tag[nid] is not None and self.tag[nid] > self.tag[r]  # type: ignore[operator]
+
+    def full_inputs(self, node: Node) -> list[str]:
+        """Distinct inputs with exactly the node's spatial size (the branches of a merge)."""
+        size = self.size[node.id]
+        return list(dict.fromkeys(i for i in node.inputs if self.size.get(i) == size and self.tag.get(i) is not None))
+
+    def gate_main(self, node: Node, full: list[str]) -> str:
+        """The gated tensor of ``x * gate``: most channels, then not an activation output, then first."""
+
+        def key(nid: str) -> tuple[int, int, int]:
+            n = self.g.node(nid)
+            return (-(n.channels or 0), 1 if n.op == "activation" else 0, full.index(nid))
+
+        return min(full, key=key)
+
+    def direct_ups(self, merge: str) -> set[str]:
+        """The upsampling nodes that feed the merge ``merge`` directly (through same-level ops)."""
+        ups = set()
+        for source in self.full_inputs(self.g.node(merge)):
+            kind, path = self.walk(source)
+            if kind == "up":
+                ups.add(path[-1])
+        return ups
+
+    # -- step 3: branch walk ------------------------------------------------------------------
+    def walk(self, start: str) -> tuple[str, list[str]]:
+        """Walk back from ``start`` through same-level single-branch ops.
+
+        Returns ``(kind, path)``: kind is ``"up"`` (reached an upsampling; ``path[-1]`` is it),
+        ``"down"``, ``"merge"``, ``"input"`` or ``"source"``; path lists the visited ids from ``start``.
+        """
+        g = self.g
+        path: list[str] = []
+        nid = start
+        while True:
+            path.append(nid)
+            node = g.node(nid)
+            if node.op == "input":
+                return "input", path
+            r = self.ref[nid]
+            if r is None:
+                return "source", path
+            if self.is_up(nid):
+                return "up", path
+            if self.is_down(nid):
+                return "down", path
+            full = self.full_inputs(node)
+            if len(full) >= 2:
+                if node.op == "mul":
+                    nid = self.gate_main(node, full)
+                    continue
+                return "merge", path
+            nid = full[0] if full else r
+
+
+def _names(graph: Graph, ids: Any) -> str:
+    return ", ".join(graph.name_of(i) for i in ids)
+
+
+def _fmt_size(size: tuple[int, ...] | None) -> str:
+    return "x".join(map(str, size)) if size else "?"
+
+
+def find_unet(graph: Graph) -> UNetStructure:
+    """Find encoder, bottleneck, decoder and every skip connection of a U-Net-shaped graph.
+
+    Args:
+        graph: the dataflow graph of one forward pass; node shapes ``(C, *spatial)`` without batch.
+
+    Returns:
+        :class:`UNetStructure` (node ids; in the torch backend ids are the node names).
+
+    Raises:
+        NotAUNet: the graph is not U-Net shaped; the message says what was found (no spatial output,
+            no downsampling, no upsampling after the lowest resolution, or no skip connection).
+    """
+    if not graph.input_ids:
+        raise NotAUNet("the graph has no input node, so there is nothing to follow from input to output")
+    dims = graph.spatial_dims
+    inp = graph.input_ids[0]
+    input_shape = graph.node(inp).shape
+    if dims is None or dims not in (1, 2, 3):
+        raise NotAUNet(
+            f"the input has shape {input_shape}: a U-Net takes (C, L), (C, H, W) or (C, D, H, W) inputs "
+            "(channels first, without the batch axis)"
+        )
+    input_size = graph.spatial(inp)
+    assert input_size is not None  # dims checked above
+    finder = _Finder(graph)
+    finder.assign_levels(input_size)
+    tag = finder.tag
+
+    # -- main output and main path ---------------------------------------------------------------
+    spatial_outputs = [o for o in dict.fromkeys(graph.output_ids) if tag.get(o) is not None]
+    if not spatial_outputs:
+        shown = ", ".join(f"{graph.name_of(o)} {graph.node(o).shape}" for o in graph.output_ids) or "none"
+        raise NotAUNet(
+            f"the model's output ({shown}) is not a spatial map, so there is no decoder: a U-Net returns "
+            f"a {dims}D map {('(C, L)', '(C, H, W)', '(C, D, H, W)')[dims - 1]}; this looks like a "
+            "classifier or a plain CNN"
+        )
+    ancestry = {o: graph.ancestors(o, include_self=True) for o in spatial_outputs}
+    main_out = max(spatial_outputs, key=lambda o: (len(ancestry[o]), -tag[o], -spatial_outputs.index(o)))  # type: ignore[operator]
+    main = ancestry[main_out]
+    order = [n.id for n in graph.nodes if n.id in main and tag.get(n.id) is not None]
+
+    downs = [n for n in order if finder.is_down(n)]
+    ups = [n for n in order if finder.is_up(n)]
+    deepest = max(tag[n] for n in order)  # type: ignore[type-var]
+    if not downs:
+        raise NotAUNet(
+            f"no downsampling: every tensor from the input to the output {graph.name_of(main_out)!r} keeps the "
+            f"input resolution {_fmt_size(input_size)}; a U-Net's encoder lowers the resolution "
+            "(pooling or strided convolutions)"
+        )
+    if not ups:
+        deep_node = next(n for n in order if tag[n] == deepest)
+        raise NotAUNet(
+            f"no upsampling after the lowest resolution: the resolution goes down from {_fmt_size(input_size)} "
+            f"to {_fmt_size(finder.size[deep_node])} ({graph.name_of(deep_node)!r}, {deepest} level(s) down) and "
+            f"never comes back up, so there is no decoder; this looks like an encoder-only network or a plain CNN"
+        )
+    bottom = max(tag[finder.ref[u]] for u in ups)  # type: ignore[index,type-var]
+    after_up: dict[str, bool] = {}
+    for node in graph.nodes:
+        after_up[node.id] = finder.is_up(node.id) or any(after_up.get(i, False) for i in node.inputs)
+
+    tags_used = sorted({tag[n] for n in order if tag[n] <= bottom})  # type: ignore[operator]
+    rank = {t: i for i, t in enumerate(tags_used)}
+    bottom_rank = rank[bottom]
+
+    # -- skip candidates -------------------------------------------------------------------------
+    live: set[str] = set().union(*ancestry.values())
+    residual_adds = 0
+    candidates: list[Skip] = []
+    for node in graph.nodes:
+        if node.op not in MERGE_OPS or node.id not in live or tag.get(node.id) is None:
+            continue
+        full = finder.full_inputs(node)
+        if len(full) < 2:
+            continue
+        walks = {i: finder.walk(i) for i in full}
+        up_inputs = [i for i in full if walks[i][0] == "up"]
+        lateral = [i for i in full if walks[i][0] != "up"]
+        if not up_inputs or not lateral:
+            if node.op == "add":
+                residual_adds += 1  # every branch from the same side: a residual add within one resolution
+            continue
+        if tag[node.id] not in rank:
+            continue
+        dec = up_inputs[0]
+        up_node = walks[dec][1][-1]
+        for lat in lateral:
+            kind, path = walks[lat]
+            if kind == "merge" and up_node in finder.direct_ups(path[-1]):
+                continue  # the lateral branch comes from a merge with this same upsampling: a residual, not a skip
+            source = _pick_source(finder, graph, walks[lat][1], bottom, main)
+            candidates.append(
+                Skip(
+                    level=rank[tag[node.id]],  # type: ignore[index]
+                    source=source,
+                    merge=node.id,
+                    merge_kind="add" if node.op == "add" else "concat",
+                    skip_input=lat,
+                    decoder_input=dec,
+                    upsample=up_node,
+                    skip_position=node.inputs.index(lat),
+                    decoder_position=node.inputs.index(dec),
+                )
+            )
+
+    # an attention gate's add (x-branch + upsampled g) precedes the concat it gates: keep the later merge
+    skips: list[Skip] = []
+    merge_ancestors: dict[str, set[str]] = {}
+
+    def ancestors_of(merge: str) -> set[str]:
+        if merge not in merge_ancestors:
+            merge_ancestors[merge] = graph.ancestors(merge)
+        return merge_ancestors[merge]
+
+    for cand in candidates:
+        shadowed = any(
+            other is not cand
+            and other.source == cand.source
+            and other.upsample == cand.upsample
+            and cand.merge in ancestors_of(other.merge)
+            for other in candidates
+        )
+        if not shadowed:
+            skips.append(cand)
+    if not skips:
+        raise NotAUNet(
+            f"no skip connection: the resolution goes down from {_fmt_size(input_size)} to "
+            f"{_fmt_size(_size_at(finder, order, bottom))} and comes back up ({len(ups)} upsampling step(s)), but no "
+            f"merge (concat/add) joins an encoder tensor with an upsampled decoder tensor at the same resolution"
+            + (f" ({residual_adds} residual add(s) within one resolution were ignored)" if residual_adds else "")
+            + "; this is an encoder-decoder without skips, not a U-Net"
+        )
+    skips.sort(key=lambda s: (s.level, graph.position(s.merge), s.skip_position))
+
+    # -- levels ----------------------------------------------------------------------------------
+    level_of: dict[str, int] = {}
+    per_level_enc: dict[int, list[str]] = {i: [] for i in range(bottom_rank)}
+    per_level_dec: dict[int, list[str]] = {i: [] for i in range(bottom_rank)}
+    bottleneck: list[str] = []
+    for nid in order:
+        t = tag[nid]
+        if nid == inp or t not in rank:
+            continue
+        r = rank[t]
+        level_of[nid] = r
+        if r == bottom_rank:
+            bottleneck.append(nid)
+        elif after_up[nid]:
+            per_level_dec[r].append(nid)
+        else:
+            per_level_enc[r].append(nid)
+
+    levels: list[Level] = []
+    for index in range(bottom_rank):
+        enc = per_level_enc[index]
+        dec = per_level_dec[index]
+        feeding = [n for n in enc if any(c in main and finder.is_down(c) for c in graph.consumers(n))]
+        enc_out = feeding[-1] if feeding else (enc[-1] if enc else None)
+        dec_candidates = [n for n in dec if n != main_out]
+        dec_out = dec_candidates[-1] if dec_candidates else (dec[-1] if dec else None)
+        rep = enc_out or dec_out or (inp if index == 0 else None)
+        shape = graph.node(rep).shape if rep is not None else None
+        if shape is None:
+            shape = (0,) + (0,) * dims
+        levels.append(
+            Level(
+                index=index,
+                shape=tuple(shape),
+                encoder=tuple(enc),
+                decoder=tuple(dec),
+                encoder_output=enc_out,
+                decoder_output=dec_out,
+            )
+        )
+    first_up_from_bottom = next(u for u in ups if tag[finder.ref[u]] == bottom)  # type: ignore[index]
+    bottleneck_output = finder.ref[first_up_from_bottom]
+    assert bottleneck_output is not None
+    bshape = graph.node(bottleneck_output).shape or ()
+    return UNetStructure(
+        spatial_dims=dims,
+        input=inp,
+        output=main_out,
+        side_outputs=tuple(o for o in spatial_outputs if o != main_out),
+        levels=tuple(levels),
+        bottleneck=tuple(bottleneck),
+        bottleneck_shape=tuple(bshape),
+        bottleneck_output=bottleneck_output,
+        skips=tuple(skips),
+        downsamples=tuple(downs),
+        upsamples=tuple(ups),
+        level_of=level_of,
+    )
+
+
+def _size_at(finder: _Finder, order: list[str], tag: int) -> tuple[int, ...] | None:
+    for nid in order:
+        if finder.tag[nid] == tag:
+            return finder.size[nid]
+    return None
+
+
+def _pick_source(finder: _Finder, graph: Graph, path: list[str], bottom: int, main: set[str]) -> str:
+    """The skip's source on a lateral branch ``path`` (merge input first, walking back)."""
+    tag = finder.tag
+    for nid in path:
+        for consumer in graph.consumers(nid):
+            t = tag.get(consumer)
+            if consumer in main and finder.is_down(consumer) and finder.ref[consumer] == nid and t is not None and t <= bottom:
+                return nid
+    for nid in path:
+        if len(graph.consumers(nid)) > 1:
+            return nid
+    for nid in path:
+        node = graph.node(nid)
+        if node.op not in PASS_THROUGH_OPS and node.op != "mul":
+            return nid
+    return path[0]

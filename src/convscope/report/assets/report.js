@@ -1,0 +1,151 @@
+// convscope report: layer filter, keyboard navigation, current-layer highlight.
+// Plain JavaScript, no dependencies; only textContent/attributes are written (never HTML).
+(function () {
+  "use strict";
+
+  var filter = document.getElementById("layer-filter");
+  var status = document.getElementById("filter-status");
+  var noMatch = document.getElementById("no-match");
+  var items = Array.prototype.slice.call(document.querySelectorAll("#layer-links li"));
+  var sections = Array.prototype.slice.call(document.querySelectorAll("section.layer"));
+  var linkFor = {};
+  items.forEach(function (li) {
+    var a = li.querySelector("a");
+    linkFor[a.getAttribute("data-target")] = a;
+  });
+  var current = null;
+
+  function visibleSections() {
+    return sections.filter(function (s) { return !s.hidden; });
+  }
+
+  function setCurrent(id) {
+    if (current === id) { return; }
+    if (current && linkFor[current]) { linkFor[current].removeAttribute("aria-current"); }
+    current = id;
+    if (id && linkFor[id]) {
+      linkFor[id].setAttribute("aria-current", "true");
+      var nav = document.getElementById("layer-nav");
+      var link = linkFor[id];
+      var top = link.offsetTop, bottom = top + link.offsetHeight;
+      if (top < nav.scrollTop || bottom > nav.scrollTop + nav.clientHeight) {
+        nav.scrollTop = Math.max(0, top - nav.clientHeight / 2);
+      }
+    }
+  }
+
+  function goTo(section) {
+    if (!section) { return; }
+    setCurrent(section.id);
+    section.scrollIntoView({ block: "start" });
+    var heading = section.querySelector("h2");
+    if (heading) { heading.focus({ preventScroll: true }); }
+    if (window.history && window.history.replaceState) {
+      window.history.replaceState(null, "", "#" + section.id);
+    }
+  }
+
+  function applyFilter() {
+    var text = (filter.value || "").trim().toLowerCase();
+    var shown = 0;
+    items.forEach(function (li, i) {
+      var name = (li.getAttribute("data-name") || "").toLowerCase();
+      var match = text === "" || name.indexOf(text) !== -1;
+      li.hidden = !match;
+      if (sections[i]) { sections[i].hidden = !match; }
+      if (match) { shown += 1; }
+    });
+    status.textContent = text === "" ? sections.length + " layers" : shown + " of " + sections.length + " layers match";
+    noMatch.hidden = shown !== 0;
+  }
+
+  function step(delta) {
+    var visible = visibleSections();
+    if (!visible.length) { return; }
+    var index = visible.findIndex(function (s) { return s.id === current; });
+    if (index === -1) {
+      // start from the first section at or below the top of the viewport
+      index = visible.findIndex(function (s) { return s.getBoundingClientRect().bottom > 1; });
+      if (index === -1) { index = visible.length - 1; }
+      if (delta > 0 && visible[index].getBoundingClientRect().top > 1) { delta = 0; }
+      else if (delta < 0 && visible[index].getBoundingClientRect().top < -1) { delta = 0; }
+    }
+    var next = Math.min(visible.length - 1, Math.max(0, index + delta));
+    goTo(visible[next]);
+  }
+
+  function isTyping(target) {
+    if (!target) { return false; }
+    var tag = target.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || target.isContentEditable;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey) { return; }
+    if (event.key === "/" && !isTyping(event.target)) {
+      event.preventDefault();
+      filter.focus();
+      filter.select();
+      return;
+    }
+    if (event.key === "Escape" && event.target === filter) {
+      filter.value = "";
+      applyFilter();
+      return;
+    }
+    if (isTyping(event.target)) {
+      if (event.target === filter && event.key === "Enter") {
+        var first = visibleSections()[0];
+        if (first) { event.preventDefault(); goTo(first); }
+      }
+      return;
+    }
+    if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
+    else if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
+  });
+
+  items.forEach(function (li) {
+    li.querySelector("a").addEventListener("click", function (event) {
+      var section = document.getElementById(this.getAttribute("data-target"));
+      if (section) { event.preventDefault(); goTo(section); }
+    });
+  });
+
+  filter.addEventListener("input", applyFilter);
+
+  if ("IntersectionObserver" in window) {
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (entry.isIntersecting && entry.boundingClientRect.top < window.innerHeight / 3) {
+          setCurrent(entry.target.id);
+        }
+      });
+    }, { rootMargin: "0px 0px -66% 0px" });
+    sections.forEach(function (s) { observer.observe(s); });
+  }
+
+  // U-Net flow figure: place the block links over the picture (boxes are fractions of it)
+  Array.prototype.forEach.call(document.querySelectorAll(".flow-block"), function (link) {
+    var box = (link.getAttribute("data-box") || "").split(",").map(Number);
+    if (box.length !== 4 || box.some(isNaN)) { return; }
+    link.style.left = (box[0] * 100) + "%";
+    link.style.top = (box[1] * 100) + "%";
+    link.style.width = ((box[2] - box[0]) * 100) + "%";
+    link.style.height = ((box[3] - box[1]) * 100) + "%";
+    link.classList.add("placed");
+    link.addEventListener("click", function (event) {
+      var section = document.getElementById(this.getAttribute("href").slice(1));
+      if (section) {
+        event.preventDefault();
+        if (section.hidden) { filter.value = ""; applyFilter(); }
+        goTo(section);
+      }
+    });
+  });
+
+  if (location.hash) {
+    var target = document.getElementById(location.hash.slice(1));
+    if (target && target.classList.contains("layer")) { setCurrent(target.id); }
+  }
+  applyFilter();
+})();

@@ -1,0 +1,419 @@
+"""What the live viewer knows and computes, without any web framework.
+
+:class:`ViewerState` holds the model (a :class:`~convscope.Scope`), the image and layer IDs it
+handed out, and a byte-bounded LRU cache of activations and rendered PNGs. Each image's
+activations are computed once (one forward pass for every viewer layer, serialised by a model
+lock because a torch forward pass with hooks is not safe to run concurrently on one model) and
+shared by every request that needs them. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.health import activation_health, channel_stats, weight_health
+from ..core.layers import LayerInfo
+from ..errors import ConvscopeError
+from .cache import ByteLRUCache, SingleFlight
+from .images import FolderImage, ImageRejected, decode_image, read_folder_image, scan_image_folder
+from .registry import IdRegistry
+
+if TYPE_CHECKING:
+    from ..io.images import PreparedInput
+    from ..scope import Scope
+
+__all__ = ["ApiError", "ServerLimits", "ViewerState", "LayerEntry", "ImageEntry"]
+
+
+class ApiError(Exception):
+    """An error the API answers with ``status`` and a JSON body ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Resource limits of the viewer.
+
+    Attributes:
+        max_upload_bytes: largest accepted upload (HTTP 413 above).
+        max_pixels: largest accepted image, checked from the header before decoding (413 above).
+        max_file_bytes: largest file read from ``--images``.
+        cache_bytes: budget of the activation/PNG LRU cache.
+        max_uploads: uploads kept at once (the oldest are forgotten first).
+    """
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 25_000_000
+    max_file_bytes: int = 64 * 1024 * 1024
+    cache_bytes: int = 512 * 1024 * 1024
+    max_uploads: int = 64
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    id: str
+    name: str
+    info: LayerInfo | None
+
+    def to_dict(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": info.kind if info else "other",
+            "type": info.type_name if info else "",
+            "params": info.params if info else 0,
+            "out_shape": list(info.out_shape) if info and info.out_shape else None,
+            "has_kernels": bool(info and info.is_conv),
+        }
+
+
+@dataclass
+class ImageEntry:
+    name: str
+    origin: str  # "folder" | "upload"
+    folder_image: FolderImage | None = None
+    data: Any = None  # decoded upload (numpy array)
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self, image_id: str) -> dict[str, Any]:
+        return {"id": image_id, "name": self.name, "origin": self.origin}
+
+
+def _finite_list(values: np.ndarray, digits: int = 6) -> list[float | None]:
+    return [None if not math.isfinite(v) else float(f"{v:.{digits}g}") for v in values.tolist()]
+
+
+class ViewerState:
+    """The live viewer's model, IDs, cache and renderers.
+
+    Args:
+        scope: the model.
+        images_dir: folder whose images are offered (None: uploads only).
+        layers / kind: which layers are offered (default as in reports: convolutions and
+            activation layers; see :func:`convscope.report.select_report_layers`).
+        size / normalize: input preparation (default size: the model's known input size, so
+            uploads of any size work for fixed-size models).
+        limits: :class:`ServerLimits`.
+    """
+
+    def __init__(
+        self,
+        scope: Scope,
+        *,
+        images_dir: str | os.PathLike[str] | None = None,
+        layers: Any = None,
+        kind: str | None = None,
+        size: Any = None,
+        normalize: str | None = None,
+        limits: ServerLimits | None = None,
+        cmap: str = "viridis",
+    ) -> None:
+        from ..report.builder import select_report_layers
+
+        self.scope = scope
+        self.limits = limits or ServerLimits()
+        self.cmap = cmap
+        if size is None and scope.input_shape is not None and len(scope.input_shape) > 2:
+            size = tuple(int(s) for s in scope.input_shape[2:])
+        self.size = size
+        self.normalize = normalize
+        infos = {info.name: info for info in scope.adapter.layers()}
+        names = select_report_layers(scope, layers, kind)
+        self.layers = [LayerEntry(id=f"l{i}", name=name, info=infos.get(name)) for i, name in enumerate(names)]
+        self._layer_by_id = {entry.id: entry for entry in self.layers}
+        self.images_dir = Path(os.path.realpath(images_dir)) if images_dir is not None else None
+        self.cache: ByteLRUCache[Any] = ByteLRUCache(self.limits.cache_bytes)
+        self.flights = SingleFlight()
+        self.model_lock = threading.Lock()
+        self.captures = 0  # forward passes run (for tests and /api/status)
+        folder = scan_image_folder(self.images_dir) if self.images_dir is not None else []
+        self.images: IdRegistry[ImageEntry] = IdRegistry(
+            "i", max_items=len(folder) + self.limits.max_uploads, evictable=lambda e: e.origin == "upload"
+        )
+        for item in folder:
+            self.images.add(ImageEntry(name=item.name, origin="folder", folder_image=item))
+        self._unet_known: bool | None = None
+
+    # -- lookups --------------------------------------------------------------------------------
+    def image(self, image_id: str) -> ImageEntry:
+        entry = self.images.get(image_id)
+        if entry is None:
+            raise ApiError(404, "unknown_image", "unknown image id; list images with GET /api/images")
+        return entry
+
+    def layer(self, layer_id: str) -> LayerEntry:
+        entry = self._layer_by_id.get(layer_id) if isinstance(layer_id, str) else None
+        if entry is None:
+            raise ApiError(404, "unknown_layer", "unknown layer id; list layers with GET /api/model")
+        return entry
+
+    def model_info(self) -> dict[str, Any]:
+        spec = self.scope.adapter.input_spec()
+        return {
+            "name": self.scope.name,
+            "framework": self.scope.adapter.framework,
+            "input": {"channels": spec.channels, "spatial_dims": spec.spatial_dims,
+                      "size": list(self.size) if isinstance(self.size, (tuple, list)) else self.size},
+            "layers": [entry.to_dict() for entry in self.layers],
+            "unet": self._unet_known,
+            "limits": {"max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels},
+        }
+
+    def image_list(self) -> list[dict[str, Any]]:
+        return [entry.to_dict(image_id) for image_id, entry in self.images.items()]
+
+    # -- uploads --------------------------------------------------------------------------------
+    def add_upload(self, data: bytes, content_type: str | None, filename: str | None) -> tuple[str, ImageEntry]:
+        """Decode, check and register an uploaded image. Raises :class:`ApiError` (400/413/415/422)."""
+        try:
+            decoded = decode_image(data, content_type=content_type, max_bytes=self.limits.max_upload_bytes,
+                                   max_pixels=self.limits.max_pixels)
+        except ImageRejected as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None
+        name = Path(filename or "upload").name[:120] or "upload"
+        entry = ImageEntry(name=name, origin="upload", data=decoded)
+        prepared = self._prepare(entry)  # refuse images the model cannot take, before registering
+        image_id, evicted = self.images.add(entry)
+        for old in evicted:
+            self.cache.discard_where(lambda key, old=old: isinstance(key, tuple) and len(key) > 1 and key[1] == old)
+        self.cache.put(("prep", image_id), prepared, int(prepared.batch.nbytes + (prepared.display.nbytes if prepared.display is not None else 0)))
+        return image_id, entry
+
+    # -- inputs and activations -----------------------------------------------------------------
+    def _decode(self, entry: ImageEntry) -> Any:
+        if entry.origin == "upload":
+            return entry.data
+        assert entry.folder_image is not None and self.images_dir is not None  # noqa: S101 - internal invariant
+        try:
+            return read_folder_image(self.images_dir, entry.folder_image, max_bytes=self.limits.max_file_bytes,
+                                     max_pixels=self.limits.max_pixels)
+        except ImageRejected as exc:
+            raise ApiError(exc.status, exc.code, f"{entry.name}: {exc}") from None
+
+    def _prepare(self, entry: ImageEntry) -> PreparedInput:
+        try:
+            return self.scope.prepare(self._decode(entry), size=self.size, normalize=self.normalize)
+        except ApiError:
+            raise
+        except ConvscopeError as exc:
+            raise ApiError(422, "bad_image", str(exc)) from None
+
+    def prepared(self, image_id: str) -> PreparedInput:
+        entry = self.image(image_id)
+        key = ("prep", image_id)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        with self.flights.hold(key):
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            prepared = self._prepare(entry)
+            size = prepared.batch.nbytes + (prepared.display.nbytes if prepared.display is not None else 0)
+            self.cache.put(key, prepared, int(size))
+            return prepared
+
+    def activation(self, image_id: str, layer_id: str) -> np.ndarray:
+        """``(C, *spatial)`` float32 output of the layer for the image (sample 0), computed once per image."""
+        layer = self.layer(layer_id)
+        self.image(image_id)
+        key = ("act", image_id, layer.name)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        with self.flights.hold(("capture", image_id)):
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            prepared = self.prepared(image_id)
+            names = [entry.name for entry in self.layers]
+            try:
+                with self.model_lock:
+                    self.captures += 1
+                    result = self.scope.adapter.capture(prepared.batch[:1], names)
+            except ConvscopeError as exc:
+                raise ApiError(422, "forward_failed", str(exc)) from None
+            wanted = None
+            for name, data in result.activations.items():
+                if "#" in name:
+                    continue
+                sample = np.ascontiguousarray(data[0])
+                self.cache.put(("act", image_id, name), sample, int(sample.nbytes))
+                if name == layer.name:
+                    wanted = sample
+            if wanted is None:
+                raise ApiError(422, "layer_not_run", f"layer {layer.name!r} did not run in the forward pass for this image")
+            return wanted
+
+    # -- numbers --------------------------------------------------------------------------------
+    def layer_summary(self, image_id: str, layer_id: str) -> dict[str, Any]:
+        layer = self.layer(layer_id)
+        maps = self.activation(image_id, layer_id)
+        key = ("summary", image_id, layer.name)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        stats = channel_stats(maps)
+        health = activation_health(maps, layer=layer.name, type_name=layer.info.type_name if layer.info else None)
+        spatial = list(maps.shape[1:])
+        summary = {
+            "image": image_id,
+            "layer": layer.to_dict(),
+            "shape": [int(s) for s in maps.shape],
+            "channels": int(maps.shape[0]),
+            "spatial_dims": len(spatial),
+            "slices": int(spatial[0]) if len(spatial) == 3 else None,
+            "health": health.to_dict(),
+            "channel_stats": {k: _finite_list(v) for k, v in stats.items()},
+        }
+        self.cache.put(key, summary, 64 * maps.shape[0] + 1024)
+        return summary
+
+    def weights(self, layer_id: str) -> dict[str, Any]:
+        layer = self.layer(layer_id)
+        if not (layer.info and layer.info.is_conv):
+            raise ApiError(404, "no_kernels", f"layer {layer.name!r} has no convolution kernels")
+        bank = self.scope.kernels(layer.name)
+        out = weight_health(bank.weights, layer=layer.name).to_dict()
+        out.update(groups=bank.groups, transposed=bank.transposed, layer_id=layer.id)
+        return out
+
+    # -- pictures -------------------------------------------------------------------------------
+    def _check_channel(self, maps: np.ndarray, channel: int) -> None:
+        if not 0 <= channel < maps.shape[0]:
+            raise ApiError(422, "channel_out_of_range", f"channel {channel} is out of range: the layer has {maps.shape[0]} channels (0..{maps.shape[0] - 1})")
+
+    def _slice_map(self, maps2: np.ndarray, slice_index: int | None) -> np.ndarray:
+        """One channel ``(*spatial)`` -> a 1-D or 2-D map (3-D: the requested slice along depth)."""
+        if maps2.ndim == 3:
+            depth = maps2.shape[0]
+            k = depth // 2 if slice_index is None else slice_index
+            if not 0 <= k < depth:
+                raise ApiError(422, "slice_out_of_range", f"slice {k} is out of range: the volume has {depth} slices (0..{depth - 1})")
+            return maps2[k]
+        if slice_index is not None:
+            raise ApiError(422, "not_a_volume", "this layer's maps are not 3-D volumes; omit slice")
+        return maps2
+
+    def _png(self, key: tuple[Any, ...], render: Any) -> bytes:
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        data = render().to_png()
+        self.cache.put(key, data)
+        return data
+
+    def channel_png(self, image_id: str, layer_id: str, channel: int, *, full: bool, slice_index: int | None) -> bytes:
+        from ..render.grid import render_activation_grid
+
+        layer = self.layer(layer_id)
+        maps = self.activation(image_id, layer_id)
+        self._check_channel(maps, channel)
+        amap = self._slice_map(maps[channel], slice_index)
+        key = ("png", image_id, layer.name, channel, "full" if full else "thumb", slice_index)
+        min_cell, max_side = (320, 1024) if full else (64, 160)
+        return self._png(key, lambda: render_activation_grid(amap[None], cols=1, cmap=self.cmap, min_cell=min_cell, max_side=max_side))
+
+    def input_display(self, image_id: str, slice_index: int | None = None, depth_of: int | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 picture of the input (3-D inputs: slice ``slice_index`` of ``depth_of`` slices)."""
+        prepared = self.prepared(image_id)
+        batch = prepared.batch[0]
+        if batch.ndim == 4:  # (C, D, H, W)
+            depth = batch.shape[1]
+            if slice_index is None:
+                k = depth // 2
+            else:
+                total = depth_of or depth
+                k = int(np.clip(round((slice_index + 0.5) * depth / total - 0.5), 0, depth - 1))
+            view = batch[:, k]
+            rgb = view[:3] if view.shape[0] >= 3 else np.repeat(view[:1], 3, axis=0)
+            rgb = np.moveaxis(rgb, 0, -1)
+            finite = np.isfinite(rgb)
+            lo = float(rgb[finite].min()) if finite.any() else 0.0
+            hi = float(rgb[finite].max()) if finite.any() else 1.0
+            unit = np.clip(np.where(finite, (rgb - lo) / (hi - lo if hi > lo else 1.0), 0.0), 0.0, 1.0)
+            return (unit * 255 + 0.5).astype(np.uint8)
+        if prepared.display is None:
+            raise ApiError(422, "no_picture", "1-D inputs have no picture")
+        return prepared.display[0]
+
+    def input_png(self, image_id: str, slice_index: int | None = None) -> bytes:
+        from ..render.picture import Picture
+
+        key = ("png", image_id, "input", slice_index)
+        return self._png(key, lambda: Picture(self.input_display(image_id, slice_index)))
+
+    def overlay_png(self, image_id: str, layer_id: str, channel: int, *, slice_index: int | None) -> bytes:
+        from ..render.grid import render_overlay
+
+        layer = self.layer(layer_id)
+        maps = self.activation(image_id, layer_id)
+        self._check_channel(maps, channel)
+        if maps.ndim - 1 == 1:
+            raise ApiError(422, "no_overlay", "overlays need 2-D or 3-D maps; this layer is 1-D")
+        amap = self._slice_map(maps[channel], slice_index)
+        depth = maps.shape[1] if maps.ndim == 4 else None
+        key = ("png", image_id, layer.name, channel, "overlay", slice_index)
+        return self._png(key, lambda: render_overlay(self.input_display(image_id, slice_index, depth), amap, alpha=0.5))
+
+    def grid_png(self, image_id: str, layer_id: str) -> bytes:
+        from ..core.activations import Activation
+
+        layer = self.layer(layer_id)
+        maps = self.activation(image_id, layer_id)
+        key = ("png", image_id, layer.name, "grid")
+        return self._png(key, lambda: Activation(layer.name, maps[None]).grid(labels=True, cmap=self.cmap))
+
+    def kernels_png(self, layer_id: str) -> bytes:
+        layer = self.layer(layer_id)
+        if not (layer.info and layer.info.is_conv):
+            raise ApiError(404, "no_kernels", f"layer {layer.name!r} has no convolution kernels")
+        key = ("png", "kernels", layer.name)
+        return self._png(key, lambda: self.scope.kernels(layer.name).grid())
+
+    # -- U-Net ----------------------------------------------------------------------------------
+    def unet(self, image_id: str) -> dict[str, Any]:
+        """Flow figure, level panels and clickable blocks for the image; 422 for a model that is not a U-Net."""
+        from ..errors import NotAUNet, UnsupportedModelError
+        from .unet_view import unet_view
+
+        self.image(image_id)
+        key = ("unet", image_id)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        if self._unet_known is False:
+            raise ApiError(422, "not_a_unet", "the model is not a U-Net")
+        with self.flights.hold(key):
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            prepared = self.prepared(image_id)
+            try:
+                with self.model_lock:
+                    flow = self.scope.unet(prepared.batch[:1], normalize="none")
+            except NotAUNet as exc:
+                self._unet_known = False
+                raise ApiError(422, "not_a_unet", str(exc)) from None
+            except (ImportError, NotImplementedError, UnsupportedModelError) as exc:
+                raise ApiError(422, "unet_unavailable", f"the U-Net view is not available: {exc}") from None
+            except ConvscopeError as exc:
+                raise ApiError(422, "forward_failed", str(exc)) from None
+            self._unet_known = True
+            view = unet_view(flow, {entry.name: entry.id for entry in self.layers})
+            self.cache.put(key, view)
+            return view

@@ -1,0 +1,517 @@
+// convscope live viewer. Plain JavaScript, no dependencies, no build step.
+// Security: every model- or file-derived string is written with textContent or as an attribute
+// value, never as HTML; images and layers are named only by the IDs the server handed out.
+(function () {
+  "use strict";
+
+  var PER_PAGE = 64;
+  var $ = function (id) { return document.getElementById(id); };
+  var state = {
+    model: null, images: [], layers: [], imageId: null, layerId: null, summary: null,
+    page: 0, slice: null, channel: null, unetFor: null, filter: ""
+  };
+  var layerRequest = 0;
+
+  // -- helpers -----------------------------------------------------------------------------------
+  function enc(id) { return encodeURIComponent(id); }
+
+  function showError(message) {
+    var box = $("error");
+    if (!message) { box.hidden = true; box.textContent = ""; return; }
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  function api(path, options) {
+    return fetch(path, Object.assign({ credentials: "same-origin" }, options || {})).then(function (response) {
+      var type = response.headers.get("content-type") || "";
+      var body = type.indexOf("application/json") !== -1 ? response.json() : Promise.resolve(null);
+      return body.then(function (data) {
+        if (!response.ok) {
+          var err = new Error((data && data.error && data.error.message) || ("HTTP " + response.status));
+          err.status = response.status;
+          err.code = data && data.error && data.error.code;
+          throw err;
+        }
+        return data;
+      });
+    });
+  }
+
+  function fmt(value) {
+    if (value === null || value === undefined) { return "-"; }
+    if (typeof value !== "number") { return String(value); }
+    if (value === 0) { return "0"; }
+    var a = Math.abs(value);
+    return (a < 1e-3 || a >= 1e5) ? value.toExponential(3) : String(Number(value.toPrecision(4)));
+  }
+
+  function pct(value) {
+    if (value === null || value === undefined) { return "-"; }
+    var v = value * 100;
+    if (v === 0) { return "0%"; }
+    return v < 0.01 ? "<0.01%" : (v < 10 ? v.toFixed(2) : v.toFixed(1)) + "%";
+  }
+
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+
+  function setStats(dl, rows) {
+    clear(dl);
+    rows.forEach(function (row) {
+      var dt = document.createElement("dt");
+      dt.textContent = row[0];
+      var dd = document.createElement("dd");
+      dd.textContent = row[1];
+      if (row[2]) { dd.className = "warn"; }
+      dl.appendChild(dt);
+      dl.appendChild(dd);
+    });
+  }
+
+  function currentLayer() {
+    for (var i = 0; i < state.layers.length; i++) {
+      if (state.layers[i].id === state.layerId) { return state.layers[i]; }
+    }
+    return null;
+  }
+
+  function sliceQuery() { return state.slice === null ? "" : "?slice=" + state.slice; }
+
+  function channelUrl(channel, what) {
+    return "/api/images/" + enc(state.imageId) + "/layers/" + enc(state.layerId) + "/channels/" + channel + "/" + what + ".png" + sliceQuery();
+  }
+
+  // -- images ------------------------------------------------------------------------------------
+  function fillImages() {
+    var select = $("image-select");
+    clear(select);
+    if (!state.images.length) {
+      var none = document.createElement("option");
+      none.textContent = "(no images yet: upload one)";
+      none.value = "";
+      select.appendChild(none);
+      select.disabled = true;
+      return;
+    }
+    select.disabled = false;
+    state.images.forEach(function (image) {
+      var option = document.createElement("option");
+      option.value = image.id;
+      option.textContent = image.name + (image.origin === "upload" ? " (uploaded)" : "");
+      select.appendChild(option);
+    });
+    if (state.imageId) { select.value = state.imageId; }
+  }
+
+  function loadImages() {
+    return api("/api/images").then(function (data) {
+      state.images = data.images;
+      fillImages();
+    });
+  }
+
+  function selectImage(imageId) {
+    state.imageId = imageId || null;
+    $("image-select").value = imageId || "";
+    var preview = $("input-preview");
+    if (!imageId) { preview.hidden = true; return Promise.resolve(); }
+    var image = state.images.filter(function (i) { return i.id === imageId; })[0];
+    preview.src = "/api/images/" + enc(imageId) + "/input.png";
+    preview.alt = "Input image " + (image ? image.name : "");
+    preview.hidden = false;
+    closeDetail();
+    return loadLayer().then(loadUNet);
+  }
+
+  function upload(event) {
+    event.preventDefault();
+    var input = $("upload-input");
+    var status = $("upload-status");
+    if (!input.files || !input.files.length) { status.textContent = "Choose a file first."; return; }
+    var file = input.files[0];
+    var limit = state.model && state.model.limits ? state.model.limits.max_upload_bytes : null;
+    if (limit && file.size > limit) { status.textContent = "The file is larger than the limit of " + limit + " bytes."; return; }
+    var form = new FormData();
+    form.append("file", file, file.name);
+    status.textContent = "Uploading " + file.name + "…";
+    $("upload-button").disabled = true;
+    api("/api/images", { method: "POST", body: form }).then(function (image) {
+      status.textContent = "Uploaded " + image.name + ".";
+      input.value = "";
+      return loadImages().then(function () { return selectImage(image.id); });
+    }).catch(function (err) {
+      status.textContent = "Upload refused: " + err.message;
+    }).then(function () { $("upload-button").disabled = false; });
+  }
+
+  // -- layers ------------------------------------------------------------------------------------
+  function fillLayers() {
+    var select = $("layer-select");
+    clear(select);
+    var text = state.filter.toLowerCase();
+    state.layers.forEach(function (layer) {
+      if (text && layer.name.toLowerCase().indexOf(text) === -1) { return; }
+      var option = document.createElement("option");
+      option.value = layer.id;
+      option.textContent = layer.name + "  (" + layer.kind + ")";
+      select.appendChild(option);
+    });
+    if (state.layerId) { select.value = state.layerId; }
+  }
+
+  function visibleLayerIds() {
+    return Array.prototype.map.call($("layer-select").options, function (o) { return o.value; });
+  }
+
+  function selectLayer(layerId) {
+    if (!layerId || layerId === state.layerId) { return Promise.resolve(); }
+    state.layerId = layerId;
+    state.page = 0;
+    state.slice = null;
+    $("layer-select").value = layerId;
+    closeDetail();
+    loadKernels();
+    return loadLayer();
+  }
+
+  function stepLayer(delta) {
+    var ids = visibleLayerIds();
+    if (!ids.length) { return; }
+    var index = ids.indexOf(state.layerId);
+    var next = index === -1 ? 0 : Math.min(ids.length - 1, Math.max(0, index + delta));
+    selectLayer(ids[next]);
+  }
+
+  function loadLayer() {
+    var layer = currentLayer();
+    $("layer-title").textContent = layer ? layer.name : "Choose a layer";
+    if (!layer || !state.imageId) {
+      clear($("channel-grid"));
+      $("layer-meta").textContent = state.imageId ? "" : "Upload an image or choose one to see its activations.";
+      return Promise.resolve();
+    }
+    var ticket = ++layerRequest;
+    $("layer-meta").textContent = "Computing…";
+    return api("/api/images/" + enc(state.imageId) + "/layers/" + enc(state.layerId)).then(function (summary) {
+      if (ticket !== layerRequest) { return; }
+      state.summary = summary;
+      showError("");
+      renderSummary();
+      renderGrid();
+    }).catch(function (err) {
+      if (ticket !== layerRequest) { return; }
+      state.summary = null;
+      clear($("channel-grid"));
+      $("layer-meta").textContent = "";
+      showError(err.message);
+    });
+  }
+
+  function renderSummary() {
+    var s = state.summary, layer = s.layer, h = s.health;
+    $("layer-meta").textContent = layer.type + " · " + layer.kind + " · activation " + s.shape.join("×");
+    var rule = h.saturation_rule === "bounds" ? "at the bounds " + fmt(h.bounds[0]) + "…" + fmt(h.bounds[1]) : "beyond mean ± 6 std";
+    setStats($("health"), [
+      ["Zeros", pct(h.zero_fraction)],
+      ["Dead channels", h.dead_count + " of " + s.channels, h.dead_count > 0],
+      ["Saturation", pct(h.saturation) + " (" + rule + ")"],
+      ["Mean / std", fmt(h.mean) + " / " + fmt(h.std)]
+    ]);
+    var control = $("slice-control");
+    if (s.slices) {
+      var slider = $("slice-slider");
+      slider.max = String(s.slices - 1);
+      if (state.slice === null || state.slice >= s.slices) { state.slice = Math.floor(s.slices / 2); }
+      slider.value = String(state.slice);
+      $("slice-value").textContent = state.slice + " / " + (s.slices - 1);
+      control.hidden = false;
+    } else {
+      state.slice = null;
+      control.hidden = true;
+    }
+  }
+
+  function renderGrid() {
+    var s = state.summary;
+    var grid = $("channel-grid");
+    clear(grid);
+    if (!s) { return; }
+    grid.setAttribute("data-image", state.imageId);
+    grid.setAttribute("data-layer", state.layerId);
+    var pages = Math.ceil(s.channels / PER_PAGE);
+    state.page = Math.min(state.page, pages - 1);
+    var start = state.page * PER_PAGE, end = Math.min(s.channels, start + PER_PAGE);
+    $("pager").hidden = pages <= 1;
+    $("page-info").textContent = "Channels " + start + "–" + (end - 1) + " of " + s.channels;
+    $("page-prev").disabled = state.page === 0;
+    $("page-next").disabled = state.page >= pages - 1;
+    for (var c = start; c < end; c++) {
+      var li = document.createElement("li");
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "channel";
+      button.setAttribute("data-channel", String(c));
+      var img = document.createElement("img");
+      img.src = channelUrl(c, "thumb");
+      img.alt = "Channel " + c;
+      img.loading = "lazy";
+      img.className = "pixelated";
+      var label = document.createElement("span");
+      label.className = "idx";
+      label.setAttribute("aria-hidden", "true");
+      label.textContent = String(c);
+      button.appendChild(img);
+      button.appendChild(label);
+      if (s.health.dead_channels.indexOf(c) !== -1) { button.classList.add("dead"); }
+      li.appendChild(button);
+      grid.appendChild(li);
+    }
+  }
+
+  function channelStats(c) {
+    var st = state.summary.channel_stats;
+    return [
+      ["Channel", String(c)],
+      ["Min / max", fmt(st.min[c]) + " / " + fmt(st.max[c])],
+      ["Mean / std", fmt(st.mean[c]) + " / " + fmt(st.std[c])],
+      ["Zeros", pct(st.zero_fraction[c])]
+    ];
+  }
+
+  function showTooltip(button) {
+    if (!state.summary) { return; }
+    var c = Number(button.getAttribute("data-channel"));
+    var tip = $("tooltip");
+    clear(tip);
+    channelStats(c).forEach(function (row) {
+      var line = document.createElement("div");
+      var key = document.createElement("strong");
+      key.textContent = row[0] + ": ";
+      line.appendChild(key);
+      line.appendChild(document.createTextNode(row[1]));
+      tip.appendChild(line);
+    });
+    var rect = button.getBoundingClientRect();
+    var host = $("layer-view").getBoundingClientRect();
+    tip.style.left = Math.max(0, rect.left - host.left) + "px";
+    tip.style.top = (rect.bottom - host.top + 4) + "px";
+    tip.hidden = false;
+    button.setAttribute("aria-describedby", "tooltip");
+  }
+
+  function hideTooltip(button) {
+    $("tooltip").hidden = true;
+    if (button) { button.removeAttribute("aria-describedby"); }
+  }
+
+  function openDetail(c) {
+    state.channel = c;
+    var layer = currentLayer();
+    var name = layer ? layer.name : "";
+    $("detail-title").textContent = name + " · channel " + c + (state.slice !== null ? " · slice " + state.slice : "");
+    var map = $("detail-map"), overlay = $("detail-overlay");
+    map.src = channelUrl(c, "map");
+    map.alt = "Full-resolution activation map of channel " + c + " of layer " + name;
+    if (state.summary && state.summary.spatial_dims >= 2) {
+      overlay.src = channelUrl(c, "overlay");
+      overlay.alt = "Channel " + c + " of layer " + name + " blended over the input image";
+      overlay.parentNode.hidden = false;
+    } else {
+      overlay.removeAttribute("src");
+      overlay.parentNode.hidden = true;
+    }
+    setStats($("detail-stats"), channelStats(c));
+    var detail = $("detail");
+    detail.hidden = false;
+    detail.scrollIntoView({ block: "nearest" });
+    detail.focus({ preventScroll: true });
+  }
+
+  function closeDetail() {
+    var detail = $("detail");
+    if (detail.hidden) { return; }
+    var channel = state.channel;
+    detail.hidden = true;
+    state.channel = null;
+    var button = channel === null ? null : document.querySelector('#channel-grid button[data-channel="' + Number(channel) + '"]');
+    if (button) { button.focus(); }
+  }
+
+  // -- kernels -----------------------------------------------------------------------------------
+  function loadKernels() {
+    var layer = currentLayer();
+    var section = $("kernels");
+    if (!layer || !layer.has_kernels) { section.hidden = true; return; }
+    var img = $("kernel-img");
+    img.src = "/api/layers/" + enc(layer.id) + "/kernels.png";
+    img.alt = "Kernel grid of layer " + layer.name + ": rows are filters, columns input channels";
+    section.hidden = false;
+    api("/api/layers/" + enc(layer.id) + "/weights").then(function (w) {
+      if (state.layerId !== layer.id) { return; }
+      setStats($("weight-health"), [
+        ["Shape", w.shape.join("×") + (w.groups > 1 ? ", " + w.groups + " groups" : "")],
+        ["Mean / std", fmt(w.mean) + " / " + fmt(w.std)],
+        ["Dead filters", w.dead_count + " of " + w.shape[0], w.dead_count > 0]
+      ]);
+    }).catch(function (err) { showError(err.message); });
+  }
+
+  // -- U-Net -------------------------------------------------------------------------------------
+  function loadUNet() {
+    var section = $("unet");
+    if (!state.imageId || (state.model && state.model.unet === false)) { section.hidden = true; return Promise.resolve(); }
+    if (state.unetFor === state.imageId) { return Promise.resolve(); }
+    var imageId = state.imageId;
+    return api("/api/images/" + enc(imageId) + "/unet").then(function (view) {
+      if (state.imageId !== imageId) { return; }
+      state.unetFor = imageId;
+      renderUNet(view);
+    }).catch(function (err) {
+      if (err.code === "not_a_unet" || err.code === "unet_unavailable") {
+        if (state.model && err.code === "not_a_unet") { state.model.unet = false; }
+        section.hidden = true;
+        return;
+      }
+      showError(err.message);
+    });
+  }
+
+  function renderUNet(view) {
+    var section = $("unet");
+    var img = $("unet-img");
+    var blocks = $("unet-blocks");
+    clear(blocks);
+    if (view.figure) {
+      img.src = view.figure.url;
+      img.width = view.figure.width;
+      img.height = view.figure.height;
+      img.alt = "U-Net flow: encoder, bottleneck and decoder blocks with skip connections";
+      view.blocks.forEach(function (block) {
+        var button = document.createElement("button");
+        button.type = "button";
+        button.className = "unet-block";
+        var layer = state.layers.filter(function (l) { return l.id === block.layer_id; })[0];
+        button.setAttribute("aria-label", "Block " + block.title + (layer ? ": open layer " + layer.name : ""));
+        button.title = block.title;
+        button.style.left = (block.box[0] * 100) + "%";
+        button.style.top = (block.box[1] * 100) + "%";
+        button.style.width = ((block.box[2] - block.box[0]) * 100) + "%";
+        button.style.height = ((block.box[3] - block.box[1]) * 100) + "%";
+        if (!layer) { button.disabled = true; }
+        button.addEventListener("click", function () {
+          if (layer) {
+            state.filter = "";
+            $("layer-filter").value = "";
+            fillLayers();
+            selectLayer(layer.id).then(function () { $("layer-view").focus(); $("layer-view").scrollIntoView({ block: "start" }); });
+          }
+        });
+        blocks.appendChild(button);
+      });
+    }
+    var panels = $("unet-panels");
+    clear(panels);
+    view.panels.forEach(function (panel) {
+      var figure = document.createElement("figure");
+      var pimg = document.createElement("img");
+      pimg.src = panel.url;
+      pimg.width = panel.width;
+      pimg.height = panel.height;
+      pimg.loading = "lazy";
+      pimg.alt = "U-Net " + panel.caption;
+      var caption = document.createElement("figcaption");
+      caption.textContent = panel.caption;
+      figure.appendChild(pimg);
+      figure.appendChild(caption);
+      panels.appendChild(figure);
+    });
+    section.hidden = !view.figure && !view.panels.length;
+  }
+
+  // -- events ------------------------------------------------------------------------------------
+  function bind() {
+    $("image-select").addEventListener("change", function () { selectImage(this.value); });
+    $("upload-form").addEventListener("submit", upload);
+    $("layer-select").addEventListener("change", function () { selectLayer(this.value); });
+    $("layer-filter").addEventListener("input", function () {
+      state.filter = this.value.trim();
+      fillLayers();
+      var ids = visibleLayerIds();
+      if (ids.length && ids.indexOf(state.layerId) === -1) { selectLayer(ids[0]); }
+    });
+    $("page-prev").addEventListener("click", function () { state.page -= 1; renderGrid(); });
+    $("page-next").addEventListener("click", function () { state.page += 1; renderGrid(); });
+    var sliceTimer = null;
+    $("slice-slider").addEventListener("input", function () {
+      state.slice = Number(this.value);
+      $("slice-value").textContent = state.slice + " / " + this.max;
+      clearTimeout(sliceTimer);
+      sliceTimer = setTimeout(function () {
+        renderGrid();
+        if (state.channel !== null) { openDetail(state.channel); }
+      }, 120);
+    });
+    var grid = $("channel-grid");
+    grid.addEventListener("click", function (event) {
+      var button = event.target.closest("button.channel");
+      if (button) { openDetail(Number(button.getAttribute("data-channel"))); }
+    });
+    grid.addEventListener("mouseover", function (event) {
+      var button = event.target.closest("button.channel");
+      if (button) { showTooltip(button); }
+    });
+    grid.addEventListener("mouseout", function (event) {
+      var button = event.target.closest("button.channel");
+      if (button && !button.contains(event.relatedTarget)) { hideTooltip(button); }
+    });
+    grid.addEventListener("focusin", function (event) {
+      var button = event.target.closest("button.channel");
+      if (button) { showTooltip(button); }
+    });
+    grid.addEventListener("focusout", function (event) {
+      var button = event.target.closest("button.channel");
+      if (button) { hideTooltip(button); }
+    });
+    $("detail-close").addEventListener("click", closeDetail);
+    document.addEventListener("keydown", function (event) {
+      if (event.altKey || event.ctrlKey || event.metaKey) { return; }
+      if (event.key === "Escape") { hideTooltip(null); closeDetail(); return; }
+      var tag = event.target && event.target.tagName;
+      if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") { return; }
+      if (event.key === "ArrowRight") { event.preventDefault(); stepLayer(1); }
+      else if (event.key === "ArrowLeft") { event.preventDefault(); stepLayer(-1); }
+    });
+  }
+
+  function start() {
+    if (window.location.search.indexOf("token=") !== -1 && window.history.replaceState) {
+      // the server has set its cookie; keep the secret out of the address bar and history
+      window.history.replaceState(null, "", window.location.pathname);
+    }
+    bind();
+    api("/api/model").then(function (model) {
+      state.model = model;
+      state.layers = model.layers;
+      $("model-name").textContent = model.name + " (" + model.framework + ")";
+      document.title = "convscope viewer: " + model.name;
+      fillLayers();
+      if (state.layers.length) {
+        state.layerId = state.layers[0].id;
+        $("layer-select").value = state.layerId;
+        loadKernels();
+      }
+      return loadImages();
+    }).then(function () {
+      if (state.images.length) { return selectImage(state.images[0].id); }
+      return loadLayer();
+    }).then(function () {
+      document.body.setAttribute("data-ready", "true");
+    }).catch(function (err) { showError(err.message); });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
