@@ -73,7 +73,7 @@ def spawn(cmd: list[str], log: Path) -> dict:
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{tail}")
-    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024.0}
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024.0}
 
 
 def way_command(task: str, way: str, out: Path, result: Path, size: str, budget: float | None) -> list[str]:
@@ -157,6 +157,7 @@ def run_task(task: str, args: argparse.Namespace, base: Path) -> dict:
             "wall_min_s": min(walls),
             "wall_max_s": max(walls),
             "runs": len(items),
+            "cpu_s": statistics.median(r["cpu_s"] for r in items),
             "peak_mib": statistics.median(r["peak_mib"] for r in items),
             "files": items[-1].get("files"),
             "out_mib": (items[-1].get("bytes") or 0) / 2**20,
@@ -216,11 +217,11 @@ def targets(summary: dict) -> list[str]:
 
 
 def table(results: list[dict], meta: dict) -> str:
-    head = (f"{'task':<4} {'way':<10} {'wall s':>9} {'min..max':>13} {'runs':>4} {'peak MiB':>9} {'PNGs':>5} {'out MiB':>8}"
+    head = (f"{'task':<4} {'way':<10} {'wall s':>9} {'min..max':>13} {'runs':>4} {'CPU s':>7} {'peak MiB':>9} {'PNGs':>5} {'out MiB':>8}"
             f" {'import+build':>12} {'work s':>8}  {'convscope/way':>13}")
     lines = [f"convscope benchmarks  {meta['when']}  {meta['machine']}",
              f"load average before: {meta['load_before']}  after: {meta['load_after']}  "
-             f"(wall = median over repeats, whole process incl. start-up)", "", head, "-" * len(head)]
+             f"(wall = median over repeats, whole process incl. start-up; CPU = user+sys of the process)", "", head, "-" * len(head)]
     for summary in results:
         ways = summary.get("ways", {})
         lines.append(f"{summary['task']}: {summary['title']}")
@@ -235,7 +236,8 @@ def table(results: list[dict], meta: dict) -> str:
             r = ratio(ways, "convscope", way)
             rel = "" if r is None or way == "convscope" else f"{r:.3f}"
             files = "" if w.get("files") is None else str(w["files"])
-            lines.append(f"{'':<4} {way:<10} {wall:>9} {spread:>13} {w['runs']:>4} {w['peak_mib']:>9.0f} {files:>5}"
+            cpu = "" if w.get("extrapolated") else f"{w['cpu_s']:.2f}"
+            lines.append(f"{'':<4} {way:<10} {wall:>9} {spread:>13} {w['runs']:>4} {cpu:>7} {w['peak_mib']:>9.0f} {files:>5}"
                          f" {w['out_mib']:>8.1f} {startup:>12} {work:>8}  {rel:>13}")
             if w.get("extrapolated"):
                 n = w["naive"]

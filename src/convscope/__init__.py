@@ -8,8 +8,10 @@
 
 from ._version import __version__
 from .core.activations import Activation, ActivationSet
+from .core.graph import Graph
 from .core.kernels import KernelBank
 from .core.layers import LayerInfo
+from .core.unet import UNetStructure, find_unet
 from .errors import (
     ConvscopeError,
     ImageInputError,
@@ -21,6 +23,7 @@ from .errors import (
 )
 from .render.picture import Picture
 from .scope import LayerTable, Scope, load
+from .unet_flow import UNetFlow
 
 __all__ = [
     "__version__",
@@ -32,6 +35,10 @@ __all__ = [
     "Activation",
     "ActivationSet",
     "Picture",
+    "Graph",
+    "UNetStructure",
+    "UNetFlow",
+    "find_unet",
     "ConvscopeError",
     "ImageInputError",
     "LayerNotFoundError",

@@ -6,7 +6,8 @@ Shared by the Python API (``Scope.save_*``) and the CLI, so both produce the sam
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,20 @@ def write_kernels(
                 folder.add_arrays(folder.unique_name(stem, ".npz"), payload, layer=name, kind="kernel-array",
                                   shape=list(bank.shape), groups=bank.groups, transposed=bank.transposed)
     return folder.path / "manifest.json"
+
+
+def _drawn_now(render: Callable[[], Picture]) -> Callable[[], Picture]:
+    """Call ``render`` now; return a callable giving its picture (or raising its error, so errors
+    surface where a queued job's would, when the folder is closed)."""
+    try:
+        picture = render()
+    except Exception as exc:  # noqa: BLE001 - re-raised by the job
+
+        def fail() -> Picture:
+            raise exc
+
+        return fail
+    return lambda: picture
 
 
 def _grid_with_stats(act: Activation, sample: int, **options: Any) -> Picture:
@@ -119,25 +134,31 @@ def write_activations(
     names = scope.select(layers, kind=kind)
     with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
         def on_activation(name: str, data: np.ndarray) -> None:
-            # Called from the forward pass: only queue work here. Drawing, statistics and PNG
-            # encoding run on the output folder's threads while the forward pass goes on.
+            # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG
+            # encoding run on the output folder's threads while the forward pass goes on. A volume
+            # (N, C, D, H, W) is drawn right here instead (that reads three slices or three
+            # projections) and only its picture is queued, so no job holds a volume: memory stays
+            # near the forward pass's own however big the volumes are.
             act = Activation(layer=name, data=data)
             stem = safe_filename(name)
+            volume_now = data.ndim == 5
             for s in chosen:
                 suffix = ".png" if batch_size == 1 else f".s{s}.png"
                 meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s}
+                render = partial(_grid_with_stats, act, s, top=top, order=order, cmap=cmap, scale=scale,
+                                 normalize=normalize, labels=labels, volume=volume)
                 folder.add_rendered(
                     folder.unique_name(stem, suffix),
-                    lambda act=act, s=s: _grid_with_stats(act, s, top=top, order=order, cmap=cmap, scale=scale,
-                                                          normalize=normalize, labels=labels, volume=volume),
-                    nbytes=data[s].nbytes,
+                    _drawn_now(render) if volume_now else render,
+                    nbytes=0 if volume_now else data[s].nbytes,
                     **meta,
                 )
                 if overlay and prepared.display is not None and data.ndim in (4, 5):
-                    base = prepared.display[s]
+                    render = partial(act.overlay, prepared.display[s], sample=s)
                     folder.add_rendered(
                         folder.unique_name(stem, ".overlay.png" if batch_size == 1 else f".s{s}.overlay.png"),
-                        lambda act=act, s=s, base=base: act.overlay(base, sample=s),
+                        _drawn_now(render) if volume_now else render,
+                        nbytes=0 if volume_now else data[s].nbytes,
                         layer=name, kind="overlay", sample=s, shape=list(data.shape),
                     )
             if arrays:

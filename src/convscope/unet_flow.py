@@ -101,6 +101,15 @@ def unet_backend_for(obj: Any, device: Any = None) -> UNetBackend:
     )
 
 
+def __getattr__(name: str) -> Any:
+    """``convscope.unet_flow.TorchUNetBackend`` without importing torch at module import time."""
+    if name == "TorchUNetBackend":
+        from .adapters.torch_graph import TorchUNetBackend
+
+        return TorchUNetBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ------------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------------

@@ -121,3 +121,21 @@ def test_pickled_whole_model_needs_trust(capsys, tmp_path):
     assert code == 2 and "--trust" in err
     code, out, err = run(["layers", str(tmp_path / "whole.pt"), "--trust"], capsys)
     assert code == 0 and "conv1" in out
+
+
+def test_unet_command_writes_flow_levels_and_json(capsys, tmp_path):
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).random((64, 64)).astype(np.float32))
+    out_dir = tmp_path / "u"
+    code, out, err = run(["unet", "demo:unet", str(tmp_path / "img.npy"), "-o", str(out_dir)], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["flow.png", "level-0.png", "level-1.png", "level-2.png", "manifest.json", "unet.json"]
+    data = json.loads((out_dir / "unet.json").read_text())
+    assert [skip["merge"] for skip in data["skips"]] == ["concat"] * 3
+    assert all(0.0 <= skip["energy_share"] <= 1.0 and 0.0 <= skip["gradient_share"] <= 1.0 for skip in data["skips"])
+
+
+def test_unet_command_on_a_classifier_is_one_line(capsys, tmp_path):
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
+    code, _, err = run(["unet", "demo:cnn", str(tmp_path / "img.npy"), "-o", str(tmp_path / "u")], capsys)
+    assert code == 2 and "not a spatial map" in err and err.count("\n") == 1

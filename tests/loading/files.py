@@ -64,13 +64,22 @@ def booby_trapped_pickle(path: Path, sentinel: Path, *, legacy: bool = False) ->
 
 
 def booby_trapped_pt2(valid_pt2: Path, path: Path, sentinel: Path) -> Path:
-    """A copy of a valid .pt2 whose first weight entry is a pickle with a Payload (full unpickling runs it)."""
+    """A copy of a valid .pt2 whose first weight is stored as a pickle (``"use_pickle": true``) holding a
+    Payload: ``torch.export.load`` reads such weights with ``torch.load(weights_only=False)``, which runs it."""
+    import json
+
     buffer = io.BytesIO()
     torch.save(Payload(sentinel), buffer)
     with zipfile.ZipFile(valid_pt2) as source, zipfile.ZipFile(path, "w") as target:
         for item in source.infolist():
             data = source.read(item.filename)
-            if "/data/weights/weight_0" in item.filename or item.filename.endswith("weights/weight_0"):
+            if item.filename.endswith("weights/weight_0"):
                 data = buffer.getvalue()
+            elif item.filename.endswith("weights/model_weights_config.json"):
+                config = json.loads(data)
+                for entry in config["config"].values():
+                    if entry["path_name"] == "weight_0":
+                        entry["use_pickle"] = True
+                data = json.dumps(config).encode()
             target.writestr(item, data)
     return path

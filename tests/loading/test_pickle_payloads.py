@@ -44,3 +44,14 @@ def test_payload_in_pt2_never_runs_without_trust(tmp_path):
     with pytest.raises(UntrustedFileError, match="--trust"):
         convscope.load(path)
     assert not sentinel.exists()
+
+
+def test_pt2_payload_fixture_is_live_when_trusted(tmp_path):
+    """Self-check of the fixture: with trust, torch.export.load does run it (so the test above means something)."""
+    sentinel = tmp_path / "sentinel"
+    path = booby_trapped_pt2(write_valid(tmp_path / "valid", ".pt2"), tmp_path / "evil.pt2", sentinel)
+    try:
+        convscope.load(path, trust=True)
+    except ValueError:
+        pass
+    assert sentinel.exists()

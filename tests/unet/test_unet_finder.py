@@ -241,3 +241,9 @@ def test_stem_downsampling_leaves_the_top_level_without_skip() -> None:
         (2, (8, 8, 8), "layer1.relu#1", "blocks.0.5"),
     ]
     assert s.bottleneck_output == "layer2.relu#1"
+
+
+def test_global_context_at_the_bottleneck_is_not_the_lowest_level() -> None:
+    _, s = structure_of(Z.GlobalContextUNet(), (1, 1, 16, 16))
+    assert skips(s) == [(0, "down.0.5", "cat#1", "concat"), (1, "down.1.5", "cat", "concat")]
+    assert s.bottleneck_output == "add" and s.bottleneck_shape == (12, 4, 4)

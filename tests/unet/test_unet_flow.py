@@ -213,3 +213,11 @@ def test_a_level_without_skip_still_renders() -> None:
     assert flow.level(0).skip is None
     assert flow.level(0).panels(top=2).meta["layer"] is None
     assert "enc0" not in flow.figure().meta["blocks"]
+
+
+def test_torch_backend_is_reachable_from_unet_flow() -> None:
+    import convscope.unet_flow as uf
+    from convscope.adapters.torch_graph import TorchUNetBackend
+
+    assert uf.TorchUNetBackend is TorchUNetBackend
+    assert isinstance(TorchUNetBackend(Z.UNet(2)), UNetBackend)

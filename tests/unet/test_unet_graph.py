@@ -263,3 +263,12 @@ def test_forward_failure_names_the_input_shape() -> None:
 def test_bad_batch_is_rejected_with_the_layout() -> None:
     with pytest.raises(ConvscopeError, match="channels first"):
         trace_torch(nn.Conv2d(1, 1, 1), np.zeros((4, 4), dtype=np.float32))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_models_are_refused_with_the_fix() -> None:
+    from convscope.errors import UnsupportedModelError
+
+    scripted = torch.jit.script(nn.Conv2d(1, 1, 1))
+    with pytest.raises(UnsupportedModelError, match="eager"):
+        trace_torch(scripted, np.zeros((1, 1, 4, 4), np.float32))

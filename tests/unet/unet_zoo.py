@@ -473,3 +473,24 @@ class StemUNet(nn.Module):
         d = self.blocks[1](torch.cat([F.interpolate(d, scale_factor=2.0, mode="nearest"), f1], 1))
         d = self.blocks[2](F.interpolate(d, scale_factor=2.0, mode="nearest"))
         return self.head(d)
+
+
+class GlobalContextUNet(UNet):
+    """A 3-level U-Net whose bottleneck adds globally pooled context (pool to 1x1, conv, interpolate back)."""
+
+    def __init__(self) -> None:
+        super().__init__(levels=3)
+        self.context = nn.Conv2d(12, 12, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.down) - 1:
+                skips.append(x)
+                x = self.pool(x)
+        g = self.context(F.adaptive_avg_pool2d(x, 1))
+        x = x + F.interpolate(g, size=x.shape[2:], mode="nearest")
+        for up, dec, skip in zip(self.ups, self.dec, reversed(skips)):
+            x = dec(torch.cat([skip, up(x)], dim=1))
+        return self.head(x)

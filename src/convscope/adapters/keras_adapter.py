@@ -64,7 +64,8 @@ _CAPTURE_CACHE_SIZE = 8
 
 
 def _keras() -> Any:
-    """``import keras`` with an error that says how to install it."""
+    """``import keras`` (choosing an installed backend if the configured one is missing), or a clear error."""
+    _choose_backend()
     try:
         import keras
     except ImportError as exc:  # keras missing, or its configured backend missing
@@ -73,6 +74,31 @@ def _keras() -> Any:
             f"KERAS_BACKEND=torch (or jax / tensorflow)"
         ) from None
     return keras
+
+
+def _choose_backend() -> None:
+    """Before Keras is first imported: if no ``KERAS_BACKEND`` is set and the configured backend
+    (``~/.keras/keras.json``, by default tensorflow) is not installed, use an installed one
+    (torch, then jax), so that ``convscope ... model.keras`` works without extra setup."""
+    import importlib.util
+    import json
+    import os
+    import sys
+
+    if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
+        return
+    configured = "tensorflow"
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        configured = str(json.loads((home / "keras.json").read_text()).get("backend", configured))
+    except (OSError, ValueError, AttributeError):
+        pass
+    if importlib.util.find_spec(configured) is not None:
+        return
+    for backend in ("torch", "jax"):
+        if importlib.util.find_spec(backend) is not None:
+            os.environ["KERAS_BACKEND"] = backend
+            return
 
 
 def is_keras_model(obj: Any) -> bool:
@@ -142,6 +168,7 @@ class KerasAdapter(ModelAdapter):
         self._entries: dict[str, _Entry] | None = None
         self._capture_models: dict[tuple[str, ...], Any] = {}
         self._layer_infos: list[LayerInfo] | None = None
+        self._channels_first: bool | None = None
 
     @property
     def model(self) -> Any:
@@ -242,6 +269,28 @@ class KerasAdapter(ModelAdapter):
             return LayerInfo(**common, kernel_size=_ints(layer.pool_size), stride=_ints(layer.strides))
         return LayerInfo(**common)
 
+    def describe_layers(self, batch: np.ndarray | None = None) -> list[LayerInfo]:
+        """:meth:`layers` with ``out_shape`` from one forward pass on ``batch`` where Keras can show it.
+
+        Layers of a subclassed model (or inside a subclassed layer) keep ``out_shape=None``
+        instead of failing: their outputs are not reachable without a functional graph.
+        """
+        import dataclasses
+
+        infos = self.layers()
+        root = self._root_graph()
+        if batch is None or root is None or len(root.inputs) != 1:
+            return infos
+        entries = self._all_entries()
+        names = [info.name for info in infos if all(graph_of(p) is not None for p in entries[info.name].parents)]
+        result = self.capture(batch, names, on_activation=lambda _n, _a: None)
+        return [
+            dataclasses.replace(info, out_shape=tuple(result.shapes[info.name][1:]))
+            if info.name in result.shapes
+            else info
+            for info in infos
+        ]
+
     # -- layout --------------------------------------------------------------------------------
     def channels_first(self, layer: Any | None = None) -> bool:
         """Whether ``layer`` (default: the model) works channels first.
@@ -253,11 +302,17 @@ class KerasAdapter(ModelAdapter):
             fmt = getattr(layer, "data_format", None)
             if fmt in ("channels_first", "channels_last"):
                 return fmt == "channels_first"
-        for entry in self._all_entries().values():
-            fmt = getattr(entry.layer, "data_format", None)
-            if fmt in ("channels_first", "channels_last"):
-                return fmt == "channels_first"
-        return _keras().config.image_data_format() == "channels_first"
+        if self._channels_first is None:
+            found = None
+            for entry in self._all_entries().values():
+                fmt = getattr(entry.layer, "data_format", None)
+                if fmt in ("channels_first", "channels_last"):
+                    found = fmt == "channels_first"
+                    break
+            if found is None:
+                found = _keras().config.image_data_format() == "channels_first"
+            self._channels_first = found
+        return self._channels_first
 
     def _inputs(self) -> list[Any] | None:
         graph = self._root_graph()

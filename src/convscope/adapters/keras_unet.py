@@ -104,6 +104,7 @@ class KerasUNetBackend:
         values: dict[str, Any] = {}
         layers: dict[str, Any] = {}
         merge_aliases: dict[str, list[Any]] = {}
+        nodes_by_id: dict[str, Node] = {}
 
         def add(node_id: str, kind: str, op: Any, tensor: Any, inputs: list[str], attrs: dict[str, Any]) -> _Value:
             shape = self._host_shape(tensor, op)
@@ -116,6 +117,7 @@ class KerasUNetBackend:
             )
             values[node_id] = tensor
             layers[node_id] = op
+            nodes_by_id[node_id] = nodes[-1]
             return _Value(tensor, node_id)
 
         def call(site: Any, args: tuple, kwargs: dict) -> Any:
@@ -141,8 +143,11 @@ class KerasUNetBackend:
                 value = getattr(site.op, attr, None)
                 if value is not None and isinstance(value, (int, str, tuple, list)):
                     attrs[attr] = value
+            out_kind = kind
+            if kind == "upsample" and type(site.op).__name__ in ("Resize", "Resizing") and flat:
+                out_kind = _resize_kind(self._host_shape(flat[0], site.op), [nodes_by_id[i].shape for i in inputs[:1]])
             wrapped = [
-                add(site.key if j == 0 else f"{site.key}:{j}", kind, site.op, tensor, inputs, attrs)
+                add(site.key if j == 0 else f"{site.key}:{j}", out_kind, site.op, tensor, inputs, attrs)
                 for j, tensor in enumerate(flat)
             ]
             return tree.pack_sequence_as(outputs, wrapped)
@@ -267,6 +272,13 @@ class KerasUNetBackend:
             fitted = _fit_mask(mask, int(out.shape[0]), tuple(int(s) for s in selected.shape[1:]))
             selected = selected * torch.from_numpy(fitted).to(device=selected.device, dtype=selected.dtype)
         return selected.sum()
+
+
+def _resize_kind(out_shape: tuple[int, ...] | None, in_shapes: list[tuple[int, ...] | None]) -> str:
+    """A resize that shrinks its input is a downsampling ("pool"), one that enlarges it an upsampling."""
+    if not out_shape or not in_shapes or not in_shapes[0] or len(in_shapes[0]) != len(out_shape):
+        return "upsample"
+    return "pool" if int(np.prod(out_shape[1:])) < int(np.prod(in_shapes[0][1:])) else "upsample"
 
 
 def _detached(tensor: Any) -> Any:

@@ -39,7 +39,7 @@ from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, Unsuppo
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 
 if TYPE_CHECKING:
-    from ..core.graph import Graph, GraphCapture
+    from ..core.graph import GraphCapture
     from ..loading import LoadedModel
 
 __all__ = [
@@ -89,9 +89,7 @@ for _graph_op, _ops in {
     "div": ("Div",),
     "pad": ("Pad",),
     "crop": ("Slice", "Crop", "CenterCropPad"),
-    "norm": _LAYER_KINDS.keys() & {"BatchNormalization", "InstanceNormalization", "LayerNormalization",
-                                   "GroupNormalization", "LpNormalization", "LRN", "MeanVarianceNormalization",
-                                   "RMSNormalization"},
+    "norm": tuple(op for op, kind in _LAYER_KINDS.items() if kind == "norm"),
     "activation": tuple(op for op, kind in _LAYER_KINDS.items() if kind == "activation"),
     "linear": ("Gemm", "MatMul"),
     "dropout": ("Dropout",),
@@ -403,7 +401,7 @@ class OnnxAdapter(ModelAdapter):
             proto.CopyFrom(model)
         else:
             raise TypeError(f"OnnxAdapter needs an onnx.ModelProto or a path, got {type(model).__name__}")
-        self._user_model = model
+        self._user_model = model if isinstance(model, onnx.ModelProto) else proto
         self._proto = proto
         self.name = name or (proto.graph.name or "onnx-model")
         self.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
@@ -545,6 +543,7 @@ class OnnxAdapter(ModelAdapter):
     # -- ModelAdapter --------------------------------------------------------------------------
     @property
     def model(self) -> Any:
+        """The ``onnx.ModelProto`` given (never modified), or the one read from the given path."""
         return self._user_model
 
     @property

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import operator
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 from .torch_files import kind_from_type_name
 
 if TYPE_CHECKING:
-    from ..core.graph import Graph, GraphCapture
+    from ..core.graph import GraphCapture
     from ..loading import LoadedModel
 
 __all__ = ["ExportedProgramAdapter", "load_pt2_file"]
@@ -103,13 +102,6 @@ def load_pt2_file(path: Path, trust: bool) -> LoadedModel:
             f"{file.name} is a torch.export program; torch.export.load unpickles its contents, which can run code from "
             f"the file. If you trust its source, pass --trust (trust=True)"
         )
-    try:
-        with zipfile.ZipFile(file) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ModelLoadError(f"{file.name} is a corrupt .pt2 archive: {_first_line(exc)}") from None
-    if bad is not None:
-        raise ModelLoadError(f"{file.name} is a corrupt .pt2 archive: member {bad!r} fails its checksum")
     import torch
 
     try:

@@ -226,10 +226,14 @@ def load_torchscript_file(path: Path, trust: bool) -> Any:
             f"{path.name} is a TorchScript archive: loading it runs the code it contains. "
             f"If you trust its source, pass --trust (trust=True)"
         )
+    import warnings
+
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any failure of the TorchScript loader is a bad file here
         raise ModelLoadError(f"cannot load TorchScript archive {path.name}: {_first_line(exc)}") from None
     return TorchScriptAdapter(module)

@@ -31,7 +31,15 @@ from ..core.graph import MERGE_OPS, CaptureRequest, Graph, GraphCapture, Node
 from ..errors import ConvscopeError, UnsupportedModelError
 from .torch_state import preserved_model_state
 
-__all__ = ["trace_torch", "TorchTrace", "gradient_shares", "is_leaf_module", "module_op_kind", "function_op_kind"]
+__all__ = [
+    "trace_torch",
+    "TorchTrace",
+    "TorchUNetBackend",
+    "gradient_shares",
+    "is_leaf_module",
+    "module_op_kind",
+    "function_op_kind",
+]
 
 TorchTrace = GraphCapture
 """What :func:`trace_torch` returns: ``graph``, ``values`` (node id -> numpy), ``input_x_gradient``."""
@@ -484,34 +492,26 @@ def _dim_arg(args: tuple, kwargs: dict) -> int:
     return 0
 
 
-def _register_hooks(model: Any, tracer: _Tracer) -> list[Any]:
-    handles: list[Any] = []
+def _register_hooks(model: Any, tracer: _Tracer, handles: list[Any]) -> None:
+    """Hook leaf modules (one node each, internals skipped) and blocks (names only); fills ``handles``."""
     leaf_prefixes: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(p + ".") for p in leaf_prefixes):
-            continue
+            continue  # inside a leaf module
         if is_leaf_module(module):
             node_name = name or type(module).__name__
-            leaf_prefixes.append(name)
-            if name == "":
-                leaf_prefixes[-1] = ""  # root leaf: everything below is internal
-            handles.append(
-                module.register_forward_pre_hook(
-                    lambda m, a, k: tracer.leaf_pre(m, a, k), with_kwargs=True
-                )
-            )
+            handles.append(module.register_forward_pre_hook(lambda m, a, k: tracer.leaf_pre(m, a, k), with_kwargs=True))
             handles.append(
                 module.register_forward_hook(
-                    (lambda n: lambda m, a, k, out: tracer.leaf_post(n, m, a, k, out))(node_name),
-                    with_kwargs=True,
+                    (lambda n: lambda m, a, k, out: tracer.leaf_post(n, m, a, k, out))(node_name), with_kwargs=True
                 )
             )
-            if name == "":
-                break
+            if not name:
+                return  # the model itself is one layer: nothing below it is traced
+            leaf_prefixes.append(name)
         elif name:
             handles.append(module.register_forward_pre_hook((lambda n: lambda m, a: tracer.block_pre(n))(name)))
             handles.append(module.register_forward_hook((lambda n: lambda m, a, out: tracer.block_post(n, out))(name)))
-    return handles
 
 
 # ------------------------------------------------------------------------------------------------
@@ -519,7 +519,7 @@ def _register_hooks(model: Any, tracer: _Tracer) -> list[Any]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _resolve_ids(spec: Any, graph: Graph, what: str) -> list[str]:
+def _resolve_ids(spec: Any, graph: Graph) -> list[str]:
     if spec is None:
         return []
     if isinstance(spec, str):
@@ -642,6 +642,7 @@ def trace_torch(
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"trace_torch needs a torch.nn.Module, got {type(model).__name__}")
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper: trace the eager module
     if isinstance(model, torch.jit.ScriptModule):
         raise UnsupportedModelError(
             "TorchScript models cannot be traced op by op; load the eager (Python) model to analyse its dataflow"
@@ -660,8 +661,9 @@ def trace_torch(
 
     with preserved_model_state(model, train_mode=train_mode):
         tracer = _Tracer(retain=retain, track_merges=want_grad)
-        handles = _register_hooks(model, tracer)
+        handles: list[Any] = []
         try:
+            _register_hooks(model, tracer, handles)
             x = torch.from_numpy(np.ascontiguousarray(arr)).to(device=dev, dtype=dtype)
             if want_grad:
                 x.requires_grad_(True)
@@ -687,10 +689,10 @@ def trace_torch(
                 handle.remove()
 
         graph = tracer.graph(output)
-        keep_ids = _resolve_ids(keep, graph, "keep")
+        keep_ids = _resolve_ids(keep, graph)
         gradients: dict[str, tuple[float, ...]] = {}
         if want_grad:
-            merges = _resolve_ids(gradient_merges, graph, "gradient_merges")
+            merges = _resolve_ids(gradient_merges, graph)
             if merges:
                 obj_id = objective(graph) if callable(objective) else objective
                 gradients = _merge_gradients(tracer, graph, output, merges, obj_id, x, target, mask)

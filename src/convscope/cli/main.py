@@ -129,6 +129,43 @@ def activations(
 
 
 @app.command()
+def unet(
+    model: ModelArg,
+    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+    out: OutOpt = Path("convscope-unet"),
+    target: Annotated[Optional[int], typer.Option("--target", help="output channel scored for the gradient share (default: predicted class)")] = None,
+    mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,
+    thumbnail: Annotated[str, typer.Option("--thumbnail", help="flow-figure thumbnails: mean | top")] = "mean",
+    top: Annotated[int, typer.Option("--top", help="channels per grid in the level panels")] = 8,
+    kwargs: KwargsOpt = None,
+    weights: WeightsOpt = None,
+    trust: TrustOpt = False,
+    device: DeviceOpt = None,
+    size: SizeOpt = None,
+    normalize: NormalizeOpt = None,
+) -> None:
+    """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json."""
+    from .cmd_unet import run_unet
+
+    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    prepared = scope.prepare(image, size=size)
+    mask_array = _read_mask(mask) if mask is not None else None
+    paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
+                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top)
+    _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
+
+
+def _read_mask(path: str) -> Any:
+    """A mask file (image or .npy) -> ``(*spatial)`` bool array (nonzero = inside)."""
+    import numpy as np
+
+    from ..io.images import prepare_input
+
+    prepared = prepare_input(path, channels=None)
+    return np.any(prepared.batch[0] != 0, axis=0)
+
+
+@app.command()
 def report(
     model: ModelArg,
     images: Annotated[list[str], typer.Argument(help="input images (PNG/JPEG/TIFF) or .npy arrays", metavar="IMAGE...")],

@@ -73,6 +73,9 @@ class Node:
         inputs: ids of the nodes whose tensors this op consumed, in argument order.
         module_type: the framework class of a module call (``"Conv2d"``), None for functional ops.
         attrs: free-form details (``{"func": "torch.cat", "dim": 1}``); not compared or hashed.
+            The U-Net finder reads ``attrs["stride"]`` (int or per-axis tuple) of ``conv`` /
+            ``conv_transpose`` nodes: stride 1 means the op never changes the resolution level, even
+            when a valid convolution shrinks the map a lot. Backends should fill it when known.
     """
 
     id: str

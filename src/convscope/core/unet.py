@@ -8,10 +8,12 @@ How it works:
    least 1.5x along some axis, in which case the level moves by ``round(log2(ratio))`` (down for
    pooling/strided convs, up for transposed convs, ``Upsample``, ``interpolate``). Valid convs,
    centre crops and padding that fixes odd sizes change sizes slightly and keep the level, so no
-   exact powers of two are required.
+   exact powers of two are required. Crops, pads, norms, activations and convolutions whose
+   ``attrs["stride"]`` is 1 never change the level, however much they shrink the map.
 2. **Main path.** The main output is the spatial model output with the most ancestors (side
    outputs of deep supervision have fewer). The lowest resolution is the deepest level the decoder
-   comes back up from.
+   comes back up from (an upsampling of globally pooled 1x1 context by several levels, as in
+   ASPP/PSP image pooling, is a side excursion and does not count).
 3. **Skips.** A merge (concat/stack/add) at level ``l`` is a skip merge when one of its inputs comes
    straight from an upsampling (walking back through same-level ops) and another does not, and that
    lateral branch does not itself depend on the same upsampling. The skip source is the first tensor
@@ -26,8 +28,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
 from ..errors import NotAUNet
 from .graph import MERGE_OPS, PASS_THROUGH_OPS, Graph, Node
 
@@ -316,10 +316,6 @@ class _Finder:
             nid = full[0] if full else r
 
 
-def _names(graph: Graph, ids: Any) -> str:
-    return ", ".join(graph.name_of(i) for i in ids)
-
-
 def _fmt_size(size: tuple[int, ...] | None) -> str:
     return "x".join(map(str, size)) if size else "?"
 
@@ -383,7 +379,15 @@ def find_unet(graph: Graph) -> UNetStructure:
             f"to {_fmt_size(finder.size[deep_node])} ({graph.name_of(deep_node)!r}, {deepest} level(s) down) and "
             f"never comes back up, so there is no decoder; this looks like an encoder-only network or a plain CNN"
         )
-    bottom = max(tag[finder.ref[u]] for u in ups)  # type: ignore[index,type-var]
+    # an interpolation of a globally pooled (1x1) context back by several levels (ASPP/PSP image
+    # pooling, global-context blocks) is a side excursion, not the way up from the bottleneck
+    trunk_ups = [u for u in ups if not _global_excursion(finder, u)]
+    if not trunk_ups:
+        raise NotAUNet(
+            "no upsampling after the lowest resolution: the only upsamplings bring globally pooled (1x1) context "
+            "back to a feature map, so there is no decoder; this looks like an encoder with a context module"
+        )
+    bottom = max(tag[finder.ref[u]] for u in trunk_ups)  # type: ignore[index,type-var]
     after_up: dict[str, bool] = {}
     for node in graph.nodes:
         after_up[node.id] = finder.is_up(node.id) or any(after_up.get(i, False) for i in node.inputs)
@@ -409,8 +413,8 @@ def find_unet(graph: Graph) -> UNetStructure:
             if node.op == "add":
                 residual_adds += 1  # every branch from the same side: a residual add within one resolution
             continue
-        if tag[node.id] not in rank:
-            continue
+        if tag[node.id] not in rank or tag[node.id] >= bottom:  # type: ignore[operator]
+            continue  # merges at the bottleneck (e.g. with pooled context) are not skips
         dec = up_inputs[0]
         up_node = walks[dec][1][-1]
         for lat in lateral:
@@ -501,7 +505,7 @@ def find_unet(graph: Graph) -> UNetStructure:
                 decoder_output=dec_out,
             )
         )
-    first_up_from_bottom = next(u for u in ups if tag[finder.ref[u]] == bottom)  # type: ignore[index]
+    first_up_from_bottom = next(u for u in trunk_ups if tag[finder.ref[u]] == bottom)  # type: ignore[index]
     bottleneck_output = finder.ref[first_up_from_bottom]
     assert bottleneck_output is not None
     bshape = graph.node(bottleneck_output).shape or ()
@@ -519,6 +523,15 @@ def find_unet(graph: Graph) -> UNetStructure:
         upsamples=tuple(ups),
         level_of=level_of,
     )
+
+
+def _global_excursion(finder: _Finder, up: str) -> bool:
+    """An upsampling from a 1x1 (globally pooled) map by more than one level."""
+    source = finder.ref[up]
+    size = finder.size.get(source) if source is not None else None
+    if size is None or any(s != 1 for s in size):
+        return False
+    return finder.tag[source] - finder.tag[up] > 1  # type: ignore[operator]
 
 
 def _size_at(finder: _Finder, order: list[str], tag: int) -> tuple[int, ...] | None:

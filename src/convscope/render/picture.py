@@ -29,24 +29,15 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-def _rows_repeat(rows: np.ndarray) -> bool:
-    """True when most sampled rows equal the row above (nearest-upscaled grids): use the Up filter."""
-    height = rows.shape[0]
-    if height < 3:
-        return False
-    picks = np.unique(np.linspace(1, height - 1, num=min(height - 1, 32)).astype(np.intp))
-    same = sum(bool(np.array_equal(rows[i], rows[i - 1])) for i in picks)
-    return 2 * same >= len(picks)
-
-
 def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
     """Encode an ``(H, W, 3|4)`` or ``(H, W)`` ``uint8`` array as PNG bytes (8 bits per sample).
 
     A direct encoder (numpy + zlib, which releases the GIL, so images encode in parallel on a
-    thread pool): one PNG filter for the whole image, chosen once: Up when rows repeat
-    (nearest-upscaled grids compress to almost nothing), else None. That is several times faster
-    than Pillow's per-row adaptive filtering at the same zlib level, for files of similar size.
-    Any PNG reader (Pillow included) decodes it to exactly ``pixels``.
+    thread pool). Each row is filtered with Up when it repeats the row above (nearest-upscaled
+    grids: the row becomes zeros, which deflate almost for free) and with None otherwise. That is
+    several times faster than Pillow's per-row trial of all five filters at the same zlib level, and
+    the files are smaller for convscope's grids. Any PNG reader (Pillow included) decodes it to
+    exactly ``pixels``.
     """
     arr = np.asarray(pixels)
     if arr.dtype != np.uint8:
@@ -61,7 +52,6 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
     height, width, channels = arr.shape
     rows = np.ascontiguousarray(arr).reshape(height, width * channels)
     line = rows.shape[1]
-    up = _rows_repeat(rows)
     compressor = zlib.compressobj(level)
     block = max(1, _BLOCK_BYTES // (line + 1))
     buf = np.empty((min(block, height), line + 1), dtype=np.uint8)
@@ -69,17 +59,14 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
     for start in range(0, height, block):
         stop = min(start + block, height)
         out = buf[: stop - start]
-        if up:
-            out[:, 0] = 2
-            # Up: row - previous row (mod 256); the image's first row has no previous row (= zeros)
-            if start == 0:
-                out[0, 1:] = rows[0]
-                np.subtract(rows[1:stop], rows[: stop - 1], out=out[1:, 1:])
-            else:
-                np.subtract(rows[start:stop], rows[start - 1 : stop - 1], out=out[:, 1:])
-        else:
-            out[:, 0] = 0
-            out[:, 1:] = rows[start:stop]
+        current = rows[start:stop]
+        repeat = np.zeros(stop - start, dtype=bool)  # row == the row above (the first row has none)
+        first = 1 if start == 0 else 0
+        if stop - start > first:
+            np.all(current[first:] == rows[start + first - 1 : stop - 1], axis=1, out=repeat[first:])
+        out[:, 0] = np.where(repeat, 2, 0)  # filter type: 2 = Up, 0 = None
+        out[:, 1:] = current
+        out[repeat, 1:] = 0
         parts.append(compressor.compress(out))
     parts.append(compressor.flush())
     idat = b"".join(parts)

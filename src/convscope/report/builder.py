@@ -478,7 +478,7 @@ def build_report(
                 batch_size = prepared.batch.shape[0]
                 first = len(image_items)
                 for s in range(batch_size):
-                    label = prepared.source if prepared.source not in ("array", "tensor", "PIL image") else f"image {first + s + 1}"
+                    label = prepared.source if prepared.source not in ("array", "tensor", "PIL image") else f"image {source_index + 1}"
                     if batch_size > 1:
                         label = f"{label} [{s}]"
                     item = _ImageItem(index=first + s, label=label, source_index=source_index, sample=s)
@@ -601,6 +601,7 @@ def build_report(
                     "shape": section.shape,
                     "params": info.params if info else 0,
                     "kernel": asset(section.kernel_rel, f"Kernel grid of layer {key}"),
+                    "kernel_layout": files.get(section.kernel_rel or "", {}).get("layout", "cells"),
                     "weight": section.weight,
                     "images": imgs,
                 })

@@ -256,6 +256,11 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy) -> FastAPI
             message = "no such page or API route; see /api/docs"
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:  # a bug: still answer JSON
+        log.error("internal error: %s: %s", type(exc).__name__, exc)
+        return _error(500, "internal_error", "internal error in the viewer; see the server's terminal")
+
     # -- pages and assets ----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     def index() -> Response:

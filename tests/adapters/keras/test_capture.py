@@ -240,3 +240,18 @@ def test_wrong_input_shape_is_one_clear_error():
 def test_counter_layer_is_kind_other():
     assert KerasAdapter(small_net()).layers()[0].kind == "other"
     assert isinstance(small_net().get_layer("count"), Counter)
+
+
+def test_layer_table_of_a_model_with_a_custom_block_keeps_inner_shapes_unknown():
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Conv2D(2, 1, name="inner")
+
+        def call(self, inputs):
+            return self.inner(inputs)
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, Block(name="blk")(inputs))
+    shapes = {info.name: info.out_shape for info in Scope(model).layers(containers=True)}
+    assert shapes == {"blk": (2, 4, 4), "blk.inner": None}

@@ -83,9 +83,10 @@ def export_onnx(model: nn.Module, path: Path, shape: Sequence[int], *, dynamic: 
 def export_pt2(model: nn.Module, path: Path, shape: Sequence[int], *, dynamic_batch: bool = True) -> Path:
     """``torch.export.export`` + ``torch.export.save``."""
     dims = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic_batch else None
+    example = torch.zeros(2 if dynamic_batch else shape[0], *shape[1:])  # a batch of 1 would specialise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(model, (torch.zeros(*shape),), dynamic_shapes=dims)
+        program = torch.export.export(model, (example,), dynamic_shapes=dims)
         torch.export.save(program, str(path))
     return path
 

@@ -295,3 +295,25 @@ def test_non_convolution_layer_has_no_kernels(tmp_path):
     adapter = OnnxAdapter(export_onnx(make(TinyCNN), tmp_path / "cnn.onnx", (1, 4, 8, 8)))
     with pytest.raises(ConvscopeError, match="not a convolution"):
         adapter.kernel("/relu/Relu")
+
+
+def test_missing_requested_output_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):
+    from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession
+
+    adapter = OnnxAdapter(export_onnx(make(TinyCNN), tmp_path / "cnn.onnx", (1, 4, 8, 8)))
+    original = InferenceSession.run
+
+    def lossy_run(self, names, feed, *args, **kwargs):
+        values = original(self, names, feed, *args, **kwargs)
+        return [None if name == "/pool/MaxPool_output_0" else value for name, value in zip(names, values)]
+
+    monkeypatch.setattr(InferenceSession, "run", lossy_run)
+    with pytest.raises(ConvscopeError, match="did not return"):
+        adapter.capture(batch((1, 4, 8, 8)), ["/conv1/Conv", "/pool/MaxPool"])
+
+
+def test_scope_accepts_an_onnx_model_proto(tmp_path):
+    proto = onnx.load(str(export_onnx(make(TinyCNN), tmp_path / "cnn.onnx", (1, 4, 8, 8))))
+    scope = Scope(proto)
+    assert scope.adapter.framework == "onnx" and scope.model is proto
+    assert set(scope.kernels()) == {"/conv1/Conv", "/up/ConvTranspose"}

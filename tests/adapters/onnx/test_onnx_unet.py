@@ -49,3 +49,19 @@ def test_onnx_graph_shapes_match_captured_values(pair):
     for node in capture.graph:
         assert capture.values[node.id].shape == (2, *node.shape)
     assert np.array_equal(capture.values[capture.graph.input_ids[0]], x)
+
+
+def test_onnx_graph_without_static_shapes_fetches_all_in_one_run(pair, monkeypatch):
+    from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession
+
+    from convscope.core.graph import CaptureRequest
+
+    _, adapter = pair
+    monkeypatch.setattr(adapter, "static_shapes", lambda _shape: None)
+    calls = []
+    original = InferenceSession.run
+    monkeypatch.setattr(InferenceSession, "run", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    capture = adapter.capture_graph(batch((1, 1, 16, 16)), lambda graph: CaptureRequest(values=frozenset(graph.output_ids)))
+    assert len(calls) == 1
+    assert all(node.shape is not None for node in capture.graph)
+    assert set(capture.values) == set(capture.graph.output_ids)

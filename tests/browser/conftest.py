@@ -1,0 +1,61 @@
+"""Playwright driving Debian's chromium (skipped with a reason when chromium or playwright is missing)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+"""Screenshots land here (gitignored)."""
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed (run scripts/ensure-browser.sh; CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    page = context.new_page()
+    page.problems = []  # console errors, page errors, dialogs, CSP violations
+
+    def on_console(msg: Any) -> None:
+        # 4xx answers the page expects (e.g. "not a U-Net") show up as "Failed to load resource"
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            page.problems.append(f"console {msg.type}: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: page.problems.append(f"pageerror: {exc}"))
+
+    def on_dialog(dialog: Any) -> None:
+        page.problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
