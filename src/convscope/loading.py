@@ -268,6 +268,7 @@ FILE_LOADERS.update(
         ".safetensors": _load_torch_file,
         ".keras": _lazy(".adapters.keras_adapter", "load_keras_file"),
         ".h5": _lazy(".adapters.keras_adapter", "load_keras_file"),
+        ".hdf5": _lazy(".adapters.keras_adapter", "load_keras_file"),
         ".onnx": _lazy(".adapters.onnx_adapter", "load_onnx_file"),
         ".pt2": _lazy(".adapters.torch_export", "load_pt2_file"),
     }

@@ -59,3 +59,5 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
+# Note: pages run under a CSP without 'unsafe-eval', so page.wait_for_function must be given
+# functions ("() => ..."), never bare expressions (Playwright evaluates those with eval()).

@@ -32,7 +32,7 @@ def unet_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_from_file_has_no_broken_image(page: Any, unet_report: Path) -> None:
     page.goto(unet_report.as_uri())
     page.evaluate(LOAD_ALL_IMAGES)
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=60_000)
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=60_000)
     count = page.evaluate("document.images.length")
     broken = page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.getAttribute('src'))")
     assert count > 100

@@ -51,7 +51,7 @@ def test_viewer_layer_channel_detail_and_upload(page: Any, unet_server: Any) -> 
     assert "token=" not in page.url  # the secret leaves the address bar once the cookie is set
 
     _select_layer(page, "enc2.conv")
-    page.wait_for_function("document.querySelectorAll('#channel-grid button.channel').length === 16")
+    page.wait_for_function("() => document.querySelectorAll('#channel-grid button.channel').length === 16")
     page.wait_for_function(THUMBS_LOADED)
     assert page.is_hidden("#slice-control")  # 2-D maps: no slice slider
 
@@ -62,7 +62,7 @@ def test_viewer_layer_channel_detail_and_upload(page: Any, unet_server: Any) -> 
 
     channel.click()
     page.wait_for_selector("#detail:not([hidden])")
-    page.wait_for_function("['detail-map', 'detail-overlay'].every(id => document.getElementById(id).naturalWidth > 0)")
+    page.wait_for_function("() => ['detail-map', 'detail-overlay'].every(id => document.getElementById(id).naturalWidth > 0)")
     assert "channel 3" in page.text_content("#detail-title")
     assert page.evaluate("document.getElementById('detail-map').naturalWidth") >= 256
     screenshot(page, "viewer-channel-detail")
@@ -85,11 +85,11 @@ def test_viewer_keyboard_and_unet_blocks(page: Any, unet_server: Any) -> None:
     page.goto(unet_server.url)
     page.wait_for_selector("body[data-ready=true]")
     page.wait_for_selector("#unet:not([hidden])")
-    page.wait_for_function("document.getElementById('unet-img').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('unet-img').naturalWidth > 0")
     assert page.text_content("#layer-title") == "enc1.conv"
     page.locator("#layer-view").focus()
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("document.getElementById('layer-title').textContent === 'enc1.relu'")
+    page.wait_for_function("() => document.getElementById('layer-title').textContent === 'enc1.relu'")
 
     page.fill("#layer-filter", "bottleneck")
     options = page.evaluate("Array.from(document.querySelectorAll('#layer-select option')).map(o => o.textContent)")
@@ -98,7 +98,7 @@ def test_viewer_keyboard_and_unet_blocks(page: Any, unet_server: Any) -> None:
     block = page.locator('.unet-block[title="dec1.relu2"]')
     assert block.evaluate("b => getComputedStyle(b).backgroundColor") == "rgba(0, 0, 0, 0)"  # the figure shows through
     block.click()
-    page.wait_for_function("document.getElementById('layer-title').textContent === 'dec1.relu2'")
+    page.wait_for_function("() => document.getElementById('layer-title').textContent === 'dec1.relu2'")
     page.wait_for_function(THUMBS_LOADED)
     page.locator("#unet").scroll_into_view_if_needed()
     screenshot(page, "viewer-unet")

@@ -109,3 +109,15 @@ def test_pil_image_input_and_display():
     img = Image.fromarray(np.full((4, 5), 128, dtype=np.uint8))
     assert prepare_input(img, channels=1).batch.shape == (1, 1, 4, 5)
     assert to_display_image(img).shape == (4, 5, 3)
+
+
+def test_channels_last_batch_is_recognised_from_the_model_channel_count():
+    batch = np.random.default_rng(0).random((2, 16, 12, 3)).astype(np.float32)  # Keras-style NHWC
+    prepared = prepare_input(batch, channels=3)
+    assert prepared.batch.shape == (2, 3, 16, 12)
+    np.testing.assert_array_equal(prepared.batch[1, 2], batch[1, :, :, 2])
+
+
+def test_channels_first_batch_stays_channels_first():
+    batch = np.zeros((2, 3, 16, 3), dtype=np.float32)  # ambiguous last axis, but axis 1 matches
+    assert prepare_input(batch, channels=3).batch.shape == (2, 3, 16, 3)

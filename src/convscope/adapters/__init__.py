@@ -21,6 +21,14 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
 
         return KerasAdapter(model)
     torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.jit.ScriptModule):
+        from .torch_files import TorchScriptAdapter
+
+        return TorchScriptAdapter(model, device=device)
+    if torch is not None and isinstance(model, torch.export.ExportedProgram):
+        from .torch_export import ExportedProgramAdapter
+
+        return ExportedProgramAdapter(model)
     if torch is not None and isinstance(model, torch.nn.Module):
         from .torch_adapter import TorchAdapter
 

@@ -24,7 +24,7 @@ app = typer.Typer(
 ModelArg = Annotated[str, typer.Argument(help="demo:cnn | demo:unet | package.module:Factory | a model file", metavar="MODEL")]
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON keyword arguments for the factory, e.g. '{\"in_channels\": 1}'")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="state dict file (.safetensors, .pt, .pth), loaded with weights_only=True")]
-TrustOpt = Annotated[bool, typer.Option("--trust", help="allow files that can run code when loaded (pickled models, TorchScript, .pt2). Only for files you trust")]
+TrustOpt = Annotated[bool, typer.Option("--trust", help="allow files that can run code when loaded (pickled whole models, TorchScript, .pt2, Keras .h5 models and Lambda layers). Only for files you trust")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N | mps (default: cpu)")]
 SizeOpt = Annotated[Optional[str], typer.Option("--size", help="resize the input: 64 or 64x96 (DxHxW for volumes)")]
 NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD | m1:m2:m3,s1:s2:s3")]

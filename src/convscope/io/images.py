@@ -166,12 +166,23 @@ def _as_float(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int) -> np.ndarray:
-    """Any supported array -> (N, C, *spatial) float32."""
+def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int, channels: int | None = None) -> np.ndarray:
+    """Any supported array -> (N, C, *spatial) float32.
+
+    Arrays of unknown layout are read channels-first unless the layout is clear from the shape:
+    the last axis matches the model's channel count and the channels-first axis does not (a Keras
+    style ``(N, H, W, C)`` batch), or an ``(H, W, 1|3|4)`` picture.
+    """
     nd = arr.ndim
     if channels_last is None:
-        # an (H, W, 1|3|4) array with small last axis is an image in channels-last layout
-        channels_last = spatial_dims == 2 and nd == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4
+        channels_last = False
+        if nd in (spatial_dims + 1, spatial_dims + 2):
+            first = arr.shape[0] if nd == spatial_dims + 1 else arr.shape[1]
+            if channels is not None and arr.shape[-1] == channels and first != channels:
+                channels_last = True
+            elif channels is None or first != channels:
+                # an (H, W, 1|3|4) array with a small last axis is an image in channels-last layout
+                channels_last = spatial_dims == 2 and nd == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4
     if channels_last:
         if nd == spatial_dims:  # gray image
             arr = arr[None, None]
@@ -282,7 +293,7 @@ def prepare_input(
     arr, channels_last, source = _to_array(image)
     if arr.size == 0:
         raise ImageInputError(f"the image {source} is empty")
-    batch = _canonical(arr, channels_last, spatial_dims)
+    batch = _canonical(arr, channels_last, spatial_dims, channels)
     batch = _match_channels(batch, channels)
     wanted = parse_size(size)
     if wanted is not None and spatial_dims == 1 and len(wanted) == 2:
