@@ -13,7 +13,9 @@ whole process, from spawn to exit; peak memory is the child's peak RSS from ``wa
   floor      one forward pass, numpy min-max + tiling, Pillow PNG (level 1), the same picture
              sizes as convscope; single-threaded
   floor1x    the floor at one pixel per value (no upscaling) (T1, T2)
-  bare       import torch + build the model + one forward pass (reference)
+  bare       import torch + build the model + one forward pass (reference; T3: no forward pass)
+  bare1t     bare with torch on one thread (convscope's streamed forward pass on 2 cores uses
+             n - min(render threads, n // 2) torch threads, i.e. 1 of 2)
 
 Tasks (random weights, seed 0, models in benchmarks/models.py):
   T1 ResNet-50, 1x3x224x224: one PNG grid of all channels per conv layer (53 layers)
@@ -42,13 +44,13 @@ PY = sys.executable
 
 TASKS: dict[str, dict] = {
     "T1": {"title": "ResNet-50 activations, 1x3x224x224, a grid per conv layer",
-           "ways": ["bare", "floor1x", "floor", "convscope", "cli", "naive"]},
+           "ways": ["bare", "bare1t", "floor1x", "floor", "convscope", "cli", "naive"]},
     "T2": {"title": "2D U-Net (32..512) activations, 1x1x256x256, a grid per conv layer",
-           "ways": ["bare", "floor1x", "floor", "convscope", "naive"]},
+           "ways": ["bare", "bare1t", "floor1x", "floor", "convscope", "naive"]},
     "T3": {"title": "ResNet-50 kernels, a grid per conv layer",
            "ways": ["bare", "floor", "convscope", "naive"]},
     "T4": {"title": "3D U-Net (16..256) activations, 1x1x96^3, slices, streaming",
-           "ways": ["bare", "floor", "convscope", "naive"]},
+           "ways": ["bare", "bare1t", "floor", "convscope", "naive"]},
     "T5": {"title": "convscope serve on ResNet-50: layer-grid request latency", "ways": []},
 }
 TARGET_FLOOR = 1.5  # T1-T3: convscope within 1.5x of the floor
@@ -202,8 +204,13 @@ def targets(summary: dict) -> list[str]:
             lines.append(f"convscope/floor = {r:.2f} (target <= {TARGET_FLOOR}: {'met' if r <= TARGET_FLOOR else 'MISSED'}"
                          f"{'; below the floor' if r < 1 else ''})")
         r = ratio(ways, "convscope", "bare")
+        r1 = ratio(ways, "convscope", "bare1t")
         if r is not None:
-            lines.append(f"convscope/bare forward = {r:.2f} (the end goal is 1.0)")
+            lines.append(f"convscope/bare = {r:.2f}" + (f", convscope/bare1t = {r1:.2f}" if r1 is not None else "")
+                         + " (the end goal is 1.0)")
+        r = ratio(ways, "convscope", "naive")
+        if r is not None:
+            lines.append(f"convscope/naive = {r:.4f} ({1 / r:.0f}x faster)")
     if task == "T4" and "convscope" in ways and "bare" in ways:
         largest = summary.get("largest_activation_mib")
         if largest:

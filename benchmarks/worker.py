@@ -58,6 +58,15 @@ def way_bare(task: str, size: str, out: Path, clock: dict, **_: object) -> dict:
     return {}
 
 
+def way_bare1t(task: str, size: str, out: Path, clock: dict, **kw: object) -> dict:
+    """``bare`` with torch limited to one intra-op thread (how convscope runs a streamed forward
+    pass on 2 cores, leaving the other core to rendering)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return way_bare(task, size, out, clock, **kw)
+
+
 def way_convscope(task: str, size: str, out: Path, clock: dict, **_: object) -> dict:
     """The Python API: ``Scope(model).save_activations(x, out)`` / ``save_kernels(out)``."""
     import torch  # noqa: F401  (the model's framework; counted in the import phase like the others)
@@ -182,6 +191,7 @@ def way_naive(task: str, size: str, out: Path, clock: dict, budget: float | None
 
 WAYS = {
     "bare": way_bare,
+    "bare1t": way_bare1t,
     "convscope": way_convscope,
     "floor": way_floor,
     "floor1x": way_floor1x,

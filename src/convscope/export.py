@@ -5,6 +5,7 @@ Shared by the Python API (``Scope.save_*``) and the CLI, so both produce the sam
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -165,5 +166,8 @@ def write_activations(
                 folder.add_arrays(folder.unique_name(stem, ".npz"), {"activation": data}, layer=name,
                                   kind="activation-array", shape=list(data.shape))
 
-        scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
+        # the forward pass leaves cores to the folder's rendering threads (adapters that can)
+        sharing = getattr(scope.adapter, "sharing_cpu", None)
+        with sharing(folder.workers) if sharing is not None else contextlib.nullcontext():
+            scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
     return folder.path / "manifest.json"

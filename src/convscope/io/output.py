@@ -68,7 +68,8 @@ class OutputDir:
         self.info = dict(info or {})
         self._entries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="convscope-png")
+        self.workers = workers or _default_workers()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="convscope-png")
         self._futures: list[Future[Path]] = []
         self._closed = False
         # bounds the rendering jobs in flight (their number and the bytes they hold), so streamed

@@ -32,7 +32,7 @@ from ..core.activations import Activation
 from ..core.health import DEAD_FILTER_REL_TOL, activation_health, weight_health
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError
-from ..io.output import OutputDir, safe_filename
+from ..io.output import OutputDir
 
 if TYPE_CHECKING:
     from ..scope import Scope
@@ -455,7 +455,7 @@ def build_report(
                 info = info_by_name.get(name)
                 if info is None or not info.is_conv:
                     continue
-                bank = scope.kernels(name)
+                bank = scope.adapter.kernel(name)  # exact name from the adapter (may contain glob characters)
                 section = sections[name]
                 health = weight_health(bank.weights, layer=name, dead_rel_tol=dead_rel_tol)
                 section.weight = health.to_dict()

@@ -197,7 +197,8 @@ class ViewerState:
     def _decode(self, entry: ImageEntry) -> Any:
         if entry.origin == "upload":
             return entry.data
-        assert entry.folder_image is not None and self.images_dir is not None  # noqa: S101 - internal invariant
+        if entry.folder_image is None or self.images_dir is None:
+            raise ApiError(404, "unknown_image", "the image has no data")
         try:
             return read_folder_image(self.images_dir, entry.folder_image, max_bytes=self.limits.max_file_bytes,
                                      max_pixels=self.limits.max_pixels)
@@ -287,7 +288,7 @@ class ViewerState:
         layer = self.layer(layer_id)
         if not (layer.info and layer.info.is_conv):
             raise ApiError(404, "no_kernels", f"layer {layer.name!r} has no convolution kernels")
-        bank = self.scope.kernels(layer.name)
+        bank = self.scope.adapter.kernel(layer.name)
         out = weight_health(bank.weights, layer=layer.name).to_dict()
         out.update(groups=bank.groups, transposed=bank.transposed, layer_id=layer.id)
         return out
@@ -383,7 +384,7 @@ class ViewerState:
         if not (layer.info and layer.info.is_conv):
             raise ApiError(404, "no_kernels", f"layer {layer.name!r} has no convolution kernels")
         key = ("png", "kernels", layer.name)
-        return self._png(key, lambda: self.scope.kernels(layer.name).grid())
+        return self._png(key, lambda: self.scope.adapter.kernel(layer.name).grid())
 
     # -- U-Net ----------------------------------------------------------------------------------
     def unet(self, image_id: str) -> dict[str, Any]:
