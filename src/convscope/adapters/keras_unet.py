@@ -250,28 +250,12 @@ class KerasUNetBackend:
 
     def _score(self, output: Any, node: Node, target: int | None, mask: Any) -> Any:
         """Sum of the predicted class's logits (or channel ``target``) over ``mask``, channels first."""
-        import torch
-
-        from .torch_graph import _fit_mask
+        from .torch_graph import objective_score
 
         out = output
         if out.dim() >= 3 and not self.adapter.channels_first(None):
             out = out.movedim(-1, 1)
-        if out.dim() < 2:
-            raise ConvscopeError(f"the objective output {node.name!r} has shape {tuple(out.shape)}; it must be (N, K, *spatial)")
-        channels = int(out.shape[1])
-        if target is not None:
-            if not isinstance(target, (int, np.integer)) or not 0 <= int(target) < channels:
-                raise ConvscopeError(f"target must be a channel index of the output, 0..{channels - 1}; got {target!r}")
-            selected = out[:, int(target)]
-        elif channels == 1:
-            selected = out[:, 0]
-        else:
-            selected = out.max(dim=1).values
-        if mask is not None:
-            fitted = _fit_mask(mask, int(out.shape[0]), tuple(int(s) for s in selected.shape[1:]))
-            selected = selected * torch.from_numpy(fitted).to(device=selected.device, dtype=selected.dtype)
-        return selected.sum()
+        return objective_score(out, target, mask, what=f"the objective output {node.name!r}")
 
 
 def _resize_kind(out_shape: tuple[int, ...] | None, in_shapes: list[tuple[int, ...] | None]) -> str:

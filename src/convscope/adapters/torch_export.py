@@ -599,7 +599,7 @@ class ExportedProgramAdapter(ModelAdapter):
         import torch
 
         from ..core.graph import CaptureRequest, Graph, GraphCapture, Node
-        from .torch_graph import _objective_score
+        from .torch_graph import objective_score
 
         units, owner, input_id = self._units()
         outputs = {unit.output: unit for unit in units}
@@ -645,7 +645,7 @@ class ExportedProgramAdapter(ModelAdapter):
             if objective is None or objective not in kept:
                 raise ConvscopeError("the exported program returned no tensor that depends on the input; nothing to differentiate")
             by_id = {unit.id: unit for unit in units}
-            score = _objective_score(kept[objective], target, mask)
+            score = objective_score(kept[objective], target, mask)
             merge_outputs = [kept[m] for m in merges if m in kept and kept[m].requires_grad]
             grads = torch.autograd.grad(score, merge_outputs, allow_unused=True) if score.requires_grad and merge_outputs else ()
             grad_of = {id(t): g for t, g in zip(merge_outputs, grads)}

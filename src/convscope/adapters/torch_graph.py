@@ -570,10 +570,17 @@ def _fit_mask(mask: Any, batch: int, spatial: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _objective_score(out: Any, target: int | None, mask: Any) -> Any:
-    """Sum of the predicted class's logits (or channel ``target``) over the pixels in ``mask``."""
+def objective_score(out: Any, target: int | None, mask: Any, *, what: str = "the objective output") -> Any:
+    """Sum of the predicted class's logits (or channel ``target``) over the pixels in ``mask``.
+
+    Args:
+        out: ``(N, K, *spatial)`` (or ``(N, K)``) torch tensor, channels first.
+        target: output channel to score; default: per position the largest logit (the predicted class),
+            or channel 0 when ``K == 1``.
+        mask: optional ``(*spatial)`` or ``(N, *spatial)`` region, nearest-resized to the output.
+    """
     if out.dim() < 2:
-        raise ConvscopeError(f"the objective output has shape {tuple(out.shape)}; it must be (N, K, *spatial)")
+        raise ConvscopeError(f"{what} has shape {tuple(out.shape)}; it must be (N, K, *spatial)")
     channels = int(out.shape[1])
     if target is not None:
         if not isinstance(target, (int, np.integer)) or not 0 <= int(target) < channels:
@@ -747,7 +754,7 @@ def _merge_gradients(
 
         handles.append(grad_fn.register_prehook(hook))
     try:
-        score = _objective_score(outputs[obj], target, mask)
+        score = objective_score(outputs[obj], target, mask)
         if score.requires_grad:
             torch.autograd.grad(score, [x], allow_unused=True)
     finally:
