@@ -35,12 +35,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+for _entry in (str(ROOT / "src"), str(ROOT)):
+    if _entry not in sys.path:
+        sys.path.insert(0, _entry)
 
 TASKS: dict[str, dict] = {
     "T1": {"title": "ResNet-50 activations, 1x3x224x224, a grid per conv layer",
@@ -48,7 +50,9 @@ TASKS: dict[str, dict] = {
     "T2": {"title": "2D U-Net (32..512) activations, 1x1x256x256, a grid per conv layer",
            "ways": ["bare", "bare1t", "floor1x", "floor", "convscope", "naive"]},
     "T3": {"title": "ResNet-50 kernels, a grid per conv layer",
-           "ways": ["bare", "floor", "convscope", "naive"]},
+           "ways": ["bare", "floor", "convscope", "naive"],
+           # one subplot per 3x3 kernel is ~1.3 million subplots: always measured on a budget
+           "naive_budget": 60.0},
     "T4": {"title": "3D U-Net (16..256) activations, 1x1x96^3, slices, streaming",
            "ways": ["bare", "bare1t", "floor", "convscope", "naive"]},
     "T5": {"title": "convscope serve on ResNet-50: layer-grid request latency", "ways": []},
@@ -126,15 +130,14 @@ def largest_activation_mib(manifest: Path) -> float | None:
 def run_task(task: str, args: argparse.Namespace, base: Path) -> dict:
     spec = TASKS[task]
     if task == "T5":
-        from serve_bench import run_serve_bench  # noqa: PLC0415  (benchmarks/ is on sys.path)
+        from benchmarks.serve_bench import run_serve_bench  # noqa: PLC0415
 
         return run_serve_bench(args, base)
     (base / task).mkdir(parents=True, exist_ok=True)
     if "cli" in spec["ways"]:
-        sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-        from worker import make_input  # noqa: PLC0415
-
         import numpy as np  # noqa: PLC0415
+
+        from benchmarks.worker import make_input  # noqa: PLC0415
 
         np.save(base / task / "input.npy", make_input(task, args.size))
     ways = [w for w in spec["ways"] if args.ways is None or w in args.ways]
@@ -143,7 +146,9 @@ def run_task(task: str, args: argparse.Namespace, base: Path) -> dict:
         for way in ways:
             if way == "naive" and (rep > 0 or args.naive_budget == 0):
                 continue
-            budget = args.naive_budget if way == "naive" else None
+            budget = None
+            if way == "naive":
+                budget = args.naive_budget if args.naive_budget is not None else spec.get("naive_budget")
             runs[way].append(run_once(task, way, base, args.size, budget))
             last = runs[way][-1]
             note = " (extrapolated)" if last.get("extrapolated") else ""
@@ -250,7 +255,8 @@ def table(results: list[dict], meta: dict) -> str:
                 n = w["naive"]
                 lines.append(f"{'':<16}* extrapolated: ran {n['layers_done']}/{n['layers_total']} layers "
                              f"({n['subplots_done']}/{n['subplots_total']} subplots) in {n['measured_s']:.0f} s, "
-                             f"fitted time = a + b * subplots for the rest (+{fmt_s(n['extrapolated_s'])} s)")
+                             f"fitted time = a + b * subplots for the rest (+{fmt_s(n['extrapolated_s'])}"
+                             f"{'' if n['extrapolated_s'] >= 3600 else ' s'})")
             if way == "convscope" and w.get("unet_flow"):
                 lines.append(f"{'':<16}U-Net flow figure: {w['unet_flow']}")
             if way == "convscope" and w.get("heavy_modules"):
@@ -279,7 +285,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ways", default=None, help="only these ways, e.g. convscope,floor")
     parser.add_argument("--repeats", type=int, default=None, help="runs per way (median reported); default 5, --quick 1")
     parser.add_argument("--naive-budget", type=float, default=None,
-                        help="seconds of naive work before extrapolating (default: run it in full; 0 skips it)")
+                        help="seconds of naive work before extrapolating (default: in full, T3 60 s; 0 skips it)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, naive way capped at 20 s (extrapolated)")
     parser.add_argument("--size", default="full", choices=("full", "tiny"), help="tiny: the smoke-test models")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
@@ -299,7 +305,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     base = args.out
     base.mkdir(parents=True, exist_ok=True)
     meta = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),

@@ -119,8 +119,12 @@ def write_activations(
 ) -> Path:
     """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
 
-    Each activation is rendered and written as soon as its layer has run (on a thread pool) and
-    then released, so memory does not grow with the number of layers.
+    Each activation is rendered and written as soon as its layer has run (on the output folder's
+    thread pool, overlapping the rest of the forward pass) and then released, so memory does not grow
+    with the number of layers: queued jobs hold at most a few activations (``OutputDir``'s
+    ``max_pending`` / ``max_pending_bytes``), and volumes are reduced to their pictures in the
+    forward pass itself. On CPU the forward pass leaves cores to the rendering threads while they
+    have activations to draw (``TorchAdapter.sharing_cpu``).
 
     Files: ``LAYER.png`` (sample 0) or ``LAYER.sN.png`` per sample of a batch, ``LAYER.overlay.png``
     with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
@@ -166,8 +170,10 @@ def write_activations(
                 folder.add_arrays(folder.unique_name(stem, ".npz"), {"activation": data}, layer=name,
                                   kind="activation-array", shape=list(data.shape))
 
-        # the forward pass leaves cores to the folder's rendering threads (adapters that can)
+        # the forward pass leaves cores to the folder's rendering threads while they have activations
+        # to draw (adapters that can; volumes, drawn in the forward pass, leave nothing queued)
         sharing = getattr(scope.adapter, "sharing_cpu", None)
-        with sharing(folder.workers) if sharing is not None else contextlib.nullcontext():
+        busy = lambda: folder.pending_bytes > 0  # noqa: E731
+        with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
             scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
     return folder.path / "manifest.json"

@@ -6,7 +6,7 @@ torch is imported only here (and in the other ``torch_*`` modules), lazily.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -112,6 +112,7 @@ class TorchAdapter(ModelAdapter):
             )
         self.device = wanted or here or torch.device("cpu")
         self._layers: list[LayerInfo] | None = None
+        self._sharing: dict[int, tuple[Any, int, int]] = {}  # thread -> (busy, reduced, full) torch threads
 
     @property
     def model(self) -> Any:
@@ -234,14 +235,19 @@ class TorchAdapter(ModelAdapter):
         return torch.from_numpy(np.ascontiguousarray(batch)).to(device=self.device, dtype=self._compute_dtype())
 
     @contextlib.contextmanager
-    def sharing_cpu(self, consumer_threads: int) -> Iterator[None]:
-        """Leave CPU cores to a consumer that works while the forward pass runs (streamed rendering).
+    def sharing_cpu(self, consumer_threads: int, busy: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Leave CPU cores to a consumer that works while this thread's captures run (streamed rendering).
 
-        On CPU, torch's intra-op threads are lowered by ``min(consumer_threads, threads // 2)`` for
-        the block and restored after it (the setting is process-wide). Otherwise torch's OpenMP
-        threads, which spin while they wait, take the cores the consumer renders on: on 2 cores
-        streaming ResNet-50 to disk used ~1.6x the CPU time with both threads left to torch.
+        On CPU, torch's intra-op threads are lowered by ``min(consumer_threads, threads // 2)`` and
+        restored when the block ends (the setting is process-wide). With ``busy``, only while
+        ``busy()`` says the consumer has work queued (checked after each captured layer, so a
+        forward pass whose activations are cheap to draw keeps all its threads). Otherwise
+        torch's OpenMP threads, which spin while they wait, take the cores the consumer renders on:
+        on 2 cores, streaming ResNet-50 to disk used ~1.6x the CPU time with both threads left to
+        torch.
         """
+        import threading
+
         import torch
 
         threads = torch.get_num_threads()
@@ -249,11 +255,29 @@ class TorchAdapter(ModelAdapter):
         if self.device.type != "cpu" or keep >= threads:
             yield
             return
-        torch.set_num_threads(keep)
+        ident = threading.get_ident()
+        self._sharing[ident] = (busy, keep, threads)
+        if busy is None:
+            torch.set_num_threads(keep)
         try:
             yield
         finally:
+            del self._sharing[ident]
             torch.set_num_threads(threads)
+
+    def _share_cpu(self) -> None:
+        """Inside :meth:`sharing_cpu`: torch threads for the next layers, from the consumer's load."""
+        import threading
+
+        import torch
+
+        share = self._sharing.get(threading.get_ident())
+        if share is None:
+            return
+        busy, keep, full = share
+        want = keep if busy is None or busy() else full
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
 
     def capture(
         self,
@@ -286,6 +310,8 @@ class TorchAdapter(ModelAdapter):
                 result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
                 if on_activation is not None:
                     on_activation(key, host)
+                    if self._sharing:
+                        self._share_cpu()
                 else:
                     result.activations[key] = host
 

@@ -179,7 +179,11 @@ def _lookup(
 
 
 def _lut_index(unit: np.ndarray, size: int) -> np.ndarray:
-    """Integer LUT rows (``intp``) for ``unit``: ``round(u * (size - 1))`` clipped, NaN -> ``size``."""
+    """Integer LUT rows for ``unit``: ``round(u * (size - 1))`` clipped, NaN -> ``size``.
+
+    ``uint16`` when the table fits (it always does for convscope's 256-entry tables plus the NaN
+    row), which keeps the index array 4x smaller than ``intp``; ``np.take`` accepts it directly.
+    """
     top = float(size - 1)
     scaled = np.multiply(unit, np.float32(top), dtype=np.float32)
     np.clip(scaled, 0.0, top, out=scaled)  # NaN stays NaN; +-Inf clip to the ends
@@ -187,4 +191,4 @@ def _lut_index(unit: np.ndarray, size: int) -> np.ndarray:
     scaled += np.float32(0.5)
     if nan_mask.any():
         scaled[nan_mask] = float(size)
-    return scaled.astype(np.intp)
+    return scaled.astype(np.uint16 if size < 65535 else np.intp)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import zlib
@@ -17,7 +16,7 @@ from ..io.files import atomic_write_bytes
 __all__ = ["Picture", "encode_png"]
 
 DEFAULT_COMPRESS_LEVEL = 1
-"""zlib level for PNG: 1 is several times faster than Pillow's default 6 for ~10-20% larger files."""
+"""zlib level for PNG: 1 is the fastest level that compresses (several times faster than 6)."""
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -34,10 +33,10 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
 
     A direct encoder (numpy + zlib, which releases the GIL, so images encode in parallel on a
     thread pool). Each row is filtered with Up when it repeats the row above (nearest-upscaled
-    grids: the row becomes zeros, which deflate almost for free) and with None otherwise. That is
-    several times faster than Pillow's per-row trial of all five filters at the same zlib level, and
-    the files are smaller for convscope's grids. Any PNG reader (Pillow included) decodes it to
-    exactly ``pixels``.
+    grids: the row becomes zeros, which deflate quickly) and with None otherwise. That is about 3x
+    faster than Pillow's per-row trial of all five filters at the same zlib level, and the files
+    are smaller for convscope's grids. Any PNG reader (Pillow included) decodes it to exactly
+    ``pixels``.
     """
     arr = np.asarray(pixels)
     if arr.dtype != np.uint8:
@@ -55,39 +54,28 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
     compressor = zlib.compressobj(level)
     block = max(1, _BLOCK_BYTES // (line + 1))
     buf = np.empty((min(block, height), line + 1), dtype=np.uint8)
+    repeat = np.zeros(min(block, height), dtype=bool)
     parts: list[bytes] = []
     for start in range(0, height, block):
         stop = min(start + block, height)
-        out = buf[: stop - start]
+        out, same = buf[: stop - start], repeat[: stop - start]
         current = rows[start:stop]
-        repeat = np.zeros(stop - start, dtype=bool)  # row == the row above (the first row has none)
-        first = 1 if start == 0 else 0
+        first = 1 if start == 0 else 0  # the image's first row has no row above
+        same[:first] = False
         if stop - start > first:
-            np.all(current[first:] == rows[start + first - 1 : stop - 1], axis=1, out=repeat[first:])
-        out[:, 0] = np.where(repeat, 2, 0)  # filter type: 2 = Up, 0 = None
+            np.all(current[first:] == rows[start + first - 1 : stop - 1], axis=1, out=same[first:])
+        out[:, 0] = np.where(same, 2, 0)  # filter type: 2 = Up, 0 = None
         out[:, 1:] = current
-        out[repeat, 1:] = 0
+        out[same, 1:] = 0  # Up of a repeated row
         parts.append(compressor.compress(out))
     parts.append(compressor.flush())
     idat = b"".join(parts)
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     chunks = [_PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
     step = 1 << 30  # IDAT chunks must stay below 2**31 bytes
-    chunks += [_png_chunk(b"IDAT", idat[i : i + step]) for i in range(0, max(len(idat), 1), step)]
+    chunks += [_png_chunk(b"IDAT", idat[i : i + step]) for i in range(0, len(idat), step)]
     chunks.append(_png_chunk(b"IEND", b""))
     return b"".join(chunks)
-
-
-def encode_png_pillow(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
-    """The same image encoded by Pillow (adaptive per-row filters); kept as a reference."""
-    from PIL import Image
-
-    arr = np.ascontiguousarray(pixels)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"encode_png needs uint8 pixels, got {arr.dtype}")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
 
 
 @dataclass(frozen=True, eq=False)

@@ -28,8 +28,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     if not infos:
         raise ValueError(f"cannot resolve --host {host!r}")
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, socktype, proto, _, addr = infos[0]
+    # proto must be IPPROTO_TCP so the event loop switches off Nagle's delay (~40 ms per small reply)
+    sock = socket.socket(family, socktype, proto or socket.IPPROTO_TCP)
     try:
         if os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

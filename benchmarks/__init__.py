@@ -1,0 +1,1 @@
+"""convscope benchmark suite: ``make bench`` (``benchmarks/run.py``); see docs/performance.md."""
