@@ -182,6 +182,14 @@ class TorchAdapter(ModelAdapter):
                 )
         return InputSpec(channels=None, spatial_dims=None, dtype=str(self._compute_dtype()).replace("torch.", ""))
 
+    def _checked_modules(self, layers: Sequence[str]) -> dict[str, Any]:
+        """All named modules, after checking every name in ``layers`` exists (else close-match error)."""
+        modules = self._modules()
+        for name in layers:
+            if name not in modules:
+                self._module(name)  # raises with close matches
+        return modules
+
     def _module(self, name: str) -> Any:
         modules = self._modules()
         if name not in modules:
@@ -289,10 +297,7 @@ class TorchAdapter(ModelAdapter):
     ) -> CaptureResult:
         import torch
 
-        modules = self._modules()
-        missing = [name for name in layers if name not in modules]
-        if missing:
-            self._module(missing[0])  # raises with close matches
+        modules = self._checked_modules(layers)
         result = CaptureResult()
         calls: dict[str, int] = {}
 

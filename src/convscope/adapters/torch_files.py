@@ -410,10 +410,7 @@ class TorchScriptAdapter(TorchAdapter):
     ) -> CaptureResult:
         import torch
 
-        modules = self._modules()
-        missing = [name for name in layers if name not in modules]
-        if missing:
-            self._module(missing[0])  # raises with close matches
+        self._checked_modules(layers)
         wanted = list(dict.fromkeys(layers))
         result = CaptureResult()
         with preserved_model_state(self._model, train_mode=train_mode), torch.no_grad():
