@@ -27,6 +27,18 @@ def assert_same_fingerprint(before: dict, after: dict) -> None:
     assert before["hooks"] == after["hooks"]
 
 
+@pytest.fixture(autouse=True)
+def _deterministic_random_state() -> None:
+    """Every test starts from the same torch and legacy-numpy random state, so tests that build
+    random tiny nets (which can have dead ReLUs) are reproducible whatever runs before them."""
+    import sys
+
+    np.random.seed(0)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(0)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
