@@ -28,15 +28,21 @@ def assert_same_fingerprint(before: dict, after: dict) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_random_state() -> None:
-    """Every test starts from the same torch and legacy-numpy random state, so tests that build
-    random tiny nets (which can have dead ReLUs) are reproducible whatever runs before them."""
+def _deterministic_process_state():
+    """Every test starts from the same torch and legacy-numpy random state (tests that build random
+    tiny nets, which can have dead ReLUs, are reproducible whatever runs before them), and torch's
+    thread count is restored after it (the benchmark smoke test runs a one-thread way in-process)."""
     import sys
 
     np.random.seed(0)
     torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     if torch is not None:
         torch.manual_seed(0)
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
