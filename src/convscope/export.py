@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.activations import Activation, map_stats
+from .core.activations import ORDERS, Activation, map_stats
 from .io.output import OutputDir, safe_filename
 
 if TYPE_CHECKING:
@@ -22,6 +22,14 @@ if TYPE_CHECKING:
     from .scope import Scope
 
 __all__ = ["write_kernels", "write_activations"]
+
+
+SCALES = ("minmax", "symmetric", "percentile")
+
+
+def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def write_kernels(
@@ -41,6 +49,12 @@ def write_kernels(
 
     Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.png``).
     """
+    _check_choice("scale", scale, SCALES)
+    _check_choice("normalize", normalize, ("filter", "shared"))
+    if cmap is not None:
+        from .render.colormap import get_colormap
+
+        get_colormap(cmap)
     names = scope.select(layers, kind=kind, kernels=True)
     with OutputDir(out, info={"command": "kernels", "model": scope.name}) as folder:
         for name in names:
@@ -130,6 +144,16 @@ def write_activations(
     with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
     Returns the path of ``manifest.json``.
     """
+    # check every option before anything is captured or written
+    _check_choice("scale", scale, SCALES)
+    _check_choice("order", order, ORDERS)
+    _check_choice("normalize", normalize, ("channel", "shared"))
+    _check_choice("volume", volume, ("slices", "mip"))
+    if top is not None and top < 1:
+        raise ValueError(f"top must be a positive number of channels, got {top}")
+    from .render.colormap import get_colormap
+
+    get_colormap(cmap)  # unknown names fail here, with the list of known ones
     prepared = scope.prepare(image, size=size, normalize=input_normalize)
     batch_size = prepared.batch.shape[0]
     chosen = list(range(batch_size)) if samples is None else list(samples)

@@ -139,3 +139,20 @@ def test_unet_command_on_a_classifier_is_one_line(capsys, tmp_path):
     np.save(tmp_path / "img.npy", np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
     code, _, err = run(["unet", "demo:cnn", str(tmp_path / "img.npy"), "-o", str(tmp_path / "u")], capsys)
     assert code == 2 and "not a spatial map" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--scale", "weird"], "scale must be one of"),
+        (["--order", "foo"], "order must be one of"),
+        (["--top", "0"], "top must be a positive"),
+        (["--volume", "cube"], "volume must be one of"),
+        (["--cmap", "nocmap"], "nocmap"),
+    ],
+)
+def test_bad_activation_options_fail_before_anything_is_written(capsys, tmp_path, image_path, flags, message):
+    out_dir = tmp_path / "a"
+    code, _, err = run(["activations", FACTORY, str(image_path), "-o", str(out_dir), *flags], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out_dir.exists() or not any(out_dir.iterdir())

@@ -333,7 +333,7 @@ class TorchAdapter(ModelAdapter):
                 except ConvscopeError:
                     raise
                 except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
                     raise ConvscopeError(
                         f"the model's forward pass failed on an input of shape {tuple(batch.shape)}: {first}. "
                         f"Check the image size and channels (--size, or a different image)"
