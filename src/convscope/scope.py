@@ -151,7 +151,10 @@ class Scope:
         ``scope.kernels("enc1.conv")`` (one exact name) returns a :class:`KernelBank`; a glob, a list or
         None (all convolutions) returns ``{name: KernelBank}`` in model order.
         """
-        if isinstance(layers, str) and not any(ch in layers for ch in "*?["):
+        exact = isinstance(layers, str) and (
+            not any(ch in layers for ch in "*?[") or any(info.name == layers for info in self.adapter.layers())
+        )
+        if exact:
             self.select(layers, kernels=True)  # validates, with close-name suggestions
             return self.adapter.kernel(layers)
         return {name: self.adapter.kernel(name) for name in self.select(layers, kind=kind, kernels=True)}

@@ -78,3 +78,8 @@ def test_table_has_header_and_one_row_per_layer():
     assert lines[0].split()[:3] == ["name", "kind", "type"]
     assert len(lines) == len(LAYERS) + 2
     assert "1,168" in text
+
+
+def test_an_exact_name_with_glob_characters_is_taken_literally():
+    layers = LAYERS + [LayerInfo("block[1]", "conv", "Conv2D")]
+    assert names(select_layers(layers, "block[1]")) == ["block[1]"]

@@ -137,7 +137,7 @@ def select_layers(
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:
             raise ValueError(f"layer names must be non-empty strings, got {pattern!r}")
-        if _is_pattern(pattern):
+        if _is_pattern(pattern) and pattern not in by_name:  # an exact name wins over glob reading
             hits = [n for n in all_names if fnmatch.fnmatchcase(n, pattern)]
             if kind is not None:
                 hits = [n for n in hits if _kind_matches(by_name[n], kind)]
