@@ -3,9 +3,10 @@
 * **Layers** are the graph's top-level nodes that compute from the model input and produce a
   floating-point tensor (Conv, ConvTranspose, Relu, Add, Concat, Resize, MaxPool,
   BatchNormalization, ...; pure weight/shape arithmetic is left out). A layer is named by
-  ``node.name`` when that is set, unique and usable as a name, else by a generated stable name
-  ``"<OpType>_<first output tensor>"`` (sanitised; ``_2``, ``_3``... on a clash). A layer's
-  activation is its first output tensor.
+  its torch module path when the graph records one (``torch.onnx.export(dynamo=True)`` metadata;
+  ``enc1.conv``, as in the torch model), else ``node.name`` when that is set, unique and usable as
+  a name, else a generated stable name ``"<OpType>_<first output tensor>"`` (sanitised; ``_2``,
+  ``_3``... on a clash). A layer's activation is its first output tensor.
 * **Kernels** come from initializers (also through ``Constant``, ``Identity``, ``Cast`` and
   ``DequantizeLinear`` nodes). ONNX ``Conv`` stores ``W`` as ``(M, C/group, *k)``, which is the
   canonical layout; ``ConvTranspose`` stores ``(C, M/group, *k)``, converted to ``(M, C/group, *k)``.
@@ -449,12 +450,15 @@ class OnnxAdapter(ModelAdapter):
         taken = {n for n, c in counts.items() if c == 1 and not _BAD_NAME_CHARS.search(n) and len(n) <= 200}
         taken.update(vi.name for vi in self._inputs)
         self._layers: dict[str, _Layer] = {}
+        module_names = self._torch_module_names(taken)
         for index in self._dynamic_nodes:
             node = graph.node[index]
             output = next((o for o in node.output if o), "")
             if not output or not self._is_float(output):
                 continue
-            if node.name in taken and node.name not in self._layers and counts.get(node.name) == 1:
+            if index in module_names:
+                name = module_names[index]
+            elif node.name in taken and node.name not in self._layers and counts.get(node.name) == 1:
                 name = node.name
             else:
                 base = f"{node.op_type}_{_SANITIZE.sub('_', output)}"[:200]
@@ -463,6 +467,38 @@ class OnnxAdapter(ModelAdapter):
                     name, k = f"{base}_{k}", k + 1
                 taken.add(name)
             self._layers[name] = _Layer(name, index, node, output, self._describe(name, node))
+
+    def _torch_module_names(self, taken: set[str]) -> dict[int, str]:
+        """Node index -> the torch module path it came from, for graphs from ``torch.onnx.export(dynamo=True)``.
+
+        That exporter names nodes ``node_conv2d_3`` but records each node's module scopes in the
+        ``pkg.torch.onnx.name_scopes`` metadata (``['', 'enc1', 'enc1.conv', 'conv2d']``: the last
+        entry is the op, the one before it the module). A module that produced exactly one
+        floating-point node is named by its path, so layers are called as in the torch model
+        (``enc1.conv``); anything else keeps the node's own or generated name.
+        """
+        import ast
+
+        by_path: dict[str, list[int]] = {}
+        for index in self._dynamic_nodes:
+            node = self._proto.graph.node[index]
+            output = next((o for o in node.output if o), "")
+            if not output or not self._is_float(output):
+                continue
+            scopes_text = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+            if not scopes_text:
+                continue
+            try:
+                scopes = ast.literal_eval(scopes_text)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(scopes, list) and len(scopes) >= 2 and isinstance(scopes[-2], str) and scopes[-2]:
+                by_path.setdefault(scopes[-2], []).append(index)
+        return {
+            indices[0]: path
+            for path, indices in by_path.items()
+            if len(indices) == 1 and path not in taken and not _BAD_NAME_CHARS.search(path) and len(path) <= 200
+        }
 
     def _subgraph_reads(self, node: Any, dynamic: set[str]) -> bool:
         """True if a subgraph of ``node`` (If/Loop/Scan) reads a dynamic outer-scope tensor."""
