@@ -121,3 +121,11 @@ def test_import_needs_only_numpy_and_pillow():
     code = "import sys, convscope; bad=[m for m in ('torch','matplotlib','jinja2','fastapi','keras','onnx') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_layer_table_shows_as_escaped_html_in_jupyter():
+    net = SmallNet()
+    net.add_module("<b>x</b>", torch.nn.Conv2d(2, 2, 1))
+    html = cs.Scope(net).layers()._repr_html_()
+    assert html.startswith("<table>") and "<td>enc1.conv</td>" in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html

@@ -29,6 +29,31 @@ class LayerTable(list[LayerInfo]):
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython
         printer.text(str(self))
 
+    def _repr_html_(self) -> str:  # Jupyter: a real table, every model-derived string escaped
+        import html
+
+        header = ("name", "kind", "type", "kernel", "stride", "groups", "out shape", "params")
+
+        def cell(value: Any) -> str:
+            if value is None:
+                return "-"
+            if isinstance(value, tuple):
+                return "x".join(str(v) for v in value) or "-"
+            return str(value)
+
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(cell(v))}</td>"
+                for v in (layer.name, layer.kind, layer.type_name, layer.kernel_size, layer.stride,
+                          layer.groups if layer.is_conv else None, layer.out_shape, f"{layer.params:,}")
+            )
+            + "</tr>"
+            for layer in self
+        )
+        head = "".join(f"<th>{h}</th>" for h in header)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
     def to_json(self) -> list[dict[str, Any]]:
         return [layer.to_dict() for layer in self]
 
