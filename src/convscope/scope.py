@@ -11,7 +11,7 @@ import numpy as np
 from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet
 from .core.kernels import KernelBank
-from .core.layers import LayerInfo, format_layer_table, select_layers
+from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .loading import LoadedModel, load_model
 
@@ -32,26 +32,10 @@ class LayerTable(list[LayerInfo]):
     def _repr_html_(self) -> str:  # Jupyter: a real table, every model-derived string escaped
         import html
 
-        header = ("name", "kind", "type", "kernel", "stride", "groups", "out shape", "params")
-
-        def cell(value: Any) -> str:
-            if value is None:
-                return "-"
-            if isinstance(value, tuple):
-                return "x".join(str(v) for v in value) or "-"
-            return str(value)
-
+        head = "".join(f"<th>{h}</th>" for h in TABLE_HEADER)
         body = "".join(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(cell(v))}</td>"
-                for v in (layer.name, layer.kind, layer.type_name, layer.kernel_size, layer.stride,
-                          layer.groups if layer.is_conv else None, layer.out_shape, f"{layer.params:,}")
-            )
-            + "</tr>"
-            for layer in self
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in layer_row(layer)) + "</tr>" for layer in self
         )
-        head = "".join(f"<th>{h}</th>" for h in header)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def to_json(self) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import LayerNotFoundError, close_matches
 
-__all__ = ["LayerInfo", "LayerKind", "KINDS", "select_layers", "format_layer_table"]
+__all__ = ["LayerInfo", "LayerKind", "KINDS", "TABLE_HEADER", "layer_row", "select_layers", "format_layer_table"]
 
 LayerKind = str
 """One of :data:`KINDS`."""
@@ -185,23 +185,27 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+TABLE_HEADER = ("name", "kind", "type", "kernel", "stride", "groups", "out shape", "params")
+
+
+def layer_row(layer: LayerInfo) -> tuple[str, ...]:
+    """One layer as the text cells of :data:`TABLE_HEADER`."""
+    return (
+        layer.name,
+        layer.kind,
+        layer.type_name,
+        _fmt(layer.kernel_size),
+        _fmt(layer.stride),
+        _fmt(layer.groups) if layer.is_conv else "-",
+        _fmt(layer.out_shape),
+        f"{layer.params:,}",
+    )
+
+
 def format_layer_table(layers: Sequence[LayerInfo]) -> str:
     """A fixed-width text table: name, kind, type, kernel, stride, groups, out shape, params."""
-    header = ("name", "kind", "type", "kernel", "stride", "groups", "out shape", "params")
-    rows = [header]
-    for layer in layers:
-        rows.append(
-            (
-                layer.name,
-                layer.kind,
-                layer.type_name,
-                _fmt(layer.kernel_size),
-                _fmt(layer.stride),
-                _fmt(layer.groups) if layer.is_conv else "-",
-                _fmt(layer.out_shape),
-                f"{layer.params:,}",
-            )
-        )
+    header = TABLE_HEADER
+    rows = [header, *(layer_row(layer) for layer in layers)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
