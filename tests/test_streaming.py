@@ -207,3 +207,14 @@ def test_forward_pass_keeps_its_threads_when_the_renderer_is_idle() -> None:
     before = torch.get_num_threads()
     seen, after = threads_seen_by_layers(lambda: False)
     assert seen == [before] * 3 and after == before
+
+
+def test_a_drawing_error_in_the_forward_pass_surfaces_as_itself() -> None:
+    from convscope.export import _drawn_now
+
+    def broken() -> Any:
+        raise ZeroDivisionError("drawing failed")
+
+    job = _drawn_now(broken)
+    with pytest.raises(ZeroDivisionError, match="drawing failed"):
+        job()

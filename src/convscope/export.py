@@ -81,9 +81,10 @@ def _drawn_now(render: Callable[[], Picture]) -> Callable[[], Picture]:
     try:
         picture = render()
     except Exception as exc:  # noqa: BLE001 - re-raised by the job
+        error = exc  # ``exc`` is unbound when the except block ends
 
         def fail() -> Picture:
-            raise exc
+            raise error
 
         return fail
     return lambda: picture

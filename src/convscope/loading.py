@@ -87,7 +87,7 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         if not trust:
             raise UntrustedFileError(
                 f"{path.name} holds pickled Python objects beyond plain tensors (for example a whole pickled model); "
@@ -99,7 +99,6 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:  # noqa: BLE001
             raise ModelLoadError(f"cannot load {path.name} even as a trusted pickle: {_first_line(exc2)}") from None
-        del exc
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
         raise ModelLoadError(f"{path.name} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}") from None
 

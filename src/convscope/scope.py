@@ -10,7 +10,6 @@ import numpy as np
 
 from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet
-from .core.kernels import KernelBank
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .loading import LoadedModel, load_model

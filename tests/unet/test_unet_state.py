@@ -68,7 +68,7 @@ class Exploding(nn.Module):
         self.inner = Z.UNet(3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.inner(x)
+        self.inner(x)
         raise RuntimeError("boom after the decoder")
 
 

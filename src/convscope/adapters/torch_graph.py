@@ -769,7 +769,7 @@ def _merge_gradients(
             result[merge] = tuple(float("nan") for _ in node.inputs)
             continue
         sums = []
-        for position, (source, part) in enumerate(zip(node.inputs, info)):
+        for source, part in zip(node.inputs, info):
             value = tracer.values.get(source)
             if value is None:
                 sums.append(float("nan"))
