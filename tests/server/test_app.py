@@ -319,3 +319,19 @@ def test_status_reports_cache_and_forward_passes(unet_client: tuple[Any, str, An
     client, _token, _state = unet_client
     data = client.get("/api/status").json()
     assert {"cache", "forward_passes", "images"} <= set(data)
+
+
+def test_a_demo_model_without_an_images_folder_offers_its_samples() -> None:
+    client, _, _ = make_client(cs.load("demo:unet"))
+    with client:
+        images = client.get("/api/images").json()["images"]
+        assert [(i["name"], i["origin"]) for i in images] == [("demo sample 1", "sample"), ("demo sample 2", "sample")]
+        layer = client.get("/api/model").json()["layers"][0]["id"]
+        response = client.get(f"/api/images/{images[0]['id']}/layers/{layer}/grid.png")
+        assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+
+
+def test_a_plain_model_without_an_images_folder_starts_empty(unet_scope: cs.Scope) -> None:
+    client, _, _ = make_client(unet_scope)
+    with client:
+        assert client.get("/api/images").json()["images"] == []

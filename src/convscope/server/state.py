@@ -84,7 +84,7 @@ class LayerEntry:
 @dataclass
 class ImageEntry:
     name: str
-    origin: str  # "folder" | "upload"
+    origin: str  # "folder" | "upload" | "sample" (a bundled demo model's generated input)
     folder_image: FolderImage | None = None
     data: Any = None  # decoded upload (numpy array)
     created: float = field(default_factory=time.time)
@@ -141,11 +141,15 @@ class ViewerState:
         self.model_lock = threading.Lock()
         self.captures = 0  # forward passes run (for tests and /api/status)
         folder = scan_image_folder(self.images_dir) if self.images_dir is not None else []
+        # without a folder, a bundled demo model offers its generated samples, so the page starts full
+        samples = [] if self.images_dir is not None or scope.loaded.sample is None else [0, 1]
         self.images: IdRegistry[ImageEntry] = IdRegistry(
-            "i", max_items=len(folder) + self.limits.max_uploads, evictable=lambda e: e.origin == "upload"
+            "i", max_items=len(folder) + len(samples) + self.limits.max_uploads, evictable=lambda e: e.origin == "upload"
         )
         for item in folder:
             self.images.add(ImageEntry(name=item.name, origin="folder", folder_image=item))
+        for seed in samples:
+            self.images.add(ImageEntry(name=f"demo sample {seed + 1}", origin="sample", data=scope.sample(seed)))
         self._unet_known: bool | None = None
 
     # -- lookups --------------------------------------------------------------------------------
@@ -195,7 +199,7 @@ class ViewerState:
 
     # -- inputs and activations -----------------------------------------------------------------
     def _decode(self, entry: ImageEntry) -> Any:
-        if entry.origin == "upload":
+        if entry.data is not None:  # uploads and generated samples
             return entry.data
         if entry.folder_image is None or self.images_dir is None:
             raise ApiError(404, "unknown_image", "the image has no data")
