@@ -15,7 +15,7 @@ from ..core.kernels import KernelBank
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, close_matches
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
-from .torch_state import preserved_model_state
+from .torch_state import host_copy, preserved_model_state
 
 __all__ = ["TorchAdapter", "is_torch_module", "resolve_device"]
 
@@ -176,7 +176,7 @@ class TorchAdapter(ModelAdapter):
         for module in self._model.modules():
             if isinstance(module, torch.nn.modules.conv._ConvNd):
                 return InputSpec(
-                    channels=int(module.in_channels),
+                    channels=int(module.in_channels) or None,  # 0 for a lazy conv not yet run
                     spatial_dims=len(module.kernel_size),
                     dtype=str(self._compute_dtype()).replace("torch.", ""),
                 )
@@ -213,7 +213,7 @@ class TorchAdapter(ModelAdapter):
             )
         with torch.no_grad():
             w = weight.detach().to("cpu", dtype=torch.float32, copy=True)
-            bias = None if module.bias is None else module.bias.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            bias = None if module.bias is None else host_copy(module.bias)
         groups = int(module.groups)
         if module.transposed:
             # torch stores (in, out // groups, *k); canonical is (out, in // groups, *k)
@@ -310,7 +310,7 @@ class TorchAdapter(ModelAdapter):
                 calls[name] = count + 1
                 key = name if count == 0 else f"{name}#{count}"
                 # clone inside the hook: later in-place ops (ReLU(inplace=True)) must not reach it
-                host = tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+                host = host_copy(tensor)
                 result.shapes[key] = tuple(host.shape)
                 result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
                 if on_activation is not None:
@@ -332,15 +332,22 @@ class TorchAdapter(ModelAdapter):
                     output = self._model(inputs)
                 except ConvscopeError:
                     raise
-                except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                    first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+                except TypeError as exc:
+                    if "positional argument" in str(exc) or "required" in str(exc):
+                        raise ConvscopeError(
+                            f"the model's forward takes more than one input ({str(exc).strip().splitlines()[0]}); "
+                            f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
+                        ) from exc
+                    raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
+                except (RuntimeError, ValueError, IndexError) as exc:
+                    first = _first_line(exc)
                     raise ConvscopeError(
                         f"the model's forward pass failed on an input of shape {tuple(batch.shape)}: {first}. "
                         f"Check the image size and channels (--size, or a different image)"
                     ) from exc
                 out_tensor = _first_tensor(output)
                 if out_tensor is not None:
-                    result.output = out_tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+                    result.output = host_copy(out_tensor)
             finally:
                 for handle in handles:
                     handle.remove()
@@ -351,6 +358,11 @@ class TorchAdapter(ModelAdapter):
         from .torch_graph import trace_torch
 
         return trace_torch(self._model, batch, device=self.device, **kwargs)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 def _is_lazy(param: Any) -> bool:

@@ -33,6 +33,7 @@ import numpy as np
 from ..core.kernels import KernelBank
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
+from .torch_state import host_copy
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 from .torch_files import kind_from_type_name
 
@@ -396,7 +397,7 @@ class ExportedProgramAdapter(ModelAdapter):
         bias_t = self._tensor_of(facts["bias"]) if facts["bias"] is not None else None
         with torch.no_grad():
             w = weight.detach().to("cpu", dtype=torch.float32, copy=True)
-            bias = None if bias_t is None else bias_t.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            bias = None if bias_t is None else host_copy(bias_t)
         groups = facts["groups"]
         if facts["transposed"]:
             in_ch, out_per_group = w.shape[0], w.shape[1]
@@ -497,7 +498,7 @@ class ExportedProgramAdapter(ModelAdapter):
             tensor = _first_tensor(value)
             if tensor is None:
                 return
-            host = tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            host = host_copy(tensor)
             for key in keys:
                 result.shapes[key] = tuple(host.shape)
                 result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
@@ -509,7 +510,7 @@ class ExportedProgramAdapter(ModelAdapter):
         output = self._run(self._input_tensor(batch), record)
         out_tensor = _first_tensor(output)
         if out_tensor is not None:
-            result.output = out_tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            result.output = host_copy(out_tensor)
         # model order (a call's name#k right after the first)
         if on_activation is None:
             order = [call.name for name in wanted for call in self._calls if call.path == name]

@@ -27,7 +27,7 @@ from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, ModelLoadError, UnsupportedModelError
 from .base import ActivationCallback, CaptureResult, InputSpec
 from .torch_adapter import TorchAdapter, _first_tensor
-from .torch_state import preserved_model_state
+from .torch_state import host_copy, preserved_model_state
 
 __all__ = [
     "sniff_format",
@@ -370,7 +370,7 @@ class TorchScriptAdapter(TorchAdapter):
         with torch.no_grad():
             w = module.weight.detach().to("cpu", dtype=torch.float32, copy=True)
             bias_t = getattr(module, "bias", None)
-            bias = None if bias_t is None else bias_t.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            bias = None if bias_t is None else host_copy(bias_t)
         groups = int(facts["groups"])
         transposed = info.kind == "conv_transpose"
         if transposed:
@@ -425,12 +425,12 @@ class TorchScriptAdapter(TorchAdapter):
                 ) from None
         out_tensor = _first_tensor(outputs[0])
         if out_tensor is not None:
-            result.output = out_tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            result.output = host_copy(out_tensor)
         for key, value in zip(keys, outputs[1:]):
             tensor = _first_tensor(value)
             if tensor is None:
                 continue
-            host = tensor.detach().to("cpu", dtype=torch.float32, copy=True).numpy()
+            host = host_copy(tensor)
             result.shapes[key] = tuple(host.shape)
             result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
             if on_activation is not None:

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["preserved_model_state", "model_fingerprint"]
+__all__ = ["preserved_model_state", "model_fingerprint", "host_copy"]
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -33,10 +33,22 @@ def preserved_model_state(model: Any, *, train_mode: bool = False) -> Iterator[A
     - every hook dictionary: hooks added inside the block are removed, the user's kept, in order;
     - gradients (``.grad``) of every parameter, which a backward pass inside the block would change.
 
-    Yields the model (unchanged object).
+    Yields the model (unchanged object). Raises ``ConvscopeError`` for a model with uninitialised
+    lazy layers, whose first forward pass would create weights (a change that cannot be undone).
     """
     import torch
+    from torch.nn.parameter import UninitializedParameter
 
+    lazy = [name for name, param in model.named_parameters() if isinstance(param, UninitializedParameter)]
+    if lazy:
+        from ..errors import ConvscopeError
+
+        raise ConvscopeError(
+            f"the model has lazy layers whose weights do not exist yet ({lazy[0]}"
+            + (f" and {len(lazy) - 1} more" if len(lazy) > 1 else "")
+            + "); a forward pass would create them and so change the model. Run one forward pass "
+            "yourself first (model(example_input)), then use convscope"
+        )
     modules = list(model.modules())
     training = [m.training for m in modules]
     params = list(model.parameters())
@@ -81,3 +93,15 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
             for m in model.modules()
         ],
     }
+
+
+def host_copy(tensor: Any) -> Any:
+    """A float32, C-contiguous numpy copy of ``tensor`` on the host (``(N, C, *spatial)`` stays as is).
+
+    Always a copy (later in-place ops on the tensor cannot reach it), whatever the tensor's dtype
+    (float16/bfloat16 are upcast; numpy has no bfloat16), device or memory format (channels_last
+    tensors come back in the logical NCHW order, contiguous).
+    """
+    import torch
+
+    return tensor.detach().to("cpu", dtype=torch.float32, copy=True, memory_format=torch.contiguous_format).numpy()

@@ -126,7 +126,8 @@ def select_layers(
         if not chosen:
             raise LayerNotFoundError(
                 f"the model has no layer of kind {wanted_kind!r}; "
-                f"kinds present: {', '.join(sorted({l.kind for l in layers})) or 'none'}"
+                f"kinds present: {', '.join(sorted({l.kind for l in layers})) or 'none'}; "
+                f"choose layers by name (layers=... / --layer) or kind (kind=... / --kind)"
             )
         return chosen
 

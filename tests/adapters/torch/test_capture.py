@@ -195,3 +195,32 @@ def test_unknown_captured_layer_lists_close_names():
     acts = Scope(make_net()).activations(image(), ["conv", "conv2"])
     with pytest.raises(KeyError, match="conv2"):
         acts["conv3"]
+
+
+def test_uninitialised_lazy_model_is_refused_and_not_materialised():
+    net = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU())
+    with pytest.raises(ConvscopeError, match="lazy layers.*Run one forward pass yourself"):
+        Scope(net).activations(image())
+    assert isinstance(net[0], nn.LazyConv2d)  # still lazy: convscope did not create its weights
+
+
+def test_channels_last_activations_come_back_contiguous_in_nchw_order():
+    net = make_net().to(memory_format=torch.channels_last)
+    acts = Scope(net).activations(image(), ["conv"])
+    with torch.no_grad():
+        ref = net.conv(torch.from_numpy(image()).to(memory_format=torch.channels_last)).numpy()
+    assert acts["conv"].data.flags.c_contiguous
+    np.testing.assert_array_equal(acts["conv"].data, ref)
+
+
+def test_model_with_two_inputs_gets_a_clear_message():
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x, y):
+            return self.conv(x) + y
+
+    with pytest.raises(ConvscopeError, match="more than one input.*wrap the model"):
+        Scope(TwoInputs()).activations(image())
