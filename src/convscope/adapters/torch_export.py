@@ -474,7 +474,6 @@ class ExportedProgramAdapter(ModelAdapter):
             :class:`CaptureResult` with ``(N, C, *spatial)`` float32 copies; a module called several
             times also gives ``name#1``, ``name#2``...
         """
-        import torch
 
         if train_mode:
             raise UnsupportedModelError(
