@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.kernels import KernelBank
+from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, close_matches
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
@@ -637,17 +637,10 @@ class OnnxAdapter(ModelAdapter):
         attrs = _attributes(node)
         groups = int(attrs.get("group", 1))
         transposed = node.op_type == "ConvTranspose"
-        if transposed:
-            # ONNX stores (C, M/group, *k); canonical is (M, C/group, *k)
-            in_ch, out_per_group = w.shape[0], w.shape[1]
-            if in_ch % groups:
-                raise ConvscopeError(f"ConvTranspose {layer!r}: group={groups} does not divide {in_ch} input channels")
-            k = w.shape[2:]
-            w = (
-                w.reshape(groups, in_ch // groups, out_per_group, *k)
-                .swapaxes(1, 2)
-                .reshape(groups * out_per_group, in_ch // groups, *k)
-            )
+        if transposed:  # ONNX stores (C, M/group, *k)
+            if w.shape[0] % groups:
+                raise ConvscopeError(f"ConvTranspose {layer!r}: group={groups} does not divide {w.shape[0]} input channels")
+            w = transposed_to_canonical(w, groups)
         dilations = attrs.get("dilations")
         return KernelBank(
             layer=layer,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.kernels import KernelBank
+from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, close_matches
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
@@ -211,22 +211,14 @@ class TorchAdapter(ModelAdapter):
             raise ConvscopeError(
                 f"layer {layer!r} is a lazy convolution whose weights do not exist yet; run one forward pass first"
             )
-        with torch.no_grad():
-            w = weight.detach().to("cpu", dtype=torch.float32, copy=True)
-            bias = None if module.bias is None else host_copy(module.bias)
+        w = host_copy(weight)
+        bias = None if module.bias is None else host_copy(module.bias)
         groups = int(module.groups)
-        if module.transposed:
-            # torch stores (in, out // groups, *k); canonical is (out, in // groups, *k)
-            in_ch, out_per_group = w.shape[0], w.shape[1]
-            k = tuple(w.shape[2:])
-            w = (
-                w.reshape(groups, in_ch // groups, out_per_group, *k)
-                .transpose(1, 2)
-                .reshape(groups * out_per_group, in_ch // groups, *k)
-            )
+        if module.transposed:  # torch stores (in, out // groups, *k)
+            w = transposed_to_canonical(w, groups)
         return KernelBank(
             layer=layer,
-            weights=np.ascontiguousarray(w.numpy()),
+            weights=w,
             groups=groups,
             transposed=bool(module.transposed),
             dilation=tuple(int(d) for d in module.dilation),

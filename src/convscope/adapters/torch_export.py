@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.kernels import KernelBank
+from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
 from .torch_state import host_copy
@@ -379,7 +379,6 @@ class ExportedProgramAdapter(ModelAdapter):
         )
 
     def kernel(self, layer: str) -> KernelBank:
-        import torch
 
         info = self._info(layer)
         if not info.is_conv:
@@ -395,22 +394,15 @@ class ExportedProgramAdapter(ModelAdapter):
                 f"convscope can only show stored kernels"
             )
         bias_t = self._tensor_of(facts["bias"]) if facts["bias"] is not None else None
-        with torch.no_grad():
-            w = weight.detach().to("cpu", dtype=torch.float32, copy=True)
-            bias = None if bias_t is None else host_copy(bias_t)
+        w = host_copy(weight)
+        bias = None if bias_t is None else host_copy(bias_t)
         groups = facts["groups"]
         if facts["transposed"]:
-            in_ch, out_per_group = w.shape[0], w.shape[1]
-            k = tuple(w.shape[2:])
-            w = (
-                w.reshape(groups, in_ch // groups, out_per_group, *k)
-                .transpose(1, 2)
-                .reshape(groups * out_per_group, in_ch // groups, *k)
-            )
-        nd = w.dim() - 2
+            w = transposed_to_canonical(w, groups)
+        nd = w.ndim - 2
         return KernelBank(
             layer=layer,
-            weights=np.ascontiguousarray(w.numpy()),
+            weights=w,
             groups=groups,
             transposed=facts["transposed"],
             dilation=_tuple(facts["dilation"], nd) or tuple([1] * nd),

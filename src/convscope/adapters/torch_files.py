@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.kernels import KernelBank
+from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, ModelLoadError, UnsupportedModelError
 from .base import ActivationCallback, CaptureResult, InputSpec
@@ -355,7 +355,6 @@ class TorchScriptAdapter(TorchAdapter):
         return InputSpec(channels=None, spatial_dims=None)
 
     def kernel(self, layer: str) -> KernelBank:
-        import torch
 
         module = self._module(layer)
         info = next(i for i in self.layers() if i.name == layer)
@@ -367,23 +366,16 @@ class TorchScriptAdapter(TorchAdapter):
                 f"cannot tell the groups of TorchScript layer {layer!r} (its arguments are computed at run time); "
                 f"export the model with torch.export (.pt2) or to ONNX instead"
             )
-        with torch.no_grad():
-            w = module.weight.detach().to("cpu", dtype=torch.float32, copy=True)
-            bias_t = getattr(module, "bias", None)
-            bias = None if bias_t is None else host_copy(bias_t)
+        w = host_copy(module.weight)
+        bias_t = getattr(module, "bias", None)
+        bias = None if bias_t is None else host_copy(bias_t)
         groups = int(facts["groups"])
         transposed = info.kind == "conv_transpose"
         if transposed:
-            in_ch, out_per_group = w.shape[0], w.shape[1]
-            k = tuple(w.shape[2:])
-            w = (
-                w.reshape(groups, in_ch // groups, out_per_group, *k)
-                .transpose(1, 2)
-                .reshape(groups * out_per_group, in_ch // groups, *k)
-            )
+            w = transposed_to_canonical(w, groups)
         return KernelBank(
             layer=layer,
-            weights=np.ascontiguousarray(w.numpy()),
+            weights=w,
             groups=groups,
             transposed=transposed,
             dilation=_ints(facts.get("dilation")),

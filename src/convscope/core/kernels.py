@@ -10,7 +10,26 @@ import numpy as np
 if TYPE_CHECKING:
     from ..render.picture import Picture
 
-__all__ = ["KernelBank"]
+__all__ = ["KernelBank", "transposed_to_canonical"]
+
+
+def transposed_to_canonical(weights: np.ndarray, groups: int) -> np.ndarray:
+    """A transposed convolution's stored ``(in, out // groups, *k)`` weights -> canonical ``(out, in // groups, *k)``.
+
+    The layout PyTorch ``ConvTranspose*d`` and ONNX ``ConvTranspose`` use. Input channel ``i`` of
+    group ``g`` writes output channel ``g * (out // groups) + j`` through ``weights[i, j]``; the
+    result holds that kernel at ``[g * (out // groups) + j, i - g * (in // groups)]``. Spatial
+    orientation is kept (the pattern each output channel stamps). Returns float32, C-contiguous.
+
+    Raises:
+        ValueError: ``groups`` does not divide the input channels.
+    """
+    in_ch, out_per_group = int(weights.shape[0]), int(weights.shape[1])
+    if groups < 1 or in_ch % groups:
+        raise ValueError(f"groups={groups} does not divide the {in_ch} input channels of a transposed convolution")
+    k = tuple(weights.shape[2:])
+    regrouped = np.asarray(weights).reshape(groups, in_ch // groups, out_per_group, *k).swapaxes(1, 2)
+    return np.ascontiguousarray(regrouped.reshape(groups * out_per_group, in_ch // groups, *k), dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)
