@@ -5,15 +5,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..core.kernels import KernelBank
+    from ..core.objective import Objective
     from ..core.layers import LayerInfo
 
-__all__ = ["ModelAdapter", "InputSpec", "CaptureResult", "ActivationCallback"]
+__all__ = ["ModelAdapter", "InputSpec", "CaptureResult", "ActivationCallback", "LayerGradients", "SupportsGradients"]
 
 ActivationCallback = Callable[[str, np.ndarray], None]
 """Called as ``callback(layer_name, array)`` with each captured activation as soon as it exists
@@ -52,6 +53,56 @@ class CaptureResult:
     output: np.ndarray | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     dtypes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerGradients:
+    """Activations at some layers and the gradient of an objective with respect to them.
+
+    From ONE forward and ONE backward pass (a vector-Jacobian product of the selected output with
+    cotangent ``objective.cotangent(output)``); parameters' ``.grad`` and ``requires_grad`` are
+    never touched.
+
+    Attributes:
+        activations: layer name (``name#k`` for the k-th extra call of a module) -> ``(N, C, *spatial)``
+            float32 host array, the layer's output as the forward pass produced it.
+        gradients: same keys and shapes: ``d score / d activation``, float32.
+        output: the tensor the gradient started from, ``(N, K, *spatial)`` or ``(N, K)`` float32.
+        output_name: which tensor that is, for manifests (e.g. ``"output"``, ``"output['seg']"``,
+            ``"output (input of the final Sigmoid)"``).
+        score: ``(N,)`` float32, the objective per sample (``sum(W[n] * output[n])``).
+        cotangent: the ``W`` used, same shape as ``output``.
+        input_gradient: ``d score / d input`` in the batch's ``(N, C, *spatial)`` layout when asked for
+            (``with_input=True``), else None.
+    """
+
+    activations: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray]
+    output: np.ndarray
+    output_name: str
+    score: np.ndarray
+    cotangent: np.ndarray
+    input_gradient: np.ndarray | None = None
+
+
+@runtime_checkable
+class SupportsGradients(Protocol):
+    """Capability: layer activations and gradients of a framework-free objective."""
+
+    def gradients(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        objective: Objective,
+        *,
+        with_input: bool = False,
+    ) -> LayerGradients:
+        """ONE forward + ONE backward pass on ``batch`` (``(N, C, *spatial)`` float32, channels first).
+
+        The model is left exactly as it was (parameters, ``.grad``, ``requires_grad``, modes, hooks),
+        also when this raises.
+        """
+        ...
 
 
 class ModelAdapter(abc.ABC):
