@@ -110,16 +110,17 @@ def test_rgb_needs_three_input_channels() -> None:
         render_kernel_grid(_weights(2, 4, 3, 3), rgb=True)
 
 
-def test_max_side_caps_upscaling_but_never_below_one_pixel() -> None:
+def test_max_side_caps_upscaling_but_never_below_the_readable_cell() -> None:
+    # intended change (issue 9): max_side yields to the minimum kernel cell (8 px, 2 px per weight)
     picture = render_kernel_grid(_weights(64, 64, 3, 3), max_side=100)
-    assert picture.meta["scale_factor"] == 1
-    assert picture.pixels.shape == (64 * 4 + 1, 64 * 4 + 1, 3)
+    assert picture.meta["scale_factor"] == 3  # 3x3 kernels: 9 px cells, the smallest >= 8 px
+    assert picture.pixels.shape == (64 * 10 + 1, 64 * 10 + 1, 3)
 
 
 def test_max_side_reduces_factor_when_it_can() -> None:
-    picture = render_kernel_grid(_weights(64, 64, 3, 3), max_side=500)
-    assert picture.meta["scale_factor"] == 2  # 64 * 7 + 1 = 449 <= 500 < 64 * 10 + 1
-    assert max(picture.pixels.shape[:2]) <= 500
+    picture = render_kernel_grid(_weights(64, 64, 7, 7), max_side=1000)
+    assert picture.meta["scale_factor"] == 2  # 64 * 15 + 1 = 961 <= 1000 < 64 * 22 + 1
+    assert max(picture.pixels.shape[:2]) <= 1000
 
 
 def test_depthwise_kernels_wrap_into_a_square_grid() -> None:

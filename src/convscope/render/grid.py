@@ -16,13 +16,19 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ConvscopeError
-from .colormap import NAN_COLOR, _as_lut, _lookup, apply_colormap, colormap_name
+from .colormap import NAN_COLOR, _as_lut, _lookup, apply_colormap, colormap_name, get_colormap
+from .figure import data_figure
 from .normalize import _check_scale, _normalize_owned
 from .picture import Picture
 
 __all__ = ["tile", "render_activation_grid", "render_kernel_grid", "render_overlay", "VOLUME_MODES"]
 
 VOLUME_MODES: tuple[str, ...] = ("slices", "mip")
+
+MIN_KERNEL_CELL = 8
+"""Smallest displayed kernel cell (its longer side, px); ``max_side`` yields to it."""
+MATRIX_MIN_KERNELS = 256
+"""A layer of 2-D kernels of at most 2x2 with at least this many kernels is drawn as one O x I matrix."""
 
 _LABEL_BG = (24, 24, 24)
 _LABEL_FG = (255, 255, 255)
@@ -316,6 +322,15 @@ def _cell_corners(count: int, cols: int, cell_hw: tuple[int, int], pad: int) -> 
     return list(zip(xs.tolist(), ys.tolist()))
 
 
+def _kernel_floor(kh: int, kw: int, label_h: int = 0, label_w: int = 0) -> int:
+    """Smallest upscale factor of a ``kh x kw`` kernel cell: 2 px per weight, a longer side of at
+    least :data:`MIN_KERNEL_CELL` px, and (with labels) twice the label box in each direction."""
+    floor = max(2, math.ceil(MIN_KERNEL_CELL / max(kh, kw)))
+    if label_h or label_w:
+        floor = max(floor, math.ceil(2 * label_h / kh), math.ceil(2 * label_w / kw))
+    return floor
+
+
 def _aspect_cols(count: int, cell_h: int, cell_w: int) -> int:
     """Columns making a grid of ``count`` cells of ``cell_h x cell_w`` roughly square."""
     return max(1, min(count, math.ceil(math.sqrt(count * cell_h / max(cell_w, 1)))))
@@ -330,6 +345,14 @@ def _check_common(cols: int | None, max_side: int) -> None:
 
 def _value_range(stats: Any) -> list[float] | None:
     return None if stats.data_min is None else [stats.data_min, stats.data_max]
+
+
+def _scale_range(norm: Any) -> list[float] | None:
+    """``[low, high]``: the values the colormap's ends stand for (one scale for all maps), or None."""
+    low, high = float(norm.low[0]), float(norm.high[0])
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return [low, high]
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,6 +420,7 @@ def render_activation_grid(
     volume: str = "slices",
     max_side: int = 4096,
     min_cell: int = 48,
+    title: str = "",
 ) -> Picture:
     """Draw feature maps of one sample as a grid of colour-mapped cells.
 
@@ -425,11 +449,15 @@ def render_activation_grid(
         volume: ``"slices"`` or ``"mip"`` (3-D maps only, but always validated).
         max_side: largest image side in pixels (upscaling is reduced to fit).
         min_cell: smallest wanted short side of a cell in pixels.
+        title: figure title (e.g. the layer name) above the grid in the figure.
 
     Returns:
         :class:`Picture` (RGB ``uint8``) whose ``meta`` has ``value_range`` (finite ``[min, max]``
         of the shown values, or None), ``nan_count``, ``inf_count``, ``cell_size`` (``[h, w]`` px),
-        ``cols``, ``rows``, ``scale_factor``, ``cmap``, ``scale``, ``shared``.
+        ``cols``, ``rows``, ``scale_factor``, ``cmap``, ``scale``, ``shared``, ``scale_range``
+        (the values of the colour bar's ends when one scale serves every cell, else None). Its
+        ``scene`` is the figure: the grid (labels as text), a colour bar stating the scale (numbers
+        for a shared scale or one channel; ``min``/``max`` of each cell for per-channel scales).
 
     Raises:
         ConvscopeError: (a ``ValueError``) for bad shapes, channels, scale, volume, cmap or sizes.
@@ -518,10 +546,23 @@ def render_activation_grid(
         pixels = _tile_mapped(index, table, cols_used, pad, pad_color)
         cell_hw = (cell_h, cell_w)
 
+    one_scale = bool(shared) or count == 1
+    scale_range = _scale_range(norm) if one_scale else None
+    label_items: list[tuple[float, float, str]] = []
+    bare = pixels
     if labels:
-        pixels = _draw_corner_labels(pixels, texts, _cell_corners(count, cols_used, cell_hw, pad))
+        corners = _cell_corners(count, cols_used, cell_hw, pad)
+        bare = pixels.copy()
+        pixels = _draw_corner_labels(pixels, texts, corners)
+        label_items = [(x, y, t) for t, (x, y) in zip(texts, corners)]
+    scene = data_figure(
+        bare, lut=lut, low=None if scale_range is None else scale_range[0],
+        high=None if scale_range is None else scale_range[1], scale=scale,
+        scope="shared" if shared else ("map" if count == 1 else "channel"), title=title, labels=label_items,
+    )
     meta: dict[str, Any] = {
         "value_range": _value_range(stats),
+        "scale_range": scale_range,
         "nan_count": stats.nan_count,
         "inf_count": stats.inf_count,
         "cell_size": [int(cell_hw[0]), int(cell_hw[1])],
@@ -534,7 +575,7 @@ def render_activation_grid(
     }
     if spatial == 3:
         meta["volume"] = volume
-    return Picture(pixels=pixels, meta=meta)
+    return Picture(pixels=pixels, meta=meta, scene=scene)
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,6 +605,7 @@ def render_kernel_grid(
     cols: int | None = None,
     labels: bool = False,
     max_side: int = 4096,
+    title: str = "",
 ) -> Picture:
     """Draw the filters of one convolution layer.
 
@@ -573,16 +615,21 @@ def render_kernel_grid(
           by side (1 px grey gaps, 3 px between cells) for 3-D. When there is one input channel per
           group (depthwise) the ``O`` cells wrap into a near-square grid (or ``cols``) instead of a
           single column.
-        * ``"matrix"``: every kernel is ``1``/``1x1``/``1x1x1``: the layer is one ``O x I`` heat map
-          (rows filters, columns inputs), no gaps.
+        * ``"matrix"``: every kernel is ``1``/``1x1``/``1x1x1``, or 2-D of at most ``2x2`` in a layer
+          of at least :data:`MATRIX_MIN_KERNELS` kernels: the layer is one ``O x I`` heat map (rows
+          filters, columns inputs; a ``2x2`` kernel is a ``2x2`` block of it), no gaps, with filter
+          and input indices in the margins when ``labels``.
         * ``"rgb"``: ``rgb=True`` (needs ``I == 3`` and 2-D kernels): each filter is one colour image
           (input channels as R, G, B), tiled near-square or in ``cols`` columns; with the symmetric
           scale 0 is mid grey.
 
     Each filter is normalised over all its ``I * prod(k)`` weights, or the whole layer with
     ``shared``. Kernels are nearest-upscaled to at least 3 px per weight and ~24 px per kernel (~40 px per RGB filter),
-    reduced (never below 1 px per weight) to stay within ``max_side``. ``cols`` applies to the
-    ``"rgb"`` and depthwise layouts.
+    reduced to stay within ``max_side`` but never below the readable minimum: a kernel cell's longer
+    side is at least :data:`MIN_KERNEL_CELL` px and every weight at least 2 px (``max_side`` yields to
+    that). With ``labels`` in the ``"rgb"``/depthwise layouts, cells are at least twice the label
+    box in each direction, so a label covers at most a corner (a quarter) of its kernel.
+    ``cols`` applies to the ``"rgb"`` and depthwise layouts.
 
     Args:
         weights: ``(O, I, *k)`` real array (canonical layout, ``I`` = input channels per group),
@@ -626,10 +673,12 @@ def render_kernel_grid(
     lut = _as_lut(cmap)
 
     work = np.array(arr, dtype=np.float32, copy=True, order="C")
-    _, stats = _normalize_owned(work.reshape(out_ch, -1), scale=scale, shared=shared)
+    norm, stats = _normalize_owned(work.reshape(out_ch, -1), scale=scale, shared=shared)
     unit = work  # normalised in place, (O, I, *k)
     indices = [str(i) for i in range(out_ch)]
     label_h, label_w = _label_cell_size(indices) if labels else (0, 0)
+    label_items: list[tuple[float, float, str]] = []
+    bare: np.ndarray | None = None
     margin = (label_h + 2, max(_text_box(t)[2] for t in indices) + 6) if labels else (0, 0)
 
     if rgb:
@@ -640,23 +689,33 @@ def render_kernel_grid(
         cells = _rgb_pixels(unit)
         cols_used = _aspect_cols(out_ch, kh, kw) if cols is None else max(1, min(int(cols), out_ch))
         rows = math.ceil(out_ch / cols_used)
-        want = max(3, math.ceil(40 / max(kh, kw)), math.ceil(2 * label_h / kh), math.ceil(label_w / kw))
+        floor = _kernel_floor(kh, kw, label_h, label_w)
+        want = max(3, math.ceil(40 / max(kh, kw)), floor)
         factor = _fit_factor(want, lambda f: (rows * (kh * f + pad) + pad, cols_used * (kw * f + pad) + pad), max_side)
+        factor = max(factor, floor)
         pixels = _tile_into(cells, cols_used, pad, pad_color, (factor, factor))
         cell_hw = (kh * factor, kw * factor)
         if labels:
-            pixels = _draw_corner_labels(pixels, indices, _cell_corners(out_ch, cols_used, cell_hw, pad))
-    elif all(s == 1 for s in ksize):
+            corners = _cell_corners(out_ch, cols_used, cell_hw, pad)
+            bare = pixels.copy()
+            pixels = _draw_corner_labels(pixels, indices, corners)
+            label_items = [(x, y, t) for t, (x, y) in zip(indices, corners)]
+    elif all(s == 1 for s in ksize) or (
+        len(ksize) == 2 and max(ksize) <= 2 and in_ch > 1 and out_ch * in_ch >= MATRIX_MIN_KERNELS
+    ):
         layout = "matrix"
         rows, cols_used = out_ch, in_ch
-        index, table = _lookup(unit.reshape(1, out_ch, in_ch), lut)
-        want = max(3, math.ceil(128 / max(out_ch, in_ch)))
-        factor = _fit_factor(want, lambda f: (out_ch * f + margin[0], in_ch * f + margin[1]), max_side)
+        bh, bw = (ksize[0], ksize[1]) if len(ksize) == 2 else (1, 1)
+        plane = unit.reshape(out_ch, in_ch, bh, bw).transpose(0, 2, 1, 3).reshape(1, out_ch * bh, in_ch * bw)
+        index, table = _lookup(plane, lut)
+        want = max(3, math.ceil(128 / max(out_ch * bh, in_ch * bw)))
+        factor = _fit_factor(want, lambda f: (out_ch * bh * f + margin[0], in_ch * bw * f + margin[1]), max_side)
+        factor = max(factor, 2)
         pixels = _tile_mapped(index, table, 1, 0, np.zeros(3, np.uint8), (factor, factor))
-        cell_hw = (factor, factor)
+        cell_hw = (bh * factor, bw * factor)
         if labels:
-            centers_r = (np.arange(out_ch) + 0.5) * factor
-            centers_c = (np.arange(in_ch) + 0.5) * factor
+            centers_r = (np.arange(out_ch) + 0.5) * bh * factor
+            centers_c = (np.arange(in_ch) + 0.5) * bw * factor
             pixels, _, _ = _add_margin_labels(
                 pixels, row_centers=centers_r, row_texts=indices,
                 col_centers=centers_c, col_texts=[str(i) for i in range(in_ch)],
@@ -682,9 +741,8 @@ def render_kernel_grid(
         else:
             cols_used = in_ch
         rows = math.ceil(count / cols_used)
-        want = max(3, math.ceil(24 / max(ksize)))
-        if labels and wrap:
-            want = max(want, math.ceil(label_h / base_h), math.ceil(label_w / base_w))
+        floor = _kernel_floor(base_h, base_w, label_h if labels and wrap else 0, label_w if labels and wrap else 0)
+        want = max(3, math.ceil(24 / max(ksize)), floor)
         extra = (0, 0) if wrap else margin
 
         def extent(f: int) -> tuple[int, int]:
@@ -693,7 +751,7 @@ def render_kernel_grid(
                 cols_used * (base_w * f + gap_slices + pad) + pad + extra[1],
             )
 
-        factor = _fit_factor(want, extent, max_side)
+        factor = max(_fit_factor(want, extent, max_side), floor)
         if cells_f1 is not None:
             pixels = _tile_mapped(cells_f1, table, cols_used, pad, pad_color, (factor, factor))
             cell_hw = (base_h * factor, base_w * factor)
@@ -709,7 +767,10 @@ def render_kernel_grid(
             pixels = _tile_into(cells, cols_used, pad, pad_color)
             cell_hw = (kh * factor, kd * kw * factor + kd - 1)
         if labels and wrap:
-            pixels = _draw_corner_labels(pixels, indices, _cell_corners(out_ch, cols_used, cell_hw, pad))
+            corners = _cell_corners(out_ch, cols_used, cell_hw, pad)
+            bare = pixels.copy()
+            pixels = _draw_corner_labels(pixels, indices, corners)
+            label_items = [(x, y, t) for t, (x, y) in zip(indices, corners)]
         elif labels:
             centers_r = pad + np.arange(out_ch) * (cell_hw[0] + pad) + cell_hw[0] / 2
             centers_c = pad + np.arange(in_ch) * (cell_hw[1] + pad) + cell_hw[1] / 2
@@ -718,8 +779,19 @@ def render_kernel_grid(
                 col_centers=centers_c, col_texts=[str(i) for i in range(in_ch)],
             )
 
+    one_scale = bool(shared) or out_ch == 1
+    scale_range = _scale_range(norm) if one_scale else None
+    scene = data_figure(
+        pixels if bare is None else bare, lut=get_colormap("gray") if rgb else lut,
+        low=None if scale_range is None else scale_range[0], high=None if scale_range is None else scale_range[1],
+        scale=scale, scope="shared" if shared else ("map" if out_ch == 1 else "filter"), title=title,
+        labels=label_items,
+        caption=("each filter as an RGB image (input channels 0, 1, 2 as R, G, B); grey levels per channel, "
+                 + ("one scale for the layer" if shared else "each filter on its own range")) if rgb else None,
+    )
     meta: dict[str, Any] = {
         "value_range": _value_range(stats),
+        "scale_range": scale_range,
         "rows": int(rows),
         "cols": int(cols_used),
         "scale_factor": int(factor),
@@ -732,7 +804,7 @@ def render_kernel_grid(
         "shared": bool(shared),
         "groups": int(groups),
     }
-    return Picture(pixels=pixels, meta=meta)
+    return Picture(pixels=pixels, meta=meta, scene=scene)
 
 
 # --------------------------------------------------------------------------------------------
@@ -792,6 +864,7 @@ def render_overlay(
     cmap: str | np.ndarray = "jet",
     alpha: float = 0.5,
     scale: str = "minmax",
+    title: str = "",
 ) -> Picture:
     """Blend a colour-mapped activation map over an image.
 
@@ -807,9 +880,14 @@ def render_overlay(
         alpha: weight of the heat map in ``[0, 1]``: 0 returns the image, 1 the heat map.
         scale: ``"minmax"``, ``"symmetric"`` or ``"percentile"``.
 
+        title: figure title above the overlay.
+
     Returns:
         :class:`Picture` ``(H, W, 3)`` with ``meta`` ``value_range`` (finite ``[min, max]`` of
-        ``amap``), ``alpha``, ``cmap``, ``scale``, ``nan_count``.
+        ``amap``), ``scale_range`` (the values of the colour bar's ends: the range the colours were
+        normalised on, i.e. of the upsampled map), ``alpha``, ``cmap``, ``scale``, ``nan_count``.
+        Its ``scene`` is the figure with the colour bar (the map's colours at full weight) and the
+        blend weight stated.
 
     Raises:
         ConvscopeError: (a ``ValueError``) for bad shapes, dtype, alpha, scale or cmap.
@@ -844,11 +922,19 @@ def render_overlay(
         blend += heat.astype(np.float32) * np.float32(weight)
         blend += np.float32(0.5)
         pixels = np.clip(blend, 0, 255).astype(np.uint8)
+    scale_range = _scale_range(norm)
+    what = {"minmax": "min-max", "symmetric": "symmetric about 0", "percentile": "percentile 1-99, clipped"}
+    scene = data_figure(
+        pixels, lut=lut, low=None if scale_range is None else scale_range[0],
+        high=None if scale_range is None else scale_range[1], scale=scale, scope="map", title=title,
+        caption=f"{what[scale]}; blended over the input at alpha {weight:g}",
+    )
     meta = {
         "value_range": value_range,
+        "scale_range": scale_range,
         "alpha": weight,
         "cmap": colormap_name(cmap),
         "scale": scale,
         "nan_count": nan_count,
     }
-    return Picture(pixels=pixels, meta=meta)
+    return Picture(pixels=pixels, meta=meta, scene=scene)

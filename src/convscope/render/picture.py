@@ -7,11 +7,14 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..io.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .scene import Scene
 
 __all__ = ["Picture", "encode_png"]
 
@@ -80,16 +83,22 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
 
 @dataclass(frozen=True, eq=False)
 class Picture:
-    """An RGB(A) image produced by convscope.
+    """An RGB(A) image produced by convscope, and the figure it belongs to.
 
     Attributes:
-        pixels: ``(H, W, 3)`` or ``(H, W, 4)`` ``uint8`` array, row-major, top row first.
+        pixels: ``(H, W, 3)`` or ``(H, W, 4)`` ``uint8`` array, row-major, top row first: the data
+            image (a grid's cells, an overlay, a flow figure).
         meta: what was drawn (layer, channels shown, value range, normalization); goes into
             ``manifest.json`` entries.
+        scene: the figure as a :class:`~convscope.render.scene.Scene` (the data image plus vector
+            text, colour bar, scale bar), or None for a bare image. Every file format is drawn from
+            it: ``to_png()`` paints it (so PNG files carry the colour bar too), ``to_svg()`` and
+            ``to_pdf()`` write it as vectors with the pixels embedded crisp.
     """
 
     pixels: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    scene: Scene | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.pixels.dtype != np.uint8 or self.pixels.ndim != 3 or self.pixels.shape[2] not in (3, 4):
@@ -110,15 +119,63 @@ class Picture:
         """``(width, height)`` as in Pillow."""
         return (self.width, self.height)
 
+    @property
+    def figure(self) -> Scene:
+        """The figure scene (a scene holding just ``pixels`` for a bare image)."""
+        if self.scene is not None:
+            return self.scene
+        from .scene import Raster, Scene
+
+        return Scene(self.width, self.height, (Raster(0, 0, self.width, self.height, self.pixels[..., :3]),),
+                     meta={"body": [self.width, self.height]})
+
+    def figure_pixels(self) -> np.ndarray:
+        """``(H, W, 3|4)`` uint8: the figure painted (``pixels`` itself for a bare image)."""
+        if self.scene is None:
+            return self.pixels
+        from .scene import paint_png
+
+        return paint_png(self.scene, scale=float(self.scene.meta.get("png_scale", 1.0)))
+
     def to_png(self, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
-        return encode_png(self.pixels, compress_level)
+        """PNG bytes of the figure (:meth:`figure_pixels`)."""
+        return encode_png(self.figure_pixels(), compress_level)
+
+    def to_svg(self) -> bytes:
+        """SVG bytes of the figure: editable text, pixel data crisp (``image-rendering: pixelated``)."""
+        from .scene import to_svg
+
+        return to_svg(self.figure)
+
+    def to_pdf(self, **options: Any) -> bytes:
+        """One-page PDF bytes of the figure (needs ``convscope[export]``; see :func:`~convscope.render.scene.to_pdf`)."""
+        from .scene import to_pdf
+
+        size_in = self.figure.meta.get("size_in")
+        if size_in is not None:
+            options.setdefault("size_in", tuple(size_in))
+            options.setdefault("dpi", float(self.figure.meta.get("dpi", 300.0)))
+        return to_pdf(self.figure, **options)
+
+    def encode(self, fmt: str, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
+        """The figure as ``"png"``, ``"svg"`` or ``"pdf"`` bytes."""
+        kind = fmt.lower().lstrip(".")
+        if kind == "png":
+            return self.to_png(compress_level)
+        if kind == "svg":
+            return self.to_svg()
+        if kind == "pdf":
+            return self.to_pdf()
+        raise ValueError(f"unknown picture format {fmt!r}; use png, svg or pdf")
 
     def save(self, path: str | os.PathLike[str], compress_level: int = DEFAULT_COMPRESS_LEVEL) -> Path:
-        """Write a PNG atomically (temporary file + rename) and return the path."""
+        """Write the figure atomically (temporary file + rename) as PNG, SVG or PDF, chosen by the
+        path's suffix (``.png``, ``.svg``, ``.pdf``), and return the path."""
         target = Path(path)
-        if target.suffix.lower() != ".png":
-            raise ValueError(f"Picture.save writes PNG; give a path ending in .png, not {target.name!r}")
-        return atomic_write_bytes(target, self.to_png(compress_level))
+        kind = target.suffix.lower().lstrip(".")
+        if kind not in ("png", "svg", "pdf"):
+            raise ValueError(f"Picture.save writes .png, .svg or .pdf; give a path with one of those suffixes, not {target.name!r}")
+        return atomic_write_bytes(target, self.encode(kind, compress_level))
 
     def to_pil(self) -> Any:
         from PIL import Image
