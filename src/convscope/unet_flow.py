@@ -298,6 +298,7 @@ class LevelView:
             skip: which skip of this level (index into :attr:`skips`; default the primary one).
         """
         from .core.activations import channel_order
+        from .render.colormap import get_colormap
         from .render.flow import PanelColumn, colorize_map, map_to_2d, render_level_panels
         from .render.grid import render_activation_grid
 
@@ -317,6 +318,7 @@ class LevelView:
                     maps, channels=order, cmap=cmap, labels=True, cols=min(4, len(order)), max_side=1024
                 ).pixels
                 caption = f"top {len(order)} of {maps.shape[0]} channels by mean"
+            mean_map = map_to_2d(maps, "mean")
             finite = maps[np.isfinite(maps)]
             stats = f" | mean {finite.mean():.3g} | max {finite.max():.3g}" if finite.size else ""
             columns.append(
@@ -324,7 +326,9 @@ class LevelView:
                     title=title,
                     name=self.flow.name(nid),
                     subtitle=_shape_text(maps.shape) + stats,
-                    mean_image=colorize_map(map_to_2d(maps, "mean"), cmap),
+                    mean_image=colorize_map(mean_map, cmap),
+                    mean_range=_finite_range(mean_map),
+                    lut=get_colormap(cmap),
                     grid_image=grid,
                     grid_caption=caption,
                 )
@@ -355,6 +359,12 @@ class LevelView:
             sample=sample,
         )
         return picture
+
+
+def _finite_range(amap: np.ndarray) -> tuple[float, float] | None:
+    """``(min, max)`` of the finite values (the colours' ends of a min-max map), or None."""
+    finite = amap[np.isfinite(amap)]
+    return (float(finite.min()), float(finite.max())) if finite.size else None
 
 
 class UNetFlow:
@@ -508,15 +518,13 @@ class UNetFlow:
             links.append(FlowLink(previous, key, "up"))
             previous = key
         links.append(FlowLink(previous, "output", "io"))
-        for lvl in s.levels:
-            skip = s.primary_skip(lvl.index)
-            if skip is None:
-                continue
-            count = len(s.skips_at(lvl.index))
-            metric = next(m for m, k in zip(self.metrics, s.skips) if k is skip)
-            label = f"{skip.merge_kind}" + (f" (1 of {count} skips)" if count > 1 else "")
-            label += f"\nE {_share_text(metric.energy_share)} | G {_share_text(metric.gradient_share)}"
-            links.append(FlowLink(f"enc{lvl.index}", f"dec{lvl.index}", "skip", label))
+        for lvl in s.levels:  # every skip gets its arrow (several at a level are spread over the blocks)
+            at = s.skips_at(lvl.index)
+            for skip in at:
+                metric = next(m for m, k in zip(self.metrics, s.skips) if k is skip)
+                label = f"{skip.merge_kind}" + (f" {self.name(skip.source)} -> {self.name(skip.merge)}" if len(at) > 1 else "")
+                label += f"\nE {_share_text(metric.energy_share)} | G {_share_text(metric.gradient_share)}"
+                links.append(FlowLink(f"enc{lvl.index}", f"dec{lvl.index}", "skip", label))
         title = (
             f"U-Net flow: {s.num_levels} levels, {len(s.skips)} skip(s), {s.spatial_dims}D "
             f"- thumbnails: {'channel mean' if thumbnail == 'mean' else 'top channel'}"
@@ -525,7 +533,10 @@ class UNetFlow:
             "blue: encoder (down) | green: decoder (up) | orange: skip connection\n"
             "E = energy share, G = gradient share of the skip branch at its merge (0: unused, 0.5: as much as the decoder)"
         )
-        picture = render_flow_figure(blocks, links, depth=s.depth, title=title, thumb=thumb, legend=legend)
+        from .render.colormap import get_colormap
+
+        picture = render_flow_figure(blocks, links, depth=s.depth, title=title, thumb=thumb, legend=legend,
+                                     colorbar_lut=get_colormap(cmap))
         picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail=thumbnail, sample=sample)
         return picture
 

@@ -6,16 +6,15 @@ Pure rendering: numpy arrays and plain records in, :class:`~.picture.Picture` ou
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConvscopeError
 from .picture import Picture
+from .scene import Item, Raster, Rect, Scene, Text, arrow, fit_text_left, format_value, paint_png, text_width
 
 __all__ = [
     "FlowBlock",
@@ -29,6 +28,8 @@ __all__ = [
     "blend",
     "render_flow_figure",
     "render_level_panels",
+    "layout_flow_figure",
+    "layout_level_panels",
     "CLASS_PALETTE",
 ]
 
@@ -107,6 +108,8 @@ class PanelColumn:
         mean_image: ``(h, w, 3)`` uint8 picture of the channel mean.
         grid_image: ``(h, w, 3)`` uint8 grid of the top channels, or None.
         grid_caption: text under the grid (e.g. ``"top 8 of 32 channels by mean"``).
+        mean_range: ``(low, high)`` values of the mean map's colour ends (adds its colour bar).
+        lut: ``(K, 3)`` colour table of the mean map (with ``mean_range``).
     """
 
     title: str
@@ -115,6 +118,8 @@ class PanelColumn:
     mean_image: np.ndarray
     grid_image: np.ndarray | None = None
     grid_caption: str = ""
+    mean_range: tuple[float, float] | None = None
+    lut: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,52 +200,17 @@ def blend(base: np.ndarray, top: np.ndarray, alpha: float = 0.5) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
-# drawing helpers
+# text helpers (Pillow's font metrics: the layout is the same in every format)
 # ------------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        return ImageFont.load_default()
+def _fit(text: str, size: int, width: float) -> str:
+    """``text``, abbreviated from the left (keeping its distinctive end) to fit ``width`` px."""
+    return fit_text_left(text, size, width)
 
 
-def _text_width(draw: Any, text: str, font: Any) -> int:
-    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
-    return int(right - left)
-
-
-def _fit_text(draw: Any, text: str, font: Any, width: int) -> str:
-    """``text``, shortened in the middle with an ellipsis until it fits ``width`` px."""
-    if _text_width(draw, text, font) <= width:
-        return text
-    keep = len(text)
-    while keep > 3:
-        keep -= 1
-        head = (keep + 1) // 2
-        tail = keep - head
-        candidate = text[:head] + ".." + (text[-tail:] if tail else "")
-        if _text_width(draw, candidate, font) <= width:
-            return candidate
-    return text[:1] + ".."
-
-
-def _arrow(draw: Any, start: tuple[float, float], end: tuple[float, float], color: tuple[int, int, int], width: int = 3, head: int = 11) -> None:
-    """A line from ``start`` to ``end`` with a filled triangular head at ``end``."""
-    x0, y0 = start
-    x1, y1 = end
-    angle = math.atan2(y1 - y0, x1 - x0)
-    base_x = x1 - head * math.cos(angle)
-    base_y = y1 - head * math.sin(angle)
-    draw.line([(x0, y0), (base_x, base_y)], fill=color, width=width)
-    spread = head * 0.55
-    left = (base_x + spread * math.sin(angle), base_y - spread * math.cos(angle))
-    right = (base_x - spread * math.sin(angle), base_y + spread * math.cos(angle))
-    draw.polygon([(x1, y1), left, right], fill=color)
+def _centered(x0: float, width: float, text: str, size: int) -> float:
+    return x0 + (width - text_width(text, size)) / 2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,7 +218,7 @@ def _arrow(draw: Any, start: tuple[float, float], end: tuple[float, float], colo
 # ------------------------------------------------------------------------------------------------
 
 
-def render_flow_figure(
+def layout_flow_figure(
     blocks: Sequence[FlowBlock],
     links: Sequence[FlowLink],
     *,
@@ -256,29 +226,11 @@ def render_flow_figure(
     title: str = "",
     thumb: int = 112,
     legend: str = "",
-) -> Picture:
-    """Draw the U layout: encoder column down the left, bottleneck at the bottom, decoder up the right.
-
-    Rows from the top: input (left) and output (right); one row per level (encoder block indented a
-    little more at each level, decoder block mirrored on the right); the bottleneck centred at the
-    bottom. Skip arrows run across each level, with their labels above them.
-
-    Args:
-        blocks: the boxes (see :class:`FlowBlock`); at most one per (column, level).
-        links: arrows between block keys.
-        depth: number of levels above the bottleneck.
-        title: text at the top.
-        thumb: thumbnail box side in pixels.
-        legend: text at the bottom (lines separated by ``\n``).
-
-    Returns:
-        :class:`Picture` (RGB uint8); ``meta["blocks"]`` maps block keys to their ``[x0, y0, x1, y1]``.
-    """
-    from PIL import Image, ImageDraw
-
+    colorbar_lut: np.ndarray | None = None,
+) -> Scene:
+    """The U layout as a :class:`~convscope.render.scene.Scene` (see :func:`render_flow_figure`)."""
     if depth < 1:
         raise ConvscopeError(f"depth must be >= 1 level above the bottleneck, got {depth}")
-    title_font, name_font, small_font = _font(18), _font(13), _font(12)
     pad = 6
     line_h = 16
     block_w = max(thumb + 2 * pad, 150)
@@ -293,7 +245,8 @@ def render_flow_figure(
     width = 2 * half + center_gap
     rows = depth + 2
     legend_lines = legend.split("\n") if legend else []
-    height = top + rows * (block_h + row_gap) + 16 * len(legend_lines) + margin // 2
+    bar_room = 56 if colorbar_lut is not None else 0
+    height = top + rows * (block_h + row_gap) + 16 * len(legend_lines) + margin // 2 + bar_room
 
     def position(block: FlowBlock) -> tuple[int, int]:
         if block.column == "input":
@@ -309,63 +262,140 @@ def render_flow_figure(
             return width - margin - block.level * indent - block_w, row_y
         raise ConvscopeError(f"unknown block column {block.column!r}")
 
-    image = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
+    items: list[Item] = []
     if title:
-        draw.text((margin, margin - 4), _fit_text(draw, title, title_font, width - 2 * margin), fill=INK, font=title_font)
+        items.append(Text(margin, margin - 4, _fit(title, 18, width - 2 * margin), 18, INK, title=title, role="title"))
     boxes: dict[str, tuple[int, int, int, int]] = {}
     for block in blocks:
         x0, y0 = position(block)
         boxes[block.key] = (x0, y0, x0 + block_w, y0 + block_h)
 
+    # skips between the same two blocks are spread over the block's height, each with its arrow
+    skip_groups: dict[tuple[str, str], list[FlowLink]] = {}
+    for link in links:
+        if link.kind == "skip":
+            skip_groups.setdefault((link.src, link.dst), []).append(link)
+    drawn_skips = 0
+    missing: list[str] = []
     # arrows first, so boxes sit on top of their ends
     for link in links:
         if link.src not in boxes or link.dst not in boxes:
+            missing.append(f"{link.src}->{link.dst}")
             continue
         sx0, sy0, sx1, sy1 = boxes[link.src]
         dx0, dy0, dx1, dy1 = boxes[link.dst]
         color = LINK_COLOR.get(link.kind, INK)
         if link.kind == "skip":
-            y = (sy0 + sy1) / 2 - line_h
-            _arrow(draw, (sx1 + 2, y), (dx0 - 3, y), color, width=3)
-            if link.label:
-                parts = link.label.split("\n")[:3]
+            group = skip_groups[(link.src, link.dst)]
+            k, n = group.index(link), len(group)
+            if n == 1:
+                y = (sy0 + sy1) / 2 - line_h
+                max_lines = 3
+            else:
+                spacing = (sy1 - sy0 - 16) / n
+                y = sy0 + 8 + spacing * (k + 1) - 4
+                max_lines = max(0, min(3, int((spacing - 6) // 14)))
+            items += arrow((sx1 + 2, y), (dx0 - 3, y), color, width=3 if n <= 3 else 2, group="skip")
+            drawn_skips += 1
+            if link.label and max_lines:
+                parts = link.label.split("\n")[:max_lines]
                 for i, part in enumerate(parts):
-                    text = _fit_text(draw, part, small_font, int(dx0 - sx1 - 12))
-                    tw = _text_width(draw, text, small_font)
-                    draw.text(((sx1 + dx0 - tw) / 2, y - 6 - 14 * (len(parts) - i)), text, fill=color, font=small_font)
-        elif link.kind in ("down", "io") and (sy1 <= dy0):
+                    text = _fit(part, 12, int(dx0 - sx1 - 12))
+                    tw = text_width(text, 12)
+                    items.append(Text((sx1 + dx0 - tw) / 2, y - 6 - 14 * (len(parts) - i), text, 12, color,
+                                      title=link.label.replace("\n", " | "), role="skip-label"))
+            continue
+        if link.kind in ("down", "io") and (sy1 <= dy0):
             start = ((sx0 + sx1) / 2, sy1 + 1)
             end = ((dx0 + dx1) / 2, dy0 - 2)
-            _arrow(draw, start, end, color)
         else:  # up: from the top of the deeper block to the bottom of the higher one
             start = ((sx0 + sx1) / 2, sy0 - 1)
             end = ((dx0 + dx1) / 2, dy1 + 2)
-            _arrow(draw, start, end, color)
-        if link.label and link.kind != "skip":
+        items += arrow(start, end, color)
+        if link.label:
             mx, my = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
-            draw.text((mx + 8, my - 7), _fit_text(draw, link.label, small_font, 120), fill=MUTED, font=small_font)
+            items.append(Text(mx + 8, my - 7, _fit(link.label, 12, 120), 12, MUTED, title=link.label))
 
     for block in blocks:
         x0, y0, x1, y1 = boxes[block.key]
-        draw.rounded_rectangle((x0, y0, x1, y1), radius=6, fill=BLOCK_FILL.get(block.column, (240, 240, 240)),
-                               outline=BLOCK_EDGE.get(block.column, MUTED), width=2)
+        items.append(Rect(x0, y0, x1 - x0, y1 - y0, BLOCK_FILL.get(block.column, (240, 240, 240)),
+                          BLOCK_EDGE.get(block.column, MUTED), 2, radius=6))
         thumb_img = fit_into(_as_rgb(block.image), thumb, thumb)
         th, tw = thumb_img.shape[:2]
         tx = x0 + (block_w - tw) // 2
         ty = y0 + pad + (thumb - th) // 2
-        image.paste(Image.fromarray(np.ascontiguousarray(thumb_img)), (int(tx), int(ty)))
+        items.append(Raster(int(tx), int(ty), tw, th, np.ascontiguousarray(thumb_img), title=block.title))
         text_y = y0 + pad + thumb + 3
-        for text, font, color in ((block.title, name_font, INK), (block.subtitle, small_font, MUTED)):
-            fitted = _fit_text(draw, text, font, block_w - 2 * pad)
-            tw_text = _text_width(draw, fitted, font)
-            draw.text((x0 + (block_w - tw_text) / 2, text_y), fitted, fill=color, font=font)
+        for text, size, color, role in ((block.title, 13, INK, "block-name"), (block.subtitle, 12, MUTED, "block-shape")):
+            fitted = _fit(text, size, block_w - 2 * pad)
+            items.append(Text(_centered(x0, block_w, fitted, size), text_y, fitted, size, color, title=text, role=role))
             text_y += line_h + 1
+    legend_top = height - margin // 2 - 16 * len(legend_lines) - 4 - bar_room
     for i, line in enumerate(legend_lines):
-        y = height - margin // 2 - 16 * (len(legend_lines) - i) - 4
-        draw.text((margin, y), _fit_text(draw, line, small_font, width - 2 * margin), fill=MUTED, font=small_font)
-    pixels = np.asarray(image, dtype=np.uint8).copy()
-    return Picture(pixels=pixels, meta={"kind": "unet_flow", "blocks": {k: list(v) for k, v in boxes.items()}})
+        items.append(Text(margin, legend_top + 16 * i, _fit(line, 12, width - 2 * margin), 12, MUTED, title=line,
+                          role="legend"))
+    colorbars = []
+    if colorbar_lut is not None:
+        bar_items, _, info = _horizontal_bar(margin, height - bar_room + 4, 160, colorbar_lut)
+        items += bar_items
+        colorbars.append(info)
+    meta = {"kind": "unet_flow", "blocks": {k: list(v) for k, v in boxes.items()},
+            "skips_drawn": drawn_skips, "skips_given": sum(len(g) for g in skip_groups.values()),
+            "links_missing": missing, "colorbars": colorbars, "body": [width, height]}
+    return Scene(width, height, tuple(items), BACKGROUND, meta)
+
+
+def _horizontal_bar(x: float, y: float, length: float, lut: np.ndarray) -> tuple[list[Item], tuple[float, float], dict[str, Any]]:
+    """A horizontal colour bar for independently scaled thumbnails: ``min`` .. ``max`` of each one."""
+    table = np.ascontiguousarray(np.asarray(lut, dtype=np.uint8)[None, :, :])
+    items: list[Item] = [
+        Text(x, y, "min", 11, MUTED, role="colorbar-low", group="colorbar"),
+        Raster(x + 26, y + 1, length, 10, table, title="thumbnail colour scale", group="colorbar"),
+        Rect(x + 26, y + 1, length, 10, None, (90, 90, 90), 1, group="colorbar"),
+        Text(x + 30 + length, y, "max", 11, MUTED, role="colorbar-high", group="colorbar"),
+        Text(x + 60 + length, y, "thumbnail colours: each thumbnail on its own min-max (per map, not comparable "
+             "between blocks)", 11, MUTED, role="colorbar-scope", group="colorbar"),
+    ]
+    info = {"low": None, "high": None, "labels": ["max", "min"], "scope": "per map", "scale": "minmax"}
+    return items, (length + 60, 14), info
+
+
+def render_flow_figure(
+    blocks: Sequence[FlowBlock],
+    links: Sequence[FlowLink],
+    *,
+    depth: int,
+    title: str = "",
+    thumb: int = 112,
+    legend: str = "",
+    colorbar_lut: np.ndarray | None = None,
+) -> Picture:
+    """Draw the U layout: encoder column down the left, bottleneck at the bottom, decoder up the right.
+
+    Rows from the top: input (left) and output (right); one row per level (encoder block indented a
+    little more at each level, decoder block mirrored on the right); the bottleneck centred at the
+    bottom. Skip arrows run across each level, with their labels above them; several skips between
+    the same two blocks are spread over the blocks' height, one arrow each (labels shortened or left
+    out when there is no room; the full label is the hover text in SVG). Names too long for a block
+    are abbreviated from the left, keeping their distinctive end; the full name is the hover text.
+
+    Args:
+        blocks: the boxes (see :class:`FlowBlock`); at most one per (column, level).
+        links: arrows between block keys.
+        depth: number of levels above the bottleneck.
+        title: text at the top.
+        thumb: thumbnail box side in pixels.
+        legend: text at the bottom (lines separated by ``\n``).
+        colorbar_lut: ``(K, 3)`` colour table of the thumbnails: adds their colour scale under the legend.
+
+    Returns:
+        :class:`Picture` (RGB uint8) with its ``scene``; ``meta["blocks"]`` maps block keys to their
+        ``[x0, y0, x1, y1]``; ``meta["skips_drawn"]`` counts the skip arrows drawn.
+    """
+    scene = layout_flow_figure(blocks, links, depth=depth, title=title, thumb=thumb, legend=legend,
+                               colorbar_lut=colorbar_lut)
+    meta = {k: v for k, v in scene.meta.items() if k not in ("body", "colorbars")}
+    return Picture(pixels=paint_png(scene), meta=meta, scene=scene)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -384,6 +414,80 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
+def layout_level_panels(
+    columns: Sequence[PanelColumn],
+    *,
+    title: str = "",
+    footer: Sequence[str] = (),
+    panel: int = 240,
+) -> Scene:
+    """The per-level panel figure as a :class:`~convscope.render.scene.Scene` (see :func:`render_level_panels`)."""
+    if not columns:
+        raise ConvscopeError("render_level_panels needs at least one column")
+    margin, gap, line_h = 16, 16, 17
+    grids = [fit_into(_as_rgb(c.grid_image), panel, int(panel * 1.5)) if c.grid_image is not None else None for c in columns]
+    grid_h = max((g.shape[0] for g in grids if g is not None), default=0)
+    top = margin + (30 if title else 0)
+    head_h = 3 * line_h + 4
+    body_y = top + head_h
+    has_bars = any(c.mean_range is not None for c in columns)
+    bar_h = 30 if has_bars else 0
+    grid_y = body_y + panel + 8 + bar_h
+    caption_h = line_h if any(c.grid_caption for c in columns) else 0
+    footer_y = grid_y + grid_h + (caption_h + 10 if grid_h else 0)
+    width = 2 * margin + len(columns) * panel + (len(columns) - 1) * gap
+    height = footer_y + len(footer) * line_h + margin
+    items: list[Item] = []
+    if title:
+        items.append(Text(margin, margin - 2, _fit(title, 18, width - 2 * margin), 18, INK, title=title, role="title"))
+    colorbars = []
+    for i, (column, grid) in enumerate(zip(columns, grids)):
+        x = margin + i * (panel + gap)
+        items.append(Text(x, top, _fit(column.title, 14, panel), 14, INK, title=column.title, role="panel-title"))
+        items.append(Text(x, top + line_h + 1, _fit(column.name, 12, panel), 12, INK, title=column.name,
+                          role="panel-name"))
+        items.append(Text(x, top + 2 * line_h + 1, _fit(column.subtitle, 12, panel), 12, MUTED,
+                          title=column.subtitle, role="panel-shape"))
+        mean = fit_into(_as_rgb(column.mean_image), panel, panel)
+        mh, mw = mean.shape[:2]
+        items.append(Raster(x + (panel - mw) // 2, body_y + (panel - mh) // 2, mw, mh, np.ascontiguousarray(mean),
+                            title=column.name))
+        items.append(Rect(x - 1, body_y - 1, panel + 1, panel + 1, None, (200, 200, 200), 1))
+        if column.mean_range is not None and column.lut is not None:
+            bar_items, info = _panel_bar(x, body_y + panel + 4, panel, column.lut, column.mean_range)
+            items += bar_items
+            colorbars.append(info)
+        if grid is not None:
+            items.append(Raster(x + (panel - grid.shape[1]) // 2, grid_y, grid.shape[1], grid.shape[0],
+                                np.ascontiguousarray(grid)))
+            if column.grid_caption:
+                items.append(Text(x, grid_y + grid.shape[0] + 3, _fit(column.grid_caption, 12, panel), 12, MUTED,
+                                  title=column.grid_caption, role="grid-caption"))
+    for j, line in enumerate(footer):
+        items.append(Text(margin, footer_y + j * line_h, _fit(line, 12, width - 2 * margin), 12, INK, title=line,
+                          role="footer"))
+    return Scene(width, height, tuple(items), BACKGROUND,
+                 {"kind": "unet_level", "colorbars": colorbars, "body": [width, height]})
+
+
+def _panel_bar(x: float, y: float, length: float, lut: np.ndarray, value_range: tuple[float, float]) -> tuple[list[Item], dict[str, Any]]:
+    """A horizontal colour bar under one panel's mean map, with its two end values."""
+    low, high = (float(v) for v in value_range)
+    table = np.ascontiguousarray(np.asarray(lut, dtype=np.uint8)[None, :, :])
+    lo_text, hi_text = format_value(low), format_value(high)
+    inner = length - 4
+    items: list[Item] = [
+        Raster(x, y, inner, 9, table, title="colour scale of the channel mean", group="colorbar"),
+        Rect(x, y, inner, 9, None, (90, 90, 90), 1, group="colorbar"),
+        Text(x, y + 11, lo_text, 11, MUTED, role="colorbar-low", group="colorbar"),
+        Text(x + inner - text_width(hi_text, 11), y + 11, hi_text, 11, MUTED, role="colorbar-high", group="colorbar"),
+    ]
+    mid = "channel mean, min-max"
+    items.append(Text(x + (inner - text_width(mid, 10)) / 2, y + 12, mid, 10, MUTED, role="colorbar-scope",
+                      group="colorbar"))
+    return items, {"low": low, "high": high, "labels": [hi_text, lo_text], "scope": "map", "scale": "minmax"}
+
+
 def render_level_panels(
     columns: Sequence[PanelColumn],
     *,
@@ -394,7 +498,8 @@ def render_level_panels(
     """Side-by-side panels (e.g. encoder | skip | upsampled decoder | merged) for one level.
 
     Each column: a title, the node name and shape, the channel-mean map fitted into a
-    ``panel x panel`` box, and below it the top-k channel grid fitted to the column width.
+    ``panel x panel`` box with its colour bar (when the column gives ``mean_range``), and below it
+    the top-k channel grid fitted to the column width.
 
     Args:
         columns: the panels, left to right.
@@ -403,41 +508,7 @@ def render_level_panels(
         panel: column width and mean-map box side in pixels.
 
     Returns:
-        :class:`Picture` (RGB uint8).
+        :class:`Picture` (RGB uint8) with its ``scene``.
     """
-    from PIL import Image, ImageDraw
-
-    if not columns:
-        raise ConvscopeError("render_level_panels needs at least one column")
-    title_font, head_font, small_font = _font(18), _font(14), _font(12)
-    margin, gap, line_h = 16, 16, 17
-    grids = [fit_into(_as_rgb(c.grid_image), panel, int(panel * 1.5)) if c.grid_image is not None else None for c in columns]
-    grid_h = max((g.shape[0] for g in grids if g is not None), default=0)
-    top = margin + (30 if title else 0)
-    head_h = 3 * line_h + 4
-    body_y = top + head_h
-    grid_y = body_y + panel + 8
-    caption_h = line_h if any(c.grid_caption for c in columns) else 0
-    footer_y = grid_y + grid_h + (caption_h + 10 if grid_h else 0)
-    width = 2 * margin + len(columns) * panel + (len(columns) - 1) * gap
-    height = footer_y + len(footer) * line_h + margin
-    image = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    if title:
-        draw.text((margin, margin - 2), _fit_text(draw, title, title_font, width - 2 * margin), fill=INK, font=title_font)
-    for i, (column, grid) in enumerate(zip(columns, grids)):
-        x = margin + i * (panel + gap)
-        draw.text((x, top), _fit_text(draw, column.title, head_font, panel), fill=INK, font=head_font)
-        draw.text((x, top + line_h + 1), _fit_text(draw, column.name, small_font, panel), fill=INK, font=small_font)
-        draw.text((x, top + 2 * line_h + 1), _fit_text(draw, column.subtitle, small_font, panel), fill=MUTED, font=small_font)
-        mean = fit_into(_as_rgb(column.mean_image), panel, panel)
-        mh, mw = mean.shape[:2]
-        image.paste(Image.fromarray(np.ascontiguousarray(mean)), (x + (panel - mw) // 2, body_y + (panel - mh) // 2))
-        draw.rectangle((x - 1, body_y - 1, x + panel, body_y + panel), outline=(200, 200, 200))
-        if grid is not None:
-            image.paste(Image.fromarray(np.ascontiguousarray(grid)), (x + (panel - grid.shape[1]) // 2, grid_y))
-            if column.grid_caption:
-                draw.text((x, grid_y + grid.shape[0] + 3), _fit_text(draw, column.grid_caption, small_font, panel), fill=MUTED, font=small_font)
-    for j, line in enumerate(footer):
-        draw.text((margin, footer_y + j * line_h), _fit_text(draw, line, small_font, width - 2 * margin), fill=INK, font=small_font)
-    return Picture(pixels=np.asarray(image, dtype=np.uint8).copy(), meta={"kind": "unet_level"})
+    scene = layout_level_panels(columns, title=title, footer=footer, panel=panel)
+    return Picture(pixels=paint_png(scene), meta={"kind": "unet_level"}, scene=scene)
