@@ -44,11 +44,17 @@ def write_kernels(
     rgb: bool | None = None,
     labels: bool = False,
     arrays: bool = False,
+    formats: str | Sequence[str] = ("png",),
 ) -> Path:
-    """One PNG grid per convolution layer (default: all), plus ``.npz`` weights if ``arrays``.
+    """One grid per convolution layer (default: all), plus ``.npz`` weights if ``arrays``.
 
+    ``formats``: ``"png"``, ``"svg"``, ``"pdf"`` or several (``"png,svg"``); each grid is written in
+    each (``enc1.conv.png``, ``enc1.conv.svg``...), all drawn from the same figure.
     Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.png``).
     """
+    from .render.scene import parse_formats
+
+    chosen_formats = parse_formats(formats)
     _check_choice("scale", scale, SCALES)
     _check_choice("normalize", normalize, ("filter", "shared"))
     if cmap is not None:
@@ -56,7 +62,7 @@ def write_kernels(
 
         get_colormap(cmap)
     names = scope.select(layers, kind=kind, kernels=True)
-    with OutputDir(out, info={"command": "kernels", "model": scope.name}) as folder:
+    with OutputDir(out, info={"command": "kernels", "model": scope.name}, formats=chosen_formats) as folder:
         for name in names:
             bank = scope.adapter.kernel(name)
             stem = safe_filename(name)
@@ -131,6 +137,9 @@ def write_activations(
     size: Any = None,
     input_normalize: str | None = None,
     train: bool = False,
+    formats: str | Sequence[str] = ("png",),
+    overlay_cmap: str = "jet",
+    overlay_alpha: float = 0.5,
 ) -> Path:
     """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
 
@@ -143,6 +152,9 @@ def write_activations(
 
     Files: ``LAYER.png`` (sample 0) or ``LAYER.sN.png`` per sample of a batch, ``LAYER.overlay.png``
     with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
+    ``formats`` (``"png"``, ``"svg"``, ``"pdf"``, or several, ``"png,pdf"``) writes each picture in each
+    format. Overlays use ``overlay_cmap`` and ``overlay_alpha`` (heat-map weight in ``[0, 1]``); the
+    manifest records both (top level ``overlay`` and every overlay entry).
     Returns the path of ``manifest.json``.
     """
     # check every option before anything is captured or written
@@ -155,6 +167,16 @@ def write_activations(
     from .render.colormap import get_colormap
 
     get_colormap(cmap)  # unknown names fail here, with the list of known ones
+    get_colormap(overlay_cmap)
+    try:
+        alpha = float(overlay_alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"overlay alpha must be a number in [0, 1], got {overlay_alpha!r}") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay alpha must be in [0, 1] (0 = only the image, 1 = only the map), got {overlay_alpha}")
+    from .render.scene import parse_formats
+
+    chosen_formats = parse_formats(formats)
     prepared = scope.prepare(image, size=size, normalize=input_normalize)
     batch_size = prepared.batch.shape[0]
     chosen = list(range(batch_size)) if samples is None else list(samples)
@@ -162,7 +184,10 @@ def write_activations(
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
     names = scope.select(layers, kind=kind)
-    with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
+    info: dict[str, Any] = {"command": "activations", "model": scope.name, "input": prepared.source}
+    if overlay:
+        info["overlay"] = {"cmap": overlay_cmap, "alpha": alpha}
+    with OutputDir(out, info=info, formats=chosen_formats) as folder:
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG
             # encoding run on the output folder's threads while the forward pass goes on. A volume
@@ -184,7 +209,7 @@ def write_activations(
                     **meta,
                 )
                 if overlay and prepared.display is not None and data.ndim in (4, 5):
-                    render = partial(act.overlay, prepared.display[s], sample=s)
+                    render = partial(act.overlay, prepared.display[s], sample=s, cmap=overlay_cmap, alpha=alpha)
                     folder.add_rendered(
                         folder.unique_name(stem, ".overlay.png" if batch_size == 1 else f".s{s}.overlay.png"),
                         _drawn_now(render) if volume_now else render,

@@ -317,7 +317,7 @@ class LevelView:
                 grid = render_activation_grid(
                     maps, channels=order, cmap=cmap, labels=True, cols=min(4, len(order)), max_side=1024
                 ).pixels
-                caption = f"top {len(order)} of {maps.shape[0]} channels by mean"
+                caption = f"top {len(order)} of {maps.shape[0]} channels by mean, each on its own min-max"
             mean_map = map_to_2d(maps, "mean")
             finite = maps[np.isfinite(maps)]
             stats = f" | mean {finite.mean():.3g} | max {finite.max():.3g}" if finite.size else ""
@@ -587,9 +587,12 @@ class UNetFlow:
             "spatial_dims": s.spatial_dims,
         }
 
-    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8) -> list[Path]:
+    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8,
+             formats: str | Sequence[str] = ("png",)) -> list[Path]:
         """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``.
 
+        ``formats`` (``"png"``, ``"svg"``, ``"pdf"`` or several, ``"pdf,svg"``) writes each figure in
+        each format (``flow.pdf``, ``level-0.pdf``...): one page per figure, text as text.
         Every file is written atomically; the manifest lists each file with its ``kind``
         (``unet_flow``, ``unet_level``, ``unet_json``), ``layer`` (node name) and ``shape``.
 
@@ -597,19 +600,21 @@ class UNetFlow:
             The written paths, ``manifest.json`` last.
         """
         from .io.output import OutputDir
+        from .render.scene import parse_formats
 
+        chosen = parse_formats(formats)
         written: list[Path] = []
-        with OutputDir(out_dir, info={"command": "unet"}) as out:
+        with OutputDir(out_dir, info={"command": "unet"}, formats=chosen) as out:
             out.add_picture("flow.png", self.figure(thumbnail=thumbnail), kind="unet_flow",
                             layer=self.name(self.structure.output),
                             shape=list(self.graph.node(self.structure.output).shape or ()))
-            written.append(out.path / "flow.png")
+            written += [out.path / f"flow.{fmt}" for fmt in chosen]
             for view in self.levels:
                 rel = f"level-{view.index}.png"
                 skip = view.skip
                 out.add_picture(rel, view.panels(top=top), kind="unet_level", level=view.index,
                                 layer=self.name(skip.merge) if skip else None, shape=list(view.level.shape))
-                written.append(out.path / rel)
+                written += [out.path / f"level-{view.index}.{fmt}" for fmt in chosen]
             out.add_json("unet.json", self.to_json(), kind="unet_json", layer=None, shape=None)
             written.append(out.path / "unet.json")
         written.append(out.path / "manifest.json")

@@ -74,8 +74,13 @@ def test_activations_with_layer_top_overlay_and_arrays(capsys, tmp_path, image_p
     entries = {entry["file"]: entry for entry in manifest["files"]}
     assert set(entries) == {"conv1.png", "conv1.overlay.png", "conv1.npz"}
     assert len(entries["conv1.png"]["channels"]) == 2
+    # intended change (issues 9, 15): the file is the overlay's figure, the 16x16 overlay (input size)
+    # plus its colour bar; the manifest gives the file's size
+    overlay = entries["conv1.overlay.png"]
+    assert overlay["cmap"] == "jet" and overlay["alpha"] == 0.5
     with Image.open(out_dir / "conv1.overlay.png") as img:
-        assert img.size == (16, 16)
+        assert img.size == (overlay["width"], overlay["height"])
+        assert img.size[0] > 16 + 40  # room for the colour bar
 
 
 def test_weights_file_is_loaded_into_factory_model(capsys, tmp_path):

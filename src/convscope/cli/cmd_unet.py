@@ -25,6 +25,7 @@ def run_unet(
     mask: Any = None,
     thumbnail: str = "mean",
     top: int = 8,
+    formats: str = "png",
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -38,6 +39,7 @@ def run_unet(
         mask: ``(*spatial)`` 0/1 region for the gradient share's score.
         thumbnail: ``"mean"`` or ``"top"`` for the flow figure's thumbnails.
         top: channels per grid in the level panels.
+        formats: ``"png"``, ``"svg"``, ``"pdf"`` or several (``"pdf,svg"``): each figure in each format.
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -45,8 +47,10 @@ def run_unet(
     Raises:
         NotAUNet: the model is not U-Net shaped (print the message: it says what was found).
     """
+    from ..render.scene import parse_formats
     from ..unet_flow import build_unet_flow, unet_backend_for
 
+    chosen = parse_formats(formats)  # a bad --format fails before the forward pass
     backend = unet_backend_for(model_adapter_or_backend)
     flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    return flow.save(out_dir, thumbnail=thumbnail, top=top)
+    return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen)

@@ -31,6 +31,7 @@ NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagen
 LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name or glob (repeatable); default: all convolutions")]
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
+FormatOpt = Annotated[str, typer.Option("--format", help="picture format: png | svg | pdf, or several comma-separated (png,svg,pdf)")]
 
 
 def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None, normalize: str | None = None) -> Any:
@@ -81,6 +82,7 @@ def kernels(
     rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="first-layer RGB kernels as colour images (default: auto)")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="draw filter indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
+    fmt: FormatOpt = "png",
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -89,7 +91,7 @@ def kernels(
     """Write one kernel grid per convolution layer into OUT, plus manifest.json."""
     scope = _scope(model, kwargs, weights, trust, device)
     manifest = scope.save_kernels(out, layer or None, kind=kind, scale=scale, normalize=per, cmap=cmap, rgb=rgb,
-                                  labels=labels, arrays=arrays)
+                                  labels=labels, arrays=arrays, formats=fmt)
     _report_written(manifest)
 
 
@@ -104,12 +106,15 @@ def activations(
     order: Annotated[str, typer.Option("--order", help="index | mean | max | l2")] = "index",
     sample: Annotated[Optional[list[int]], typer.Option("--sample", help="batch sample(s) to draw (default: all)")] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="also write the channel-mean map blended on the input")] = False,
+    overlay_cmap: Annotated[str, typer.Option("--overlay-cmap", help="colormap of --overlay heat maps")] = "jet",
+    overlay_alpha: Annotated[float, typer.Option("--overlay-alpha", help="heat-map weight of --overlay in [0, 1] (0: only the image)")] = 0.5,
     cmap: Annotated[str, typer.Option("--cmap")] = "viridis",
     scale: Annotated[str, typer.Option("--scale", help="minmax | symmetric | percentile")] = "minmax",
     per: Annotated[str, typer.Option("--normalize-per", help="channel | shared")] = "channel",
     volume: Annotated[str, typer.Option("--volume", help="3D maps: slices | mip")] = "slices",
     labels: Annotated[bool, typer.Option("--labels", help="draw channel indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw activations as .npz")] = False,
+    fmt: FormatOpt = "png",
     train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
@@ -123,7 +128,7 @@ def activations(
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
-        train=train,
+        train=train, formats=fmt, overlay_cmap=overlay_cmap, overlay_alpha=overlay_alpha,
     )
     _report_written(manifest)
 
@@ -137,6 +142,7 @@ def unet(
     mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,
     thumbnail: Annotated[str, typer.Option("--thumbnail", help="flow-figure thumbnails: mean | top")] = "mean",
     top: Annotated[int, typer.Option("--top", help="channels per grid in the level panels")] = 8,
+    fmt: FormatOpt = "png",
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -151,7 +157,7 @@ def unet(
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
-                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top)
+                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt)
     _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
 
 

@@ -153,6 +153,7 @@ class Activation:
         cols: int | None = None,
         volume: str = "slices",
         max_side: int = 4096,
+        title: str | None = None,
     ) -> Picture:
         """All channels (or the ``top`` ones by ``order``) of one sample as a grid image.
 
@@ -168,6 +169,8 @@ class Activation:
             cols: grid columns (default near-square).
             volume: for 3D maps, ``"slices"`` (middle slice along each axis) or ``"mip"``
                 (maximum intensity projection along each axis).
+            title: the figure's title (default: the layer name); the figure (``picture.scene``)
+                adds a colour bar stating the normalisation.
         """
         from ..render.grid import render_activation_grid
 
@@ -184,6 +187,7 @@ class Activation:
             labels=labels,
             volume=volume,
             max_side=max_side,
+            title=self.layer if title is None else title,
         )
         picture.meta.update(
             layer=self.layer,
@@ -223,6 +227,7 @@ class Activation:
         alpha: float = 0.5,
         cmap: str = "jet",
         scale: str = "minmax",
+        title: str | None = None,
     ) -> Picture:
         """The activation map, upsampled bilinearly to the input size, blended over the input.
 
@@ -244,7 +249,9 @@ class Activation:
         base = self.input_display if image is None else to_display_image(image, sample=sample)
         if base is None:
             raise ValueError("no input image to overlay on: pass image=... (the input given to activations())")
-        picture = render_overlay(base, amap, cmap=cmap, alpha=alpha, scale=scale)
+        picture = render_overlay(base, amap, cmap=cmap, alpha=alpha, scale=scale,
+                                 title=f"{self.layer} ({channel if isinstance(channel, str) else f'channel {channel}'})"
+                                 if title is None else title)
         picture.meta.update(layer=self.layer, kind="overlay", channel=channel, sample=sample, shape=list(self.shape))
         return picture
 

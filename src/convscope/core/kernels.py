@@ -120,6 +120,7 @@ class KernelBank:
         cols: int | None = None,
         labels: bool = False,
         max_side: int = 4096,
+        title: str | None = None,
     ) -> Picture:
         """Render every filter as a grid image.
 
@@ -133,7 +134,9 @@ class KernelBank:
                 automatic for a 2D layer with exactly 3 input channels and groups=1.
             cols: grid columns for the RGB layout; default near-square.
             labels: draw filter indices.
-            max_side: largest image side in pixels (cell upscaling is reduced to fit).
+            max_side: largest image side in pixels (cell upscaling is reduced to fit, never
+                below the readable minimum cell).
+            title: the figure's title (default: the layer name).
         """
         from ..render.grid import render_kernel_grid
 
@@ -155,6 +158,7 @@ class KernelBank:
             cols=cols,
             labels=labels,
             max_side=max_side,
+            title=self.layer if title is None else title,
         )
         picture.meta.update(
             layer=self.layer,

@@ -6,7 +6,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,8 +60,10 @@ class OutputDir:
         max_pending: int | None = None,
         max_pending_bytes: int | None = None,
         info: dict[str, Any] | None = None,
+        formats: Sequence[str] = ("png",),
     ) -> None:
         self.path = Path(path)
+        self.formats = _check_formats(formats)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"output path {self.path} exists and is not a folder; choose another -o/--out")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -111,15 +113,35 @@ class OutputDir:
         """Queue ``picture`` to be PNG-encoded and written to ``rel``; returns the future."""
         if self._closed:
             raise RuntimeError("output folder already closed")
-        merged = dict(picture.meta)
-        merged.update(meta)
-        merged.setdefault("width", picture.width)
-        merged.setdefault("height", picture.height)
-        self._record(rel, merged)
-        target = self._target(rel)
-        future = self._pool.submit(lambda: atomic_write_bytes(target, picture.to_png()))
+        files = self._picture_files(rel)
+        for rel_f, _ in files:
+            self._record(rel_f, meta)
+        future = self._pool.submit(self._write_picture, files, picture, meta)
         self._futures.append(future)
         return future
+
+    def _picture_files(self, rel: str) -> list[tuple[str, str]]:
+        """``(relative path, format)`` of each file a picture named ``rel`` (``x.png``) is written as."""
+        stem = rel[: -len(".png")] if rel.lower().endswith(".png") else rel
+        files = [(rel if fmt == "png" else f"{stem}.{fmt}", fmt) for fmt in self.formats]
+        for rel_f, _ in files:
+            self._target(rel_f)
+        return files
+
+    def _write_picture(self, files: list[tuple[str, str]], picture: Picture, meta: dict[str, Any]) -> Path:
+        """Encode ``picture``'s figure in every format of this folder and write the files atomically."""
+        merged = dict(picture.meta)
+        merged.update(meta)
+        figure = picture.figure
+        merged.setdefault("width", figure.width)
+        merged.setdefault("height", figure.height)
+        first: Path | None = None
+        for rel_f, fmt in files:
+            self._record(rel_f, dict(merged, format=fmt))
+            path = atomic_write_bytes(self._target(rel_f), picture.encode(fmt))
+            first = first or path
+        assert first is not None
+        return first
 
     @property
     def pending_bytes(self) -> int:
@@ -154,20 +176,15 @@ class OutputDir:
         """
         if self._closed:
             raise RuntimeError("output folder already closed")
-        target = self._target(rel)
-        self._record(rel, meta)
+        files = self._picture_files(rel)
+        for rel_f, _ in files:
+            self._record(rel_f, meta)
         cost = max(0, int(nbytes))
         self._admit(cost)
 
         def job() -> Path:
             try:
-                picture = render()
-                merged = dict(picture.meta)
-                merged.update(meta)
-                merged.setdefault("width", picture.width)
-                merged.setdefault("height", picture.height)
-                self._record(rel, merged)
-                return atomic_write_bytes(target, picture.to_png())
+                return self._write_picture(files, render(), meta)
             finally:
                 self._release(cost)
 
@@ -236,6 +253,13 @@ class OutputDir:
             finally:
                 self._pool.shutdown(wait=True)
                 self._closed = True
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """Validated picture formats (``png``, ``svg``, ``pdf``), in order, without duplicates."""
+    from ..render.scene import parse_formats
+
+    return parse_formats(list(formats))
 
 
 def _jsonable(value: Any) -> Any:

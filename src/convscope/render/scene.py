@@ -566,7 +566,7 @@ def to_svg(scene: Scene) -> bytes:
             cls = f' class="{_esc(item.role)}"' if item.role else ""
             out.append(f'<text x="{_num(item.x)}" y="{_num(item.y + _ascent(item.size))}"{cls} '
                        f'font-family="{SVG_FONT_FAMILY}" font-size="{item.size}" fill="{_color(item.fill)}" '
-                       f'xml:space="preserve">{title}{_esc(item.text)}</text>\n')
+                       f'xml:space="preserve">{_esc(item.text)}{title}</text>\n')
         elif isinstance(item, Line):
             points = " ".join(f"{_num(x)},{_num(y)}" for x, y in item.points)
             out.append(f'<polyline points="{points}" fill="none" stroke="{_color(item.stroke)}" '
@@ -641,6 +641,14 @@ def to_pdf(scene: Scene, *, size_in: tuple[float, float] | None = None, dpi: flo
     PNG's), then DejaVu Sans for characters it lacks.
     """
     matplotlib = _import_matplotlib()
+    with _PDF_LOCK:  # matplotlib's rcParams are process-global: one PDF at a time
+        return _to_pdf(matplotlib, scene, size_in, dpi)
+
+
+_PDF_LOCK = threading.Lock()
+
+
+def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, dpi: float) -> bytes:
     from matplotlib.backends.backend_pdf import FigureCanvasPdf
     from matplotlib.figure import Figure
     from matplotlib.font_manager import FontProperties
