@@ -247,8 +247,8 @@ def wrap_text(text: str, size: int, width: float, lines: int = 2) -> list[str]:
             cut = i
         breaks = [j + 1 for j in range(cut) if rest[j] in "./_- :"]
         cut = breaks[-1] if breaks and breaks[-1] > cut // 3 else max(cut, 1)
-        out.append(rest[:cut])
-        rest = rest[cut:]
+        out.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
     if rest:
         out.append(fit_text_left(rest, size, width))
     return out
