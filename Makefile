@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-browser.sh
+	bash scripts/ensure-poppler.sh
 	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile
 
