@@ -26,6 +26,14 @@ __all__ = ["write_kernels", "write_activations"]
 
 SCALES = ("minmax", "symmetric", "percentile")
 
+GRID_MAX_SIDE = 2048
+"""Default cap on a written activation grid's side (px): larger grids have their cells downsampled
+(means of s x s blocks); ``full_resolution=True`` (CLI ``--full-resolution``) lifts it, and
+``arrays=True`` always writes the raw values."""
+GRID_MIN_CELL = 16
+"""Written activation grids keep cells at their native size (1 px per value), upscaling only cells
+smaller than this (px) to a readable size; viewers and figures scale them up without smoothing."""
+
 
 def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
@@ -140,6 +148,7 @@ def write_activations(
     formats: str | Sequence[str] = ("png",),
     overlay_cmap: str = "jet",
     overlay_alpha: float = 0.5,
+    full_resolution: bool = False,
 ) -> Path:
     """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
 
@@ -154,7 +163,10 @@ def write_activations(
     with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
     ``formats`` (``"png"``, ``"svg"``, ``"pdf"``, or several, ``"png,pdf"``) writes each picture in each
     format. Overlays use ``overlay_cmap`` and ``overlay_alpha`` (heat-map weight in ``[0, 1]``); the
-    manifest records both (top level ``overlay`` and every overlay entry).
+    manifest records both (top level ``overlay`` and every overlay entry). Grids are stored at native
+    cell size (cells below :data:`GRID_MIN_CELL` px upscaled) and capped at :data:`GRID_MAX_SIDE` px
+    per side by averaging blocks of each cell (``downsample`` in the manifest); ``full_resolution``
+    keeps every value.
     Returns the path of ``manifest.json``.
     """
     # check every option before anything is captured or written
@@ -201,7 +213,8 @@ def write_activations(
                 suffix = ".png" if batch_size == 1 else f".s{s}.png"
                 meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s}
                 render = partial(_grid_with_stats, act, s, top=top, order=order, cmap=cmap, scale=scale,
-                                 normalize=normalize, labels=labels, volume=volume)
+                                 normalize=normalize, labels=labels, volume=volume, min_cell=GRID_MIN_CELL,
+                                 max_side=None if full_resolution else GRID_MAX_SIDE)
                 folder.add_rendered(
                     folder.unique_name(stem, suffix),
                     _drawn_now(render) if volume_now else render,

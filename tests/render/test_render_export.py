@@ -384,3 +384,23 @@ def _decompressed_streams(data: bytes) -> bytes:
 def test_pdf_text_is_real_text_not_paths() -> None:
     streams = _decompressed_streams(_flow_picture().to_pdf())
     assert streams.count(b"BT") >= 5 and b"Tf" in streams  # text objects with a font
+
+
+def test_big_grids_are_capped_by_averaging_blocks_of_each_cell() -> None:
+    from convscope.render.grid import _block_mean
+
+    maps = _maps(4, (16, 100, 100))
+    picture = render_activation_grid(maps, max_side=200, min_cell=1, cmap="gray", shared=True)
+    assert picture.meta["downsample"] == 3  # 4 x (34 + 1) + 1 = 141 <= 200 < 4 x (50 + 1) + 1
+    assert max(picture.pixels.shape[:2]) <= 200
+    assert picture.meta["cell_size"] == [34, 34]
+    means = _block_mean(maps, 3)
+    np.testing.assert_allclose(means[2, 5, 7], maps[2, 15:18, 21:24].mean(), rtol=1e-5)
+    np.testing.assert_allclose(means[2, 33, 33], maps[2, 99:, 99:].mean(), rtol=1e-5)  # a partial edge block
+    full = render_activation_grid(maps, max_side=None, min_cell=1)
+    assert full.meta["downsample"] == 1 and full.meta["cell_size"] == [100, 100]
+
+
+def test_small_cells_are_kept_near_native_size_when_asked() -> None:
+    picture = render_activation_grid(_maps(0, (64, 7, 7)), min_cell=16)
+    assert picture.meta["scale_factor"] == 3 and picture.meta["cell_size"] == [21, 21]

@@ -115,6 +115,7 @@ def activations(
     labels: Annotated[bool, typer.Option("--labels", help="draw channel indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw activations as .npz")] = False,
     fmt: FormatOpt = "png",
+    full_resolution: Annotated[bool, typer.Option("--full-resolution", help="never downsample grids (default: cells averaged down so a grid is at most 2048 px per side; --arrays always has every value)")] = False,
     train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
@@ -129,6 +130,7 @@ def activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
         train=train, formats=fmt, overlay_cmap=overlay_cmap, overlay_alpha=overlay_alpha,
+        full_resolution=full_resolution,
     )
     _report_written(manifest)
 

@@ -152,8 +152,9 @@ class Activation:
         labels: bool = False,
         cols: int | None = None,
         volume: str = "slices",
-        max_side: int = 4096,
+        max_side: int | None = 4096,
         title: str | None = None,
+        min_cell: int = 48,
     ) -> Picture:
         """All channels (or the ``top`` ones by ``order``) of one sample as a grid image.
 
@@ -169,8 +170,11 @@ class Activation:
             cols: grid columns (default near-square).
             volume: for 3D maps, ``"slices"`` (middle slice along each axis) or ``"mip"``
                 (maximum intensity projection along each axis).
+            max_side: largest grid side in pixels; cells are downsampled (block means) when 1 px
+                per value does not fit; None keeps full resolution.
             title: the figure's title (default: the layer name); the figure (``picture.scene``)
                 adds a colour bar stating the normalisation.
+            min_cell: smallest short side of a cell in pixels (small maps are upscaled to it).
         """
         from ..render.grid import render_activation_grid
 
@@ -188,6 +192,7 @@ class Activation:
             volume=volume,
             max_side=max_side,
             title=self.layer if title is None else title,
+            min_cell=min_cell,
         )
         picture.meta.update(
             layer=self.layer,

@@ -336,6 +336,25 @@ def _aspect_cols(count: int, cell_h: int, cell_w: int) -> int:
     return max(1, min(count, math.ceil(math.sqrt(count * cell_h / max(cell_w, 1)))))
 
 
+_UNBOUNDED = 1 << 30
+
+
+def _block_mean(maps: np.ndarray, step: int) -> np.ndarray:
+    """``(C, H, W)`` -> ``(C, ceil(H / step), ceil(W / step))`` float32: the mean of each
+    ``step x step`` block (edge blocks average what they hold). One pass, no per-cell loop."""
+    count, height, width = maps.shape
+    out_h, out_w = math.ceil(height / step), math.ceil(width / step)
+    if height % step or width % step:
+        padded = np.full((count, out_h * step, out_w * step), np.nan, dtype=np.float32)
+        padded[:, :height, :width] = maps
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            blocks = padded.reshape(count, out_h, step, out_w, step)
+            return np.ascontiguousarray(np.nanmean(blocks, axis=(2, 4)), dtype=np.float32)
+    blocks = maps.reshape(count, out_h, step, out_w, step)
+    return np.ascontiguousarray(blocks.mean(axis=(2, 4), dtype=np.float32), dtype=np.float32)
+
+
 def _check_common(cols: int | None, max_side: int) -> None:
     if cols is not None and int(cols) < 1:
         raise ConvscopeError(f"cols must be a positive number of columns or None, got {cols}")
@@ -418,7 +437,7 @@ def render_activation_grid(
     cols: int | None = None,
     labels: bool = False,
     volume: str = "slices",
-    max_side: int = 4096,
+    max_side: int | None = 4096,
     min_cell: int = 48,
     title: str = "",
 ) -> Picture:
@@ -435,8 +454,11 @@ def render_activation_grid(
           along them (``volume="mip"``, NaN-aware). The views of a channel share one scale.
 
     Cells are upscaled by an integer factor so their short side is at least ``min_cell`` px, reduced
-    (down to 1) so the whole image stays within ``max_side`` px per side when possible. The default
-    column count makes the image roughly square. Normalisation uses the values shown.
+    (down to 1) so the whole image stays within ``max_side`` px per side when possible. When even
+    1 px per value exceeds ``max_side`` (2-D maps), each cell is downsampled by averaging
+    ``s x s`` blocks with the smallest integer ``s`` that fits (``meta["downsample"] = s``);
+    ``max_side=None`` never downsamples (full resolution). The default column count makes the image
+    roughly square. Normalisation uses the values shown.
 
     Args:
         maps: ``(C, *spatial)`` real array, 1 to 3 spatial axes (float32 preferred).
@@ -447,7 +469,8 @@ def render_activation_grid(
         cols: cells per row.
         labels: draw the channel index in each cell's top-left corner.
         volume: ``"slices"`` or ``"mip"`` (3-D maps only, but always validated).
-        max_side: largest image side in pixels (upscaling is reduced to fit).
+        max_side: largest image side in pixels (upscaling is reduced, then cells downsampled, to
+            fit); None for full resolution.
         min_cell: smallest wanted short side of a cell in pixels.
         title: figure title (e.g. the layer name) above the grid in the figure.
 
@@ -470,6 +493,8 @@ def render_activation_grid(
     if any(s == 0 for s in arr.shape[1:]):
         raise ConvscopeError(f"maps have an empty spatial axis: shape {arr.shape}")
     _check_scale(scale)
+    unbounded = max_side is None
+    max_side = _UNBOUNDED if unbounded else max_side
     _check_common(cols, max_side)
     if volume not in VOLUME_MODES:
         raise ConvscopeError(f"unknown volume mode {volume!r}; use 'slices' or 'mip'")
@@ -479,6 +504,7 @@ def render_activation_grid(
     pad = 1
     pad_color = _separator(lut)
     spatial = arr.ndim - 1
+    downsample = 1
     if spatial == 3:  # views first: a (C, D, H, W) volume is never copied whole
         views, index = _volume_views(arr, volume, channels)
         count = int(index.size)
@@ -503,10 +529,18 @@ def render_activation_grid(
         factor = fx
     elif spatial == 2:
         height, width = sel.shape[1:]
-        norm, stats = _normalize_owned(sel, scale=scale, shared=shared)
-        index, table = _lookup(norm.unit, lut)
         cols_used = _aspect_cols(count, height, width) if cols is None else max(1, min(int(cols), count))
         rows = math.ceil(count / cols_used)
+        step = 1
+        while max(rows * (math.ceil(height / step) + pad) + pad, cols_used * (math.ceil(width / step) + pad) + pad) > max_side \
+                and min(height, width) // (step + 1) >= 1:
+            step += 1
+        if step > 1:  # the grid would exceed max_side at 1 px per value: average step x step blocks per cell
+            sel = _block_mean(sel, step)
+            height, width = sel.shape[1:]
+            downsample = step
+        norm, stats = _normalize_owned(sel, scale=scale, shared=shared)
+        index, table = _lookup(norm.unit, lut)
         want = max(1, math.ceil(int(min_cell) / min(height, width)), math.ceil(label_h / height), math.ceil(label_w / width))
         factor = _fit_factor(
             want, lambda f: (rows * (height * f + pad) + pad, cols_used * (width * f + pad) + pad), max_side
@@ -569,6 +603,7 @@ def render_activation_grid(
         "cols": int(cols_used),
         "rows": int(rows),
         "scale_factor": int(factor),
+        "downsample": int(downsample),
         "cmap": colormap_name(cmap),
         "scale": scale,
         "shared": bool(shared),
