@@ -26,7 +26,7 @@ __all__ = ["write_kernels", "write_activations"]
 
 SCALES = ("minmax", "symmetric", "percentile")
 
-GRID_MAX_SIDE = 2048
+GRID_MAX_SIDE = 1024
 """Default cap on a written activation grid's side (px): larger grids have their cells downsampled
 (means of s x s blocks); ``full_resolution=True`` (CLI ``--full-resolution``) lifts it, and
 ``arrays=True`` always writes the raw values."""

@@ -115,7 +115,7 @@ def activations(
     labels: Annotated[bool, typer.Option("--labels", help="draw channel indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw activations as .npz")] = False,
     fmt: FormatOpt = "png",
-    full_resolution: Annotated[bool, typer.Option("--full-resolution", help="never downsample grids (default: cells averaged down so a grid is at most 2048 px per side; --arrays always has every value)")] = False,
+    full_resolution: Annotated[bool, typer.Option("--full-resolution", help="never downsample grids (default: cells averaged down so a grid is at most 1024 px per side; --arrays always has every value)")] = False,
     train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
