@@ -165,6 +165,12 @@ def _rendered_pdf(path: Path, scale: int = 4) -> np.ndarray:
     return big[half::scale, half::scale]
 
 
+def _blur(image: np.ndarray) -> np.ndarray:
+    padded = np.pad(image.astype(np.float32), ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = image.shape[:2]
+    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+
+
 @needs_poppler
 @pytest.mark.parametrize("which", ["flow", "grid", "kernels"])
 def test_pdf_page_matches_the_png_figure(tmp_path: Path, which: str) -> None:
@@ -177,16 +183,16 @@ def test_pdf_page_matches_the_png_figure(tmp_path: Path, which: str) -> None:
     png = picture.figure_pixels().astype(np.int16)
     rendered = _rendered_pdf(picture.save(tmp_path / f"{which}.pdf")).astype(np.int16)
     assert rendered.shape[:2] == png.shape[:2]
-    diff = np.abs(rendered - png).max(axis=2)
     # the same font in both (Pillow's, embedded in the PDF): differences are antialiasing of glyph
-    # and line edges only
-    assert diff.mean() < 8.0, diff.mean()
-    assert (diff > 96).mean() < 0.05, (diff > 96).mean()
+    # and line edges only, so they vanish under a 3x3 box blur
+    diff = np.abs(_blur(rendered) - _blur(png)).max(axis=2)
+    assert diff.mean() < 4.0, diff.mean()
+    assert (diff > 64).mean() < 0.03, (diff > 64).mean()  # glyph advances: Pillow hints to whole pixels
     # the data pixels themselves are exact: compare the raster's interior
     raster = next(i for i in picture.figure.items if type(i).__name__ == "Raster")
     x0, y0 = int(raster.x) + 1, int(raster.y) + 1
     x1, y1 = int(raster.x + raster.w) - 1, int(raster.y + raster.h) - 1
-    assert np.abs(rendered[y0:y1, x0:x1] - png[y0:y1, x0:x1]).max(axis=2).mean() < 2.0
+    assert np.abs(rendered[y0:y1, x0:x1].astype(np.int16) - png[y0:y1, x0:x1]).max(axis=2).mean() < 2.0
 
 
 def test_pdf_rasters_are_preupsampled_nearest() -> None:

@@ -79,7 +79,7 @@ def data_figure(
     top = _MARGIN
     body_w = x0 + bw + _MARGIN
     if title:
-        fitted = fit_text_left(title, _TITLE_SIZE, max(bw, 160))
+        fitted = fit_text_left(title, _TITLE_SIZE, max(bw + (120 if lut is not None else 0), 200))
         items.append(Text(x0, top, fitted, _TITLE_SIZE, _INK, title=title, role="title"))
         top += _TITLE_SIZE + 8
         body_w = max(body_w, x0 + text_width(fitted, _TITLE_SIZE) + _MARGIN)

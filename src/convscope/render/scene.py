@@ -349,7 +349,7 @@ def colorbar(
     width = thickness + 6 + label_w
     height = length
     if caption:
-        lines = wrap_text(caption, size - 1, max(width, 90), lines=3)
+        lines = wrap_text(caption, size - 1, max(width, 110), lines=5)
         cy = y + length + 6
         for line in lines:
             items.append(Text(x, cy, line, size - 1, (90, 90, 90), role="colorbar-scope", group="colorbar"))
@@ -520,6 +520,17 @@ def _draw_pil(draw: Any, image: Any, item: Item, s: float, dx: float, dy: float)
 # ------------------------------------------------------------------------------------------------
 
 
+def _vector_rect(item: Rect) -> tuple[float, float, float, float]:
+    """``(x, y, w, h)`` of the path that covers what Pillow paints for ``item``.
+
+    Pillow's integer coordinates name pixels (centres at +0.5) and its rectangles include both end
+    pixels, with the outline inside: the filled area is ``w + 1`` px wide and a stroke of width
+    ``sw`` is centred ``sw / 2`` inside it. Lines and polygons are shifted by half a pixel likewise.
+    """
+    sw = float(item.stroke_width) if item.stroke is not None else 0.0
+    return item.x + sw / 2, item.y + sw / 2, item.w + 1 - sw, item.h + 1 - sw
+
+
 def _color(rgb: RGB | None) -> str:
     if rgb is None:
         return "none"
@@ -559,7 +570,8 @@ def to_svg(scene: Scene) -> bytes:
         if isinstance(item, Rect):
             rx = f' rx="{_num(item.radius)}"' if item.radius else ""
             stroke = f' stroke="{_color(item.stroke)}" stroke-width="{_num(item.stroke_width)}"' if item.stroke else ""
-            out.append(f'<rect x="{_num(item.x)}" y="{_num(item.y)}" width="{_num(item.w)}" height="{_num(item.h)}"'
+            x, y, w, h = _vector_rect(item)
+            out.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" height="{_num(h)}"'
                        f'{rx} fill="{_color(item.fill)}"{stroke}/>\n')
         elif isinstance(item, Text):
             title = f"<title>{_esc(item.title)}</title>" if item.title else ""
@@ -568,11 +580,11 @@ def to_svg(scene: Scene) -> bytes:
                        f'font-family="{SVG_FONT_FAMILY}" font-size="{item.size}" fill="{_color(item.fill)}" '
                        f'xml:space="preserve">{_esc(item.text)}{title}</text>\n')
         elif isinstance(item, Line):
-            points = " ".join(f"{_num(x)},{_num(y)}" for x, y in item.points)
+            points = " ".join(f"{_num(x + 0.5)},{_num(y + 0.5)}" for x, y in item.points)
             out.append(f'<polyline points="{points}" fill="none" stroke="{_color(item.stroke)}" '
                        f'stroke-width="{_num(item.width)}"/>\n')
         elif isinstance(item, Polygon):
-            points = " ".join(f"{_num(x)},{_num(y)}" for x, y in item.points)
+            points = " ".join(f"{_num(x + 0.5)},{_num(y + 0.5)}" for x, y in item.points)
             out.append(f'<polygon points="{points}" fill="{_color(item.fill)}"/>\n')
         elif isinstance(item, Raster):
             data = _png_b64(item.pixels)
@@ -683,13 +695,14 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
             z += 1.0
             if isinstance(item, Rect):
                 lw = item.stroke_width * pt_per_px if item.stroke is not None else 0
+                rx, ry, rw, rh = _vector_rect(item)
                 if item.radius:
-                    patch = FancyBboxPatch((item.x, item.y), item.w, item.h,
+                    patch = FancyBboxPatch((rx, ry), rw, rh,
                                            boxstyle=f"round,pad=0,rounding_size={item.radius}",
                                            facecolor=rgb(item.fill), edgecolor=rgb(item.stroke), linewidth=lw,
                                            mutation_aspect=1)
                 else:
-                    patch = Rectangle((item.x, item.y), item.w, item.h, facecolor=rgb(item.fill),
+                    patch = Rectangle((rx, ry), rw, rh, facecolor=rgb(item.fill),
                                       edgecolor=rgb(item.stroke), linewidth=lw)
                 patch.set_zorder(z)
                 ax.add_patch(patch)
@@ -710,11 +723,11 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
                 ax.text(x, y + _ascent(size), text, fontproperties=fonts[size], color=rgb(color), va="baseline",
                         ha="left", zorder=z + 0.5, clip_on=False)
             elif isinstance(item, Line):
-                xs, ys = zip(*item.points)
+                xs, ys = zip(*((x + 0.5, y + 0.5) for x, y in item.points))
                 ax.plot(xs, ys, color=rgb(item.stroke), linewidth=item.width * pt_per_px, solid_capstyle="butt",
                         zorder=z)
             elif isinstance(item, Polygon):
-                poly = MplPolygon(item.points, closed=True, facecolor=rgb(item.fill), edgecolor="none")
+                poly = MplPolygon([(x + 0.5, y + 0.5) for x, y in item.points], closed=True, facecolor=rgb(item.fill), edgecolor="none")
                 poly.set_zorder(z)
                 ax.add_patch(poly)
             elif isinstance(item, Raster):
