@@ -111,7 +111,7 @@ def data_figure(
         height = max(body_h, top + ch + _MARGIN)
         bars.append(info)
     meta.update(colorbars=bars, body=[int(math.ceil(body_w)), int(math.ceil(body_h))],
-                colorscale=_scale_key(bars[0], lut) if bars else None)
+                colorscale=_scale_key(bars[0], lut) if bars and lut is not None else None)
     return Scene(int(math.ceil(width)), int(math.ceil(height)), tuple(items), meta=meta)
 
 
@@ -296,8 +296,8 @@ def compose(
             panels.append({"letter": label, "title": name, "box": [x, y, x + scene.width, y + head + scene.height]})
             x += col_w[c] + gap
         y += row_h[r] + gap
-    width = _MARGIN + sum(col_w) + gap * (cols - 1) + _MARGIN
-    height = y - gap + _MARGIN
+    width: float = _MARGIN + sum(col_w) + gap * (cols - 1) + _MARGIN
+    height: float = y - gap + _MARGIN
     bars: list[dict[str, Any]] = []
     if shared_bar is not None:
         bx = width

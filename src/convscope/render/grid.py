@@ -493,9 +493,8 @@ def render_activation_grid(
     if any(s == 0 for s in arr.shape[1:]):
         raise ConvscopeError(f"maps have an empty spatial axis: shape {arr.shape}")
     _check_scale(scale)
-    unbounded = max_side is None
-    max_side = _UNBOUNDED if unbounded else max_side
-    _check_common(cols, max_side)
+    side: int = _UNBOUNDED if max_side is None else int(max_side)
+    _check_common(cols, side)
     if volume not in VOLUME_MODES:
         raise ConvscopeError(f"unknown volume mode {volume!r}; use 'slices' or 'mip'")
     if int(min_cell) < 1:
@@ -521,9 +520,9 @@ def render_activation_grid(
         cols_used = 1 if cols is None else max(1, min(int(cols), count))
         rows = math.ceil(count / cols_used)
         fx_want = max(1, math.ceil(4 * int(min_cell) / length))
-        fx = _fit_factor(fx_want, lambda f: (0, cols_used * (length * f + pad) + pad), max_side)
+        fx = _fit_factor(fx_want, lambda f: (0, cols_used * (length * f + pad) + pad), side)
         strip_want = max(8, length // 8, label_h)
-        strip = _fit_factor(strip_want, lambda f: (rows * (f + pad) + pad, 0), max_side)
+        strip = _fit_factor(strip_want, lambda f: (rows * (f + pad) + pad, 0), side)
         pixels = _tile_mapped(index, table, cols_used, pad, pad_color, (strip, fx))
         cell_hw = (strip, length * fx)
         factor = fx
@@ -532,7 +531,7 @@ def render_activation_grid(
         cols_used = _aspect_cols(count, height, width) if cols is None else max(1, min(int(cols), count))
         rows = math.ceil(count / cols_used)
         step = 1
-        while max(rows * (math.ceil(height / step) + pad) + pad, cols_used * (math.ceil(width / step) + pad) + pad) > max_side \
+        while max(rows * (math.ceil(height / step) + pad) + pad, cols_used * (math.ceil(width / step) + pad) + pad) > side \
                 and min(height, width) // (step + 1) >= 1:
             step += 1
         if step > 1:  # the grid would exceed max_side at 1 px per value: average step x step blocks per cell
@@ -543,7 +542,7 @@ def render_activation_grid(
         index, table = _lookup(norm.unit, lut)
         want = max(1, math.ceil(int(min_cell) / min(height, width)), math.ceil(label_h / height), math.ceil(label_w / width))
         factor = _fit_factor(
-            want, lambda f: (rows * (height * f + pad) + pad, cols_used * (width * f + pad) + pad), max_side
+            want, lambda f: (rows * (height * f + pad) + pad, cols_used * (width * f + pad) + pad), side
         )
         pixels = _tile_mapped(index, table, cols_used, pad, pad_color, (factor, factor))
         cell_hw = (height * factor, width * factor)
@@ -559,7 +558,7 @@ def render_activation_grid(
         def extent(f: int) -> tuple[int, int]:
             return rows * (base_h * f + pad) + pad, cols_used * (base_w * f + 2 + pad) + pad
 
-        factor = _fit_factor(want, extent, max_side)
+        factor = _fit_factor(want, extent, side)
         cell_h, cell_w = base_h * factor, base_w * factor + 2
         composite = np.full((count, cell_h, cell_w), np.nan, dtype=np.float32)
         background = np.ones((cell_h, cell_w), dtype=bool)

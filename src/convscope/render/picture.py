@@ -70,7 +70,7 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
         out[:, 0] = np.where(same, 2, 0)  # filter type: 2 = Up, 0 = None
         out[:, 1:] = current
         out[same, 1:] = 0  # Up of a repeated row
-        parts.append(compressor.compress(out))
+        parts.append(compressor.compress(out.data))
     parts.append(compressor.flush())
     idat = b"".join(parts)
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)

@@ -254,7 +254,7 @@ def wrap_text(text: str, size: int, width: float, lines: int = 2) -> list[str]:
     return out
 
 
-def format_value(value: float) -> str:
+def format_value(value: float | None) -> str:
     """A colour-bar number: 3 significant digits, ``-0`` shown as ``0``."""
     if value is None or not math.isfinite(value):
         return "n/a"
@@ -325,7 +325,7 @@ def colorbar(
         Rect(x, y, thickness, length, None, (90, 90, 90), 1, group="colorbar"),
     ]
     numeric = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
-    if numeric:
+    if low is not None and high is not None and numeric:
         labels = [format_value(high), format_value(low)]
         if scale == "symmetric" or (low < 0 < high and abs(low + high) <= 1e-9 * max(abs(low), 1e-30)):
             labels.insert(1, "0")
@@ -570,8 +570,8 @@ def to_svg(scene: Scene) -> bytes:
         if isinstance(item, Rect):
             rx = f' rx="{_num(item.radius)}"' if item.radius else ""
             stroke = f' stroke="{_color(item.stroke)}" stroke-width="{_num(item.stroke_width)}"' if item.stroke else ""
-            x, y, w, h = _vector_rect(item)
-            out.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" height="{_num(h)}"'
+            rect_x, rect_y, rect_w, rect_h = _vector_rect(item)
+            out.append(f'<rect x="{_num(rect_x)}" y="{_num(rect_y)}" width="{_num(rect_w)}" height="{_num(rect_h)}"'
                        f'{rx} fill="{_color(item.fill)}"{stroke}/>\n')
         elif isinstance(item, Text):
             title = f"<title>{_esc(item.title)}</title>" if item.title else ""
@@ -683,8 +683,9 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_axis_off()
-        ax.set_facecolor(tuple(c / 255 for c in scene.background))
-        figure.patch.set_facecolor(tuple(c / 255 for c in scene.background))
+        face = (scene.background[0] / 255, scene.background[1] / 255, scene.background[2] / 255)
+        ax.set_facecolor(face)
+        figure.patch.set_facecolor(face)
         fonts: dict[int, Any] = {}
 
         def rgb(c: RGB | None) -> Any:
@@ -696,6 +697,7 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
             if isinstance(item, Rect):
                 lw = item.stroke_width * pt_per_px if item.stroke is not None else 0
                 rx, ry, rw, rh = _vector_rect(item)
+                patch: Any
                 if item.radius:
                     patch = FancyBboxPatch((rx, ry), rw, rh,
                                            boxstyle=f"round,pad=0,rounding_size={item.radius}",
