@@ -410,3 +410,14 @@ def test_big_grids_are_capped_by_averaging_blocks_of_each_cell() -> None:
 def test_small_cells_are_kept_near_native_size_when_asked() -> None:
     picture = render_activation_grid(_maps(0, (64, 7, 7)), min_cell=16)
     assert picture.meta["scale_factor"] == 3 and picture.meta["cell_size"] == [21, 21]
+
+
+def test_grid_with_spacing_keeps_the_physical_aspect_and_has_a_scale_bar() -> None:
+    maps = _maps(0, (4, 10, 10))
+    picture = render_activation_grid(maps, min_cell=1, cols=2, spacing=(3.0, 1.0))
+    raster = next(i for i in picture.figure.items if type(i).__name__ == "Raster" and i.group == "")
+    assert raster.h / raster.w == pytest.approx(3.0 * picture.pixels.shape[0] / picture.pixels.shape[1])
+    bar = picture.figure.meta["scalebar"]
+    assert bar["px"] == pytest.approx(bar["length"] * 1.0)  # 1 px per value along x, 1 mm per value
+    with pytest.raises(ConvscopeError, match="spacing"):
+        render_activation_grid(maps, spacing=(0.0, 1.0))

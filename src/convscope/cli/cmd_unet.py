@@ -1,6 +1,6 @@
 """``convscope unet MODEL IMAGE -o DIR``: the logic, free of typer (the CLI in ``main.py`` wires it).
 
-Writes ``DIR/flow.png``, ``DIR/level-N.png`` (one per level above the bottleneck),
+Writes ``DIR/flow.png``, ``DIR/level-N.png`` (one per level above the bottleneck; ``.svg``/``.pdf`` too with ``formats``),
 ``DIR/unet.json`` and ``DIR/manifest.json``.
 """
 

@@ -152,7 +152,7 @@ def unet(
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
 ) -> None:
-    """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json."""
+    """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png (or .svg/.pdf with --format), unet.json."""
     from .cmd_unet import run_unet
 
     scope = _scope(model, kwargs, weights, trust, device, normalize)

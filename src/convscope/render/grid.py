@@ -339,6 +339,25 @@ def _aspect_cols(count: int, cell_h: int, cell_w: int) -> int:
 _UNBOUNDED = 1 << 30
 
 
+def _physical_box(
+    pixels: np.ndarray, spacing: Sequence[float] | None, px_per_value: int, spatial: int
+) -> tuple[tuple[float, float] | None, float | None]:
+    """Display box and figure px per unit for a grid whose values measure ``spacing`` ``(row, col)``."""
+    if spacing is None:
+        return None, None
+    if spatial != 2:
+        raise ConvscopeError(f"spacing applies to 2-D maps; these maps have {spatial} spatial axes")
+    try:
+        sy, sx = (float(v) for v in spacing)
+    except (TypeError, ValueError):
+        raise ConvscopeError(f"spacing must be two positive numbers (row, column), got {spacing!r}") from None
+    if not (sy > 0 and sx > 0 and math.isfinite(sy) and math.isfinite(sx)):
+        raise ConvscopeError(f"spacing must be two positive numbers (row, column), got {spacing!r}")
+    finest = min(sy, sx)
+    height, width = pixels.shape[:2]
+    return (width * sx / finest, height * sy / finest), px_per_value / finest
+
+
 def _block_mean(maps: np.ndarray, step: int) -> np.ndarray:
     """``(C, H, W)`` -> ``(C, ceil(H / step), ceil(W / step))`` float32: the mean of each
     ``step x step`` block (edge blocks average what they hold). One pass, no per-cell loop."""
@@ -440,6 +459,8 @@ def render_activation_grid(
     max_side: int | None = 4096,
     min_cell: int = 48,
     title: str = "",
+    spacing: Sequence[float] | None = None,
+    unit: str = "mm",
 ) -> Picture:
     """Draw feature maps of one sample as a grid of colour-mapped cells.
 
@@ -473,6 +494,10 @@ def render_activation_grid(
             fit); None for full resolution.
         min_cell: smallest wanted short side of a cell in pixels.
         title: figure title (e.g. the layer name) above the grid in the figure.
+        spacing: ``(row, column)`` physical size of one map value in ``unit`` (2-D maps): the figure
+            shows the grid in that aspect (non-square values stay non-square) with a scale bar.
+            ``pixels`` are unchanged.
+        unit: unit of ``spacing`` (e.g. ``"mm"``).
 
     Returns:
         :class:`Picture` (RGB ``uint8``) whose ``meta`` has ``value_range`` (finite ``[min, max]``
@@ -588,10 +613,12 @@ def render_activation_grid(
         bare = pixels.copy()
         pixels = _draw_corner_labels(pixels, texts, corners)
         label_items = [(x, y, t) for t, (x, y) in zip(texts, corners)]
+    box, per_unit = _physical_box(bare, spacing, factor * downsample, spatial)
     scene = data_figure(
         bare, lut=lut, low=None if scale_range is None else scale_range[0],
         high=None if scale_range is None else scale_range[1], scale=scale,
         scope="shared" if shared else ("map" if count == 1 else "channel"), title=title, labels=label_items,
+        box=box, px_per_unit=per_unit, unit=unit,
     )
     meta: dict[str, Any] = {
         "value_range": _value_range(stats),
