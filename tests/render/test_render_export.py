@@ -421,3 +421,12 @@ def test_grid_with_spacing_keeps_the_physical_aspect_and_has_a_scale_bar() -> No
     assert bar["px"] == pytest.approx(bar["length"] * 1.0)  # 1 px per value along x, 1 mm per value
     with pytest.raises(ConvscopeError, match="spacing"):
         render_activation_grid(maps, spacing=(0.0, 1.0))
+
+
+def test_odd_layer_names_survive_svg_and_pdf() -> None:
+    name = "blk$1$.conv<2>&\x01x"  # dollars (no math), markup characters and a control character
+    picture = render_activation_grid(_maps(), title=name)
+    root = _svg(picture)
+    assert any(t.startswith("blk$1$.conv<2>&") for t in _svg_texts(root))
+    data = picture.to_pdf()
+    assert data.startswith(b"%PDF") and b"Type3" not in data

@@ -25,8 +25,10 @@ import dataclasses
 import html
 import io
 import math
+import re
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -542,8 +544,12 @@ def _num(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _esc(text: str) -> str:
-    return html.escape(text, quote=True)
+    """``text`` safe inside SVG: escaped, and characters XML cannot hold replaced by U+FFFD."""
+    return html.escape(_XML_INVALID.sub("\ufffd", text), quote=True)
 
 
 def _png_b64(pixels: np.ndarray) -> str:
@@ -675,7 +681,7 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
     device_per_px = size_in[0] * float(dpi) / w
     rc = {"pdf.fonttype": 42, "ps.fonttype": 42, "pdf.compression": 6, "path.simplify": False,
           "font.family": ["Aileron", "DejaVu Sans"], "image.interpolation": "none", "image.resample": False,
-          "image.composite_image": False}
+          "image.composite_image": False, "text.parse_math": False, "text.usetex": False}
     with matplotlib.rc_context(rc):
         figure = Figure(figsize=size_in, dpi=72)
         canvas = FigureCanvasPdf(figure)
@@ -722,7 +728,7 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
                     text, size, color, x, y = item.text, item.size, item.fill, item.x, item.y
                 if size not in fonts:
                     fonts[size] = FontProperties(family=["Aileron", "DejaVu Sans"], size=size * pt_per_px)
-                ax.text(x, y + _ascent(size), text, fontproperties=fonts[size], color=rgb(color), va="baseline",
+                ax.text(x, y + _ascent(size), _XML_INVALID.sub("?", text), fontproperties=fonts[size], color=rgb(color), va="baseline",
                         ha="left", zorder=z + 0.5, clip_on=False)
             elif isinstance(item, Line):
                 xs, ys = zip(*((x + 0.5, y + 0.5) for x, y in item.points))
@@ -743,7 +749,9 @@ def _to_pdf(matplotlib: Any, scene: Scene, size_in: tuple[float, float] | None, 
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         buf = io.BytesIO()
-        canvas.print_pdf(buf, metadata={"Creator": "convscope", "Producer": "convscope (matplotlib PDF backend)"})
+        with warnings.catch_warnings():  # a glyph neither font has is drawn as a box, as in the PNG
+            warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+            canvas.print_pdf(buf, metadata={"Creator": "convscope", "Producer": "convscope (matplotlib PDF backend)"})
     return buf.getvalue()
 
 
