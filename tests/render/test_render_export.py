@@ -430,3 +430,14 @@ def test_odd_layer_names_survive_svg_and_pdf() -> None:
     assert any(t.startswith("blk$1$.conv<2>&") for t in _svg_texts(root))
     data = picture.to_pdf()
     assert data.startswith(b"%PDF") and b"Type3" not in data
+
+
+def test_matrix_margin_labels_are_text_in_svg_and_drawn_the_same_in_png() -> None:
+    picture = render_kernel_grid(_maps(0, (6, 5, 1, 1)), labels=True)
+    labels = [el.text for el in _svg(picture).iter(f"{SVG}text") if el.get("class") == "label"]
+    assert sorted(labels, key=int) == sorted([str(i) for i in range(6)] + [str(i) for i in range(5)], key=int)
+    figure = picture.figure_pixels()
+    raster = next(i for i in picture.figure.items if type(i).__name__ == "Raster" and i.group == "")
+    x, y = int(raster.x), int(raster.y)
+    h, w = picture.pixels.shape[:2]
+    np.testing.assert_array_equal(figure[y : y + h, x : x + w], picture.pixels)  # labels as in the bare picture

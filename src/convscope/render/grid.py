@@ -282,13 +282,14 @@ def _add_margin_labels(
     row_texts: Sequence[str],
     col_centers: np.ndarray,
     col_texts: Sequence[str],
-) -> tuple[np.ndarray, int, int]:
+) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float, str]]]:
     """Put the grid on a dark canvas with row labels in a left margin and column labels on top.
 
     Labels are thinned to every ``k``-th row/column so they never overlap.
 
     Returns:
-        ``(pixels, left_margin, top_margin)``.
+        ``(pixels, bare, labels)``: the canvas with the labels drawn, the same canvas without them
+        (for figures that draw labels as text), and the labels as ``(x, y, text)``.
     """
     box_h, _ = _label_cell_size(["0"])
     row_w = max(_label_patch(t).shape[1] for t in row_texts) + 3
@@ -299,20 +300,26 @@ def _add_margin_labels(
     canvas[:top] = _LABEL_BG
     canvas[top:, :left] = _LABEL_BG
     canvas[top:, left:] = pixels[..., :3]
+    bare = canvas.copy()
 
     def stride(centers: np.ndarray, need: int) -> int:
         pitch = float(centers[1] - centers[0]) if len(centers) > 1 else float(need)
         return max(1, math.ceil(need / max(pitch, 1.0)))
 
+    placed: list[tuple[float, float, str]] = []
     step = stride(row_centers, box_h)
     for center, text in zip(row_centers[::step], row_texts[::step]):
         patch = _label_patch(text)
-        _blit(canvas, patch, left - 2 - patch.shape[1], top + int(center) - box_h // 2)
+        x, y = left - 2 - patch.shape[1], top + int(center) - box_h // 2
+        _blit(canvas, patch, x, y)
+        placed.append((x, y, text))
     step = stride(col_centers, col_w)
     for center, text in zip(col_centers[::step], col_texts[::step]):
         patch = _label_patch(text)
-        _blit(canvas, patch, left + int(center) - patch.shape[1] // 2, 1)
-    return canvas, left, top
+        x, y = left + int(center) - patch.shape[1] // 2, 1
+        _blit(canvas, patch, x, y)
+        placed.append((x, y, text))
+    return canvas, bare, placed
 
 
 def _cell_corners(count: int, cols: int, cell_hw: tuple[int, int], pad: int) -> list[tuple[int, int]]:
@@ -777,7 +784,7 @@ def render_kernel_grid(
         if labels:
             centers_r = (np.arange(out_ch) + 0.5) * bh * factor
             centers_c = (np.arange(in_ch) + 0.5) * bw * factor
-            pixels, _, _ = _add_margin_labels(
+            pixels, bare, label_items = _add_margin_labels(
                 pixels, row_centers=centers_r, row_texts=indices,
                 col_centers=centers_c, col_texts=[str(i) for i in range(in_ch)],
             )
@@ -835,7 +842,7 @@ def render_kernel_grid(
         elif labels:
             centers_r = pad + np.arange(out_ch) * (cell_hw[0] + pad) + cell_hw[0] / 2
             centers_c = pad + np.arange(in_ch) * (cell_hw[1] + pad) + cell_hw[1] / 2
-            pixels, _, _ = _add_margin_labels(
+            pixels, bare, label_items = _add_margin_labels(
                 pixels, row_centers=centers_r, row_texts=indices,
                 col_centers=centers_c, col_texts=[str(i) for i in range(in_ch)],
             )
