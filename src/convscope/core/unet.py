@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ..errors import NotAUNet
-from .graph import MERGE_OPS, PASS_THROUGH_OPS, Graph, Node
+from .graph import MERGE_OPS, PASS_THROUGH_OPS, Graph, Node, feature_map_ids
 
 __all__ = ["Level", "Skip", "UNetStructure", "find_unet", "LEVEL_CHANGE_RATIO"]
 
@@ -203,33 +203,66 @@ def _step(size_in: tuple[int, ...], size_out: tuple[int, ...]) -> int:
     return int(math.copysign(max(1, round(abs(value))), value))
 
 
-_LEVEL_KEEPING_OPS = frozenset({"crop", "pad", "norm", "activation", "identity", "dropout"})
+_RESAMPLING_OPS = frozenset({"conv", "conv_transpose", "pool", "upsample", "reduce", "linear", "other"})
+"""Ops that may change the resolution; every other op (crops, pads, norms, activations, adds, concats,
+copies) keeps the level of its input however much the map's size changes."""
+
+
+def _stride(node: Node) -> tuple[int, ...] | None:
+    stride = node.attrs.get("stride", node.attrs.get("strides"))
+    if stride is None:
+        return None
+    try:
+        return (int(stride),) if isinstance(stride, int) else tuple(int(v) for v in stride)
+    except (TypeError, ValueError):
+        return None
 
 
 def _keeps_level(node: Node) -> bool:
-    """Ops that never resample: crops and pads (even large ones), and stride-1 (valid) convolutions."""
-    if node.op in _LEVEL_KEEPING_OPS:
+    """Ops that never resample: everything but pooling, upsampling, strided convolutions and unknown ops."""
+    if node.op not in _RESAMPLING_OPS:
         return True
     if node.op in ("conv", "conv_transpose"):
-        stride = node.attrs.get("stride")
-        if stride is not None:
-            values = (stride,) if isinstance(stride, int) else tuple(stride)
-            return all(int(v) == 1 for v in values)
+        stride = _stride(node)
+        return stride is not None and all(v == 1 for v in stride)
     return False
+
+
+def _is_event(node: Node) -> bool:
+    """A resampling op whose kind says it resamples (pooling, upsampling, a stride > 1 convolution):
+    any size change it makes is a level change, however small the ratio."""
+    if node.op in ("pool", "upsample"):
+        return True
+    if node.op in ("conv", "conv_transpose"):
+        stride = _stride(node)
+        return stride is not None and any(v > 1 for v in stride)
+    return False
+
+
+def _event_step(size_in: tuple[int, ...], size_out: tuple[int, ...]) -> int:
+    """Level change of a resampling event: 0 if the size is unchanged, else at least one level."""
+    if tuple(size_in) == tuple(size_out):
+        return 0
+    value = _log_ratio(size_in, size_out)
+    if value == 0.0:
+        return 0
+    return int(math.copysign(max(1, round(abs(value))), value))
 
 
 class _Finder:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
+        self.fmap = feature_map_ids(graph)
         self.tag: dict[str, int | None] = {}
         self.ref: dict[str, str | None] = {}
         self.size: dict[str, tuple[int, ...] | None] = {}
+        self._walks: dict[str, tuple[str, list[str]]] = {}
 
     # -- step 1: levels -----------------------------------------------------------------------
     def assign_levels(self, input_size: tuple[int, ...]) -> None:
         g = self.g
         for node in g.nodes:
-            size = g.spatial(node.id)
+            size = g.spatial(node.id) if node.id in self.fmap else None
             self.size[node.id] = size
             self.ref[node.id] = None
             if size is None:
@@ -250,8 +283,12 @@ class _Finder:
             else:
                 source = best[1]
                 self.ref[node.id] = source
-                keeps = _keeps_level(node)
-                step = 0 if keeps else _step(self.size[source], size)  # type: ignore[arg-type]
+                if _keeps_level(node):
+                    step = 0
+                elif _is_event(node):
+                    step = _event_step(self.size[source], size)  # type: ignore[arg-type]
+                else:
+                    step = _step(self.size[source], size)  # type: ignore[arg-type]
                 self.tag[node.id] = self.tag[source] + step  # type: ignore[operator]
 
     def is_up(self, nid: str) -> bool:
@@ -291,29 +328,47 @@ class _Finder:
 
         Returns ``(kind, path)``: kind is ``"up"`` (reached an upsampling; ``path[-1]`` is it),
         ``"down"``, ``"merge"``, ``"input"`` or ``"source"``; path lists the visited ids from ``start``.
+        A residual add whose branches all come from the same upsampling (a residual unit right after
+        a transposed conv) is walked through: it leads to that upsampling.
         """
+        if start in self._walks:
+            return self._walks[start]
         g = self.g
         path: list[str] = []
         nid = start
+        result: tuple[str, list[str]]
         while True:
             path.append(nid)
             node = g.node(nid)
             if node.op == "input":
-                return "input", path
+                result = ("input", path)
+                break
             r = self.ref[nid]
             if r is None:
-                return "source", path
+                result = ("source", path)
+                break
             if self.is_up(nid):
-                return "up", path
+                result = ("up", path)
+                break
             if self.is_down(nid):
-                return "down", path
+                result = ("down", path)
+                break
             full = self.full_inputs(node)
             if len(full) >= 2:
                 if node.op == "mul":
                     nid = self.gate_main(node, full)
                     continue
-                return "merge", path
+                if node.op == "add":
+                    branches = [self.walk(i) for i in full]
+                    ups = {b[1][-1] for b in branches if b[0] == "up"}
+                    if len(ups) == 1 and all(b[0] == "up" for b in branches):
+                        result = ("up", path + branches[0][1])
+                        break
+                result = ("merge", path)
+                break
             nid = full[0] if full else r
+        self._walks[start] = result
+        return result
 
 
 def _fmt_size(size: tuple[int, ...] | None) -> str:
@@ -350,7 +405,7 @@ def find_unet(graph: Graph) -> UNetStructure:
     tag = finder.tag
 
     # -- main output and main path ---------------------------------------------------------------
-    spatial_outputs = [o for o in dict.fromkeys(graph.output_ids) if tag.get(o) is not None]
+    spatial_outputs = _spatial_outputs(finder)
     if not spatial_outputs:
         shown = ", ".join(f"{graph.name_of(o)} {graph.node(o).shape}" for o in graph.output_ids) or "none"
         raise NotAUNet(
@@ -388,9 +443,15 @@ def find_unet(graph: Graph) -> UNetStructure:
             "back to a feature map, so there is no decoder; this looks like an encoder with a context module"
         )
     bottom = max(tag[finder.ref[u]] for u in trunk_ups)  # type: ignore[index,type-var]
-    after_up: dict[str, bool] = {}
-    for node in graph.nodes:
-        after_up[node.id] = finder.is_up(node.id) or any(after_up.get(i, False) for i in node.inputs)
+    # the tensor the decoder comes up from: of the tensors upsampled from the lowest level, the one
+    # computed from the most (a transformer's last hidden state, not the projections of earlier ones)
+    from_bottom = [u for u in trunk_ups if tag[finder.ref[u]] == bottom]  # type: ignore[index]
+    bottleneck_output = max(
+        (finder.ref[u] for u in from_bottom),
+        key=lambda b: (len(graph.ancestors(b)), -graph.position(b)),  # type: ignore[arg-type]
+    )
+    assert bottleneck_output is not None
+    decoder_side = graph.descendants(bottleneck_output, include_self=True)
 
     tags_used = sorted({tag[n] for n in order if tag[n] <= bottom})  # type: ignore[operator]
     rank = {t: i for i, t in enumerate(tags_used)}
@@ -409,6 +470,12 @@ def find_unet(graph: Graph) -> UNetStructure:
         walks = {i: finder.walk(i) for i in full}
         up_inputs = [i for i in full if walks[i][0] == "up"]
         lateral = [i for i in full if walks[i][0] != "up"]
+        if up_inputs and any(i in decoder_side for i in up_inputs):
+            # an encoder-side upsampling (a transposed-conv projection of transformer tokens) joining the
+            # decoder's upsampled tensor is the skip's encoder side
+            projections = [i for i in up_inputs if i not in decoder_side and walks[i][1][-1] not in decoder_side]
+            up_inputs = [i for i in up_inputs if i not in projections]
+            lateral = [i for i in full if i in projections or i in lateral]
         if not up_inputs or not lateral:
             if node.op == "add":
                 residual_adds += 1  # every branch from the same side: a residual add within one resolution
@@ -422,6 +489,8 @@ def find_unet(graph: Graph) -> UNetStructure:
             if kind == "merge" and up_node in finder.direct_ups(path[-1]):
                 continue  # the lateral branch comes from a merge with this same upsampling: a residual, not a skip
             source = _pick_source(finder, graph, walks[lat][1], bottom, main)
+            if source in decoder_side and dec in decoder_side:
+                continue  # both branches come from the decoder (a multi-scale output head): not a skip
             candidates.append(
                 Skip(
                     level=rank[tag[node.id]],  # type: ignore[index]
@@ -463,7 +532,14 @@ def find_unet(graph: Graph) -> UNetStructure:
             + (f" ({residual_adds} residual add(s) within one resolution were ignored)" if residual_adds else "")
             + "; this is an encoder-decoder without skips, not a U-Net"
         )
+    bottom_skip = _bottom_skip(finder, graph, bottleneck_output, bottom, bottom_rank, live)
+    if bottom_skip is not None:
+        skips.append(bottom_skip)
     skips.sort(key=lambda s: (s.level, graph.position(s.merge), s.skip_position))
+    decoder_nodes = set(decoder_side)
+    for skip in skips:
+        if skip.level < bottom_rank:
+            decoder_nodes |= graph.descendants(skip.merge, include_self=True)
 
     # -- levels ----------------------------------------------------------------------------------
     level_of: dict[str, int] = {}
@@ -478,7 +554,7 @@ def find_unet(graph: Graph) -> UNetStructure:
         level_of[nid] = r
         if r == bottom_rank:
             bottleneck.append(nid)
-        elif after_up[nid]:
+        elif nid in decoder_nodes:
             per_level_dec[r].append(nid)
         else:
             per_level_enc[r].append(nid)
@@ -488,9 +564,9 @@ def find_unet(graph: Graph) -> UNetStructure:
         enc = per_level_enc[index]
         dec = per_level_dec[index]
         feeding = [n for n in enc if any(c in main and finder.is_down(c) for c in graph.consumers(n))]
-        enc_out = feeding[-1] if feeding else (enc[-1] if enc else None)
-        dec_candidates = [n for n in dec if n != main_out]
-        dec_out = dec_candidates[-1] if dec_candidates else (dec[-1] if dec else None)
+        primary = structure_primary(skips, index, feeding[-1] if feeding else None)
+        enc_out = feeding[-1] if feeding else (primary.source if primary is not None else (enc[-1] if enc else None))
+        dec_out = _decoder_output(finder, graph, dec, main_out, skips, decoder_nodes)
         rep = enc_out or dec_out or (inp if index == 0 else None)
         shape = graph.node(rep).shape if rep is not None else None
         if shape is None:
@@ -505,9 +581,6 @@ def find_unet(graph: Graph) -> UNetStructure:
                 decoder_output=dec_out,
             )
         )
-    first_up_from_bottom = next(u for u in trunk_ups if tag[finder.ref[u]] == bottom)  # type: ignore[index]
-    bottleneck_output = finder.ref[first_up_from_bottom]
-    assert bottleneck_output is not None
     bshape = graph.node(bottleneck_output).shape or ()
     return UNetStructure(
         spatial_dims=dims,
@@ -523,6 +596,106 @@ def find_unet(graph: Graph) -> UNetStructure:
         upsamples=tuple(ups),
         level_of=level_of,
     )
+
+
+def structure_primary(skips: list[Skip], level: int, encoder_output: str | None) -> Skip | None:
+    """The skip a one-level view shows (see :meth:`UNetStructure.primary_skip`)."""
+    at = [s for s in skips if s.level == level]
+    if not at:
+        return None
+    last_merge = at[-1].merge
+    into_last = [s for s in at if s.merge == last_merge]
+    for skip in into_last:
+        if skip.source == encoder_output:
+            return skip
+    return into_last[0]
+
+
+def _decoder_output(
+    finder: _Finder, graph: Graph, dec: list[str], main_out: str, skips: list[Skip], decoder_nodes: set[str]
+) -> str | None:
+    """The tensor the decoder produces at a level: the last one the decoder upsamples further (to a level
+    with a skip merge), else the last one not made from several upsamplings into the level (a
+    multi-scale output head) and not the model output."""
+    if not dec:
+        return None
+    merges = {s.merge for s in skips}
+    feeding = []
+    for nid in dec:
+        for consumer in graph.consumers(nid):
+            if finder.is_up(consumer) and finder.ref[consumer] == nid and consumer in decoder_nodes:
+                if any(m in graph.descendants(consumer) for m in merges):
+                    feeding.append(nid)
+                    break
+    if feeding:
+        return feeding[-1]
+    head_ups = {n for n in dec if finder.is_up(n) and not any(m in graph.descendants(n) for m in merges)}
+    plain = [n for n in dec if n != main_out and not graph.ancestors(n, include_self=True) & head_ups]
+    if plain:
+        return plain[-1]
+    others = [n for n in dec if n != main_out]
+    return others[-1] if others else dec[-1]
+
+
+def _spatial_outputs(finder: _Finder) -> list[str]:
+    """The model's feature-map outputs; an output that is not one (a ``stack(..., dim=-1)`` of heads, its
+    mean) stands for the feature maps it was made of."""
+    graph = finder.g
+    out: list[str] = []
+    for o in dict.fromkeys(graph.output_ids):
+        if finder.tag.get(o) is not None:
+            out.append(o)
+            continue
+        stack = [o]
+        seen: set[str] = set()
+        while stack:
+            nid = stack.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            node = graph.node(nid)
+            if nid != o and finder.tag.get(nid) is not None:
+                out.append(nid)
+            elif node.op in ("stack", "concat", "reduce", "reshape", "identity", "add", "mean", "activation"):
+                stack.extend(reversed(node.inputs))
+    return list(dict.fromkeys(out))
+
+
+def _bottom_skip(
+    finder: _Finder, graph: Graph, bottleneck_output: str, bottom: int, bottom_rank: int, live: set[str]
+) -> Skip | None:
+    """The concatenation around the bottom block: the deepest encoder tensor joined with the bottleneck
+    block's output at the lowest resolution (``cat([x, block(x)])`` just before the first upsampling)."""
+    tag = finder.tag
+    chain = graph.ancestors(bottleneck_output, include_self=True)
+    best: Skip | None = None
+    for node in graph.nodes:
+        if node.op != "concat" or node.id not in chain or node.id not in live or tag.get(node.id) != bottom:
+            continue
+        full = finder.full_inputs(node)
+        if len(full) != 2:
+            continue
+        for lat, dec in (full, full[::-1]):
+            if lat not in graph.ancestors(dec):
+                continue
+            between = graph.ancestors(dec, include_self=True) - graph.ancestors(lat, include_self=True)
+            if not any(graph.node(n).op == "conv" for n in between):
+                continue
+            if any(tag.get(n) != bottom for n in between if tag.get(n) is not None):
+                continue  # the block leaves the level: a deeper part, not the bottom block
+            best = Skip(
+                level=bottom_rank,
+                source=lat,
+                merge=node.id,
+                merge_kind="concat",
+                skip_input=lat,
+                decoder_input=dec,
+                upsample=dec,
+                skip_position=node.inputs.index(lat),
+                decoder_position=node.inputs.index(dec),
+            )
+            break
+    return best
 
 
 def _global_excursion(finder: _Finder, up: str) -> bool:
@@ -542,14 +715,19 @@ def _size_at(finder: _Finder, order: list[str], tag: int) -> tuple[int, ...] | N
 
 
 def _pick_source(finder: _Finder, graph: Graph, path: list[str], bottom: int, main: set[str]) -> str:
-    """The skip's source on a lateral branch ``path`` (merge input first, walking back)."""
+    """The skip's source on a lateral branch ``path`` (merge input first, walking back).
+
+    The graph input is a source only when the branch starts at it: a conv block on the input (a
+    transformer U-Net's level-0 skip) starts the skip, not the input it shares with the encoder.
+    """
     tag = finder.tag
-    for nid in path:
+    inner = [nid for nid in path if nid == path[0] or graph.node(nid).op != "input"]
+    for nid in inner:
         for consumer in graph.consumers(nid):
             t = tag.get(consumer)
             if consumer in main and finder.is_down(consumer) and finder.ref[consumer] == nid and t is not None and t <= bottom:
                 return nid
-    for nid in path:
+    for nid in inner:
         if len(graph.consumers(nid)) > 1:
             return nid
     for nid in path:
