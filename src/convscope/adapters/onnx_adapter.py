@@ -941,8 +941,12 @@ class OnnxAdapter(ModelAdapter):
         nodes = []
         for nid, op, tensor, inputs, op_type in rows:
             full = shapes.get(nid)
+            attrs: dict[str, Any] = {"tensor": tensor}
+            entry = self._layers.get(nid)
+            if entry is not None:
+                attrs.update(_graph_attrs(entry.node, op))
             nodes.append(Node(id=nid, op=op, name=nid, shape=tuple(full[1:]) if full else None, inputs=inputs,
-                              module_type=None if op == "input" else op_type, attrs={"tensor": tensor}))
+                              module_type=None if op == "input" else op_type, attrs=attrs))
         out_ids = []
         producers = {row[2]: row[0] for row in rows}
         for out in self._output_names:
@@ -973,6 +977,18 @@ class OnnxAdapter(ModelAdapter):
 # -------------------------------------------------------------------------------------------------
 # helpers
 # -------------------------------------------------------------------------------------------------
+
+
+def _graph_attrs(node: Any, op: str) -> dict[str, Any]:
+    """The attributes the U-Net finder reads: ``stride`` of convolutions (ONNX's default is 1 on every
+    axis) and ``dim`` of concatenations."""
+    if op in ("conv", "conv_transpose"):
+        strides = _attributes(node).get("strides")
+        return {"stride": tuple(int(v) for v in strides) if strides else 1}
+    if op in ("concat", "stack"):
+        axis = _attributes(node).get("axis")
+        return {} if axis is None else {"dim": int(axis)}
+    return {}
 
 
 def _attributes(node: Any) -> dict[str, Any]:
