@@ -27,6 +27,7 @@ NETS = {
     "swin-direct-2d": (lambda: Z.SwinUNet(2, 1, direct_skip=True), (1, 1, 16, 16)),
     "padded-2d": (lambda: Z.PaddedUNet(2), (1, 1, 12, 12)),
     "resunit-3d": (lambda: Z.ResUnitUNet(3, (2, 4, 8)), (1, 1, 8, 8, 8)),
+    "nested-cat-unetpp": (lambda: Z.NestedCatUNetPlusPlus(), (1, 1, 16, 16)),
 }
 EXPORTERS = ["torchscript", "dynamo"]
 

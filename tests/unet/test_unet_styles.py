@@ -202,3 +202,26 @@ def test_explicit_pads_stay_on_their_level(dims, size) -> None:
     pads = [n.id for n in graph if n.op == "pad"]
     assert s.level_of[pads[0]] == 0 and pads[1] in s.bottleneck  # 3 -> 5 at the bottom keeps the level
     assert s.depth == 2
+
+
+# -- nested concats: one dense merge per node --------------------------------------------------------
+
+
+def test_nested_concats_fold_into_one_dense_merge_with_exact_energy_shares() -> None:
+    from convscope import Scope
+
+    from .test_unet_finder import UNETPP_SKIPS
+
+    model = make(Z.NestedCatUNetPlusPlus)
+    graph, s = structure_of(model, (1, 1, 16, 16))
+    assert [(lvl, src) for lvl, src, _m, _k in skips(s)] == [(lvl, src) for lvl, src, _m, _k in UNETPP_SKIPS]
+    assert len({k.merge for k in s.skips}) == 6  # one merge per dense node, as in the flat UNet++
+    x = np.random.default_rng(0).random((1, 1, 16, 16), dtype=np.float32)
+    flow = Scope(model).unet(x)
+    capture = trace_torch(model, x, keep="all")
+    for skip, metric in zip(s.skips, flow.metrics):
+        merge = capture.values[skip.merge].astype(np.float64)
+        want = float(np.sum(capture.values[skip.skip_input].astype(np.float64) ** 2) / np.sum(merge**2))
+        assert metric.energy_share == pytest.approx(want, rel=1e-6)
+        if graph.node(skip.merge).inputs[skip.skip_position] != skip.skip_input:
+            assert metric.gradient_share is None  # the folded branch's own gradient part is not split out

@@ -960,3 +960,21 @@ class PaddedUNet(nn.Module):
         d2 = self.dec2(torch.cat([e2, self.up2(b)], 1))
         d1 = self.dec1(torch.cat([e1, self.up1(d2)], 1))
         return self.head(d1)
+
+
+class NestedCatUNetPlusPlus(UNetPlusPlus):
+    """UNet++ whose dense inputs are concatenated pairwise, ``cat([cat([x00, x01]), up])``: one exporter
+    folds the nested concats into one Concat, another shares the inner one; the skips are the same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        X: dict[tuple[int, int], torch.Tensor] = {}
+        for j in range(self.depth + 1):
+            for i in range(self.depth + 1 - j):
+                if j == 0:
+                    X[i, 0] = self.blocks[f"x{i}0"](x if i == 0 else self.pool(X[i - 1, 0]))
+                else:
+                    acc = X[i, 0]
+                    for k in range(1, j):
+                        acc = torch.cat([acc, X[i, k]], 1)
+                    X[i, j] = self.blocks[f"x{i}{j}"](torch.cat([acc, self.up(X[i + 1, j - 1])], 1))
+        return self.heads[0](X[0, self.depth])

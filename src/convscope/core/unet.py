@@ -461,10 +461,14 @@ def find_unet(graph: Graph) -> UNetStructure:
     live: set[str] = set().union(*ancestry.values())
     residual_adds = 0
     candidates: list[Skip] = []
+    folded = _folded_concats(finder)
     for node in graph.nodes:
         if node.op not in MERGE_OPS or node.id not in live or tag.get(node.id) is None:
             continue
-        full = finder.full_inputs(node)
+        if node.id in folded:
+            continue  # a concat read only by a concat: its branches are that concat's branches
+        entry_of = _branches(finder, node, folded)
+        full = list(entry_of)
         if len(full) < 2:
             continue
         walks = {i: finder.walk(i) for i in full}
@@ -500,8 +504,8 @@ def find_unet(graph: Graph) -> UNetStructure:
                     skip_input=lat,
                     decoder_input=dec,
                     upsample=up_node,
-                    skip_position=node.inputs.index(lat),
-                    decoder_position=node.inputs.index(dec),
+                    skip_position=node.inputs.index(entry_of[lat]),
+                    decoder_position=node.inputs.index(entry_of[dec]),
                 )
             )
 
@@ -609,6 +613,44 @@ def structure_primary(skips: list[Skip], level: int, encoder_output: str | None)
         if skip.source == encoder_output:
             return skip
     return into_last[0]
+
+
+def _folded_concats(finder: _Finder) -> set[str]:
+    """Concats read only by concats along the same axis at the same size: ``cat([cat([a, b]), c])``
+    is one dense merge of ``a, b, c`` (what one ONNX exporter writes as a single Concat)."""
+    graph = finder.g
+    out: set[str] = set()
+    for node in graph.nodes:
+        if node.op != "concat" or finder.size.get(node.id) is None:
+            continue
+        readers = [graph.node(r) for r in graph.consumers(node.id)]
+        if readers and all(
+            r.op == "concat" and finder.size.get(r.id) == finder.size[node.id] and _same_axis(node, r) for r in readers
+        ):
+            out.add(node.id)  # (an exporter that shares one inner concat between two outer ones: still folded)
+    return out
+
+
+def _same_axis(a: Node, b: Node) -> bool:
+    da, db = a.attrs.get("dim", a.attrs.get("axis")), b.attrs.get("dim", b.attrs.get("axis"))
+    if da is None or db is None or a.shape is None or b.shape is None:
+        return da is None and db is None
+    rank = len(a.shape) + 1
+    return int(da) % rank == int(db) % rank
+
+
+def _branches(finder: _Finder, node: Node, folded: set[str]) -> dict[str, str]:
+    """The merge's branches (full-size inputs, folded concats expanded) -> the input of ``node`` they enter by."""
+    out: dict[str, str] = {}
+    for entry in finder.full_inputs(node):
+        stack = [entry]
+        while stack:
+            nid = stack.pop(0)
+            if nid in folded:
+                stack[:0] = finder.full_inputs(finder.g.node(nid))
+            elif nid not in out:
+                out[nid] = entry
+    return out
 
 
 def _decoder_output(
