@@ -978,3 +978,21 @@ class NestedCatUNetPlusPlus(UNetPlusPlus):
                         acc = torch.cat([acc, X[i, k]], 1)
                     X[i, j] = self.blocks[f"x{i}{j}"](torch.cat([acc, self.up(X[i + 1, j - 1])], 1))
         return self.heads[0](X[0, self.depth])
+
+
+class AuxHeadNet(nn.Module):
+    """A small conv net with an auxiliary head used only in training and a head its forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.aux = nn.Conv2d(4, 2, 1)  # training only
+        self.unused = nn.Conv2d(4, 2, 1)  # never called
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv1(x))
+        out = self.conv2(h)
+        if self.training:
+            out = out + self.aux(h).mean()
+        return out
