@@ -225,3 +225,16 @@ def test_nested_concats_fold_into_one_dense_merge_with_exact_energy_shares() -> 
         assert metric.energy_share == pytest.approx(want, rel=1e-6)
         if graph.node(skip.merge).inputs[skip.skip_position] != skip.skip_input:
             assert metric.gradient_share is None  # the folded branch's own gradient part is not split out
+
+
+# -- what a flow figure draws: every skip's tail and head per level -----------------------------
+
+
+def test_levels_list_every_skip_source_and_merge_for_the_figure() -> None:
+    _, s = structure_of(make(Z.UNetPlusPlus), (1, 1, 16, 16))
+    assert s.levels[0].skip_sources == ("blocks.x00.5", "blocks.x01.5", "blocks.x02.5")
+    assert s.levels[0].merges == ("cat", "cat#3", "cat#5")
+    assert s.levels[2].skip_sources == ("blocks.x20.5",) and s.bottom_skip is None
+    _, r = structure_of(make(lambda: Z.ResUnitUNet(2, (4, 8, 16))), (1, 1, 16, 16))
+    assert r.bottom_skip is not None and r.bottom_skip.level == r.depth == 2
+    assert r.levels[0].skip_sources == () and r.levels[1].skip_sources == ("model.0.add",)

@@ -383,8 +383,9 @@ def feature_map_ids(graph: Graph) -> frozenset[str]:
     * the graph input (the batch is given channels first), and the outputs of convolutions,
       transposed convolutions, pooling and upsampling layers are feature maps; so are the outputs
       of elementwise ops (activations, norms, adds, muls, pads, crops, channel concats) whose
-      inputs include a feature map of the same rank, a ``stack`` whose new axis comes before the
-      spatial axes, and a reshape that leaves the shape unchanged;
+      inputs include a feature map of the same rank (also reductions keeping the axes and unknown
+      ops such as ``torch.roll``), a ``stack`` whose new axis comes before the spatial axes, and a
+      reshape that leaves the shape unchanged (never a permute, even if the shape looks unchanged);
     * a tensor read by an op that needs ``(N, C, *spatial)`` (a convolution, pooling, upsampling,
       batch/instance/group norm), or concatenated along the channel axis with a feature map of the
       same spatial size, is a feature map too (this is how a reshape of transformer tokens back into
@@ -443,7 +444,9 @@ def feature_map_ids(graph: Graph) -> frozenset[str]:
             return (
                 len(inputs) == 1 and inputs[0].id in fmap and inputs[0].shape == node.shape and not _moves_axes(node)
             )
-        if node.op == "reduce":
+        if node.op in ("reduce", "other"):
+            # reductions keeping the axes (x.mean(1, keepdim=True)) and unknown ops on a feature map that
+            # keep its rank (torch.roll, grid_sample): still (N, C, *spatial)
             return any(i.id in fmap for i in inputs)
         return False
 

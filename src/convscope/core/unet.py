@@ -26,7 +26,7 @@ How it works:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ..errors import NotAUNet
 from .graph import MERGE_OPS, PASS_THROUGH_OPS, Graph, Node, feature_map_ids
@@ -48,8 +48,14 @@ class Level:
         shape: ``(C, *spatial)`` of the level's encoder output (else its decoder output).
         encoder: ids of the encoder-side nodes at this level (before any upsampling), execution order.
         decoder: ids of the decoder-side nodes at this level (after an upsampling), execution order.
-        encoder_output: the last encoder tensor at this level that feeds the downsampling, or None.
-        decoder_output: the last decoder tensor at this level (not the model output), or None.
+        encoder_output: the last encoder tensor at this level that feeds the downsampling (else the
+            source of the level's primary skip, e.g. a transformer's projected hidden state), or None.
+        decoder_output: the tensor the decoder produces at this level: the one it upsamples further
+            (else the last one that is not the model output nor a multi-scale head), or None.
+        skip_sources: the distinct sources of the skips merged at this level, execution order (a
+            flow figure draws one tail per source: UNet++ levels have several).
+        merges: the distinct merge nodes of the skips at this level, execution order (one arrow head
+            per merge; each skip of ``UNetStructure.skips_at(index)`` joins one source to one merge).
     """
 
     index: int
@@ -58,6 +64,8 @@ class Level:
     decoder: tuple[str, ...]
     encoder_output: str | None
     decoder_output: str | None
+    skip_sources: tuple[str, ...] = ()
+    merges: tuple[str, ...] = ()
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -73,11 +81,15 @@ class Skip:
     """One skip connection: an encoder-side tensor joined with the upsampled decoder at a merge.
 
     Attributes:
-        level: level index of the merge.
-        source: id of the skip's source tensor (the encoder tensor, or a dense UNet++ node).
+        level: level index of the merge (``depth`` for the bottom level's skip, see
+            :attr:`UNetStructure.bottom_skip`).
+        source: id of the skip's source tensor (the encoder tensor, a dense UNet++ node, or the
+            transposed-conv projection of a transformer's hidden state).
         merge: id of the merge node.
         merge_kind: ``"concat"`` (concat or stack) or ``"add"``.
-        skip_input: id of the skip branch's tensor as it enters the merge (after crop/pad/gating).
+        skip_input: id of the skip branch's tensor as it enters the merge (after crop/pad/gating; a
+            branch of a nested concat folded into the merge enters through the inner concat at
+            ``skip_position``).
         decoder_input: id of the upsampled decoder tensor as it enters the merge.
         upsample: id of the node where the decoder branch came up to this level.
         skip_position: index of ``skip_input`` in the merge node's ``inputs``.
@@ -142,6 +154,13 @@ class UNetStructure:
                 f"level {index} does not exist: this U-Net has levels 0..{len(self.levels) - 1} above the bottleneck"
             )
         return self.levels[index]
+
+    @property
+    def bottom_skip(self) -> Skip | None:
+        """The skip at the bottleneck level (``level == depth``): the concat of the deepest encoder
+        tensor with the bottom block's output around it (residual-unit U-Nets' innermost skip
+        wrapper), or None. Its ``upsample`` is the bottom block's output (no upsampling between)."""
+        return next((s for s in self.skips if s.level == len(self.levels)), None)
 
     def skips_at(self, level: int) -> tuple[Skip, ...]:
         """The skips whose merge is at ``level``."""
@@ -583,6 +602,8 @@ def find_unet(graph: Graph) -> UNetStructure:
                 decoder=tuple(dec),
                 encoder_output=enc_out,
                 decoder_output=dec_out,
+                skip_sources=_in_order(graph, (k.source for k in skips if k.level == index)),
+                merges=_in_order(graph, (k.merge for k in skips if k.level == index)),
             )
         )
     bshape = graph.node(bottleneck_output).shape or ()
@@ -600,6 +621,10 @@ def find_unet(graph: Graph) -> UNetStructure:
         upsamples=tuple(ups),
         level_of=level_of,
     )
+
+
+def _in_order(graph: Graph, ids: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(ids), key=graph.position))
 
 
 def structure_primary(skips: list[Skip], level: int, encoder_output: str | None) -> Skip | None:
