@@ -668,7 +668,7 @@ def build_unet_flow(
         structure = find_unet(graph)
         found["structure"] = structure
         merges = tuple(dict.fromkeys(s.merge for s in structure.skips))
-        return CaptureRequest(values=frozenset(_needed_nodes(structure, graph)), merges=merges, objective=structure.output)
+        return CaptureRequest(values=frozenset(_needed_nodes(structure, graph)), merges=merges, objective=structure.objective or structure.output)
 
     capture = backend.capture_graph(arr, request, target=target, mask=mask)
     structure = found.get("structure") or find_unet(capture.graph)

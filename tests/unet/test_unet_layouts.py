@@ -5,6 +5,7 @@ models with channels-last inputs (Keras/TF exporters' layout) detected and fed t
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import warnings
 
@@ -120,3 +121,26 @@ def test_onnx_channels_first_input_stays_channels_first(tmp_path) -> None:
     _export(Z.UNet(3, in_ch=3).eval(), (1, 3, 16, 16), tmp_path / "cf.onnx")
     adapter = OnnxAdapter(tmp_path / "cf.onnx")
     assert not adapter.channels_last and adapter.input_spec().channels == 3
+
+
+def test_cli_unet_on_a_channels_last_onnx_model_reads_a_png_and_an_npy(tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from convscope.cli.main import main
+
+    torch.manual_seed(0)
+    _export(ChannelsLast(Z.UNet(3, in_ch=3).eval()).eval(), (1, 16, 16, 3), tmp_path / "keras_like.onnx")
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    np.save(tmp_path / "in.npy", np.expand_dims(rng.random((16, 16, 3)), axis=0))
+    for image in ("in.png", "in.npy"):
+        out = tmp_path / f"unet-{image}"
+        try:
+            main(["unet", str(tmp_path / "keras_like.onnx"), str(tmp_path / image), "--out", str(out)])
+        except SystemExit as exc:
+            assert exc.code in (0, None), capsys.readouterr().err
+        captured = capsys.readouterr()
+        assert "--size" not in captured.err and (out / "unet.json").exists()
+        data = json.loads((out / "unet.json").read_text())
+        assert len(data["skips"]) == 2 and data["levels"][0]["shape"][0] == 4

@@ -623,8 +623,12 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def tokens_to_grid(x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-    """``(N, L, C)`` tokens -> ``(N, C, *grid)`` feature map."""
+def tokens_to_grid(x: torch.Tensor, grid: tuple[int, ...], style: str = "transpose") -> torch.Tensor:
+    """``(N, L, C)`` tokens -> ``(N, C, *grid)`` feature map: ``"transpose"`` (transpose then reshape)
+    or ``"permute"`` (view as a channels-last grid, permute, contiguous)."""
+    if style == "permute":
+        d = len(grid)
+        return x.view(x.shape[0], *grid, x.shape[2]).permute(0, d + 1, *range(1, d + 1)).contiguous()
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
 
 
@@ -675,9 +679,9 @@ class ViTUNet(nn.Module):
     """
 
     def __init__(self, dims: int = 2, depth: int = 3, *, size: int = 32, in_ch: int = 1, dim: int = 16,
-                 heads: int = 2, torch_mha: bool = False) -> None:
+                 heads: int = 2, torch_mha: bool = False, grid_style: str = "transpose") -> None:
         super().__init__()
-        self.dims, self.depth = dims, depth
+        self.dims, self.depth, self.grid_style = dims, depth, grid_style
         self.grid = (size >> depth,) * dims
         self.patch = CONV[dims](in_ch, dim, 2**depth, stride=2**depth)
         self.pos = nn.Parameter(torch.zeros(1, (size >> depth) ** dims, dim))
@@ -698,8 +702,8 @@ class ViTUNet(nn.Module):
         for block in self.blocks:
             t = block(t)
             hidden.append(t)
-        skips = [self.enc0(x)] + [p(tokens_to_grid(hidden[i], self.grid)) for i, p in enumerate(self.proj)]
-        d = tokens_to_grid(hidden[-1], self.grid)
+        skips = [self.enc0(x)] + [p(tokens_to_grid(hidden[i], self.grid, self.grid_style)) for i, p in enumerate(self.proj)]
+        d = tokens_to_grid(hidden[-1], self.grid, self.grid_style)
         for up, skip in zip(self.ups, reversed(skips)):
             d = up(d, skip)
         return self.head(d)

@@ -137,6 +137,9 @@ class UNetStructure:
     downsamples: tuple[str, ...]
     upsamples: tuple[str, ...]
     level_of: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    objective: str | None = None
+    """The model output ``output`` belongs to (differentiated for gradient shares): ``output`` itself,
+    or the tensor a ``stack(..., dim=-1)`` / mean of heads returns; None means ``output``."""
 
     @property
     def depth(self) -> int:
@@ -620,7 +623,16 @@ def find_unet(graph: Graph) -> UNetStructure:
         downsamples=tuple(downs),
         upsamples=tuple(ups),
         level_of=level_of,
+        objective=_objective_of(graph, main_out),
     )
+
+
+def _objective_of(graph: Graph, main_out: str) -> str:
+    """The model output that ``main_out`` is, or the first model output made from it."""
+    if main_out in graph.output_ids:
+        return main_out
+    after = graph.descendants(main_out)
+    return next((o for o in graph.output_ids if o in after), main_out)
 
 
 def _in_order(graph: Graph, ids: Iterable[str]) -> tuple[str, ...]:
