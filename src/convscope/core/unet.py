@@ -703,13 +703,18 @@ def _decoder_output(
     for nid in dec:
         for consumer in graph.consumers(nid):
             if finder.is_up(consumer) and finder.ref[consumer] == nid and consumer in decoder_nodes:
-                if any(m in graph.descendants(consumer) for m in merges):
+                if graph.descendants(consumer) & merges:
                     feeding.append(nid)
                     break
     if feeding:
         return feeding[-1]
-    head_ups = {n for n in dec if finder.is_up(n) and not any(m in graph.descendants(n) for m in merges)}
-    plain = [n for n in dec if n != main_out and not graph.ancestors(n, include_self=True) & head_ups]
+    heads: set[str] = set()
+    for n in dec:
+        if finder.is_up(n) and n not in heads:
+            below = graph.descendants(n, include_self=True)
+            if not below & merges:
+                heads |= below  # a multi-scale head's upsampling and what is made from it
+    plain = [n for n in dec if n != main_out and n not in heads]
     if plain:
         return plain[-1]
     others = [n for n in dec if n != main_out]
