@@ -469,7 +469,13 @@ def feature_map_ids(graph: Graph) -> frozenset[str]:
                     node.id in fmap
                     and (
                         (node.op in _UNARY_LAYOUT_PRESERVING and len(node.inputs) == 1)
-                        or (node.op == "concat" and _normalised_dim(node) == 1 and src.shape[1:] == node.shape[1:])
+                        or (
+                            node.op == "concat"
+                            and _normalised_dim(node) == 1
+                            and src.shape is not None
+                            and node.shape is not None
+                            and src.shape[1:] == node.shape[1:]
+                        )
                         or (node.op in ("add", "sub", "mul", "div") and src.shape == node.shape)
                     )
                 )

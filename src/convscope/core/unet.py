@@ -464,7 +464,7 @@ def find_unet(graph: Graph) -> UNetStructure:
             "no upsampling after the lowest resolution: the only upsamplings bring globally pooled (1x1) context "
             "back to a feature map, so there is no decoder; this looks like an encoder with a context module"
         )
-    bottom = max(tag[finder.ref[u]] for u in trunk_ups)  # type: ignore[index,type-var]
+    bottom: int = max(tag[finder.ref[u]] for u in trunk_ups)  # type: ignore[index,type-var,assignment]
     # the tensor the decoder comes up from: of the tensors upsampled from the lowest level, the one
     # computed from the most (a transformer's last hidden state, not the projections of earlier ones)
     from_bottom = [u for u in trunk_ups if tag[finder.ref[u]] == bottom]  # type: ignore[index]
@@ -588,11 +588,11 @@ def find_unet(graph: Graph) -> UNetStructure:
     levels: list[Level] = []
     for index in range(bottom_rank):
         enc = per_level_enc[index]
-        dec = per_level_dec[index]
+        dec_nodes = per_level_dec[index]
         feeding = [n for n in enc if any(c in main and finder.is_down(c) for c in graph.consumers(n))]
         primary = structure_primary(skips, index, feeding[-1] if feeding else None)
         enc_out = feeding[-1] if feeding else (primary.source if primary is not None else (enc[-1] if enc else None))
-        dec_out = _decoder_output(finder, graph, dec, main_out, skips, decoder_nodes)
+        dec_out = _decoder_output(finder, graph, dec_nodes, main_out, skips, decoder_nodes)
         rep = enc_out or dec_out or (inp if index == 0 else None)
         shape = graph.node(rep).shape if rep is not None else None
         if shape is None:
@@ -602,7 +602,7 @@ def find_unet(graph: Graph) -> UNetStructure:
                 index=index,
                 shape=tuple(shape),
                 encoder=tuple(enc),
-                decoder=tuple(dec),
+                decoder=tuple(dec_nodes),
                 encoder_output=enc_out,
                 decoder_output=dec_out,
                 skip_sources=_in_order(graph, (k.source for k in skips if k.level == index)),
