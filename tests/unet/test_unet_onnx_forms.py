@@ -28,6 +28,7 @@ NETS = {
     "padded-2d": (lambda: Z.PaddedUNet(2), (1, 1, 12, 12)),
     "resunit-3d": (lambda: Z.ResUnitUNet(3, (2, 4, 8)), (1, 1, 8, 8, 8)),
     "nested-cat-unetpp": (lambda: Z.NestedCatUNetPlusPlus(), (1, 1, 16, 16)),
+    "deeplabv3plus-2d": (lambda: Z.DeepLabV3Plus(2), (1, 1, 32, 32)),
 }
 EXPORTERS = ["torchscript", "dynamo"]
 

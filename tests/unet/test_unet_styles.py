@@ -240,3 +240,14 @@ def test_levels_list_every_skip_source_and_merge_for_the_figure() -> None:
     _, r = structure_of(make(lambda: Z.ResUnitUNet(2, (4, 8, 16))), (1, 1, 16, 16))
     assert r.bottom_skip is not None and r.bottom_skip.level == r.depth == 2
     assert r.levels[0].skip_sources == () and r.levels[1].skip_sources == ("model.0.add",)
+
+
+# -- DeepLabV3+: ASPP image pooling at the bottom is not the way down; x4 jumps skip levels -----------
+
+
+@pytest.mark.parametrize(("dims", "size"), [(2, 32), (2, 64), (3, 16)])
+def test_deeplab_v3_plus_has_one_skip_at_a_quarter(dims, size) -> None:
+    _, s = structure_of(make(lambda: Z.DeepLabV3Plus(dims)), (1, 1, *(size,) * dims))
+    assert skips(s) == [(2, "layer1.add", "cat#1", "concat")]
+    assert s.bottleneck_output == "project" and s.bottleneck_shape[1:] == (size // 16,) * dims
+    assert [lvl.decoder_output for lvl in s.levels] == ["interpolate#2", None, "fuse.1", None]

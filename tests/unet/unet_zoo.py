@@ -1000,3 +1000,34 @@ class AuxHeadNet(nn.Module):
         if self.training:
             out = out + self.aux(h).mean()
         return out
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabV3+-like: strided residual encoder to 1/16, ASPP (dilated convs + a global-pooling branch
+    interpolated back) at the bottom, x4 upsampling, one concat with the 1x1-projected 1/4 features,
+    x4 upsampling to the input. One skip (level 2, 1/4)."""
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        self.dims = dims
+        self.stem = nn.Sequential(CONV[dims](1, 8, 3, stride=2, padding=1), NORM[dims](8), nn.ReLU())  # 1/2
+        self.layer1 = ResidualUnit(dims, 8, 8, 2, shortcut_k=1)  # 1/4 (low-level features)
+        self.layer2 = ResidualUnit(dims, 8, 16, 2, shortcut_k=1)  # 1/8
+        self.layer3 = ResidualUnit(dims, 16, 16, 2, shortcut_k=1)  # 1/16
+        self.aspp = nn.ModuleList([CONV[dims](16, 8, 1)] + [CONV[dims](16, 8, 3, padding=r, dilation=r) for r in (1, 2)])
+        self.pool_conv = CONV[dims](16, 8, 1)
+        self.project = CONV[dims](32, 8, 1)
+        self.low = CONV[dims](8, 4, 1)
+        self.fuse = nn.Sequential(CONV[dims](12, 8, 3, padding=1), nn.ReLU())
+        self.head = CONV[dims](8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        low = self.layer1(self.stem(x))
+        deep = self.layer3(self.layer2(low))
+        pooled = self.pool_conv(F.adaptive_avg_pool2d(deep, 1) if self.dims == 2 else F.adaptive_avg_pool3d(deep, 1))
+        branches = [conv(deep) for conv in self.aspp] + [F.interpolate(pooled, size=deep.shape[2:], mode="nearest")]
+        a = self.project(torch.cat(branches, dim=1))
+        a = F.interpolate(a, size=low.shape[2:], mode="nearest")
+        d = self.fuse(torch.cat([a, self.low(low)], dim=1))
+        return self.head(F.interpolate(d, size=size, mode="nearest"))

@@ -783,12 +783,26 @@ def _bottom_skip(
 
 
 def _global_excursion(finder: _Finder, up: str) -> bool:
-    """An upsampling from a 1x1 (globally pooled) map by more than one level."""
+    """An upsampling of globally pooled context: from a 1x1 map that a global pooling made (adaptive
+    pooling to 1, a mean over the spatial axes), as in ASPP/PSP image pooling. A U-Net whose bottleneck
+    happens to be 1x1 (a small input) is not one: its 1x1 map comes from ordinary pooling or strided convs."""
     source = finder.ref[up]
     size = finder.size.get(source) if source is not None else None
-    if size is None or any(s != 1 for s in size):
+    if source is None or size is None or any(s != 1 for s in size):
         return False
-    return finder.tag[source] - finder.tag[up] > 1  # type: ignore[operator]
+    kind, path = finder.walk(source)
+    if kind != "down":
+        return False
+    return _is_global_pool(finder.g.node(path[-1]))
+
+
+def _is_global_pool(node: Node) -> bool:
+    if node.op == "reduce":
+        return True
+    if node.op != "pool":
+        return False
+    what = f"{node.name} {node.module_type or ''} {node.attrs.get('func', '')} {node.attrs.get('type', '')}".lower()
+    return "adaptive" in what or "global" in what
 
 
 def _size_at(finder: _Finder, order: list[str], tag: int) -> tuple[int, ...] | None:
