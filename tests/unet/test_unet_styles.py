@@ -251,3 +251,20 @@ def test_deeplab_v3_plus_has_one_skip_at_a_quarter(dims, size) -> None:
     assert skips(s) == [(2, "layer1.add", "cat#1", "concat")]
     assert s.bottleneck_output == "project" and s.bottleneck_shape[1:] == (size // 16,) * dims
     assert [lvl.decoder_output for lvl in s.levels] == ["interpolate#2", None, "fuse.1", None]
+
+
+# -- registration nets (VoxelMorph-like): two outputs, a spatial transformer, a skip from the input ---
+
+
+@pytest.mark.parametrize(
+    ("dims", "shape", "enc"), [(2, (1, 2, 16, 16), (4, 8, 8)), (3, (1, 2, 8, 8, 8), (4, 8)), (2, (1, 2, 32, 32), (4, 8, 8, 16))]
+)
+def test_registration_net_skips_and_outputs(dims, shape, enc) -> None:
+    graph, s = structure_of(make(lambda: Z.VoxelMorphLike(dims, enc, size=shape[-1])), shape)
+    depth = len(enc)  # one strided conv per entry
+    sources = ["input"] + [f"down.{i}.1" for i in range(depth - 1)]
+    merges = ["cat"] + [f"cat#{j}" for j in range(1, depth)]
+    assert skips(s) == [(lvl, sources[lvl], merges[depth - 1 - lvl], "concat") for lvl in range(depth)]
+    assert s.output == "grid_sample" and s.side_outputs == ("flow",) and s.objective == "grid_sample"
+    assert s.levels[0].decoder_output == "flow"
+    assert "permute" not in s.level_of and "flip" not in s.level_of  # the sampling grid (N, *S, dims)

@@ -1031,3 +1031,46 @@ class DeepLabV3Plus(nn.Module):
         a = F.interpolate(a, size=low.shape[2:], mode="nearest")
         d = self.fuse(torch.cat([a, self.low(low)], dim=1))
         return self.head(F.interpolate(d, size=size, mode="nearest"))
+
+
+class VoxelMorphLike(nn.Module):
+    """A registration net in the VoxelMorph style: the moving and fixed images stacked as 2 channels,
+    strided-conv encoder, decoder of conv + nearest upsampling + concat with the encoder history (the
+    last concat takes the raw input), a flow-field conv, and a spatial transformer (``grid_sample`` of
+    the moving image at identity grid + flow). Returns ``(warped, flow)``. Skips at levels
+    0..levels-1, the level-0 one from the input itself."""
+
+    def __init__(self, dims: int = 2, enc: tuple[int, ...] = (4, 8, 8), size: int = 16) -> None:
+        super().__init__()
+        self.dims = dims
+        self.down = nn.ModuleList()
+        c = 2
+        for width in enc:
+            self.down.append(nn.Sequential(CONV[dims](c, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2)))
+            c = width
+        skip_ch = [2, *enc[:-1]]
+        self.dec = nn.ModuleList()
+        for skip in reversed(skip_ch):
+            self.dec.append(nn.Sequential(CONV[dims](c, 8, 3, padding=1), nn.LeakyReLU(0.2)))
+            c = 8 + skip
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.flow = CONV[dims](c, dims, 3, padding=1)
+        axes = [torch.arange(size, dtype=torch.float32) for _ in range(dims)]
+        self.register_buffer("grid", torch.stack(torch.meshgrid(*axes, indexing="ij"))[None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        history = [x]
+        h = x
+        for block in self.down:
+            h = block(h)
+            history.append(h)
+        history.pop()
+        for block in self.dec:
+            h = torch.cat([self.up(block(h)), history.pop()], dim=1)
+        flow = self.flow(h)
+        locs = self.grid + flow
+        size = x.shape[2:]
+        locs = torch.stack([2 * (locs[:, i] / (size[i] - 1) - 0.5) for i in range(self.dims)], dim=1)
+        locs = locs.permute(0, *range(2, self.dims + 2), 1).flip(-1)  # (N, *S, dims), xy order
+        warped = F.grid_sample(x[:, :1], locs, align_corners=True)
+        return warped, flow

@@ -715,6 +715,11 @@ def _decoder_output(
             if not below & merges:
                 heads |= below  # a multi-scale head's upsampling and what is made from it
     plain = [n for n in dec if n != main_out and n not in heads]
+    # a tensor the net goes on with as a feature map (or returns), not one only turned into something
+    # else (a flow field made a sampling grid)
+    kept = [n for n in plain if n in finder.g.output_ids or any(finder.tag.get(c) is not None for c in graph.consumers(n))]
+    if kept:
+        return kept[-1]
     if plain:
         return plain[-1]
     others = [n for n in dec if n != main_out]
