@@ -74,11 +74,13 @@ def test_npy_volume_channels_last_for_a_3d_model(tmp_path) -> None:
 class ChannelsLast(nn.Module):
     """Takes ``(N, *spatial, C)`` like a Keras model and runs ``inner`` channels first."""
 
-    def __init__(self, inner: nn.Module, dims: int = 2) -> None:
+    def __init__(self, inner: nn.Module, dims: int = 2, rescale: bool = False) -> None:
         super().__init__()
-        self.inner, self.dims = inner, dims
+        self.inner, self.dims, self.rescale = inner, dims, rescale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rescale:  # a Keras Rescaling layer before the transpose: Mul, Sub in ONNX
+            x = x * 2.0 - 1.0
         return self.inner(x.permute(0, self.dims + 1, *range(1, self.dims + 1)))
 
 
@@ -88,14 +90,15 @@ def _export(model: nn.Module, shape: tuple[int, ...], path) -> None:
         torch.onnx.export(model, (torch.zeros(shape),), str(path), dynamo=False, input_names=["x"])
 
 
-@pytest.mark.parametrize(("dims", "size"), [(2, 16), (3, 8)])
-def test_onnx_channels_last_input_is_detected_and_the_unet_found(tmp_path, dims, size) -> None:
+@pytest.mark.parametrize(("dims", "size", "rescale"), [(2, 16, False), (3, 8, False), (2, 16, True)])
+def test_onnx_channels_last_input_is_detected_and_the_unet_found(tmp_path, dims, size, rescale) -> None:
     pytest.importorskip("onnxruntime")
     from convscope.adapters.onnx_adapter import OnnxAdapter
 
     torch.manual_seed(0)
     inner = Z.UNet(3, dims=dims, in_ch=3).eval()
-    _export(ChannelsLast(inner, dims).eval(), (1, *(size,) * dims, 3), tmp_path / "cl.onnx")
+    wrapped = ChannelsLast(inner, dims, rescale).eval()
+    _export(wrapped, (1, *(size,) * dims, 3), tmp_path / "cl.onnx")
     adapter = OnnxAdapter(tmp_path / "cl.onnx")
     assert adapter.channels_last
     spec = adapter.input_spec()
@@ -105,7 +108,7 @@ def test_onnx_channels_last_input_is_detected_and_the_unet_found(tmp_path, dims,
     theirs = find_unet(trace_torch(inner, x).graph)
     assert [(k.level, k.merge_kind) for k in ours.structure.skips] == [(k.level, k.merge_kind) for k in theirs.skips]
     with torch.no_grad():
-        want = inner(torch.from_numpy(x)).numpy()
+        want = wrapped(torch.from_numpy(np.moveaxis(x, 1, -1).copy())).numpy()
     _, output = adapter.run_tensors(x, [])
     np.testing.assert_allclose(output, want, rtol=1e-4, atol=1e-5)
     # a channels-last picture array is read for it as well

@@ -607,8 +607,9 @@ class OnnxAdapter(ModelAdapter):
         return self._layers[name]
 
     def _detect_channels_last(self) -> bool:
-        """Whether the input is channels last: it is first read (through casts/identities) by a
-        ``Transpose`` to channels first (``perm = [0, r-1, 1, ..., r-2]``), not by a conv or pool."""
+        """Whether the input is channels last: it is first read (through casts, identities and
+        elementwise ops such as a Keras ``Rescaling``'s Mul/Add) by a ``Transpose`` to channels first
+        (``perm = [0, r-1, 1, ..., r-2]``), not by a conv or pool."""
         if len(self._inputs) != 1:
             return False
         dims = _dims(self._inputs[0].type.tensor_type)
@@ -628,7 +629,7 @@ class OnnxAdapter(ModelAdapter):
                 continue
             seen.add(tensor)
             for node in readers.get(tensor, []):
-                if node.op_type in ("Cast", "Identity"):
+                if node.op_type in _LAYOUT_AGNOSTIC_OPS:
                     frontier.extend(o for o in node.output if o)
                 elif node.op_type == "Transpose":
                     if list(_attributes(node).get("perm", [])) == to_first:
@@ -1028,6 +1029,10 @@ class OnnxAdapter(ModelAdapter):
 # -------------------------------------------------------------------------------------------------
 # helpers
 # -------------------------------------------------------------------------------------------------
+
+
+_LAYOUT_AGNOSTIC_OPS = frozenset({"Cast", "Identity", "Mul", "Add", "Sub", "Div", "Clip", "Relu", "Neg", "Abs"})
+"""Elementwise ops between a model input and the transpose that shows its layout."""
 
 
 def _graph_attrs(node: Any, op: str) -> dict[str, Any]:
