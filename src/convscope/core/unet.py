@@ -3,24 +3,37 @@
 Framework-free: works on any backend's graph (numpy/stdlib only).
 
 How it works:
-1. **Levels.** Every spatial node gets a resolution level by propagation along the graph: a node
-   keeps the level of its input (the input closest in size) unless its spatial size changes by at
-   least 1.5x along some axis, in which case the level moves by ``round(log2(ratio))`` (down for
-   pooling/strided convs, up for transposed convs, ``Upsample``, ``interpolate``). Valid convs,
-   centre crops and padding that fixes odd sizes change sizes slightly and keep the level, so no
-   exact powers of two are required. Crops, pads, norms, activations and convolutions whose
-   ``attrs["stride"]`` is 1 never change the level, however much they shrink the map.
+0. **Layout.** Only feature maps ``(N, C, *spatial)`` take part
+   (:func:`~.graph.feature_map_ids`: known from the ops that make or read a tensor, never from its
+   shape). Transformer tokens ``(N, L, C)``, attention windows, channels-last grids and
+   ``stack(..., dim=-1)`` tensors are followed through but never get a level or end a skip.
+1. **Levels.** Every feature map gets a resolution level by propagation along the graph: a node
+   keeps the level of its input (the input closest in size) unless it is a resampling *event*:
+   pooling, upsampling (``Upsample``, ``interpolate``, pixel shuffle) and convolutions or transposed
+   convolutions with a stride above 1 move the level by ``round(log2(ratio))`` (at least one) as
+   soon as they change the size; unknown ops (and convs of unknown stride) move it when the size
+   changes by at least 1.5x. Pads, crops, stride-1 (valid) convs, norms, activations, adds and
+   concats never change the level, however much the size changes (3 -> 5 by ``F.pad`` included).
 2. **Main path.** The main output is the spatial model output with the most ancestors (side
-   outputs of deep supervision have fewer). The lowest resolution is the deepest level the decoder
-   comes back up from (an upsampling of globally pooled 1x1 context by several levels, as in
-   ASPP/PSP image pooling, is a side excursion and does not count).
+   outputs of deep supervision have fewer; an output that is not a feature map, such as a
+   ``stack(..., dim=-1)`` of heads, stands for the heads it is made of). The lowest resolution is
+   the deepest level the decoder comes back up from (an upsampling of globally pooled 1x1 context,
+   as in ASPP/PSP image pooling, is a side excursion). The bottleneck output is the tensor the
+   decoder upsamples first (of several upsampled from the lowest level: the one computed from the
+   most, e.g. a transformer's last hidden state); the *decoder side* is everything computed from it.
 3. **Skips.** A merge (concat/stack/add) at level ``l`` is a skip merge when one of its inputs comes
-   straight from an upsampling (walking back through same-level ops) and another does not, and that
-   lateral branch does not itself depend on the same upsampling. The skip source is the first tensor
-   on the lateral branch (walking back through crops, pads, attention gates, convs) that feeds a
-   downsampling (the encoder tensor), else the first tensor that forks (a dense UNet++ node).
-   Residual adds inside one resolution have no upsampled input and are never skips. An attention
-   gate's internal add is dropped in favour of the merge it gates (same source and upsampling).
+   straight from an upsampling (walking back through same-level ops, and through residual adds
+   whose branches all come from that one upsampling) and another does not, and that lateral
+   branch does not itself depend on the same upsampling. An upsampling that is not on the decoder
+   side (a transposed-conv projection of transformer tokens) joining a decoder-side one is such a
+   lateral branch too; a lateral branch whose source is on the decoder side (multi-scale output
+   heads) is not. The skip source is the first tensor on the lateral branch (walking back through
+   crops, pads, attention gates, convs) that feeds a downsampling (the encoder tensor), else the
+   first tensor that forks (a dense UNet++ node); the graph input only when the branch starts at
+   it. Residual adds inside one resolution have no upsampled input and are never skips. An
+   attention gate's internal add is dropped in favour of the merge it gates. Nested concats read
+   only by concats (``cat([cat([a, b]), up])``) are one dense merge. The innermost concat around the
+   bottom block (``cat([x, block(x)])`` at the lowest level) is the bottom level's skip.
 """
 
 from __future__ import annotations
