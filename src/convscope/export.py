@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.activations import ORDERS, Activation, map_stats
+from .core.activations import NOT_EXECUTED, ORDERS, Activation, map_stats, not_executed
 from .io.output import OutputDir, safe_filename
 
 if TYPE_CHECKING:
@@ -238,5 +238,8 @@ def write_activations(
         sharing = getattr(scope.adapter, "sharing_cpu", None)
         busy = lambda: folder.pending_bytes > 0  # noqa: E731
         with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
-            scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
+            result = scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
+        missing = not_executed(names, result.shapes)
+        if missing:  # listed, never silently left out
+            folder.info["not_executed"] = {"reason": NOT_EXECUTED, "layers": list(missing)}
     return folder.path / "manifest.json"

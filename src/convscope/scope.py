@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .adapters import ModelAdapter, adapter_for
-from .core.activations import Activation, ActivationSet
+from .core.activations import Activation, ActivationSet, not_executed
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .loading import LoadedModel, load_model
@@ -188,6 +188,7 @@ class Scope:
         Returns:
             :class:`ActivationSet` mapping layer name -> :class:`Activation` with ``(N, C, *spatial)``
             float32 data. A module called more than once also appears as ``name#1``, ``name#2``...
+            Selected layers the forward pass never called are listed in ``.not_executed``.
         """
         prepared = self.prepare(image, size=size, normalize=normalize)
         names = self.select(layers, kind=kind)
@@ -197,7 +198,8 @@ class Scope:
             name: Activation(layer=name, data=data, source_dtype=result.dtypes.get(name, "float32"), input_display=display)
             for name, data in result.activations.items()
         }
-        acts = ActivationSet(items, output=result.output, input_batch=prepared.batch)
+        acts = ActivationSet(items, output=result.output, input_batch=prepared.batch,
+                             not_executed=not_executed(names, result.shapes))
         acts.input_display = prepared.display  # type: ignore[attr-defined]
         return acts
 

@@ -188,13 +188,16 @@ def skip_metrics(
         energies = [_energy(values.get(i)) for i in node.inputs]
         total = float(np.nansum(energies)) if any(math.isfinite(e) for e in energies) else float("nan")
         mine = energies[skip.skip_position]
+        folded = node.inputs[skip.skip_position] != skip.skip_input  # a branch of a nested concat folded into this merge
+        if folded:
+            mine = _energy(values.get(skip.skip_input))  # concat energies add up: the branch's own part
         if not math.isfinite(mine) or any(not math.isfinite(e) for e in energies):
             energy_share = None
         else:
             energy_share = mine / total if total > 0 else None
         gradient_share = None
         sums = (input_x_gradient or {}).get(skip.merge)
-        if sums is not None and len(sums) == len(node.inputs) and math.isfinite(sums[skip.skip_position]):
+        if not folded and sums is not None and len(sums) == len(node.inputs) and math.isfinite(sums[skip.skip_position]):
             g_total = float(sum(s for s in sums if math.isfinite(s)))
             gradient_share = sums[skip.skip_position] / g_total if g_total > 0 else None
         out.append(
@@ -681,7 +684,7 @@ def build_unet_flow(
         structure = find_unet(graph)
         found["structure"] = structure
         merges = tuple(dict.fromkeys(s.merge for s in structure.skips))
-        return CaptureRequest(values=frozenset(_needed_nodes(structure, graph)), merges=merges, objective=structure.output)
+        return CaptureRequest(values=frozenset(_needed_nodes(structure, graph)), merges=merges, objective=structure.objective or structure.output)
 
     capture = backend.capture_graph(arr, request, target=target, mask=mask)
     structure = found.get("structure") or find_unet(capture.graph)

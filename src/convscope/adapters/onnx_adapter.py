@@ -442,6 +442,9 @@ class OnnxAdapter(ModelAdapter):
                 self._dynamic_nodes.append(index)
                 dynamic.update(out for out in node.output if out)
         self._dynamic = dynamic
+        self.channels_last = self._detect_channels_last()
+        """True when the model's input is ``(N, *spatial, C)`` (what Keras/TF exporters write): convscope
+        then feeds its channels-first batches transposed, and reports the input channels-first."""
         # names: a node's own name when set, unique and usable; else "<Op>_<output>"
         counts: dict[str, int] = {}
         for node in graph.node:
@@ -603,6 +606,45 @@ class OnnxAdapter(ModelAdapter):
             )
         return self._layers[name]
 
+    def _detect_channels_last(self) -> bool:
+        """Whether the input is channels last: it is first read (through casts, identities and
+        elementwise ops such as a Keras ``Rescaling``'s Mul/Add) by a ``Transpose`` to channels first
+        (``perm = [0, r-1, 1, ..., r-2]``), not by a conv or pool."""
+        if len(self._inputs) != 1:
+            return False
+        dims = _dims(self._inputs[0].type.tensor_type)
+        if dims is None or len(dims) < 3:
+            return False
+        rank = len(dims)
+        to_first = [0, rank - 1, *range(1, rank - 1)]
+        readers: dict[str, list[Any]] = {}
+        for node in self._proto.graph.node:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        frontier = [self._inputs[0].name]
+        seen: set[str] = set()
+        while frontier:
+            tensor = frontier.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            for node in readers.get(tensor, []):
+                if node.op_type in _LAYOUT_AGNOSTIC_OPS:
+                    frontier.extend(o for o in node.output if o)
+                elif node.op_type == "Transpose":
+                    if list(_attributes(node).get("perm", [])) == to_first:
+                        return True
+                elif node.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization"):
+                    return False
+        return False
+
+    def _model_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """A channels-first batch shape in the model's own input layout."""
+        shape = tuple(int(v) for v in shape)
+        if self.channels_last and len(shape) >= 3:
+            return (shape[0], *shape[2:], shape[1])
+        return shape
+
     def input_spec(self) -> InputSpec:
         if not self._inputs:
             return InputSpec(channels=None, spatial_dims=None)
@@ -611,6 +653,8 @@ class OnnxAdapter(ModelAdapter):
         dtype = _np_dtype_name(tensor.elem_type)
         if dims is None or len(dims) < 2:
             return InputSpec(channels=None, spatial_dims=None, dtype=dtype)
+        if self.channels_last:
+            dims = [dims[0], dims[-1], *dims[1:-1]]  # reported channels first, as every convscope batch
         spatial = dims[2:]
         return InputSpec(
             channels=dims[1],
@@ -762,17 +806,23 @@ class OnnxAdapter(ModelAdapter):
         vi = self._inputs[0]
         tensor = vi.type.tensor_type
         dims = _dims(tensor)
+        if self.channels_last and dims is not None and arr.ndim == len(dims):
+            arr = np.moveaxis(arr, 1, -1)  # convscope's (N, C, *spatial) -> the model's (N, *spatial, C)
+            dims = [dims[0], dims[-1], *dims[1:-1]]  # checked below in convscope's layout
+            arr_check = np.moveaxis(arr, -1, 1)
+        else:
+            arr_check = arr
         if dims is not None:
-            if arr.ndim != len(dims):
+            if arr_check.ndim != len(dims):
                 raise ConvscopeError(
                     f"{self.name} takes a {len(dims)}-D input {_fmt_dims(dims)} (channels first), got shape {arr.shape}; "
                     f"check the image's channels and dimensions"
                 )
-            for axis, (want, got) in enumerate(zip(dims, arr.shape)):
+            for axis, (want, got) in enumerate(zip(dims, arr_check.shape)):
                 if want is not None and want != got:
                     what = "batch size" if axis == 0 else "channels" if axis == 1 else "spatial size"
                     raise ConvscopeError(
-                        f"{self.name} takes input {_fmt_dims(dims)} but got shape {tuple(arr.shape)} ({what} differs); "
+                        f"{self.name} takes input {_fmt_dims(dims)} but got shape {tuple(arr_check.shape)} ({what} differs); "
                         + ("resize the image with --size " + "x".join(str(d) for d in dims[2:]) if axis >= 2 and
                            all(d is not None for d in dims[2:]) else "check the input")
                     )
@@ -886,14 +936,16 @@ class OnnxAdapter(ModelAdapter):
         return rows
 
     def static_shapes(self, batch_shape: Sequence[int]) -> dict[str, tuple[int, ...]] | None:
-        """Shapes of every layer output for an input of ``batch_shape`` from ONNX shape inference
-        alone (no run), or None when some shape stays unknown."""
+        """Shapes of every layer output for an input of ``batch_shape`` (channels first, convscope's
+        layout, whatever the model's) from ONNX shape inference alone (no run), or None when some
+        shape stays unknown."""
         import onnx
 
         probe = onnx.ModelProto()
         probe.CopyFrom(self._proto)
         del probe.graph.value_info[:]
         tensor = next(vi for vi in probe.graph.input if vi.name == self._inputs[0].name).type.tensor_type
+        batch_shape = self._model_shape(batch_shape)
         if len(tensor.shape.dim) != len(batch_shape):
             return None
         for dim, size in zip(tensor.shape.dim, batch_shape):
@@ -941,8 +993,12 @@ class OnnxAdapter(ModelAdapter):
         nodes = []
         for nid, op, tensor, inputs, op_type in rows:
             full = shapes.get(nid)
+            attrs: dict[str, Any] = {"tensor": tensor}
+            entry = self._layers.get(nid)
+            if entry is not None:
+                attrs.update(_graph_attrs(entry.node, op))
             nodes.append(Node(id=nid, op=op, name=nid, shape=tuple(full[1:]) if full else None, inputs=inputs,
-                              module_type=None if op == "input" else op_type, attrs={"tensor": tensor}))
+                              module_type=None if op == "input" else op_type, attrs=attrs))
         out_ids = []
         producers = {row[2]: row[0] for row in rows}
         for out in self._output_names:
@@ -973,6 +1029,22 @@ class OnnxAdapter(ModelAdapter):
 # -------------------------------------------------------------------------------------------------
 # helpers
 # -------------------------------------------------------------------------------------------------
+
+
+_LAYOUT_AGNOSTIC_OPS = frozenset({"Cast", "Identity", "Mul", "Add", "Sub", "Div", "Clip", "Relu", "Neg", "Abs"})
+"""Elementwise ops between a model input and the transpose that shows its layout."""
+
+
+def _graph_attrs(node: Any, op: str) -> dict[str, Any]:
+    """The attributes the U-Net finder reads: ``stride`` of convolutions (ONNX's default is 1 on every
+    axis) and ``dim`` of concatenations."""
+    if op in ("conv", "conv_transpose"):
+        strides = _attributes(node).get("strides")
+        return {"stride": tuple(int(v) for v in strides) if strides else 1}
+    if op in ("concat", "stack"):
+        axis = _attributes(node).get("axis")
+        return {} if axis is None else {"dim": int(axis)}
+    return {}
 
 
 def _attributes(node: Any) -> dict[str, Any]:

@@ -247,6 +247,9 @@ def demo(
 def _report_written(manifest: Path) -> None:
     data = json.loads(manifest.read_text())
     _echo(f"wrote {len(data['files'])} files to {manifest.parent} (see {manifest.name})")
+    missing = data.get("not_executed")
+    if missing:
+        _echo(f"{len(missing['layers'])} selected layer(s) {missing['reason']}: {', '.join(missing['layers'])}")
 
 
 def main(argv: list[str] | None = None) -> None:

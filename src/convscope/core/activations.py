@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ..render.picture import Picture
 
-__all__ = ["Activation", "ActivationSet", "channel_order", "ORDERS"]
+__all__ = ["Activation", "ActivationSet", "channel_order", "ORDERS", "NOT_EXECUTED", "not_executed"]
 
 ORDERS = ("index", "mean", "max", "l2")
 
@@ -264,11 +264,24 @@ class Activation:
         return self.grid().to_png()
 
 
+NOT_EXECUTED = "not executed for this input"
+"""How a selected layer that never ran in the forward pass is listed (output, manifest, API)."""
+
+
+def not_executed(selected: Iterable[str], ran: Iterable[str]) -> tuple[str, ...]:
+    """The ``selected`` layer names that produced no output in the pass (``ran``: the captured names,
+    ``"name"`` for a layer's first call, ``"name#k"`` for later ones): a branch only used in
+    training, a head the forward never called."""
+    done = set(ran)
+    return tuple(name for name in dict.fromkeys(selected) if name not in done)
+
+
 class ActivationSet(Mapping[str, Activation]):
     """Activations of several layers from one forward pass, in model order.
 
     ``acts["enc1.conv"]`` gives an :class:`Activation`; an unknown name raises a ``KeyError``
-    (``LayerNotFoundError``) that lists the captured layers closest to it.
+    (``LayerNotFoundError``) that lists the captured layers closest to it. Layers that were selected
+    but did not run on this input are in :attr:`not_executed` (and asking for one says so).
     """
 
     def __init__(
@@ -277,12 +290,22 @@ class ActivationSet(Mapping[str, Activation]):
         *,
         output: np.ndarray | None = None,
         input_batch: np.ndarray | None = None,
+        not_executed: Iterable[str] = (),
     ) -> None:
         self._items = dict(activations)
         self.output = output
         self.input_batch = input_batch
+        self.not_executed: tuple[str, ...] = tuple(not_executed)
+        """Selected layer names that were not executed for this input (no activation exists)."""
 
     def __getitem__(self, name: str) -> Activation:
+        if name in self.not_executed and name not in self._items:
+            from ..errors import LayerNotFoundError
+
+            raise LayerNotFoundError(
+                f"layer {name!r} was selected but {NOT_EXECUTED}: the forward pass never called it (a branch used "
+                "only in training, or a head this forward does not call), so it has no activation"
+            )
         try:
             return self._items[name]
         except KeyError:
@@ -303,4 +326,6 @@ class ActivationSet(Mapping[str, Activation]):
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._items.items())
+        if self.not_executed:
+            inner += (", " if inner else "") + f"{NOT_EXECUTED}: {', '.join(self.not_executed)}"
         return f"ActivationSet({inner})"

@@ -322,3 +322,166 @@ def iter_spatial(graph: Graph, ids: Iterable[str]) -> Iterator[tuple[str, tuple[
         size = graph.spatial(nid)
         if size is not None:
             yield nid, size
+
+
+# ------------------------------------------------------------------------------------------------
+# layout: which tensors are feature maps (N, C, *spatial)
+# ------------------------------------------------------------------------------------------------
+
+_LAYOUT_OPS: frozenset[str] = frozenset({"conv", "conv_transpose", "pool", "upsample"})
+"""Ops that read and write ``(N, C, *spatial)``: their outputs are feature maps, and so are their inputs."""
+
+_CHANNEL_NORMS: tuple[str, ...] = ("batchnorm", "instancenorm", "groupnorm", "batch_norm", "instance_norm", "group_norm")
+"""Norm module classes / functions whose channel axis is axis 1 (LayerNorm is not among them)."""
+
+_ELEMENTWISE_OPS: frozenset[str] = frozenset(
+    {"add", "sub", "mul", "div", "activation", "dropout", "identity", "pad", "crop", "norm", "concat"}
+)
+"""Ops whose output keeps the layout of their input(s)."""
+
+_UNARY_LAYOUT_PRESERVING: frozenset[str] = frozenset({"activation", "dropout", "identity", "pad", "crop"})
+"""Single-input ops through which a consumer's layout requirement is passed back to the producer."""
+
+
+def _normalised_dim(node: Node) -> int | None:
+    """The concat/stack axis of ``node`` counted with the batch axis (0), or None if unknown."""
+    dim = node.attrs.get("dim", node.attrs.get("axis"))
+    if dim is None or node.shape is None:
+        return None
+    rank = len(node.shape) + 1
+    dim = int(dim)
+    return dim + rank if dim < 0 else dim
+
+
+_AXIS_MOVES = ("permute", "transpose", "movedim", "moveaxis", "swapaxes", "swapdims", "rearrange")
+
+
+def _moves_axes(node: Node) -> bool:
+    """A reshape that reorders axes (permute/transpose): even when the shape is unchanged (an
+    ``(N, C, H, W)`` grid with ``C == H == W``) the layout is not."""
+    what = f"{node.module_type or ''} {node.attrs.get('func', '')} {node.attrs.get('type', '')}".lower()
+    return any(word in what for word in _AXIS_MOVES) or what.split() == ["t"]
+
+
+def _requires_feature_map(node: Node) -> bool:
+    """Whether ``node`` reads its (first) input as ``(N, C, *spatial)``."""
+    if node.attrs.get("strided"):
+        return False  # x[:, ::2, ::2] subsamples whatever layout it gets
+    if node.op in _LAYOUT_OPS:
+        return True
+    if node.op == "norm":
+        kind = f"{node.module_type or ''} {node.attrs.get('func', '')}".lower().replace(".", " ")
+        return any(word in kind for word in _CHANNEL_NORMS)
+    return False
+
+
+def feature_map_ids(graph: Graph) -> frozenset[str]:
+    """Ids of the nodes whose tensors are known to be feature maps ``(N, C, *spatial)``.
+
+    A tensor's layout is *known* from the ops that make or read it, never from its shape alone:
+
+    * the graph input (the batch is given channels first), and the outputs of convolutions,
+      transposed convolutions, pooling and upsampling layers are feature maps; so are the outputs
+      of elementwise ops (activations, norms, adds, muls, pads, crops, channel concats) whose
+      inputs include a feature map of the same rank (also reductions keeping the axes and unknown
+      ops such as ``torch.roll``), a ``stack`` whose new axis comes before the spatial axes, and a
+      reshape that leaves the shape unchanged (never a permute, even if the shape looks unchanged);
+    * a tensor read by an op that needs ``(N, C, *spatial)`` (a convolution, pooling, upsampling,
+      batch/instance/group norm), or concatenated along the channel axis with a feature map of the
+      same spatial size, is a feature map too (this is how a reshape of transformer tokens back into
+      a grid, ``tokens.transpose(1, 2).reshape(N, C, h, w)``, becomes one), and so is what reaches
+      it through activations, dropouts, pads and copies;
+    * everything else (token tensors ``(N, L, C)``, attention windows, channels-last grids
+      ``(N, H, W, C)``, ``torch.stack(..., dim=-1)``) is not, even when its rank matches.
+
+    A backend may state the layout itself with ``node.attrs["layout"]``: ``"NC*"`` (a feature map)
+    or anything else (``"tokens"``, ``"NHWC"``: not one).
+
+    Returns:
+        the feature-map node ids (only nodes of rank ``spatial_dims + 1``, or ``+ 2`` for a stack).
+    """
+    dims = graph.spatial_dims
+    if dims is None:
+        return frozenset()
+    rank = dims + 1
+    fmap: set[str] = set()
+    nodes = graph.nodes
+
+    def stated(node: Node) -> bool | None:
+        layout = node.attrs.get("layout")
+        if layout is None:
+            return None
+        return layout == "NC*"
+
+    def ranked(node: Node) -> bool:
+        return node.shape is not None and len(node.shape) == rank
+
+    def forward(node: Node) -> bool:
+        said = stated(node)
+        if said is not None:
+            return said and node.shape is not None and len(node.shape) >= rank
+        if node.op == "input":
+            return node.id in graph.input_ids[:1] and ranked(node)
+        if not ranked(node) and node.op != "stack":
+            return False
+        inputs = [graph.node(i) for i in node.inputs]
+        if node.op in _LAYOUT_OPS:
+            if node.attrs.get("strided"):
+                return any(i.id in fmap for i in inputs)
+            return True
+        if node.op in _ELEMENTWISE_OPS:
+            return any(i.id in fmap and ranked(i) for i in inputs)
+        if node.op == "stack":
+            dim = _normalised_dim(node)
+            return (
+                node.shape is not None
+                and len(node.shape) == rank + 1
+                and dim is not None
+                and dim <= 1
+                and all(i.id in fmap for i in inputs)
+            )
+        if node.op == "reshape":
+            return (
+                len(inputs) == 1 and inputs[0].id in fmap and inputs[0].shape == node.shape and not _moves_axes(node)
+            )
+        if node.op in ("reduce", "other"):
+            # reductions keeping the axes (x.mean(1, keepdim=True)) and unknown ops on a feature map that
+            # keep its rank (torch.roll, grid_sample): still (N, C, *spatial)
+            return any(i.id in fmap for i in inputs)
+        return False
+
+    for _ in range(4):  # forward, then requirements back, until nothing changes
+        before = len(fmap)
+        for node in nodes:
+            if node.id not in fmap and forward(node):
+                fmap.add(node.id)
+        for node in reversed(nodes):
+            if stated(node) is not None:
+                continue
+            needs = _requires_feature_map(node)
+            first = True
+            for source in node.inputs:
+                src = graph.node(source)
+                if src.id in fmap or not ranked(src) or stated(src) is not None:
+                    first = False
+                    continue
+                wanted = (needs and first) or (
+                    node.id in fmap
+                    and (
+                        (node.op in _UNARY_LAYOUT_PRESERVING and len(node.inputs) == 1)
+                        or (
+                            node.op == "concat"
+                            and _normalised_dim(node) == 1
+                            and src.shape is not None
+                            and node.shape is not None
+                            and src.shape[1:] == node.shape[1:]
+                        )
+                        or (node.op in ("add", "sub", "mul", "div") and src.shape == node.shape)
+                    )
+                )
+                if wanted:
+                    fmap.add(src.id)
+                first = False
+        if len(fmap) == before:
+            break
+    return frozenset(fmap)

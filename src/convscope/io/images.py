@@ -14,7 +14,9 @@ import numpy as np
 
 from ..errors import ImageInputError
 
-__all__ = ["PreparedInput", "prepare_input", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES"]
+__all__ = [
+    "PreparedInput", "prepare_input", "input_layout", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 ARRAY_SUFFIXES = (".npy",)
@@ -94,8 +96,8 @@ def parse_normalize(spec: str | tuple[Any, Any] | None, channels: int) -> tuple[
     return (np.broadcast_to(mean, (channels,)).copy(), np.broadcast_to(std, (channels,)).copy())
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, bool]:
-    """Returns (array, channels_last) from an image or .npy file."""
+def _read_file(path: Path) -> tuple[np.ndarray, bool | None]:
+    """Returns (array, channels_last: True for pictures, None (decide from the model) for .npy)."""
     if not path.exists():
         raise ImageInputError(f"image file not found: {path}")
     if path.is_dir():
@@ -106,7 +108,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, bool]:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - report any reader failure as one line
             raise ImageInputError(f"cannot read {path.name} as a .npy array ({exc}); save it with numpy.save") from None
-        return np.asarray(arr), False
+        return np.asarray(arr), None  # layout unknown: decided from the model (input_layout), as for arrays
     if suffix == ".npz":
         raise ImageInputError(f"{path.name}: .npz archives are not read as images; save one array with numpy.save (.npy)")
     from PIL import Image
@@ -166,36 +168,66 @@ def _as_float(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int, channels: int | None = None) -> np.ndarray:
-    """Any supported array -> (N, C, *spatial) float32.
+CONVERTIBLE_CHANNELS = (1, 3, 4)
+"""Channel counts convertible to a model's (gray, RGB, RGBA): see :func:`_match_channels`."""
 
-    Arrays of unknown layout are read channels-first unless the layout is clear from the shape:
-    the last axis matches the model's channel count and the channels-first axis does not (a Keras
-    style ``(N, H, W, C)`` batch), or an ``(H, W, 1|3|4)`` picture.
+
+def input_layout(
+    shape: tuple[int, ...], *, channels: int | None, spatial_dims: int, hint: bool | None = None
+) -> str:
+    """THE layout decision for every array input: ``"channels_first"``, ``"channels_last"`` or ``"none"``
+    (no channel axis: ``(*spatial)`` or ``(N, *spatial)`` is not accepted, only ``(*spatial)``).
+
+    Args:
+        shape: the array's shape, ``(*spatial)``, ``(C, *spatial)`` / ``(*spatial, C)`` or with a
+            leading batch axis.
+        channels: the model's expected channel count (its first convolution's), or None.
+        spatial_dims: the model's expected number of spatial axes (its rank minus 2).
+        hint: the source's own layout (True: a picture file or PIL image, channels last; False: a
+            torch tensor, channels first); None for numpy arrays and ``.npy`` files.
+
+    Rules, in order: the source's hint; an array with ``spatial_dims`` axes has no channel axis; with
+    one or two more axes, the axis holding the model's channel count (the last one, or the first
+    after the batch) is the channel axis when only one of the two holds it; else the one holding a
+    convertible count (1, 3 or 4: gray/RGB/RGBA) when only one does and the other is larger than 4;
+    else channels first.
     """
+    nd = len(shape)
+    if hint is not None:
+        if nd == spatial_dims:
+            return "none"
+        return "channels_last" if hint else "channels_first"
+    if nd == spatial_dims:
+        return "none"
+    if nd not in (spatial_dims + 1, spatial_dims + 2):
+        return "channels_first"  # refused with a message by the caller
+    first = shape[0] if nd == spatial_dims + 1 else shape[1]
+    last = shape[-1]
+    if channels is not None:
+        if last == channels and first != channels:
+            return "channels_last"
+        if first == channels:
+            return "channels_first"
+    if last in CONVERTIBLE_CHANNELS and first not in CONVERTIBLE_CHANNELS and first > 4:
+        return "channels_last"
+    return "channels_first"
+
+
+def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int, channels: int | None = None) -> np.ndarray:
+    """Any supported array -> (N, C, *spatial) float32, in the layout :func:`input_layout` decides."""
     nd = arr.ndim
-    if channels_last is None:
-        channels_last = False
-        if nd in (spatial_dims + 1, spatial_dims + 2):
-            first = arr.shape[0] if nd == spatial_dims + 1 else arr.shape[1]
-            if channels is not None and arr.shape[-1] == channels and first != channels:
-                channels_last = True
-            elif channels is None or first != channels:
-                # an (H, W, 1|3|4) array with a small last axis is an image in channels-last layout
-                channels_last = spatial_dims == 2 and nd == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4
-    if channels_last:
-        if nd == spatial_dims:  # gray image
-            arr = arr[None, None]
-        elif nd == spatial_dims + 1:
+    layout = input_layout(tuple(arr.shape), channels=channels, spatial_dims=spatial_dims, hint=channels_last)
+    if layout == "none":
+        arr = arr[None, None]
+    elif layout == "channels_last":
+        if nd == spatial_dims + 1:
             arr = np.moveaxis(arr, -1, 0)[None]
         elif nd == spatial_dims + 2:
             arr = np.moveaxis(arr, -1, 1)
         else:
             raise ImageInputError(f"cannot read a {nd}-axis array as a {spatial_dims}D image")
     else:
-        if nd == spatial_dims:
-            arr = arr[None, None]
-        elif nd == spatial_dims + 1:
+        if nd == spatial_dims + 1:
             arr = arr[None]
         elif nd != spatial_dims + 2:
             raise ImageInputError(
