@@ -12,6 +12,7 @@ from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
+from .io.volume_prep import VolumeOptions, total_downsampling
 from .loading import LoadedModel, load_model
 
 __all__ = ["Scope", "LayerTable", "load"]
@@ -86,6 +87,8 @@ class Scope:
         self.name = loaded.name
         self.input_shape = tuple(input_shape) if input_shape is not None else loaded.input_shape
         self.normalize = normalize if normalize is not None else loaded.normalize
+        self.volume_options: VolumeOptions | None = None
+        """How volume inputs (NIfTI, DICOM) become model input (series, channels, intensity, ROI, slice)."""
 
     def __repr__(self) -> str:
         return f"Scope({self.name!r}, framework={self.adapter.framework})"
@@ -118,6 +121,8 @@ class Scope:
             size=size,
             normalize=normalize if normalize is not None else self.normalize,
             expected_size=expected if size is None else None,
+            volume_options=self.volume_options,
+            downsampling=lambda: total_downsampling(self.adapter.layers()),
         )
 
     def _example_batch(self) -> np.ndarray | None:

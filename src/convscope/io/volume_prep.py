@@ -40,6 +40,7 @@ __all__ = [
     "window_unit",
     "plane_slice",
     "prepare_volume",
+    "total_downsampling",
 ]
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -407,3 +408,19 @@ def prepare_volume(
                          roi_shape=volume.shape, padded_shape=tuple(stack.shape[2:]), plane=plane, slice_indices=indices,
                          notes=(f"{plane} slice(s) {indices[0]}..{indices[-1]} in radiological view",))
     return np.ascontiguousarray(stack, dtype=np.float32), record
+
+
+def total_downsampling(layers: Any) -> int:
+    """The model's total downsampling factor from its layers' strides (``LayerInfo`` list).
+
+    The product, over convolution and pooling layers (not transposed convolutions), of each layer's
+    largest stride: exact for an encoder path (a U-Net's, a plain CNN's); for branching encoders
+    it may overestimate, which only pads more.
+    """
+    factor = 1
+    for info in layers:
+        kind = getattr(info, "kind", None)
+        stride = getattr(info, "stride", None)
+        if kind in ("conv", "pool") and stride:
+            factor *= max(1, max(int(s) for s in stride))
+    return factor

@@ -48,6 +48,7 @@ __all__ = [
     "is_volume_path",
     "stack_channels",
     "list_dicom_series",
+    "VolumeTooLarge",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -58,6 +59,10 @@ MAX_VOXELS = 512_000_000
 
 _POSITION_TOLERANCE_MM = 1e-3
 _SPACING_TOLERANCE = 0.01  # relative deviation of a slice step from the median step
+
+
+class VolumeTooLarge(ImageInputError):
+    """The volume has more voxels than the limit (checked from headers, before the voxels are read)."""
 
 
 def _need(module: str, extra: str = "volumes") -> Any:
@@ -74,7 +79,7 @@ def _need(module: str, extra: str = "volumes") -> Any:
 def _check_voxels(shape: Sequence[int], name: str, limit: int = MAX_VOXELS) -> None:
     count = int(np.prod([int(s) for s in shape], dtype=np.int64))
     if count > limit:
-        raise ImageInputError(f"{name} has {count:,} voxels (limit {limit:,}); crop it or choose a smaller series")
+        raise VolumeTooLarge(f"{name} has {count:,} voxels (limit {limit:,}); crop it or choose a smaller series")
 
 
 def has_suffix(name: str, suffixes: Sequence[str]) -> bool:
@@ -442,7 +447,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
-def read_dicom(path: str | os.PathLike[str], *, series: str | None = None) -> Volume:
+def read_dicom(path: str | os.PathLike[str], *, series: str | None = None, max_voxels: int = MAX_VOXELS) -> Volume:
     """A DICOM file (one slice or multi-frame) or a series folder as a RAS+ volume.
 
     Args:
@@ -497,7 +502,7 @@ def read_dicom(path: str | os.PathLike[str], *, series: str | None = None) -> Vo
             raise ImageInputError(f"{what}: {path_i.name} has a different size or PixelSpacing; the slices do not form one volume")
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             raise ImageInputError(f"{what}: {path_i.name} is multi-frame inside a series of files; give that file alone")
-    _check_voxels((len(items), *shape), what)
+    _check_voxels((len(items), *shape), what, max_voxels)
     normal = np.cross(row, col)
     positions = np.stack([_floats(getattr(ds, "ImagePositionPatient", None), 3, "ImagePositionPatient", f"{what}: {pp.name}")
                           for pp, ds in items])
