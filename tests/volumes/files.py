@@ -21,10 +21,7 @@ def marked_volume(shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
     x, y, z = shape
     vol = np.zeros(shape, dtype=np.float32)
     vol += np.arange(x, dtype=np.float32)[:, None, None]  # a gentle R-L ramp, so flips are visible
-    vol[: x // 2 - 1, y // 2 + 1 :, z // 2 + 1 :] = MARK  # left (low x), anterior (high y), superior (high z)
-    vol[: x // 2 - 1, y // 2, z // 2] = MARK  # reaches the centre voxel's row so the centre planes cut it
-    vol[: x // 2 - 1, y // 2 + 1 :, z // 2] = MARK
-    vol[: x // 2 - 1, y // 2, z // 2 + 1 :] = MARK
+    vol[: x // 2 + 1, y // 2 :, z // 2 :] = MARK  # left (low x), anterior (high y), superior (high z), incl. the centre
     return vol
 
 
