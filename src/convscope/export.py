@@ -162,7 +162,16 @@ def write_activations(
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
     names = scope.select(layers, kind=kind)
-    with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
+    record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
+    info = {"command": "activations", "model": scope.name, "input": prepared.source}
+    if prepared.volume is not None:
+        info["volume"] = prepared.volume.describe()
+    with OutputDir(out, info=info) as folder:
+        if record is not None:  # the input's three planes; each 3D map gets LAYER.planes.png on them
+            from .volume_views import input_planes
+
+            folder.add_picture("input.planes.png", input_planes(record), kind="volume_planes", layer=None)
+
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG
             # encoding run on the output folder's threads while the forward pass goes on. A volume
@@ -191,6 +200,11 @@ def write_activations(
                         nbytes=0 if volume_now else data[s].nbytes,
                         layer=name, kind="overlay", sample=s, shape=list(data.shape),
                     )
+            if record is not None and data.ndim == 5 and 0 in chosen:
+                from .volume_views import map_planes
+
+                folder.add_picture(folder.unique_name(stem, ".planes.png"), map_planes(record, data[0], name),
+                                   layer=name, kind="activation_planes", sample=0, shape=list(data.shape))
             if arrays:
                 folder.add_arrays(folder.unique_name(stem, ".npz"), {"activation": data}, layer=name,
                                   kind="activation-array", shape=list(data.shape))

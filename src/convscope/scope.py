@@ -12,7 +12,7 @@ from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
-from .io.volume_prep import VolumeOptions, total_downsampling
+from .io.volume_prep import VolumeOptions, probe_downsampling
 from .loading import LoadedModel, load_model
 
 __all__ = ["Scope", "LayerTable", "load"]
@@ -122,8 +122,16 @@ class Scope:
             normalize=normalize if normalize is not None else self.normalize,
             expected_size=expected if size is None else None,
             volume_options=self.volume_options,
-            downsampling=lambda: total_downsampling(self.adapter.layers()),
+            downsampling=lambda: self._downsampling(spec.channels, spec.spatial_dims or 2),
         )
+
+    def _downsampling(self, channels: int | None, spatial_dims: int) -> int:
+        """The model's total downsampling (measured once on a small probe, then remembered)."""
+        cached = getattr(self, "_downsampling_factor", None)
+        if cached is None:
+            cached = probe_downsampling(self.adapter, channels, spatial_dims)
+            self._downsampling_factor = cached
+        return cached
 
     def _example_batch(self) -> np.ndarray | None:
         if self.loaded.sample is not None:

@@ -576,7 +576,7 @@ class UNetFlow:
             "spatial_dims": s.spatial_dims,
         }
 
-    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8) -> list[Path]:
+    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8, volume: Any = None) -> list[Path]:
         """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``.
 
         Every file is written atomically; the manifest lists each file with its ``kind``
@@ -588,7 +588,16 @@ class UNetFlow:
         from .io.output import OutputDir
 
         written: list[Path] = []
-        with OutputDir(out_dir, info={"command": "unet"}) as out:
+        info: dict[str, Any] = {"command": "unet"}
+        if volume is not None:  # a VolumeInput (3D scan): geometry, intensity and window in the manifest
+            info["volume"] = volume.describe()
+        with OutputDir(out_dir, info=info) as out:
+            if volume is not None and self.structure.spatial_dims == 3:
+                from .volume_views import unet_planes
+
+                for rel, picture in unet_planes(self, volume):
+                    out.add_picture(rel, picture, kind="volume_planes", layer=picture.meta.get("layer"))
+                    written.append(out.path / rel)
             out.add_picture("flow.png", self.figure(thumbnail=thumbnail), kind="unet_flow",
                             layer=self.name(self.structure.output),
                             shape=list(self.graph.node(self.structure.output).shape or ()))

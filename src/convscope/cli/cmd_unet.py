@@ -25,6 +25,7 @@ def run_unet(
     mask: Any = None,
     thumbnail: str = "mean",
     top: int = 8,
+    volume: Any = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -38,6 +39,7 @@ def run_unet(
         mask: ``(*spatial)`` 0/1 region for the gradient share's score.
         thumbnail: ``"mean"`` or ``"top"`` for the flow figure's thumbnails.
         top: channels per grid in the level panels.
+        volume: ``prepare(...).volume`` for scans: adds three-plane figures and the geometry.
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -49,4 +51,4 @@ def run_unet(
 
     backend = unet_backend_for(model_adapter_or_backend)
     flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    return flow.save(out_dir, thumbnail=thumbnail, top=top)
+    return flow.save(out_dir, thumbnail=thumbnail, top=top, volume=volume)

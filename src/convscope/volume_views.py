@@ -1,0 +1,81 @@
+"""Plane figures of a volume input and of what a 3D model made of it (activations, U-Net levels, output).
+
+Every map is brought back onto the input's voxel grid (:meth:`VolumeInput.to_volume`: nearest
+upsampling from the layer's resolution, padding cropped off, NaN outside a ``--roi``) and drawn
+over the original intensities, through the same planes as the input
+(:func:`convscope.render.planes.render_planes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .io.volume_prep import VolumeInput
+from .render.picture import Picture
+from .render.planes import render_planes
+
+__all__ = ["input_planes", "map_planes", "unet_planes", "stamp"]
+
+
+def stamp(record: VolumeInput) -> str:
+    """The figure's second line: display window and model input transform (they differ on purpose)."""
+    from .io.volume_prep import window_label
+
+    return f"display window {window_label(record.volume, record.window)} | model intensity {record.intensity}"
+
+
+def _point(record: VolumeInput) -> tuple[int, int, int]:
+    return tuple(int(s + n // 2) for s, n in zip(record.roi_start, record.roi_shape))  # type: ignore[return-value]
+
+
+def _roi(record: VolumeInput) -> Any:
+    return (record.roi_start, record.roi_shape) if tuple(record.roi_shape) != record.volume.shape else None
+
+
+def input_planes(record: VolumeInput, *, labels: np.ndarray | None = None) -> Picture:
+    """The input volume's three planes (the ROI drawn when one was fed to the model)."""
+    pic = render_planes(record.volume, point=_point(record), window=record.window, labels=labels, roi=_roi(record),
+                        title=f"input {record.volume.source}", stamp=stamp(record))
+    pic.meta["volume"] = record.describe()
+    return pic
+
+
+def map_planes(record: VolumeInput, maps: np.ndarray, name: str, *, labels: np.ndarray | None = None,
+               reduce: str = "channel mean") -> Picture:
+    """``(C, a, b, c)`` maps of one sample (any resolution over the model's input box), reduced over
+    channels (mean), on the input's planes."""
+    amap = maps.astype(np.float32).mean(axis=0) if maps.ndim == 4 else maps.astype(np.float32)
+    overlay = record.to_volume(amap)
+    pic = render_planes(record.volume, point=_point(record), window=record.window, overlay=overlay, overlay_name=name,
+                        labels=labels, roi=_roi(record), title=f"{name}: {reduce} {list(maps.shape)}", stamp=stamp(record))
+    pic.meta.update({"layer": name, "reduce": reduce, "map_shape": list(maps.shape),
+                     "resampling": "nearest to the input grid, padding cropped"})
+    return pic
+
+
+def unet_planes(flow: Any, record: VolumeInput) -> list[tuple[str, Picture]]:
+    """``[(file name, picture)]``: the output (class labels as outlines, or the one channel as a
+    map) and each level's encoder and decoder outputs (channel mean), on the input's planes."""
+    out: list[tuple[str, Picture]] = [("input.planes.png", input_planes(record))]
+    s = flow.structure
+    maps = flow.sample_maps(s.output, 0)
+    if maps.shape[0] > 1:
+        labels = np.argmax(np.nan_to_num(maps, nan=-np.inf), axis=0).astype(np.int32)
+        grid = record.to_volume(labels.astype(np.float32))
+        lab = np.nan_to_num(grid, nan=0).astype(np.int32)
+        pic = render_planes(record.volume, point=_point(record), window=record.window, labels=lab, roi=_roi(record),
+                            title=f"output {flow.name(s.output)}: argmax classes (outlines)", stamp=stamp(record))
+        pic.meta.update({"layer": flow.name(s.output), "reduce": "argmax"})
+    else:
+        pic = map_planes(record, maps, f"output {flow.name(s.output)}", reduce="value")
+    out.append(("output.planes.png", pic))
+    for view in flow.levels:
+        lvl = view.level
+        for role, node in (("encoder", lvl.encoder_output), ("decoder", lvl.decoder_output)):
+            if node is None or node not in flow.values:
+                continue
+            out.append((f"level-{view.index}.{role}.planes.png",
+                        map_planes(record, flow.sample_maps(node, 0), f"level {view.index} {role} {flow.name(node)}")))
+    return out
