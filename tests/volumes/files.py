@@ -128,3 +128,35 @@ def write_dicom_series(folder: Path, canonical_hu: np.ndarray, *, spacing=SPACIN
                  position=pos, orientation=[1, 0, 0, 0, 1, 0], spacing=(sy, sx), slope=slope, intercept=intercept,
                  photometric=photometric, transfer_syntax=transfer_syntax)
     return folder
+
+
+def write_multiframe(path: Path, canonical_hu: np.ndarray, *, spacing=SPACING, slope: float = 2.0,
+                     intercept: float = -1024.0, seed: int = 1) -> Path:
+    """An enhanced (multi-frame) CT file: per-frame positions and rescale in functional groups, frames
+    stored in shuffled order."""
+    from pydicom.dataset import Dataset
+
+    x, y, z = canonical_hu.shape
+    sx, sy, sz = spacing
+    order = np.random.default_rng(seed).permutation(z)
+    frames = np.stack([canonical_hu[::-1, ::-1, k].T for k in order])
+    stored = np.round((frames - intercept) / slope).astype(np.int16)
+
+    def seq(**values):
+        item = Dataset()
+        for key, value in values.items():
+            setattr(item, key, value)
+        return [item]
+
+    shared = Dataset()
+    shared.PlaneOrientationSequence = seq(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])
+    shared.PixelMeasuresSequence = seq(PixelSpacing=[sy, sx], SliceThickness=9.0)
+    per = []
+    for k in order:
+        item = Dataset()
+        item.PlanePositionSequence = seq(ImagePositionPatient=[-(x - 1) * sx, -(y - 1) * sy, float(k) * sz])
+        item.PixelValueTransformationSequence = seq(RescaleSlope=slope, RescaleIntercept=intercept, RescaleType="HU")
+        per.append(item)
+    extra = {"SharedFunctionalGroupsSequence": [shared], "PerFrameFunctionalGroupsSequence": per}
+    return _dataset(path, stored, series_uid="1.2.3.4.200", instance=1, position=[0, 0, 0],
+                    orientation=[1, 0, 0, 0, 1, 0], spacing=(sy, sx), frames=z, extra=extra)

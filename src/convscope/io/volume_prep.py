@@ -430,21 +430,22 @@ def total_downsampling(layers: Any) -> int:
 def probe_downsampling(adapter: Any, channels: int | None, spatial_dims: int, probes: tuple[int, ...] = (32, 64)) -> int:
     """The model's total downsampling, measured: the layers' output sizes on a small zero probe.
 
-    One shape-only forward pass on a ``(1, C, 32, 32, 32)`` zero input (``64`` if that fails):
-    the factor is the largest ``probe / size`` over layer outputs (sizes dividing the probe). A
-    module called several times (one pooling layer used at every level) is counted at each call,
-    which layer strides alone cannot do. Falls back to :func:`total_downsampling` if every probe fails.
+    One forward pass on a ``(1, C, 32, 32, 32)`` zero input (``64`` if that fails) keeping only
+    the shapes of every layer call: the factor is the largest ``probe / size`` over layer outputs
+    (sizes dividing the probe). A module called several times (one pooling layer used at every
+    level) is counted at each call, which layer strides alone cannot do. The model is not changed
+    (the adapter's capture restores its state). Falls back to :func:`total_downsampling` if every probe fails.
     """
     for probe in probes:
         batch = np.zeros((1, channels or 1, *([probe] * spatial_dims)), dtype=np.float32)
-        try:
-            infos = adapter.describe_layers(batch)
+        try:  # every call of every layer (a module used twice reports twice), shapes only
+            names = [info.name for info in adapter.layers() if getattr(info, "is_leaf", True)]
+            shapes = list(adapter.capture(batch, names, on_activation=lambda _name, _array: None).shapes.values())
         except Exception:  # noqa: BLE001 - the model refuses this probe size: try the next
             continue
         factor = 1
-        for info in infos:
-            shape = getattr(info, "out_shape", None)
-            if not shape or len(shape) < spatial_dims:
+        for shape in shapes:
+            if not shape or len(shape) < spatial_dims + 2:
                 continue
             sizes = [int(v) for v in shape[-spatial_dims:]]
             if all(0 < v <= probe and probe % v == 0 for v in sizes):
