@@ -1,0 +1,147 @@
+"""The installed console script on NIfTI files and DICOM folders: figures in the anatomy, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nibabel")
+pytest.importorskip("pydicom")
+pytest.importorskip("torch")
+
+from PIL import Image  # noqa: E402
+
+from . import files as F  # noqa: E402
+from .test_planes import check_letters, check_marker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+UNET = "tests.unet.unet_zoo:UNet"
+KW = '{"dims": 3, "levels": 3}'
+
+
+def convscope(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("convscope")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "convscope.cli.main"]
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", KERAS_BACKEND="torch")
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convscope: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("scan")
+    return F.write_nifti(folder / "scan.nii.gz", F.marked_volume((13, 11, 9)), "PSR")
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_activations_on_nifti_draws_every_map_in_the_anatomy(tmp_path, scan):
+    out = tmp_path / "acts"
+    r = convscope("activations", UNET, str(scan), "-o", str(out), "--kwargs", KW, "--layer", "down.*.0",
+                  "--window", "500,1000", "--intensity", "zscore-nonzero")
+    assert r.returncode == 0, r.stderr
+    manifest = _manifest(out)
+    vol = manifest["volume"]
+    assert vol["intensity"] == "zscore-nonzero" and vol["window_applied"] == "W 1000 L 500"
+    assert vol["volume"]["stored_orientation"] == "PSR" and vol["volume"]["spacing_mm"] == pytest.approx(list(F.SPACING))
+    assert vol["model_input_shape"] == [16, 12, 12]  # padded to the 4x downsampling
+    planes = [e for e in manifest["files"] if e["file"].endswith(".planes.png")]
+    assert {e["file"] for e in planes} == {"input.planes.png", "down.0.0.planes.png", "down.1.0.planes.png", "down.2.0.planes.png"}
+    boxes = None
+    for entry in planes:
+        pixels = np.asarray(Image.open(out / entry["file"]).convert("RGB"))
+        check_letters(pixels, entry)  # right letters on every plane of every figure
+        these = {p: e["box"] for p, e in entry["planes"].items()}
+        boxes = boxes or these
+        assert these == boxes  # the maps are drawn in the same planes as the input
+        if entry["file"] == "input.planes.png":
+            check_marker(pixels, entry)
+            assert "model intensity zscore-nonzero" in json.dumps(entry) or entry["volume"]["intensity"] == "zscore-nonzero"
+
+
+def test_unet_on_dicom_series_writes_planes(tmp_path):
+    folder = F.write_dicom_series(tmp_path / "ct", (2 * F.marked_volume((12, 10, 8)) - 1024).astype(np.float32))
+    out = tmp_path / "u"
+    r = convscope("unet", UNET, str(folder), "-o", str(out), "--kwargs", KW, "--window", "0,1000")
+    assert r.returncode == 0, r.stderr
+    manifest = _manifest(out)
+    assert manifest["volume"]["volume"]["units"] == "HU"
+    names = {e["file"] for e in manifest["files"]}
+    assert {"input.planes.png", "output.planes.png", "level-0.encoder.planes.png", "flow.png"} <= names
+    for entry in manifest["files"]:
+        if entry["file"].endswith(".planes.png"):
+            pixels = np.asarray(Image.open(out / entry["file"]).convert("RGB"))
+            check_letters(pixels, entry)
+            if entry["file"] == "input.planes.png":
+                check_marker(pixels, entry)
+
+
+def test_error_several_series(tmp_path):
+    hu = (2 * F.marked_volume() - 1024).astype(np.float32)
+    F.write_dicom_series(tmp_path / "study" / "a", hu, series_uid="1.2.3.4.100")
+    F.write_dicom_series(tmp_path / "study" / "b", hu, series_uid="1.2.3.4.101")
+    r = convscope("activations", UNET, str(tmp_path / "study"), "-o", str(tmp_path / "o"), "--kwargs", KW)
+    one_line_error(r, "2 DICOM series", "1.2.3.4.100", "1.2.3.4.101", "--series")
+    assert not (tmp_path / "o").exists()
+    ok = convscope("activations", UNET, str(tmp_path / "study"), "--series", "1.2.3.4.101", "-o", str(tmp_path / "o"),
+                   "--kwargs", KW, "--layer", "head")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_error_duplicate_positions(tmp_path):
+    truth = F.marked_volume()
+    x, y, z = truth.shape
+    positions = [[-(x - 1) * 0.8, -(y - 1) * 1.0, 2.5 * k] for k in range(z)]
+    positions[5] = list(positions[4])
+    folder = F.write_dicom_series(tmp_path / "dup", truth, positions_override=positions)
+    one_line_error(convscope("unet", UNET, str(folder), "-o", str(tmp_path / "o"), "--kwargs", KW), "duplicate positions")
+
+
+def test_error_compressed_without_decoder(tmp_path):
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLosslessSV1
+
+    if get_decoder(JPEGLosslessSV1).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed here")
+    folder = F.write_dicom_series(tmp_path / "j", F.marked_volume(), transfer_syntax=JPEGLosslessSV1)
+    one_line_error(convscope("activations", UNET, str(folder), "-o", str(tmp_path / "o"), "--kwargs", KW),
+                   "no decoder", "pip install pylibjpeg pylibjpeg-libjpeg")
+
+
+def test_error_bad_options_before_reading(tmp_path, scan):
+    one_line_error(convscope("activations", UNET, str(scan), "--window", "wide", "--kwargs", KW, "-o", str(tmp_path / "o")),
+                   "--window must be")
+    one_line_error(convscope("activations", UNET, str(scan), "--roi", "center", "--kwargs", KW, "-o", str(tmp_path / "o")),
+                   "--roi needs --roi-size")
+    one_line_error(convscope("activations", "tests.cli.models:TinyNet", str(scan), "-o", str(tmp_path / "o")),
+                   "choose --slice axial:N")
+
+
+def test_2d_model_on_one_slice(tmp_path, scan):
+    out = tmp_path / "s"
+    r = convscope("activations", "tests.cli.models:TinyNet", str(scan), "--slice", "axial:4", "-o", str(out), "--overlay")
+    assert r.returncode == 0, r.stderr
+    assert _manifest(out)["volume"]["plane"] == "axial" and _manifest(out)["volume"]["slices"] == [4]
+
+
+def test_import_does_not_load_volume_libraries():
+    code = "import sys, convscope, convscope.io.images; print([m for m in ('nibabel', 'pydicom', 'SimpleITK', 'scipy') if m in sys.modules])"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
+    assert out == "[]"
