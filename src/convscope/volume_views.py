@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .io.volume_prep import VolumeInput
+from .io.volume_prep import VolumeInput, dice_scores
 from .render.picture import Picture
 from .render.planes import render_planes
 
@@ -36,6 +36,7 @@ def _roi(record: VolumeInput) -> Any:
 
 def input_planes(record: VolumeInput, *, labels: np.ndarray | None = None) -> Picture:
     """The input volume's three planes (the ROI drawn when one was fed to the model)."""
+    labels = record.labels if labels is None else labels
     pic = render_planes(record.volume, point=_point(record), window=record.window, labels=labels, roi=_roi(record),
                         title=f"input {record.volume.source}", stamp=stamp(record))
     pic.meta["volume"] = record.describe()
@@ -46,6 +47,7 @@ def map_planes(record: VolumeInput, maps: np.ndarray, name: str, *, labels: np.n
                reduce: str = "channel mean") -> Picture:
     """``(C, a, b, c)`` maps of one sample (any resolution over the model's input box), reduced over
     channels (mean), on the input's planes."""
+    labels = record.labels if labels is None else labels
     amap = maps.astype(np.float32).mean(axis=0) if maps.ndim == 4 else maps.astype(np.float32)
     overlay = record.to_volume(amap)
     pic = render_planes(record.volume, point=_point(record), window=record.window, overlay=overlay, overlay_name=name,
@@ -62,14 +64,28 @@ def unet_planes(flow: Any, record: VolumeInput) -> list[tuple[str, Picture]]:
     s = flow.structure
     maps = flow.sample_maps(s.output, 0)
     if maps.shape[0] > 1:
-        labels = np.argmax(np.nan_to_num(maps, nan=-np.inf), axis=0).astype(np.int32)
-        grid = record.to_volume(labels.astype(np.float32))
-        lab = np.nan_to_num(grid, nan=0).astype(np.int32)
-        pic = render_planes(record.volume, point=_point(record), window=record.window, labels=lab, roi=_roi(record),
-                            title=f"output {flow.name(s.output)}: argmax classes (outlines)", stamp=stamp(record))
-        pic.meta.update({"layer": flow.name(s.output), "reduce": "argmax"})
+        classes = np.argmax(np.nan_to_num(maps, nan=-np.inf), axis=0).astype(np.float32)
+        rule = "argmax over output channels"
     else:
-        pic = map_planes(record, maps, f"output {flow.name(s.output)}", reduce="value")
+        one = maps[0]
+        cut = 0.5 if float(np.nanmin(one)) >= 0 and float(np.nanmax(one)) <= 1 else 0.0
+        classes = (one > cut).astype(np.float32)
+        rule = f"output > {cut:g}"
+    grid = np.nan_to_num(record.to_volume(classes), nan=0).astype(np.int32)
+    if record.labels is not None:  # the truth as outlines, the prediction as an overlay; Dice inside the ROI
+        overlay = grid.astype(np.float32)
+        pic = render_planes(record.volume, point=_point(record), window=record.window, overlay=overlay,
+                            overlay_name="prediction", overlay_cmap="turbo", labels=record.labels, roi=_roi(record),
+                            title=f"output {flow.name(s.output)}: prediction ({rule}), labels as outlines", stamp=stamp(record))
+        x0, y0, z0 = record.roi_start
+        sx, sy, sz = record.roi_shape
+        box = (slice(x0, x0 + sx), slice(y0, y0 + sy), slice(z0, z0 + sz))
+        present = sorted((set(np.unique(record.labels[box]).tolist()) | set(np.unique(grid[box]).tolist())) - {0})
+        pic.meta["dice"] = dice_scores(grid[box], record.labels[box], present)
+    else:
+        pic = render_planes(record.volume, point=_point(record), window=record.window, labels=grid, roi=_roi(record),
+                            title=f"output {flow.name(s.output)}: prediction ({rule}) as outlines", stamp=stamp(record))
+    pic.meta.update({"layer": flow.name(s.output), "reduce": rule})
     out.append(("output.planes.png", pic))
     for view in flow.levels:
         lvl = view.level

@@ -145,3 +145,28 @@ def test_import_does_not_load_volume_libraries():
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
     assert out == "[]"
+
+
+def test_unet_labels_outlines_dice_and_volume_mask(tmp_path, scan):
+    import nibabel as nib
+
+    truth = F.marked_volume((13, 11, 9))
+    img = nib.load(str(scan))
+    labels = (np.asarray(img.dataobj) >= F.MARK).astype(np.int16)  # stored like the scan (PSR)
+    nib.save(nib.Nifti1Image(labels, img.affine), str(tmp_path / "seg.nii.gz"))
+    out = tmp_path / "u"
+    r = convscope("unet", UNET, str(scan), "-o", str(out), "--kwargs", KW, "--labels", str(tmp_path / "seg.nii.gz"),
+                  "--mask", str(tmp_path / "seg.nii.gz"), "--window", "500,1000")
+    assert r.returncode == 0, r.stderr
+    manifest = _manifest(out)
+    entry = next(e for e in manifest["files"] if e["file"] == "output.planes.png")
+    assert set(entry["dice"]) <= {"1"} and all(v is None or 0 <= v <= 1 for v in entry["dice"].values())
+    inp = next(e for e in manifest["files"] if e["file"] == "input.planes.png")
+    pixels = np.asarray(Image.open(out / "input.planes.png").convert("RGB"))
+    box = inp["planes"]["axial"]["box"]
+    region = pixels[box[1]:box[1] + box[3], box[0]:box[0] + box[2]]
+    assert (np.all(region == (255, 64, 64), axis=-1)).sum() > 10  # the label outline is drawn
+    assert truth.sum() > 0
+    bad = F.write_nifti(tmp_path / "small.nii.gz", F.marked_volume((6, 6, 6)))
+    one_line_error(convscope("unet", UNET, str(scan), "-o", str(tmp_path / "o"), "--kwargs", KW, "--labels", str(bad)),
+                   "not on the grid")

@@ -162,3 +162,11 @@ def test_scope_measures_downsampling_and_model_unchanged(tmp_path):
     acts = scope.activations(str(path), ["a", "b"])
     assert acts["a"].data.shape[2:] == (16, 12, 12)
     assert_same_fingerprint(before, fingerprint(model))
+
+
+def test_dice_scores():
+    from convscope.io.volume_prep import dice_scores
+
+    pred = np.array([0, 1, 1, 2, 2, 2])
+    lab = np.array([0, 1, 0, 2, 2, 1])
+    assert dice_scores(pred, lab, [1, 2, 3]) == {"1": pytest.approx(0.5), "2": pytest.approx(0.8), "3": None}

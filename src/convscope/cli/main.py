@@ -38,6 +38,7 @@ WindowOpt = Annotated[Optional[str], typer.Option("--window", help="display wind
 RoiOpt = Annotated[Optional[str], typer.Option("--roi", help="region of a volume fed to a 3D model: center | X,Y,Z (voxel centre, RAS+ array); needs --roi-size")]
 RoiSizeOpt = Annotated[Optional[str], typer.Option("--roi-size", help="ROI size X,Y,Z in voxels")]
 SliceOpt = Annotated[Optional[str], typer.Option("--slice", help="2D model, 3D volume: one slice, e.g. axial:40 (coronal:N, sagittal:N)")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="label map (NIfTI/DICOM on the scan's grid): outlines on every plane figure; Dice against the prediction in unet")]
 SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane as a batch (axial | coronal | sagittal)")]
 
 
@@ -52,13 +53,13 @@ def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, de
 
 def _volumes(scope: Any, series: str | None = None, channels: str | None = None, intensity: str | None = None,
              window: str | None = None, roi: str | None = None, roi_size: str | None = None, slice_: str | None = None,
-             slices: str | None = None) -> Any:
+             slices: str | None = None, labels: str | None = None) -> Any:
     """Set how volume inputs become model input (checked before anything is read)."""
     from ..io.volume_prep import VolumeOptions
 
     parts = tuple(p.strip() for p in channels.split(",") if p.strip()) if channels else ()
     scope.volume_options = VolumeOptions(series=series, channels=parts, intensity=intensity, window=window, roi=roi,
-                                         roi_size=roi_size, slice=slice_, slices=slices)
+                                         roi_size=roi_size, slice=slice_, slices=slices, labels=labels)
     return scope
 
 
@@ -155,6 +156,7 @@ def activations(
     roi_size: RoiSizeOpt = None,
     slice_: SliceOpt = None,
     slices: SlicesOpt = None,
+    labels_map: LabelsOpt = None,
 ) -> None:
     """Capture the chosen layers in ONE forward pass and write their channel grids into OUT.
 
@@ -162,7 +164,7 @@ def activations(
     """
     image = _image_or_channels(image, channels)
     scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, channels, intensity, window, roi,
-                     roi_size, slice_, slices)
+                     roi_size, slice_, slices, labels_map)
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
@@ -194,6 +196,7 @@ def unet(
     roi_size: RoiSizeOpt = None,
     slice_: SliceOpt = None,
     slices: SlicesOpt = None,
+    labels_map: LabelsOpt = None,
 ) -> None:
     """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json.
 
@@ -203,19 +206,28 @@ def unet(
 
     image = _image_or_channels(image, channels)
     scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, channels, intensity, window, roi,
-                     roi_size, slice_, slices)
+                     roi_size, slice_, slices, labels_map)
     prepared = scope.prepare(image, size=size)
-    mask_array = _read_mask(mask) if mask is not None else None
+    mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
                      out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, volume=prepared.volume)
     _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
-def _read_mask(path: str) -> Any:
-    """A mask file (image or .npy) -> ``(*spatial)`` bool array (nonzero = inside)."""
+def _read_mask(path: str, prepared: Any = None) -> Any:
+    """A mask file (image or .npy) -> ``(*spatial)`` bool array (nonzero = inside).
+
+    For a scan, the mask is a volume on the scan's grid, cropped/padded (or sliced) like the input.
+    """
     import numpy as np
 
     from ..io.images import prepare_input
+
+    if prepared is not None and prepared.volume is not None:
+        from ..io.volume_prep import read_labels
+
+        region = prepared.volume.fit_region(read_labels(path, prepared.volume.volume) != 0)
+        return region[0] if prepared.volume.plane is not None and region.shape[0] == 1 else region
 
     prepared = prepare_input(path, channels=None)
     return np.any(prepared.batch[0] != 0, axis=0)

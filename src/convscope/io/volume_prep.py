@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +247,8 @@ class VolumeOptions:
         roi_size: ``"X,Y,Z"`` voxels of the region fed to a 3D model.
         slice: ``"axial:N"`` (also ``coronal``/``sagittal``): one slice for a 2D model.
         slices: ``"axial"``: every slice of that plane, as a batch, for a 2D model.
+        labels: a label map (NIfTI/DICOM on the input's grid) drawn as outlines on every figure,
+            and compared with the prediction (Dice) by ``unet``.
     """
 
     series: str | None = None
@@ -256,6 +259,7 @@ class VolumeOptions:
     roi_size: str | None = None
     slice: str | None = None
     slices: str | None = None
+    labels: str | None = None
 
     def __post_init__(self) -> None:  # check the syntax before any file is read
         if self.window is not None:
@@ -302,6 +306,23 @@ class VolumeInput:
     plane: str | None = None
     slice_indices: tuple[int, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    labels: np.ndarray | None = None
+    """``(X, Y, Z)`` int32 label map on the volume's grid (``--labels``), or None."""
+
+    def fit_region(self, region: np.ndarray) -> np.ndarray:
+        """A ``(X, Y, Z)`` map on the volume's grid (a mask, labels) -> the batch's spatial layout:
+        the ROI crop and zero padding of a 3D model, or the slices of a 2D model (``(N, rows, cols)``)."""
+        if region.shape != self.volume.shape:
+            raise ImageInputError(
+                f"the mask/label map is {'x'.join(map(str, region.shape))} but the input volume is "
+                f"{'x'.join(map(str, self.volume.shape))}; it must be on the same grid"
+            )
+        if self.plane is not None:
+            return np.stack([plane_slice(region, self.plane, i) for i in self.slice_indices])
+        x0, y0, z0 = self.roi_start
+        sx, sy, sz = self.roi_shape
+        box = region[x0:x0 + sx, y0:y0 + sy, z0:z0 + sz]
+        return np.pad(box, [(0, p - n) for p, n in zip(self.padded_shape, self.roi_shape)])
 
     def describe(self) -> dict[str, Any]:
         out = {"volume": self.volume.describe(), "intensity": self.intensity, "window": self.window,
@@ -370,6 +391,7 @@ def prepare_volume(
     intensity = options.intensity or "none"
     values = apply_intensity(volume.data, intensity)
     notes: list[str] = []
+    labels = read_labels(options.labels, volume) if options.labels else None
     if spatial_dims == 3:
         if options.slice or options.slices:
             raise ImageInputError("--slice/--slices are for 2D models; this model takes 3D volumes")
@@ -385,7 +407,7 @@ def prepare_volume(
             )
         batch = np.ascontiguousarray(box[None], dtype=np.float32)
         record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=start,
-                             roi_shape=shape, padded_shape=padded, notes=tuple(notes))
+                             roi_shape=shape, padded_shape=padded, notes=tuple(notes), labels=labels)
         return batch, record
     if spatial_dims != 2:
         raise ImageInputError(f"a volume cannot be fed to a {spatial_dims}D model")
@@ -407,7 +429,7 @@ def prepare_volume(
     stack = np.stack([plane_slice(values, plane, i) for i in indices])  # (N, C, rows, cols)
     record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=(0, 0, 0),
                          roi_shape=volume.shape, padded_shape=tuple(stack.shape[2:]), plane=plane, slice_indices=indices,
-                         notes=(f"{plane} slice(s) {indices[0]}..{indices[-1]} in radiological view",))
+                         notes=(f"{plane} slice(s) {indices[0]}..{indices[-1]} in radiological view",), labels=labels)
     return np.ascontiguousarray(stack, dtype=np.float32), record
 
 
@@ -452,3 +474,28 @@ def probe_downsampling(adapter: Any, channels: int | None, spatial_dims: int, pr
                 factor = max(factor, max(probe // v for v in sizes))
         return factor
     return total_downsampling(adapter.layers())
+
+
+def read_labels(path: str, volume: Volume) -> np.ndarray:
+    """A label map file as ``(X, Y, Z)`` int32 on ``volume``'s grid (same shape and affine required)."""
+    from pathlib import Path
+
+    from .volumes import read_volume
+
+    labels = read_volume(Path(path))
+    if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
+        raise ImageInputError(
+            f"--labels {Path(path).name} ({'x'.join(map(str, labels.shape))}) is not on the grid of {volume.source} "
+            f"({'x'.join(map(str, volume.shape))}, same affine needed); resample the label map to the scan first"
+        )
+    return np.rint(labels.data[0]).astype(np.int32)
+
+
+def dice_scores(prediction: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> dict[str, float | None]:
+    """Dice ``2|P∩L| / (|P| + |L|)`` per class (None when the class is in neither)."""
+    out: dict[str, float | None] = {}
+    for c in classes:
+        p, lab = prediction == c, labels == c
+        denom = int(p.sum()) + int(lab.sum())
+        out[str(c)] = None if denom == 0 else round(2.0 * int((p & lab).sum()) / denom, 6)
+    return out
