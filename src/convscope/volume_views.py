@@ -27,6 +27,10 @@ def stamp(record: VolumeInput) -> str:
 
 
 def _point(record: VolumeInput) -> tuple[int, int, int]:
+    """Where every figure of a run cuts the volume: the label map's centroid when one is given
+    (so the planes show the structure), else the centre of the region fed to the model."""
+    if record.labels is not None and record.labels.any():
+        return tuple(int(round(float(c.mean()))) for c in np.nonzero(record.labels))  # type: ignore[return-value]
     return tuple(int(s + n // 2) for s, n in zip(record.roi_start, record.roi_shape))  # type: ignore[return-value]
 
 
@@ -75,7 +79,7 @@ def unet_planes(flow: Any, record: VolumeInput) -> list[tuple[str, Picture]]:
     if record.labels is not None:  # the truth as outlines, the prediction as an overlay; Dice inside the ROI
         overlay = grid.astype(np.float32)
         pic = render_planes(record.volume, point=_point(record), window=record.window, overlay=overlay,
-                            overlay_name="prediction", overlay_cmap="turbo", labels=record.labels, roi=_roi(record),
+                            overlay_name="prediction", overlay_cmap="viridis", labels=record.labels, roi=_roi(record),
                             title=f"output {flow.name(s.output)}: prediction ({rule}), labels as outlines", stamp=stamp(record))
         x0, y0, z0 = record.roi_start
         sx, sy, sz = record.roi_shape
