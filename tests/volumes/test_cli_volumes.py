@@ -170,3 +170,19 @@ def test_unet_labels_outlines_dice_and_volume_mask(tmp_path, scan):
     bad = F.write_nifti(tmp_path / "small.nii.gz", F.marked_volume((6, 6, 6)))
     one_line_error(convscope("unet", UNET, str(scan), "-o", str(tmp_path / "o"), "--kwargs", KW, "--labels", str(bad)),
                    "not on the grid")
+
+
+def test_report_on_a_scan_shows_planes(tmp_path, scan):
+    out = tmp_path / "rep"
+    r = convscope("report", UNET, str(scan), "-o", str(out), "--kwargs", KW, "--layer", "down.*.0", "--no-progress",
+                  "--no-unet", "--window", "500,1000")
+    assert r.returncode == 0, r.stderr
+    files = {e["file"]: e for e in _manifest(out)["files"]}
+    entry = files["inputs/image-0.png"]
+    assert set(entry["planes"]) == {"axial", "coronal", "sagittal"}
+    pixels = np.asarray(Image.open(out / "inputs/image-0.png").convert("RGB"))
+    check_letters(pixels, entry)
+    check_marker(pixels, entry)
+    overlays = [e for name, e in files.items() if name.startswith("overlays/")]
+    assert overlays and all(set(e["planes"]) == {"axial", "coronal", "sagittal"} for e in overlays)
+    assert "inputs/image-0.png" in (out / "index.html").read_text()
