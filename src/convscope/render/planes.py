@@ -28,7 +28,7 @@ from ..io.volume_prep import PLANES, plane_slice, plane_spacing, window_function
 from .colormap import apply_colormap
 from .picture import Picture
 
-__all__ = ["render_planes", "PLANE_EDGES", "letter_patch"]
+__all__ = ["render_planes", "render_plane", "PLANE_EDGES", "letter_patch"]
 
 PLANE_EDGES: dict[str, dict[str, str]] = {
     "axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
@@ -255,3 +255,65 @@ def render_planes(
     if overlay is not None:
         meta["overlay"] = {"name": overlay_name, "range": [ov_lo, ov_hi], "cmap": overlay_cmap, "alpha": overlay_alpha}
     return Picture(np.ascontiguousarray(canvas), meta=meta)
+
+
+def render_plane(
+    volume: Volume,
+    plane: str,
+    index: int,
+    *,
+    window: str | None = None,
+    channel: int = 0,
+    overlay: np.ndarray | None = None,
+    overlay_alpha: float = 0.6,
+    overlay_cmap: str = "inferno",
+    mip: bool = False,
+    size: int = 384,
+) -> Picture:
+    """One plane of ``volume`` as a bare image (no margins), for the viewer's linked planes.
+
+    ``mip`` shows the maximum projection along the plane's normal instead of slice ``index`` (of the
+    intensities and of the overlay). The image keeps the physical aspect ratio (one mm-per-pixel
+    for every plane of a volume, from ``size``); ``meta`` gives ``rows``/``cols`` of the slice,
+    ``mm_per_pixel``, the ``edges`` letters and the overlay range.
+    """
+    if plane not in PLANES:
+        raise ValueError(f"plane must be one of {', '.join(PLANES)}; got {plane!r}")
+    axis = _SLICE_AXIS[plane]
+    data = volume.data[channel]
+    count = data.shape[axis]
+    if not 0 <= index < count:
+        raise ValueError(f"{plane} slice {index} is out of range 0..{count - 1}")
+    win, win_label = window_function(window, volume.units, data)
+
+    def cut(arr: np.ndarray) -> np.ndarray:
+        if not mip:
+            return plane_slice(arr, plane, index)
+        with np.errstate(invalid="ignore"):
+            proj = np.nanmax(arr, axis=axis, keepdims=True) if np.isnan(arr).any() else arr.max(axis=axis, keepdims=True)
+        return plane_slice(proj, plane, 0)
+
+    gray = cut(data)
+    extents_mm = [n * s for n, s in zip(volume.shape, volume.spacing)]
+    mm_per_px = min(max(max(extents_mm) / size, 1e-9), min(volume.spacing))
+    row_mm, col_mm = plane_spacing(volume.spacing, plane)
+    rows = max(1, int(round(gray.shape[0] * row_mm / mm_per_px)))
+    cols = max(1, int(round(gray.shape[1] * col_mm / mm_per_px)))
+    grid = np.ix_(_nearest(gray.shape[0], rows), _nearest(gray.shape[1], cols))
+    unit = win(gray)[grid]
+    rgb = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
+    meta: dict[str, Any] = {"plane": plane, "index": int(index), "mip": bool(mip), "rows": int(gray.shape[0]),
+                            "cols": int(gray.shape[1]), "mm_per_pixel": mm_per_px, "edges": dict(PLANE_EDGES[plane]),
+                            "window": win_label}
+    if overlay is not None:
+        finite = overlay[np.isfinite(overlay)]
+        if finite.size and float(finite.max()) > float(finite.min()):
+            lo, hi = float(finite.min()), float(finite.max())
+            ov = cut(overlay)[grid]
+            ok = np.isfinite(ov)
+            u = np.where(ok, (ov - lo) / (hi - lo), 0.0).astype(np.float32)
+            colors = apply_colormap(np.clip(u, 0, 1), overlay_cmap)[..., :3].astype(np.float32)
+            alpha = (overlay_alpha * u * ok)[..., None]
+            rgb = (rgb.astype(np.float32) * (1 - alpha) + colors * alpha + 0.5).astype(np.uint8)
+            meta["overlay_range"] = [lo, hi]
+    return Picture(np.ascontiguousarray(rgb), meta=meta)
