@@ -576,7 +576,8 @@ class UNetFlow:
             "spatial_dims": s.spatial_dims,
         }
 
-    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8, volume: Any = None) -> list[Path]:
+    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8, volume: Any = None,
+             info: dict[str, Any] | None = None) -> list[Path]:
         """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``.
 
         Every file is written atomically; the manifest lists each file with its ``kind``
@@ -588,7 +589,7 @@ class UNetFlow:
         from .io.output import OutputDir
 
         written: list[Path] = []
-        info: dict[str, Any] = {"command": "unet"}
+        info = {"command": "unet", **(info or {})}
         if volume is not None:  # a VolumeInput (3D scan): geometry, intensity and window in the manifest
             info["volume"] = volume.describe()
         with OutputDir(out_dir, info=info) as out:

@@ -16,7 +16,7 @@ from .io.volume_prep import VolumeInput, dice_scores
 from .render.picture import Picture
 from .render.planes import render_planes
 
-__all__ = ["input_planes", "map_planes", "unet_planes", "stamp"]
+__all__ = ["input_planes", "map_planes", "unet_planes", "stamp", "channel_shares", "input_channel_shares"]
 
 
 def stamp(record: VolumeInput) -> str:
@@ -99,3 +99,34 @@ def unet_planes(flow: Any, record: VolumeInput) -> list[tuple[str, Picture]]:
             out.append((f"level-{view.index}.{role}.planes.png",
                         map_planes(record, flow.sample_maps(node, 0), f"level {view.index} {role} {flow.name(node)}")))
     return out
+
+
+def channel_shares(batch: np.ndarray, input_gradient: np.ndarray, names: Any = None) -> dict[str, float]:
+    """Per input channel, its share of ``sum |x * dS/dx|`` (input x gradient), summed over space and batch.
+
+    ``batch`` and ``input_gradient`` are ``(N, C, *spatial)``; the shares add up to 1 (all 0 when
+    the gradient is 0 everywhere). ``names``: one label per channel (modality file names).
+    """
+    contrib = np.abs(batch.astype(np.float64) * input_gradient.astype(np.float64))
+    per = contrib.sum(axis=tuple(a for a in range(contrib.ndim) if a != 1))
+    total = float(per.sum())
+    labels = list(names) if names is not None and len(names) == per.size else [str(c) for c in range(per.size)]
+    return {label: (float(v) / total if total > 0 else 0.0) for label, v in zip(labels, per)}
+
+
+def input_channel_shares(adapter: Any, batch: np.ndarray, *, target: int | None = None, mask: Any = None,
+                         names: Any = None) -> dict[str, Any] | None:
+    """How much each input channel (modality) contributes to the output: :func:`channel_shares` of
+    the gradient of the same score as the skip shares (sum of the target/predicted class logits,
+    inside ``mask``), from ONE forward + ONE backward pass. None when the adapter has no gradients."""
+    from .adapters.base import SupportsGradients
+    from .core.objective import ChannelObjective
+
+    if not isinstance(adapter, SupportsGradients):
+        return None
+    result = adapter.gradients(batch, [], ChannelObjective(channel=target, mask=mask), with_input=True)
+    if result.input_gradient is None:
+        return None
+    return {"method": "sum |x * dS/dx| per input channel / total", "score": "sum of the "
+            + ("predicted class" if target is None else f"channel {target}") + " logits" + (" inside the mask" if mask is not None else ""),
+            "shares": channel_shares(batch, result.input_gradient, names)}

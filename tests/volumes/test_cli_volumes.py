@@ -186,3 +186,19 @@ def test_report_on_a_scan_shows_planes(tmp_path, scan):
     overlays = [e for name, e in files.items() if name.startswith("overlays/")]
     assert overlays and all(set(e["planes"]) == {"axial", "coronal", "sagittal"} for e in overlays)
     assert "inputs/image-0.png" in (out / "index.html").read_text()
+
+
+def test_channels_from_several_files(tmp_path):
+    truth = F.marked_volume((12, 10, 8))
+    a = F.write_nifti(tmp_path / "t1.nii.gz", truth, "LAS")
+    b = F.write_nifti(tmp_path / "t2.nii.gz", truth * 0.5, "PSR")
+    out = tmp_path / "u"
+    r = convscope("unet", UNET, "--channels", f"{a},{b}", "-o", str(out), "--kwargs", '{"dims": 3, "levels": 3, "in_ch": 2}',
+                  "--intensity", "zscore-nonzero;percentile:1,99")
+    assert r.returncode == 0, r.stderr
+    manifest = _manifest(out)
+    assert manifest["volume"]["volume"]["channels"] == ["t1.nii.gz", "t2.nii.gz"]
+    assert manifest["volume"]["intensity"] == "zscore-nonzero;percentile:1,99"
+    assert "input_channel_shares" in manifest
+    one_line_error(convscope("unet", UNET, "--channels", f"{a},{b}", "-o", str(tmp_path / "x"), "--kwargs", KW),
+                   "takes 1 channels but", "has 2")

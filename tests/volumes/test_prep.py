@@ -170,3 +170,40 @@ def test_dice_scores():
     pred = np.array([0, 1, 1, 2, 2, 2])
     lab = np.array([0, 1, 0, 2, 2, 1])
     assert dice_scores(pred, lab, [1, 2, 3]) == {"1": pytest.approx(0.5), "2": pytest.approx(0.8), "3": None}
+
+
+class _GradAdapter:
+    """A test-only SupportsGradients: torch.autograd.grad of sum(W * output) w.r.t. the input."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def gradients(self, batch, layers, objective, *, with_input=False):
+        from convscope.adapters.base import LayerGradients
+
+        x = torch.from_numpy(batch).requires_grad_(True)
+        out = self.model(x)
+        w = objective.cotangent(out.detach().numpy())
+        score = (out * torch.from_numpy(w)).flatten(1).sum(1)
+        (grad,) = torch.autograd.grad(score.sum(), x)
+        return LayerGradients({}, {}, out.detach().numpy(), "output", score.detach().numpy(), w, grad.numpy())
+
+
+def test_input_channel_shares_match_captum_input_x_gradient():
+    from convscope.volume_views import channel_shares, input_channel_shares
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 2, 1)).eval()
+    with torch.no_grad():
+        model[0].weight[:, 2] *= 5.0  # the third modality matters most
+    batch = np.random.default_rng(0).normal(size=(1, 3, 6, 5, 4)).astype(np.float32)
+    out = input_channel_shares(_GradAdapter(model), batch, target=1, names=["t1", "t2", "flair"])
+    shares = out["shares"]
+    assert sum(shares.values()) == pytest.approx(1.0) and max(shares, key=shares.get) == "flair"
+    captum = pytest.importorskip("captum.attr")
+    ixg = captum.InputXGradient(lambda x: model(x)[:, 1].flatten(1).sum(1))
+    attr = ixg.attribute(torch.from_numpy(batch)).detach().numpy()
+    ref = np.abs(attr).sum(axis=(0, 2, 3, 4))
+    np.testing.assert_allclose([shares[k] for k in ("t1", "t2", "flair")], ref / ref.sum(), rtol=1e-5)
+    assert channel_shares(batch, np.zeros_like(batch)) == {"0": 0.0, "1": 0.0, "2": 0.0}
+    assert input_channel_shares(object(), batch) is None

@@ -51,4 +51,11 @@ def run_unet(
 
     backend = unet_backend_for(model_adapter_or_backend)
     flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    return flow.save(out_dir, thumbnail=thumbnail, top=top, volume=volume)
+    info: dict[str, Any] = {}
+    if batch.shape[1] > 1:  # several input channels (modalities): each one's share of the attribution
+        from ..volume_views import input_channel_shares
+
+        names = volume.volume.channel_names if volume is not None else None
+        shares = input_channel_shares(model_adapter_or_backend, batch, target=target, mask=mask, names=names)
+        info["input_channel_shares"] = shares if shares is not None else "needs an adapter with gradients (SupportsGradients)"
+    return flow.save(out_dir, thumbnail=thumbnail, top=top, volume=volume, info=info)
