@@ -171,6 +171,8 @@ def write_activations(
             from .volume_views import input_planes
 
             folder.add_picture("input.planes.png", input_planes(record), kind="volume_planes", layer=None)
+            for c in range(1, record.volume.channels):  # each modality in its own display window
+                folder.add_picture(f"input.c{c}.planes.png", input_planes(record, channel=c), kind="volume_planes", layer=None)
 
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG

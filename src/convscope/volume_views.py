@@ -12,18 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from .io.volume_prep import VolumeInput, dice_scores
+from .io.volume_prep import VolumeInput, channel_window, dice_scores
 from .render.picture import Picture
 from .render.planes import render_planes
 
 __all__ = ["input_planes", "map_planes", "unet_planes", "stamp", "channel_shares", "input_channel_shares"]
 
 
-def stamp(record: VolumeInput) -> str:
+def stamp(record: VolumeInput, channel: int = 0) -> str:
     """The figure's second line: display window and model input transform (they differ on purpose)."""
     from .io.volume_prep import window_label
 
-    return f"display window {window_label(record.volume, record.window)} | model intensity {record.intensity}"
+    return f"display window {window_label(record.volume, record.window, channel)} | model intensity {record.intensity}"
+
+
+def _window(record: VolumeInput, channel: int = 0) -> str | None:
+    return channel_window(record.window, channel)
 
 
 def _point(record: VolumeInput) -> tuple[int, int, int]:
@@ -38,11 +42,16 @@ def _roi(record: VolumeInput) -> Any:
     return (record.roi_start, record.roi_shape) if tuple(record.roi_shape) != record.volume.shape else None
 
 
-def input_planes(record: VolumeInput, *, labels: np.ndarray | None = None) -> Picture:
-    """The input volume's three planes (the ROI drawn when one was fed to the model)."""
+def input_planes(record: VolumeInput, *, labels: np.ndarray | None = None, channel: int = 0) -> Picture:
+    """The input volume's three planes for one channel, in that channel's display window (the ROI
+    drawn when one was fed to the model)."""
     labels = record.labels if labels is None else labels
-    pic = render_planes(record.volume, point=_point(record), window=record.window, labels=labels, roi=_roi(record),
-                        title=f"input {record.volume.source}", stamp=stamp(record))
+    names = record.volume.channel_names
+    title = f"input {record.volume.source}" if record.volume.channels == 1 else \
+        f"input channel {channel}: {names[channel] if channel < len(names) else channel}"
+    pic = render_planes(record.volume, point=_point(record), window=_window(record, channel), channel=channel,
+                        labels=labels, roi=_roi(record), title=title, stamp=stamp(record, channel))
+    pic.meta["channel"] = channel
     pic.meta["volume"] = record.describe()
     return pic
 
@@ -54,7 +63,7 @@ def map_planes(record: VolumeInput, maps: np.ndarray, name: str, *, labels: np.n
     labels = record.labels if labels is None else labels
     amap = maps.astype(np.float32).mean(axis=0) if maps.ndim == 4 else maps.astype(np.float32)
     overlay = record.to_volume(amap)
-    pic = render_planes(record.volume, point=_point(record), window=record.window, overlay=overlay, overlay_name=name,
+    pic = render_planes(record.volume, point=_point(record), window=_window(record), overlay=overlay, overlay_name=name,
                         labels=labels, roi=_roi(record), title=f"{name}: {reduce} {list(maps.shape)}", stamp=stamp(record))
     pic.meta.update({"layer": name, "reduce": reduce, "map_shape": list(maps.shape),
                      "resampling": "nearest to the input grid, padding cropped"})
@@ -78,7 +87,7 @@ def unet_planes(flow: Any, record: VolumeInput) -> list[tuple[str, Picture]]:
     grid = np.nan_to_num(record.to_volume(classes), nan=0).astype(np.int32)
     if record.labels is not None:  # the truth as outlines, the prediction as an overlay; Dice inside the ROI
         overlay = grid.astype(np.float32)
-        pic = render_planes(record.volume, point=_point(record), window=record.window, overlay=overlay,
+        pic = render_planes(record.volume, point=_point(record), window=_window(record), overlay=overlay,
                             overlay_name="prediction", overlay_cmap="viridis", labels=record.labels, roi=_roi(record),
                             title=f"output {flow.name(s.output)}: prediction ({rule}), labels as outlines", stamp=stamp(record))
         x0, y0, z0 = record.roi_start
@@ -87,7 +96,7 @@ def unet_planes(flow: Any, record: VolumeInput) -> list[tuple[str, Picture]]:
         present = sorted((set(np.unique(record.labels[box]).tolist()) | set(np.unique(grid[box]).tolist())) - {0})
         pic.meta["dice"] = dice_scores(grid[box], record.labels[box], present)
     else:
-        pic = render_planes(record.volume, point=_point(record), window=record.window, labels=grid, roi=_roi(record),
+        pic = render_planes(record.volume, point=_point(record), window=_window(record), labels=grid, roi=_roi(record),
                             title=f"output {flow.name(s.output)}: prediction ({rule}) as outlines", stamp=stamp(record))
     pic.meta.update({"layer": flow.name(s.output), "reduce": rule})
     out.append(("output.planes.png", pic))

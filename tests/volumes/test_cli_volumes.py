@@ -202,3 +202,20 @@ def test_channels_from_several_files(tmp_path):
     assert "input_channel_shares" in manifest
     one_line_error(convscope("unet", UNET, "--channels", f"{a},{b}", "-o", str(tmp_path / "x"), "--kwargs", KW),
                    "takes 1 channels but", "has 2")
+
+
+def test_each_channel_has_its_own_window(tmp_path):
+    truth = F.marked_volume((12, 10, 8))
+    a = F.write_nifti(tmp_path / "ct.nii.gz", truth)
+    b = F.write_nifti(tmp_path / "pet.nii.gz", truth * 0.01)
+    out = tmp_path / "a"
+    r = convscope("activations", UNET, "--channels", f"{a},{b}", "-o", str(out), "--layer", "head",
+                  "--kwargs", '{"dims": 3, "levels": 3, "in_ch": 2}', "--window", "500,1000;percentile:1,99")
+    assert r.returncode == 0, r.stderr
+    files = {e["file"]: e for e in _manifest(out)["files"]}
+    assert files["input.planes.png"]["window"] == "W 1000 L 500"
+    assert files["input.c1.planes.png"]["window"].startswith("p1-p99")
+    assert _manifest(out)["volume"]["window_applied"] == ["W 1000 L 500", "percentile 1-99"]
+    for name in ("input.planes.png", "input.c1.planes.png"):
+        pixels = np.asarray(Image.open(out / name).convert("RGB"))
+        check_marker(pixels, files[name])

@@ -388,7 +388,7 @@ def _prepare_volume(
     expected_size: tuple[int, ...] | None,
     downsampling: int | Callable[[], int],
 ) -> PreparedInput:
-    from .volume_prep import plane_slice, prepare_volume, window_function
+    from .volume_prep import channel_window, plane_slice, prepare_volume, window_function
 
     if channels is not None and volume.channels != channels and not (volume.channels == 1):
         raise ImageInputError(
@@ -414,7 +414,7 @@ def _prepare_volume(
     if spatial_dims == 2 and record.plane is not None and wanted is None:
         # the picture under overlays: the same slices, original intensities through the display window
         first = volume.data[0]
-        window, _ = window_function(record.window, volume.units, first)
+        window, _ = window_function(channel_window(record.window, 0), volume.units, first)
         unit = np.stack([window(plane_slice(first, record.plane, i)) for i in record.slice_indices])
         display = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
     else:

@@ -43,6 +43,7 @@ __all__ = [
     "prepare_volume",
     "total_downsampling",
     "probe_downsampling",
+    "channel_window",
 ]
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -263,7 +264,8 @@ class VolumeOptions:
 
     def __post_init__(self) -> None:  # check the syntax before any file is read
         if self.window is not None:
-            parse_window(self.window)
+            for part in self.window.split(";"):
+                parse_window(part)
         if self.intensity is not None:
             parse_intensity(self.intensity.split(";")[0], 1)
         if self.roi_size is not None:
@@ -326,7 +328,8 @@ class VolumeInput:
 
     def describe(self) -> dict[str, Any]:
         out = {"volume": self.volume.describe(), "intensity": self.intensity, "window": self.window,
-               "window_applied": window_label(self.volume, self.window),
+               "window_applied": window_label(self.volume, self.window) if self.volume.channels == 1 else
+               [window_label(self.volume, self.window, c) for c in range(self.volume.channels)],
                "roi_start": list(self.roi_start), "roi_shape": list(self.roi_shape),
                "model_input_shape": list(self.padded_shape)}
         if self.plane is not None:
@@ -352,8 +355,16 @@ class VolumeInput:
         return full
 
 
-def window_label(volume: Volume, window: str) -> str:
-    kind, params = parse_window(window, volume.units)
+def channel_window(spec: str | None, channel: int) -> str | None:
+    """The display window of one channel: ``--window a;b;c`` gives one per channel (the last repeats)."""
+    if spec is None or ";" not in spec:
+        return spec
+    parts = [p.strip() for p in spec.split(";")]
+    return parts[min(channel, len(parts) - 1)]
+
+
+def window_label(volume: Volume, window: str, channel: int = 0) -> str:
+    kind, params = parse_window(channel_window(window, channel), volume.units)
     if kind == "linear":
         return f"W {params[1]:g} L {params[0]:g}"
     return f"percentile {params[0]:g}-{params[1]:g}"

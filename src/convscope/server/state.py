@@ -447,6 +447,7 @@ class ViewerState:
                          channel: int | None = None, opacity: float = 0.6, mip: bool = False) -> bytes:
         """One plane of the scan (radiological, physical aspect), optionally with a layer's map
         (one channel, or the channel mean) mapped onto the scan's grid; ``mip``: maximum projection."""
+        from ..io.volume_prep import channel_window
         from ..render.planes import render_plane
 
         record = self._volume_record(image_id)
@@ -465,7 +466,7 @@ class ViewerState:
                 amap = maps[channel] if channel is not None else maps.mean(axis=0)
                 overlay = record.to_volume(np.asarray(amap, dtype=np.float32))
             try:
-                return render_plane(record.volume, plane, index, window=record.window, overlay=overlay,
+                return render_plane(record.volume, plane, index, window=channel_window(record.window, 0), overlay=overlay,
                                     overlay_alpha=opacity, mip=mip)
             except ValueError as exc:
                 raise ApiError(422, "slice_out_of_range", str(exc)) from None
