@@ -59,6 +59,8 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 """CT display windows as (level, width) in HU."""
 
 PLANES = ("axial", "coronal", "sagittal")
+_PERCENTILE_SAMPLES = 2_000_000
+"""Percentile display windows of larger volumes use an even subsample of this many voxels."""
 _PLANE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
@@ -161,7 +163,8 @@ def window_function(spec: str | None, units: str = "", reference: np.ndarray | N
     """``(f, label)``: ``f(values) -> [0, 1]`` float32 display values, and a label like ``"W 400 L 50"``.
 
     Linear windows are DICOM LINEAR (``((x - (c - 0.5)) / (w - 1) + 0.5)`` clipped); percentile
-    windows take their bounds from ``reference`` (the whole volume), so all planes share one window.
+    windows take their bounds from ``reference`` (the whole volume, or an even subsample of 2 M voxels
+    for bigger ones), so all planes share one window.
     """
     kind, (a, b) = parse_window(spec, units)
     if kind == "linear":
@@ -174,7 +177,9 @@ def window_function(spec: str | None, units: str = "", reference: np.ndarray | N
             return np.clip((x - np.float32(level - 0.5)) / np.float32(width - 1) + np.float32(0.5), 0.0, 1.0)
 
         return linear, f"W {width:g} L {level:g}"
-    ref = np.asarray(reference if reference is not None else np.zeros(1))
+    ref = np.asarray(reference if reference is not None else np.zeros(1)).reshape(-1)
+    if ref.size > _PERCENTILE_SAMPLES:  # big scans: every k-th voxel (deterministic), not a full sort per view
+        ref = ref[:: -(-ref.size // _PERCENTILE_SAMPLES)]
     finite = ref[np.isfinite(ref)]
     lo, hi = (float(v) for v in np.percentile(finite, (a, b))) if finite.size else (0.0, 1.0)
     span = hi - lo if hi > lo else 1.0
