@@ -192,3 +192,45 @@ def test_channels_must_share_the_grid(tmp_path, truth):
                      spacing=a.spacing, orientation=a.orientation, source="s")
     with pytest.raises(ImageInputError, match="different affines"):
         stack_channels([a, shifted], ["a", "s"])
+
+
+def test_gantry_tilt_keeps_the_sheared_affine(tmp_path, truth):
+    x, y, z = truth.shape
+    positions = [[-(x - 1) * 0.8, -(y - 1) * 1.0 + 0.5 * k, 2.5 * k] for k in range(z)]  # table moves in y too
+    vol = read_dicom(F.write_dicom_series(tmp_path / "tilt", hu_truth(truth), positions_override=positions))
+    np.testing.assert_array_equal(vol.data[0], hu_truth(truth))
+    assert vol.affine[1, 2] == pytest.approx(-0.5)  # LPS +y is RAS -y; no resampling
+    assert vol.spacing[2] == pytest.approx(np.hypot(0.5, 2.5))
+
+
+def test_folder_skips_files_that_are_not_dicom_images(tmp_path, truth):
+    folder = F.write_dicom_series(tmp_path / "ct", hu_truth(truth))
+    (folder / "README.txt").write_text("not dicom")
+    (folder / "notes.dcm").write_bytes(b"garbage that is not DICOM")
+    np.testing.assert_array_equal(read_dicom(folder).data[0], hu_truth(truth))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("x")
+    with pytest.raises(ImageInputError, match="has no DICOM images"):
+        read_dicom(empty)
+
+
+def test_missing_position_refused(tmp_path, truth):
+    folder = F.write_dicom_series(tmp_path / "ct", hu_truth(truth))
+    first = sorted(folder.iterdir())[0]
+    ds = pydicom.dcmread(str(first))
+    del ds.ImagePositionPatient
+    ds.save_as(str(first))
+    with pytest.raises(ImageInputError, match="ImagePositionPatient is missing"):
+        read_dicom(folder)
+
+
+def test_itk_formats_name_the_extra_when_simpleitk_is_missing(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("SimpleITK") is not None:
+        pytest.skip("SimpleITK is installed")
+    path = tmp_path / "scan.mha"
+    path.write_bytes(b"ObjectType = Image\n")
+    with pytest.raises(ImageInputError, match=r"convscope\[itk\]"):
+        read_volume(path)
