@@ -207,3 +207,14 @@ def test_input_channel_shares_match_captum_input_x_gradient():
     np.testing.assert_allclose([shares[k] for k in ("t1", "t2", "flair")], ref / ref.sum(), rtol=1e-5)
     assert channel_shares(batch, np.zeros_like(batch)) == {"0": 0.0, "1": 0.0, "2": 0.0}
     assert input_channel_shares(object(), batch) is None
+
+
+def test_2d_slices_padded_to_the_model_downsampling(tmp_path):
+    truth = F.marked_volume((13, 11, 9))
+    vol = read_nifti(F.write_nifti(tmp_path / "v.nii.gz", truth, "LAS"))
+    p = prepare_input(vol, channels=1, spatial_dims=2, volume_options=VolumeOptions(slice="coronal:5"), downsampling=8)
+    assert p.batch.shape == (1, 1, 16, 16) and p.display.shape == (1, 16, 16, 3)
+    np.testing.assert_array_equal(p.batch[0, 0, :9, :13], plane_slice(truth, "coronal", 5))
+    assert "zero-padded 9x13 to 16x16" in p.volume.notes[1]
+    mask = p.volume.fit_region(truth >= F.MARK)
+    assert mask.shape == (1, 16, 16) and mask[0, :9, :13].sum() == (plane_slice(truth, "coronal", 5) >= F.MARK).sum()

@@ -311,8 +311,8 @@ def prepare_input(
         volume_options: how volumes (NIfTI, DICOM, ITK, a :class:`Volume`) become model input:
             ``--series``, ``--channels``, ``--intensity``, ``--roi``, ``--slice`` (see
             :mod:`convscope.io.volume_prep`); the display window never reaches the batch.
-        downsampling: the model's total downsampling (or a callable giving it, asked only for 3D
-            volumes): 3D volumes are zero-padded to a multiple of it.
+        downsampling: the model's total downsampling (or a callable giving it, asked only for
+            volumes): volumes (and slices of them for 2D models) are zero-padded to a multiple of it.
 
     Raises:
         ImageInputError: unreadable file, unsupported array shape, channel count that cannot be
@@ -396,7 +396,7 @@ def _prepare_volume(
             f"({', '.join(volume.channel_names) or 'channels'}); give {channels} files with --channels a,b,..."
         )
     factor = 1
-    if spatial_dims == 3 and size is None:
+    if spatial_dims in (2, 3) and size is None:
         factor = max(1, int(downsampling() if callable(downsampling) else downsampling))
     batch, record = prepare_volume(volume, options, spatial_dims=spatial_dims, factor=factor)
     batch = _match_channels(batch, channels)
@@ -416,6 +416,8 @@ def _prepare_volume(
         first = volume.data[0]
         window, _ = window_function(channel_window(record.window, 0), volume.units, first)
         unit = np.stack([window(plane_slice(first, record.plane, i)) for i in record.slice_indices])
+        rows, cols = batch.shape[2:]
+        unit = np.pad(unit, [(0, 0), (0, rows - unit.shape[1]), (0, cols - unit.shape[2])])  # the padding, black
         display = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
     else:
         display = _display(batch)

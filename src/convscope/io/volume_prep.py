@@ -325,7 +325,8 @@ class VolumeInput:
                 f"{'x'.join(map(str, self.volume.shape))}; it must be on the same grid"
             )
         if self.plane is not None:
-            return np.stack([plane_slice(region, self.plane, i) for i in self.slice_indices])
+            cut = np.stack([plane_slice(region, self.plane, i) for i in self.slice_indices])
+            return np.pad(cut, [(0, 0)] + [(0, p - n) for p, n in zip(self.padded_shape, cut.shape[1:])])
         x0, y0, z0 = self.roi_start
         sx, sy, sz = self.roi_shape
         box = region[x0:x0 + sx, y0:y0 + sy, z0:z0 + sz]
@@ -443,9 +444,16 @@ def prepare_volume(
         plane = options.slices or "axial"
         indices = tuple(range(volume.shape[_PLANE_AXIS[plane]]))
     stack = np.stack([plane_slice(values, plane, i) for i in indices])  # (N, C, rows, cols)
+    notes = [f"{plane} slice(s) {indices[0]}..{indices[-1]} in radiological view"]
+    rows, cols = stack.shape[2:]
+    padded2 = (-(-rows // factor) * factor, -(-cols // factor) * factor)
+    if padded2 != (rows, cols):
+        stack = np.pad(stack, [(0, 0), (0, 0), (0, padded2[0] - rows), (0, padded2[1] - cols)])
+        notes.append(f"zero-padded {rows}x{cols} to {padded2[0]}x{padded2[1]} (bottom/right; a multiple of {factor}, "
+                     "the model's total downsampling)")
     record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=(0, 0, 0),
                          roi_shape=volume.shape, padded_shape=tuple(stack.shape[2:]), plane=plane, slice_indices=indices,
-                         notes=(f"{plane} slice(s) {indices[0]}..{indices[-1]} in radiological view",), labels=labels)
+                         notes=tuple(notes), labels=labels)
     return np.ascontiguousarray(stack, dtype=np.float32), record
 
 
