@@ -219,3 +219,21 @@ def test_each_channel_has_its_own_window(tmp_path):
     for name in ("input.planes.png", "input.c1.planes.png"):
         pixels = np.asarray(Image.open(out / name).convert("RGB"))
         check_marker(pixels, files[name])
+
+
+def test_keras_3d_model_on_a_scan(tmp_path, scan):
+    keras = pytest.importorskip("keras")
+    import convscope as cs
+
+    inp = keras.Input((None, None, None, 1))
+    x = keras.layers.Conv3D(4, 3, padding="same", name="c1")(inp)
+    x = keras.layers.MaxPooling3D(2, name="p1")(x)
+    x = keras.layers.Conv3D(4, 3, padding="same", name="c2")(x)
+    model = keras.Model(inp, keras.layers.UpSampling3D(2, name="up")(x))
+    scope = cs.Scope(model)
+    assert scope.prepare(str(scan)).batch.shape == (1, 1, 14, 12, 10)  # padded to the measured factor 2
+    manifest = json.loads(scope.save_activations(str(scan), tmp_path / "k", ["c1", "c2"]).read_text())
+    entries = {e["file"]: e for e in manifest["files"]}
+    assert {"input.planes.png", "c1.planes.png", "c2.planes.png"} <= set(entries)
+    pixels = np.asarray(Image.open(tmp_path / "k" / "c2.planes.png").convert("RGB"))
+    check_letters(pixels, entries["c2.planes.png"])
