@@ -218,3 +218,14 @@ def test_2d_slices_padded_to_the_model_downsampling(tmp_path):
     assert "zero-padded 9x13 to 16x16" in p.volume.notes[1]
     mask = p.volume.fit_region(truth >= F.MARK)
     assert mask.shape == (1, 16, 16) and mask[0, :9, :13].sum() == (plane_slice(truth, "coronal", 5) >= F.MARK).sum()
+
+
+def test_too_large_model_input_refused_before_building(monkeypatch):
+    import convscope.io.volume_prep as vp
+
+    vol = _vol(np.zeros((20, 18, 16)))
+    monkeypatch.setattr(vp, "MAX_BATCH_BYTES", 20 * 18 * 16 * 4 - 1)
+    with pytest.raises(ImageInputError, match="--roi center --roi-size"):
+        prepare_input(vol, channels=1, spatial_dims=3)
+    p = prepare_input(vol, channels=1, spatial_dims=3, volume_options=VolumeOptions(roi="center", roi_size="8,8,8"))
+    assert p.batch.shape == (1, 1, 8, 8, 8)

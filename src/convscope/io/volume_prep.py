@@ -59,6 +59,8 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 """CT display windows as (level, width) in HU."""
 
 PLANES = ("axial", "coronal", "sagittal")
+MAX_BATCH_BYTES = 4 * 1024**3
+"""Refuse to build a model input larger than this (float32), before building it."""
 _PERCENTILE_SAMPLES = 2_000_000
 """Percentile display windows of larger volumes use an even subsample of this many voxels."""
 _PLANE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -376,6 +378,24 @@ def window_label(volume: Volume, window: str, channel: int = 0) -> str:
     return f"percentile {params[0]:g}-{params[1]:g}"
 
 
+def _check_batch_bytes(volume: Volume, options: VolumeOptions, spatial_dims: int, factor: int) -> None:
+    """Estimate the model input's size from the geometry alone and refuse it above MAX_BATCH_BYTES."""
+    shape = volume.shape
+    if spatial_dims == 3:
+        box = _parse_triple(options.roi_size, "--roi-size") if options.roi_size else shape
+        voxels = int(np.prod([-(-min(b, n) // factor) * factor for b, n in zip(box, shape)], dtype=np.int64))
+    elif options.slices:
+        voxels = int(np.prod(shape, dtype=np.int64))  # every slice of the plane
+    else:
+        voxels = int(np.prod(shape, dtype=np.int64)) // max(1, min(shape))
+    need = voxels * volume.channels * 4
+    if need > MAX_BATCH_BYTES:
+        raise ImageInputError(
+            f"the model input from {volume.source} would take {need / 1024**3:.1f} GiB (limit {MAX_BATCH_BYTES / 1024**3:.0f} GiB); "
+            "feed a region with --roi center --roi-size X,Y,Z (or one slice with --slice for a 2D model)"
+        )
+
+
 def _roi_box(shape: tuple[int, int, int], options: VolumeOptions) -> tuple[tuple[int, int, int], tuple[int, int, int], list[str]]:
     if options.roi_size is None:
         return (0, 0, 0), shape, []
@@ -406,6 +426,7 @@ def prepare_volume(
     The intensity transform runs on the original values; the window is never applied here.
     """
     intensity = options.intensity or "none"
+    _check_batch_bytes(volume, options, spatial_dims, factor)
     values = apply_intensity(volume.data, intensity)
     notes: list[str] = []
     labels = read_labels(options.labels, volume) if options.labels else None
