@@ -196,10 +196,20 @@ def write_activations(
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
     names = scope.select(layers, kind=kind)
+    record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
     info: dict[str, Any] = {"command": "activations", "model": scope.name, "input": prepared.source}
+    if prepared.volume is not None:
+        info["volume"] = prepared.volume.describe()
     if overlay:
         info["overlay"] = {"cmap": overlay_cmap, "alpha": alpha}
     with OutputDir(out, info=info, formats=chosen_formats) as folder:
+        if record is not None:  # the input's three planes; each 3D map gets LAYER.planes.png on them
+            from .volume_views import input_planes
+
+            folder.add_picture("input.planes.png", input_planes(record), kind="volume_planes", layer=None)
+            for c in range(1, record.volume.channels):  # each modality in its own display window
+                folder.add_picture(f"input.c{c}.planes.png", input_planes(record, channel=c), kind="volume_planes", layer=None)
+
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG
             # encoding run on the output folder's threads while the forward pass goes on. A volume
@@ -229,6 +239,11 @@ def write_activations(
                         nbytes=0 if volume_now else data[s].nbytes,
                         layer=name, kind="overlay", sample=s, shape=list(data.shape),
                     )
+            if record is not None and data.ndim == 5 and 0 in chosen:
+                from .volume_views import map_planes
+
+                folder.add_picture(folder.unique_name(stem, ".planes.png"), map_planes(record, data[0], name),
+                                   layer=name, kind="activation_planes", sample=0, shape=list(data.shape))
             if arrays:
                 folder.add_arrays(folder.unique_name(stem, ".npz"), {"activation": data}, layer=name,
                                   kind="activation-array", shape=list(data.shape))

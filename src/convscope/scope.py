@@ -12,6 +12,7 @@ from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet, not_executed
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
+from .io.volume_prep import VolumeOptions, probe_downsampling
 from .loading import LoadedModel, load_model
 
 __all__ = ["Scope", "LayerTable", "load"]
@@ -86,6 +87,8 @@ class Scope:
         self.name = loaded.name
         self.input_shape = tuple(input_shape) if input_shape is not None else loaded.input_shape
         self.normalize = normalize if normalize is not None else loaded.normalize
+        self.volume_options: VolumeOptions | None = None
+        """How volume inputs (NIfTI, DICOM) become model input (series, channels, intensity, ROI, slice)."""
 
     def __repr__(self) -> str:
         return f"Scope({self.name!r}, framework={self.adapter.framework})"
@@ -118,7 +121,17 @@ class Scope:
             size=size,
             normalize=normalize if normalize is not None else self.normalize,
             expected_size=expected if size is None else None,
+            volume_options=self.volume_options,
+            downsampling=lambda: self._downsampling(spec.channels, spec.spatial_dims or 2),
         )
+
+    def _downsampling(self, channels: int | None, spatial_dims: int) -> int:
+        """The model's total downsampling (measured once on a small probe, then remembered)."""
+        cached = getattr(self, "_downsampling_factor", None)
+        if cached is None:
+            cached = probe_downsampling(self.adapter, channels, spatial_dims)
+            self._downsampling_factor = cached
+        return cached
 
     def _example_batch(self) -> np.ndarray | None:
         if self.loaded.sample is not None:

@@ -591,7 +591,8 @@ class UNetFlow:
         }
 
     def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8,
-             formats: str | Sequence[str] = ("png",)) -> list[Path]:
+             formats: str | Sequence[str] = ("png",), volume: Any = None,
+             info: dict[str, Any] | None = None) -> list[Path]:
         """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``.
 
         ``formats`` (``"png"``, ``"svg"``, ``"pdf"`` or several, ``"pdf,svg"``) writes each figure in
@@ -607,7 +608,16 @@ class UNetFlow:
 
         chosen = parse_formats(formats)
         written: list[Path] = []
-        with OutputDir(out_dir, info={"command": "unet"}, formats=chosen) as out:
+        info = {"command": "unet", **(info or {})}
+        if volume is not None:  # a VolumeInput (3D scan): geometry, intensity and window in the manifest
+            info["volume"] = volume.describe()
+        with OutputDir(out_dir, info=info, formats=chosen) as out:
+            if volume is not None and self.structure.spatial_dims == 3:
+                from .volume_views import unet_planes
+
+                for rel, picture in unet_planes(self, volume):
+                    out.add_picture(rel, picture, kind="volume_planes", layer=picture.meta.get("layer"))
+                    written.append(out.path / rel)
             out.add_picture("flow.png", self.figure(thumbnail=thumbnail), kind="unet_flow",
                             layer=self.name(self.structure.output),
                             shape=list(self.graph.node(self.structure.output).shape or ()))

@@ -26,6 +26,7 @@ def run_unet(
     thumbnail: str = "mean",
     top: int = 8,
     formats: str = "png",
+    volume: Any = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -40,6 +41,7 @@ def run_unet(
         thumbnail: ``"mean"`` or ``"top"`` for the flow figure's thumbnails.
         top: channels per grid in the level panels.
         formats: ``"png"``, ``"svg"``, ``"pdf"`` or several (``"pdf,svg"``): each figure in each format.
+        volume: ``prepare(...).volume`` for scans: adds three-plane figures and the geometry.
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -53,4 +55,11 @@ def run_unet(
     chosen = parse_formats(formats)  # a bad --format fails before the forward pass
     backend = unet_backend_for(model_adapter_or_backend)
     flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen)
+    info: dict[str, Any] = {}
+    if batch.shape[1] > 1:  # several input channels (modalities): each one's share of the attribution
+        from ..volume_views import input_channel_shares
+
+        names = volume.volume.channel_names if volume is not None else None
+        shares = input_channel_shares(model_adapter_or_backend, batch, target=target, mask=mask, names=names)
+        info["input_channel_shares"] = shares if shares is not None else "needs an adapter with gradients (SupportsGradients)"
+    return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info)

@@ -44,9 +44,62 @@ def run_demo(
             "output": _describe_output(scope, scope.prepare(images[0]).batch),
             "description": _description(name),
         })
+    volume_section = _volume_demo(root / "unet3d", seed=seed, echo=echo)
+    if volume_section is not None:
+        sections.append(volume_section)
     landing = root / "index.html"
     atomic_write_text(landing, _index_html(sections))
     return landing
+
+
+def _volume_demo(out: Path, *, seed: int, echo: Callable[[str], None]) -> dict[str, Any] | None:
+    """demo:unet3d on a generated NIfTI scan (read back through the volume reader): activation and
+    U-Net planes with the organ label map as outlines, and a page showing them. None (and a line
+    saying why) when nibabel is not installed."""
+    try:
+        import nibabel  # noqa: F401
+    except ImportError:
+        echo("demo:unet3d skipped: the volume demo needs nibabel (pip install 'convscope[volumes]')")
+        return None
+    from ..export import write_activations
+    from ..io.volume_prep import VolumeOptions
+    from ..scope import Scope
+    from ..volume_views import stamp
+    from .cmd_unet import run_unet
+    from ..demo.volume import write_demo_nifti
+
+    echo("demo:unet3d: volume planes")
+    scan, labels = write_demo_nifti(out, seed=seed)
+    scope = Scope("demo:unet3d")
+    scope.volume_options = VolumeOptions(labels=str(labels))
+    layers = ["enc1.2", "enc2.5", "bottleneck.5", "dec2.5", "dec1.5", "head"]
+    manifest = write_activations(scope, str(scan), out / "activations", layers)
+    prepared = scope.prepare(str(scan))
+    run_unet(scope.adapter, prepared.batch, None, out / "unet", volume=prepared.volume)
+    import json
+
+    unet_files = json.loads((out / "unet" / "manifest.json").read_text())["files"]
+    dice = next((e.get("dice") for e in unet_files if e["file"] == "output.planes.png"), None)
+    act_files = [e["file"] for e in json.loads(manifest.read_text())["files"] if e["file"].endswith(".planes.png")]
+    figures = [("unet/" + e["file"], e["file"]) for e in unet_files if e["file"].endswith(".planes.png")]
+    figures += [("activations/" + f, f) for f in act_files if f != "input.planes.png"]
+    record = prepared.volume
+    assert record is not None
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>convscope demo: unet3d</title>",
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src 'self'\"></head><body>",
+        "<h1>convscope demo: unet3d</h1>",
+        f"<p>Input: {html.escape(scan.name)} (written by the demo, stored {''.join(record.volume.orientation)}, "
+        f"read back and brought to RAS+), {html.escape(stamp(record))}. Axial and coronal planes are radiological "
+        "(patient right on the image left). Organ label map: red outlines.</p>",
+        f"<p>Dice of the prediction against the label map: {html.escape(json.dumps(dice))}</p>",
+    ]
+    parts += [f"<figure><img src='{html.escape(src)}' alt='{html.escape(name)}'><figcaption>{html.escape(name)}"
+              "</figcaption></figure>" for src, name in figures]
+    parts.append("</body></html>")
+    atomic_write_text(out / "index.html", "\n".join(parts) + "\n")
+    return {"name": "unet3d", "href": "unet3d/index.html", "description": _description("unet3d"),
+            "output": f"Dice against the organ label map: {dice}"}
 
 
 def _description(name: str) -> str:
@@ -81,7 +134,7 @@ def _index_html(sections: list[dict[str, Any]]) -> str:
         "<title>convscope demo</title>",
         f"<link rel='stylesheet' href='{html.escape(sections[0]['name'])}/assets/report.css'>" if sections else "",
         "</head><body><main id='main'><h1>convscope demo</h1>",
-        "<p>Reports of the two bundled demo models (trained in the repository on synthetic images; nothing was downloaded).</p>",
+        "<p>Reports of the bundled demo models (trained in the repository on synthetic images; nothing was downloaded).</p>",
         "<ul>",
     ]
     for section in sections:

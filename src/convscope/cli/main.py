@@ -32,6 +32,15 @@ LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="la
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 FormatOpt = Annotated[str, typer.Option("--format", help="picture format: png | svg | pdf, or several comma-separated (png,svg,pdf)")]
+SeriesOpt = Annotated[Optional[str], typer.Option("--series", help="DICOM folder with several series: the SeriesInstanceUID to read")]
+ChannelsOpt = Annotated[Optional[str], typer.Option("--channels", help="volumes stacked as input channels: t1.nii.gz,t2.nii.gz,... (same grid)")]
+IntensityOpt = Annotated[Optional[str], typer.Option("--intensity", help="model input transform of volumes: none | clip:LO,HI | zscore-nonzero | percentile:P,Q (';' per channel)")]
+WindowOpt = Annotated[Optional[str], typer.Option("--window", help="display window of volumes (never fed to the model): auto | brain | subdural | stroke | lung | mediastinum | soft-tissue | liver | bone | L,W | percentile:P,Q")]
+RoiOpt = Annotated[Optional[str], typer.Option("--roi", help="region of a volume fed to a 3D model: center | X,Y,Z (voxel centre, RAS+ array); needs --roi-size")]
+RoiSizeOpt = Annotated[Optional[str], typer.Option("--roi-size", help="ROI size X,Y,Z in voxels")]
+SliceOpt = Annotated[Optional[str], typer.Option("--slice", help="2D model, 3D volume: one slice, e.g. axial:40 (coronal:N, sagittal:N)")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="label map (NIfTI/DICOM on the scan's grid): outlines on every plane figure; Dice against the prediction in unet")]
+SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane as a batch (axial | coronal | sagittal)")]
 
 
 def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None, normalize: str | None = None) -> Any:
@@ -41,6 +50,26 @@ def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, de
     if normalize is not None:
         scope.normalize = normalize
     return scope
+
+
+def _volumes(scope: Any, series: str | None = None, channels: str | None = None, intensity: str | None = None,
+             window: str | None = None, roi: str | None = None, roi_size: str | None = None, slice_: str | None = None,
+             slices: str | None = None, labels: str | None = None) -> Any:
+    """Set how volume inputs become model input (checked before anything is read)."""
+    from ..io.volume_prep import VolumeOptions
+
+    parts = tuple(p.strip() for p in channels.split(",") if p.strip()) if channels else ()
+    scope.volume_options = VolumeOptions(series=series, channels=parts, intensity=intensity, window=window, roi=roi,
+                                         roi_size=roi_size, slice=slice_, slices=slices, labels=labels)
+    return scope
+
+
+def _image_or_channels(image: str | None, channels: str | None) -> str:
+    if image is None and not channels:
+        raise ValueError("give an input IMAGE (a picture, .npy, NIfTI file or DICOM folder) or --channels a,b,...")
+    if image is not None and channels:
+        raise ValueError("give either an IMAGE or --channels, not both")
+    return image if image is not None else channels  # type: ignore[return-value]
 
 
 def _echo(text: str) -> None:
@@ -60,9 +89,11 @@ def layers(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    series: SeriesOpt = None,
+    slice_: SliceOpt = None,
 ) -> None:
     """List the layers: name, kind, kernel, stride, groups, output shape, parameters."""
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, slice_=slice_)
     table = scope.layers(image, kind=kind, containers=containers, size=size)
     if as_json:
         _echo(json.dumps({"model": scope.name, "framework": scope.adapter.framework, "layers": table.to_json()}, indent=2))
@@ -98,7 +129,7 @@ def kernels(
 @app.command()
 def activations(
     model: ModelArg,
-    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+    image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder")] = None,
     out: OutOpt = Path("convscope-activations"),
     layer: LayerOpt = None,
     kind: KindOpt = None,
@@ -123,9 +154,23 @@ def activations(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    series: SeriesOpt = None,
+    channels: ChannelsOpt = None,
+    intensity: IntensityOpt = None,
+    window: WindowOpt = None,
+    roi: RoiOpt = None,
+    roi_size: RoiSizeOpt = None,
+    slice_: SliceOpt = None,
+    slices: SlicesOpt = None,
+    labels_map: LabelsOpt = None,
 ) -> None:
-    """Capture the chosen layers in ONE forward pass and write their channel grids into OUT."""
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    """Capture the chosen layers in ONE forward pass and write their channel grids into OUT.
+
+    3D scans also get input.planes.png and LAYER.planes.png (axial/coronal/sagittal, radiological).
+    """
+    image = _image_or_channels(image, channels)
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, channels, intensity, window, roi,
+                     roi_size, slice_, slices, labels_map)
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
@@ -138,7 +183,7 @@ def activations(
 @app.command()
 def unet(
     model: ModelArg,
-    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+    image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder")] = None,
     out: OutOpt = Path("convscope-unet"),
     target: Annotated[Optional[int], typer.Option("--target", help="output channel scored for the gradient share (default: predicted class)")] = None,
     mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,
@@ -151,23 +196,46 @@ def unet(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    series: SeriesOpt = None,
+    channels: ChannelsOpt = None,
+    intensity: IntensityOpt = None,
+    window: WindowOpt = None,
+    roi: RoiOpt = None,
+    roi_size: RoiSizeOpt = None,
+    slice_: SliceOpt = None,
+    slices: SlicesOpt = None,
+    labels_map: LabelsOpt = None,
 ) -> None:
-    """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png (or .svg/.pdf with --format), unet.json."""
+    """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json.
+
+    3D scans also get input/output/level planes (*.planes.png: axial, coronal, sagittal).
+    """
     from .cmd_unet import run_unet
 
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    image = _image_or_channels(image, channels)
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, channels, intensity, window, roi,
+                     roi_size, slice_, slices, labels_map)
     prepared = scope.prepare(image, size=size)
-    mask_array = _read_mask(mask) if mask is not None else None
+    mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
-                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt)
+                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume)
     _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
-def _read_mask(path: str) -> Any:
-    """A mask file (image or .npy) -> ``(*spatial)`` bool array (nonzero = inside)."""
+def _read_mask(path: str, prepared: Any = None) -> Any:
+    """A mask file (image or .npy) -> ``(*spatial)`` bool array (nonzero = inside).
+
+    For a scan, the mask is a volume on the scan's grid, cropped/padded (or sliced) like the input.
+    """
     import numpy as np
 
     from ..io.images import prepare_input
+
+    if prepared is not None and prepared.volume is not None:
+        from ..io.volume_prep import read_labels
+
+        region = prepared.volume.fit_region(read_labels(path, prepared.volume.volume) != 0)
+        return region[0] if prepared.volume.plane is not None and region.shape[0] == 1 else region
 
     prepared = prepare_input(path, channels=None)
     return np.any(prepared.batch[0] != 0, axis=0)
@@ -190,12 +258,19 @@ def report(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    series: SeriesOpt = None,
+    intensity: IntensityOpt = None,
+    window: WindowOpt = None,
+    roi: RoiOpt = None,
+    roi_size: RoiSizeOpt = None,
+    slice_: SliceOpt = None,
 ) -> None:
     """Write a self-contained HTML report (index.html + images, works offline) into OUT.
 
     Default layers: convolutions and activation layers (--layer / --kind to choose).
     """
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, None, intensity, window, roi,
+                     roi_size, slice_, None)
     index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
                          progress=progress, echo=_echo)
     _echo(f"wrote {index} (open it in a browser; every file is listed in {index.parent / 'manifest.json'})")
@@ -217,17 +292,24 @@ def serve(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    intensity: IntensityOpt = None,
+    window: WindowOpt = None,
+    roi: RoiOpt = None,
+    roi_size: RoiSizeOpt = None,
+    slice_: SliceOpt = None,
 ) -> None:
     """Live viewer in the browser: choose or upload an image, browse layers and channels, see the U-Net flow.
 
-    Every request needs the random token in the printed URL.
+    Every request needs the random token in the printed URL. NIfTI/DICOM files and DICOM series
+    folders in --images (and uploaded .nii/.nii.gz/.dcm files) are read as volumes.
     """
     from ..server.run import serve as run_server
     from ..server.state import ServerLimits
 
     if cache_mb < 1 or max_upload_mb < 1:
         raise ValueError("--cache-mb and --max-upload-mb must be at least 1")
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), None, None, intensity, window, roi,
+                     roi_size, slice_, None)
     limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
     run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
                echo=_echo, warn=lambda text: typer.echo(text, err=True))

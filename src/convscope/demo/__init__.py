@@ -40,10 +40,11 @@ __all__ = [
 # Also available, imported lazily from .models (needs torch; kept out of __all__ so that
 # ``from convscope.demo import *`` stays torch-free): ConvBlock, Stem, DemoCNN, DemoUNet.
 
-DEMO_NAMES: tuple[str, ...] = ("cnn", "unet")
+DEMO_NAMES: tuple[str, ...] = ("cnn", "unet", "unet3d")
 """Names accepted by :func:`load_demo` and :func:`demo_sample`."""
 
 _LAZY_MODEL_ATTRS = ("ConvBlock", "Stem", "DemoCNN", "DemoUNet")
+_LAZY_3D_ATTRS = ("DemoUNet3D",)
 
 _SPECS: dict[str, dict[str, Any]] = {
     "cnn": {
@@ -67,6 +68,17 @@ _SPECS: dict[str, dict[str, Any]] = {
             "output (1, 1, H, W) logits, > 0 = organ."
         ),
     },
+    "unet3d": {
+        "input_shape": (1, 1, 32, 32, 16),
+        "task": "segmentation",
+        "class_names": ("organ",),
+        "description": (
+            "Small 3-level 3D U-Net (6-12-24 channels) segmenting a bright 'organ' ellipsoid on the "
+            "patient's left in synthetic anisotropic scans (1.5 x 1.5 x 3 mm voxels, RAS+ layout) while "
+            "ignoring a small bright sphere and a thin rod. Input (1, 1, X, Y, Z) float32 in [0, 1], "
+            "sides divisible by 4; output logits, > 0 = organ. `convscope demo` writes its input as NIfTI."
+        ),
+    },
 }
 
 
@@ -86,7 +98,7 @@ class DemoModel:
 
     name: str
     model: nn.Module
-    input_shape: tuple[int, int, int, int]
+    input_shape: tuple[int, ...]
     task: str
     class_names: tuple[str, ...]
     description: str
@@ -119,6 +131,10 @@ def build_demo_model(name: str) -> nn.Module:
         ConvscopeError: unknown name.
     """
     key = _check_name(name)
+    if key == "unet3d":
+        from .models3d import DemoUNet3D
+
+        return DemoUNet3D()
     from .models import DemoCNN, DemoUNet  # torch imported here, not at package import
 
     return DemoCNN(num_classes=len(CLASS_NAMES)) if key == "cnn" else DemoUNet(in_channels=1, out_channels=1)
@@ -180,17 +196,21 @@ def demo_sample(name: str, seed: int = 0) -> np.ndarray:
     """One synthetic input for demo ``name``, matching its ``input_shape`` without the batch axis.
 
     Args:
-        name: ``"cnn"`` or ``"unet"``.
+        name: ``"cnn"``, ``"unet"`` or ``"unet3d"``.
         seed: generator seed.
 
     Returns:
         ``(C, H, W)`` float32 in ``[0, 1]``: ``(3, 64, 64)`` RGB for ``"cnn"``,
-        ``(1, 64, 64)`` grayscale for ``"unet"``.
+        ``(1, 64, 64)`` grayscale for ``"unet"``, ``(1, 32, 32, 16)`` (X, Y, Z RAS+) for ``"unet3d"``.
 
     Raises:
         ConvscopeError: unknown name.
     """
     key = _check_name(name)
+    if key == "unet3d":
+        from .volume import sample_volume
+
+        return sample_volume(seed)
     _, _, h, _ = _SPECS[key]["input_shape"]
     return sample_image(_SPECS[key]["task"], seed=seed, size=h)
 
@@ -201,4 +221,8 @@ def __getattr__(attr: str) -> Any:
         from . import models
 
         return getattr(models, attr)
+    if attr in _LAZY_3D_ATTRS:
+        from . import models3d
+
+        return getattr(models3d, attr)
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..core.volume import Volume
 from ..errors import ImageInputError
+from .readers import Reader, reader_for_path, register_reader
+from .volume_prep import VolumeInput, VolumeOptions
 
 __all__ = [
     "PreparedInput", "prepare_input", "input_layout", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES",
@@ -35,11 +39,14 @@ class PreparedInput:
         display: ``(N, H, W, 3)`` uint8 pictures of the un-normalised input (2D inputs; middle
             slice for 3D), or None for 1D signals.
         source: a short description (file name or ``"array"``) for manifests.
+        volume: :class:`~convscope.io.volume_prep.VolumeInput` for volume inputs, else None.
     """
 
     batch: np.ndarray
     display: np.ndarray | None
     source: str
+    volume: VolumeInput | None = None
+    """For volume inputs (NIfTI, DICOM, ITK): the volume and how it became ``batch``."""
 
 
 def parse_size(size: int | str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
@@ -96,12 +103,21 @@ def parse_normalize(spec: str | tuple[Any, Any] | None, channels: int) -> tuple[
     return (np.broadcast_to(mean, (channels,)).copy(), np.broadcast_to(std, (channels,)).copy())
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, bool | None]:
-    """Returns (array, channels_last: True for pictures, None (decide from the model) for .npy)."""
+def _read_file(path: Path, **options: Any) -> tuple[np.ndarray, bool | None] | Volume:
+    """Read ``path`` with its registered reader (:mod:`convscope.io.readers`): ``(array, channels_last)``
+    for pictures and ``.npy``, a :class:`Volume` for NIfTI/DICOM/ITK (``options``: ``series=``)."""
     if not path.exists():
         raise ImageInputError(f"image file not found: {path}")
+    reader = reader_for_path(path)
+    if reader is not None:
+        return reader.read(path, **options)
     if path.is_dir():
-        raise ImageInputError(f"{path} is a folder; give an image file (PNG, JPEG, TIFF) or a .npy array")
+        raise ImageInputError(f"{path} is a folder; give an image file (PNG, JPEG, TIFF), a .npy array or a DICOM series folder")
+    return _read_image_file(path)
+
+
+def _read_image_file(path: Path, **_: Any) -> tuple[np.ndarray, bool | None]:
+    """Returns (array, channels_last) from an image or .npy file."""
     suffix = path.suffix.lower()
     if suffix in ARRAY_SUFFIXES:
         try:
@@ -133,9 +149,14 @@ def _read_file(path: Path) -> tuple[np.ndarray, bool | None]:
 
 def _to_array(image: Any) -> tuple[np.ndarray, bool | None, str]:
     """Return (array, channels_last hint or None if unknown, source description)."""
+    if isinstance(image, Volume):
+        return image.data, False, image.source
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        arr, channels_last = _read_file(path)
+        read = _read_file(path)
+        if isinstance(read, Volume):
+            return read.data, False, read.source
+        arr, channels_last = read
         return arr, channels_last, path.name
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor, channels first
         tensor = image.detach()
@@ -305,6 +326,8 @@ def prepare_input(
     size: int | str | tuple[int, ...] | None = None,
     normalize: str | tuple[Any, Any] | None = None,
     expected_size: tuple[int, ...] | None = None,
+    volume_options: VolumeOptions | None = None,
+    downsampling: int | Callable[[], int] = 1,
 ) -> PreparedInput:
     """Read ``image`` and make it a batch the model accepts.
 
@@ -317,11 +340,20 @@ def prepare_input(
         size: resize to this spatial size (``64``, ``"64x96"``).
         normalize: ``"imagenet"``, ``"none"``, ``"MEAN,STD"`` or ``(mean, std)``.
         expected_size: spatial size the model requires, if it fixes one.
+        volume_options: how volumes (NIfTI, DICOM, ITK, a :class:`Volume`) become model input:
+            ``--series``, ``--channels``, ``--intensity``, ``--roi``, ``--slice`` (see
+            :mod:`convscope.io.volume_prep`); the display window never reaches the batch.
+        downsampling: the model's total downsampling (or a callable giving it, asked only for
+            volumes): volumes (and slices of them for 2D models) are zero-padded to a multiple of it.
 
     Raises:
         ImageInputError: unreadable file, unsupported array shape, channel count that cannot be
             converted, or a size the model does not accept.
     """
+    volume = _as_volume(image, volume_options)
+    if volume is not None:
+        return _prepare_volume(volume, volume_options or VolumeOptions(), channels=channels, spatial_dims=spatial_dims,
+                               size=size, normalize=normalize, expected_size=expected_size, downsampling=downsampling)
     arr, channels_last, source = _to_array(image)
     if arr.size == 0:
         raise ImageInputError(f"the image {source} is empty")
@@ -346,6 +378,90 @@ def prepare_input(
     return PreparedInput(batch=np.ascontiguousarray(batch, dtype=np.float32), display=display, source=source)
 
 
+def _as_volume(image: Any, options: VolumeOptions | None) -> Volume | None:
+    """The input as a :class:`Volume` if it is one (a Volume, a volume file or DICOM folder, or
+    ``--channels`` files), else None."""
+    from . import volumes
+
+    if options is not None and options.channels:
+        parts = [Path(p) for p in options.channels]
+        return volumes.stack_channels([_read_volume_file(p, options) for p in parts], [p.name for p in parts])
+    if isinstance(image, Volume):
+        return image
+    if not isinstance(image, (str, os.PathLike)):
+        return None
+    path = Path(image)
+    if not path.exists() and isinstance(image, str) and "," in image:  # "t1.nii.gz,t2.nii.gz": channels
+        parts = [Path(p.strip()) for p in image.split(",") if p.strip()]
+        return volumes.stack_channels([_read_volume_file(p, options) for p in parts], [p.name for p in parts])
+    if not path.exists():
+        return None
+    reader = reader_for_path(path)
+    if reader is None or not reader.volume:
+        return None
+    return reader.read(path, series=options.series if options is not None else None)
+
+
+def _read_volume_file(path: Path, options: VolumeOptions | None) -> Volume:
+    read = _read_file(path, series=options.series if options is not None else None)
+    if not isinstance(read, Volume):
+        raise ImageInputError(f"--channels: {path.name} is not a volume (give NIfTI/DICOM files of one grid)")
+    return read
+
+
+def _prepare_volume(
+    volume: Volume,
+    options: VolumeOptions,
+    *,
+    channels: int | None,
+    spatial_dims: int,
+    size: Any,
+    normalize: Any,
+    expected_size: tuple[int, ...] | None,
+    downsampling: int | Callable[[], int],
+) -> PreparedInput:
+    from .volume_prep import channel_window, plane_slice, prepare_volume, window_function
+
+    if channels is not None and volume.channels != channels and not (volume.channels == 1):
+        raise ImageInputError(
+            f"the model's first convolution takes {channels} channels but {volume.source} has {volume.channels} "
+            f"({', '.join(volume.channel_names) or 'channels'}); give {channels} files with --channels a,b,..."
+        )
+    factor = 1
+    if spatial_dims in (2, 3) and size is None:
+        factor = max(1, int(downsampling() if callable(downsampling) else downsampling))
+    batch, record = prepare_volume(volume, options, spatial_dims=spatial_dims, factor=factor)
+    batch = _match_channels(batch, channels)
+    wanted = parse_size(size)
+    if wanted is not None:
+        batch = _resize(batch, wanted)
+        record = VolumeInput(**{**record.__dict__, "padded_shape": tuple(batch.shape[2:]),
+                                "notes": (*record.notes, f"resized to {'x'.join(map(str, wanted))} (nearest) by --size")})
+    if expected_size is not None and tuple(batch.shape[2:]) != tuple(expected_size):
+        want = "x".join(map(str, expected_size))
+        raise ImageInputError(
+            f"the model takes {want} inputs but the volume gives {'x'.join(map(str, batch.shape[2:]))}; "
+            f"pass --size {want} or --roi center --roi-size {','.join(map(str, expected_size))}"
+        )
+    if spatial_dims == 2 and record.plane is not None and wanted is None:
+        # the picture under overlays: the same slices, original intensities through the display window
+        first = volume.data[0]
+        window, _ = window_function(channel_window(record.window, 0), volume.units, first)
+        unit = np.stack([window(plane_slice(first, record.plane, i)) for i in record.slice_indices])
+        rows, cols = batch.shape[2:]
+        unit = np.pad(unit, [(0, 0), (0, rows - unit.shape[1]), (0, cols - unit.shape[2])])  # the padding, black
+        display = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
+    else:
+        display = _display(batch)
+    stats = parse_normalize(normalize, batch.shape[1])
+    if stats is not None:
+        mean, std = stats
+        shape = (1, -1) + (1,) * (batch.ndim - 2)
+        batch = (batch - mean.reshape(shape)) / std.reshape(shape)
+    return PreparedInput(batch=np.ascontiguousarray(batch, dtype=np.float32), display=display, source=volume.source,
+                         volume=record)
+
+
 def to_display_image(image: Any, *, sample: int = 0) -> np.ndarray:
     """A ``(H, W, 3)`` uint8 picture of ``image`` (any input :func:`prepare_input` accepts)."""
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
@@ -357,3 +473,8 @@ def to_display_image(image: Any, *, sample: int = 0) -> np.ndarray:
     if display is None:
         raise ImageInputError("1D inputs have no picture to overlay on")
     return display[min(sample, display.shape[0] - 1)]
+
+
+# the built-in picture and array readers; volume readers register themselves in io/readers.py
+register_reader(Reader("picture", IMAGE_SUFFIXES, _read_image_file), first=True)
+register_reader(Reader("npy", ARRAY_SUFFIXES + (".npz",), _read_image_file), first=True)

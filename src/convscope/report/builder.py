@@ -482,7 +482,13 @@ def build_report(
                     if batch_size > 1:
                         label = f"{label} [{s}]"
                     item = _ImageItem(index=first + s, label=label, source_index=source_index, sample=s)
-                    if prepared.display is not None:
+                    record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
+                    if record is not None:  # a 3D scan: its axial/coronal/sagittal planes (radiological)
+                        from ..volume_views import input_planes
+
+                        item.input_rel = f"inputs/image-{item.index}.png"
+                        folder.add_picture(item.input_rel, input_planes(record), kind="input", image=item.label)
+                    elif prepared.display is not None:
                         from ..render.picture import Picture
 
                         item.input_rel = f"inputs/image-{item.index}.png"
@@ -490,8 +496,10 @@ def build_report(
                     image_items.append(item)
                 group = image_items[first:]
                 display = prepared.display
+                volume_record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
 
-                def on_activation(key: str, data: np.ndarray, group: list[_ImageItem] = group, display: Any = display) -> None:
+                def on_activation(key: str, data: np.ndarray, group: list[_ImageItem] = group, display: Any = display,
+                                  volume_record: Any = volume_record) -> None:
                     summary_shapes.setdefault(key, tuple(int(v) for v in data.shape[1:]))
                     if _base_name(key) not in selected_set:
                         return
@@ -524,7 +532,14 @@ def build_report(
                                 lambda act=act, s=s: act.grid(order="index", sample=s, cmap=cmap, labels=True, max_side=4096),
                                 layer=key, kind="activations-all", image=item.label, sample=s,
                             ))
-                        if overlay and display is not None and act.spatial_dims in (2, 3):
+                        if overlay and volume_record is not None and data.ndim == 5:  # maps on the scan's planes
+                            from ..volume_views import map_planes
+
+                            rel_ov = folder.unique_name(stem, ".png", "overlays")
+                            entry["overlay_rel"] = rel_ov
+                            folder.add_picture(rel_ov, map_planes(volume_record, data[s], key), layer=key, kind="overlay",
+                                               image=item.label, sample=s)
+                        elif overlay and display is not None and act.spatial_dims in (2, 3):
                             rel_ov = folder.unique_name(stem, ".png", "overlays")
                             entry["overlay_rel"] = rel_ov
                             base = display[s]

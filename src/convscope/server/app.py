@@ -406,6 +406,24 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy) -> FastAPI
             raise ApiError(422, "panel_out_of_range", f"panel {index} is out of range (0..{len(panels) - 1})")
         return _png(panels[index]["png"])
 
+    @app.get("/api/images/{image_id}/volume", responses=ERRORS, tags=["volumes"],
+             summary="Geometry of a 3-D scan input (404 for other inputs)")
+    def volume_info(image_id: str) -> dict[str, Any]:
+        return state.volume_info(image_id)
+
+    @app.get("/api/images/{image_id}/volume/{plane}/{index}.png", responses=PNG_RESPONSE, tags=["volumes"],
+             summary="One plane of a scan (radiological view), optionally with a layer's map")
+    def volume_slice(
+        image_id: str,
+        plane: str,
+        index: int,
+        layer: str | None = Query(None, description="layer ID whose map is overlaid"),
+        channel: int | None = Query(None, ge=0, description="one channel (default: the channel mean)"),
+        opacity: float = Query(0.6, ge=0.0, le=1.0, description="overlay opacity"),
+        mip: bool = Query(False, description="maximum projection along the plane's normal"),
+    ) -> Response:
+        return _png(state.volume_slice_png(image_id, plane, index, layer_id=layer, channel=channel, opacity=opacity, mip=mip))
+
     @app.get("/api/status", tags=["model"], summary="Cache statistics and forward passes run")
     def status() -> dict[str, Any]:
         return {"cache": state.cache.stats(), "forward_passes": state.captures, "images": len(state.images)}

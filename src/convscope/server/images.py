@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import images as _images  # noqa: F401 - registers the picture and .npy readers
+from ..io.readers import Reader, reader_for_bytes, reader_suffixes
 from .security import contained_path
 
 __all__ = [
@@ -39,11 +41,19 @@ IMAGE_CONTENT_TYPES: dict[str, str] = {
     "image/gif": "GIF",
     "image/webp": "WEBP",
     "application/x-npy": "NPY",
-    "application/octet-stream": "*",  # accepted only when the bytes are an image or a .npy array
+    "application/octet-stream": "*",  # accepted only when the bytes are an image, a .npy array or a volume
+    "application/dicom": "VOLUME",
+    "application/x-nifti": "VOLUME",
+    "application/gzip": "VOLUME",  # .nii.gz
+    "application/x-gzip": "VOLUME",
 }
 """Content types accepted for uploads, and the decoded format each promises."""
 
-FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy")
+FOLDER_SUFFIXES = tuple(s for s in dict.fromkeys(reader_suffixes()) if s != ".npz")
+"""Every file ending a registered reader reads (:mod:`convscope.io.readers`): pictures, ``.npy``, volumes."""
+
+VOXELS_PER_PIXEL_LIMIT = 8
+"""A volume may hold this many times ``max_pixels`` voxels (a 512x512x300 CT is 79M voxels)."""
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -119,6 +129,13 @@ def decode_image(
         return _decode_npy(data, max_pixels)
     if expected == "NPY":
         raise ImageRejected(400, "broken_image", "the file is not a .npy array")
+    volume_reader = reader_for_bytes(data[:1024])
+    if volume_reader is not None and volume_reader.read_bytes is not None:
+        if expected not in ("*", "VOLUME"):
+            raise ImageRejected(415, "unsupported_type", f"the file is a {volume_reader.name} volume, not {content_type}")
+        return _decode_volume(volume_reader, data, max_pixels)
+    if expected == "VOLUME":
+        raise ImageRejected(415, "unsupported_type", "the file is not a NIfTI or DICOM volume")
 
     from PIL import Image
 
@@ -155,6 +172,17 @@ def decode_image(
         raise ImageRejected(400, "broken_image", f"cannot read the file as an image ({type(exc).__name__})") from None
 
 
+def _decode_volume(reader: Reader, data: bytes, max_pixels: int) -> Any:
+    from ..io.volumes import VolumeTooLarge
+
+    try:
+        return reader.read_bytes(data, VOXELS_PER_PIXEL_LIMIT * max_pixels)  # type: ignore[misc]
+    except VolumeTooLarge as exc:
+        raise ImageRejected(413, "too_many_pixels", str(exc)) from None
+    except ValueError as exc:  # ImageInputError: one line saying what is wrong
+        raise ImageRejected(400, "broken_image", str(exc)) from None
+
+
 @dataclass(frozen=True)
 class FolderImage:
     """A file of the ``--images`` folder: ``name`` (relative, for display) and its real path."""
@@ -174,6 +202,14 @@ def scan_image_folder(root: str | os.PathLike[str], *, max_files: int = 2000) ->
     found: list[FolderImage] = []
     for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if Path(dirpath) != real_root and _is_dicom_folder(Path(dirpath), filenames):
+            real = _contained_folder(real_root, Path(dirpath))
+            if real is not None:  # a DICOM series: one entry, read as a volume
+                found.append(FolderImage(name=Path(dirpath).relative_to(real_root).as_posix() + "/", path=real))
+            dirnames[:] = []
+            if len(found) >= max_files:
+                return found
+            continue
         for filename in sorted(filenames):
             if filename.startswith(".") or not filename.lower().endswith(FOLDER_SUFFIXES):
                 continue
@@ -187,8 +223,48 @@ def scan_image_folder(root: str | os.PathLike[str], *, max_files: int = 2000) ->
     return found
 
 
+def _is_dicom_folder(folder: Path, filenames: list[str]) -> bool:
+    from ..io.volumes import DICOM_SUFFIXES, has_suffix
+
+    return any(has_suffix(name, DICOM_SUFFIXES) for name in filenames if not name.startswith("."))
+
+
+def _contained_folder(root: str | os.PathLike[str], candidate: Path) -> Path | None:
+    """The real path of folder ``candidate`` if it is inside the real path of ``root`` and every file
+    under it (links resolved) is too; else None."""
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(candidate))
+    if real == real_root or real_root not in real.parents or not real.is_dir():
+        return None
+    for dirpath, _, filenames in os.walk(real, followlinks=False):
+        for name in filenames:
+            if contained_path(real, Path(dirpath) / name) is None and not name.startswith("."):
+                return None
+    return real
+
+
+def _read_series_folder(root: str | os.PathLike[str], folder: Path, max_bytes: int, max_pixels: int) -> Any:
+    """A DICOM series folder of ``--images`` (containment, total size and voxel count checked first)."""
+    from ..io.volumes import VolumeTooLarge, read_dicom
+
+    real = _contained_folder(root, folder)
+    if real is None:
+        raise ImageRejected(404, "not_found", "the series folder is gone or has files outside the images folder")
+    total = sum(f.stat().st_size for f in real.rglob("*") if f.is_file())
+    if total > 8 * max_bytes:
+        raise ImageRejected(413, "too_large", f"the series is {total:,} bytes; the limit is {8 * max_bytes:,}")
+    try:
+        return read_dicom(real, max_voxels=VOXELS_PER_PIXEL_LIMIT * max_pixels)
+    except VolumeTooLarge as exc:
+        raise ImageRejected(413, "too_many_pixels", str(exc)) from None
+    except ValueError as exc:
+        raise ImageRejected(400, "broken_image", str(exc)) from None
+
+
 def read_folder_image(root: str | os.PathLike[str], image: FolderImage, *, max_bytes: int, max_pixels: int) -> Any:
     """Decode a folder image, re-checking containment at read time (the file may have changed)."""
+    if image.name.endswith("/"):  # a DICOM series folder
+        return _read_series_folder(root, image.path, max_bytes, max_pixels)
     real = contained_path(root, image.path)
     if real is None:
         raise ImageRejected(404, "not_found", "the image file is gone or now points outside the images folder")

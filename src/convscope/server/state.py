@@ -422,3 +422,53 @@ class ViewerState:
             view = unet_view(flow, {entry.name: entry.id for entry in self.layers})
             self.cache.put(key, view)
             return view
+
+    # -- volumes: three linked planes, one slice per request (lazy) ------------------------------
+    def volume_info(self, image_id: str) -> dict[str, Any]:
+        """Geometry of a scan input for the linked-plane view; 404 when the input is not a 3D scan."""
+        record = self._volume_record(image_id)
+        vol = record.volume
+        from ..render.planes import PLANE_EDGES
+
+        x, y, z = vol.shape
+        return {
+            "shape": [x, y, z], "spacing_mm": list(vol.spacing), "counts": {"sagittal": x, "coronal": y, "axial": z},
+            "edges": PLANE_EDGES, "point": [x // 2, y // 2, z // 2], "units": vol.units,
+            "describe": record.describe(),
+        }
+
+    def _volume_record(self, image_id: str) -> Any:
+        prepared = self.prepared(image_id)
+        if prepared.volume is None or prepared.batch.ndim != 5:
+            raise ApiError(404, "not_a_volume", "this input is not a 3D scan")
+        return prepared.volume
+
+    def volume_slice_png(self, image_id: str, plane: str, index: int, *, layer_id: str | None = None,
+                         channel: int | None = None, opacity: float = 0.6, mip: bool = False) -> bytes:
+        """One plane of the scan (radiological, physical aspect), optionally with a layer's map
+        (one channel, or the channel mean) mapped onto the scan's grid; ``mip``: maximum projection."""
+        from ..io.volume_prep import channel_window
+        from ..render.planes import render_plane
+
+        record = self._volume_record(image_id)
+        if plane not in ("axial", "coronal", "sagittal"):
+            raise ApiError(422, "bad_plane", "plane must be axial, coronal or sagittal")
+        key = ("vol", image_id, plane, index, layer_id, channel, round(opacity, 2), mip)
+
+        def render() -> Any:
+            overlay = None
+            if layer_id is not None:
+                maps = self.activation(image_id, layer_id)
+                if maps.ndim != 4:
+                    raise ApiError(422, "not_3d", "this layer's output is not a 3D map")
+                if channel is not None:
+                    self._check_channel(maps, channel)
+                amap = maps[channel] if channel is not None else maps.mean(axis=0)
+                overlay = record.to_volume(np.asarray(amap, dtype=np.float32))
+            try:
+                return render_plane(record.volume, plane, index, window=channel_window(record.window, 0), overlay=overlay,
+                                    overlay_alpha=opacity, mip=mip)
+            except ValueError as exc:
+                raise ApiError(422, "slice_out_of_range", str(exc)) from None
+
+        return self._png(key, render)

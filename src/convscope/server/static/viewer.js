@@ -120,7 +120,105 @@
     preview.alt = "Input image " + (image ? image.name : "");
     preview.hidden = false;
     closeDetail();
-    return loadLayer().then(loadUNet);
+    return loadLayer().then(loadUNet).then(loadVolume);
+  }
+
+  // -- scans: three linked planes, one slice image per request (lazy) ------------------------------
+  var PLANES = ["axial", "coronal", "sagittal"];
+  var volume = { info: null, imageId: null, point: null, timer: null };
+
+  function planeFigure(plane) { return document.querySelector("#volume figure[data-plane='" + plane + "']"); }
+
+  function loadVolume() {
+    var imageId = state.imageId;
+    if (!imageId) { $("volume").hidden = true; return Promise.resolve(); }
+    return api("/api/images/" + enc(imageId) + "/volume").then(function (info) {
+      if (imageId !== state.imageId) { return; }
+      volume.info = info;
+      volume.imageId = imageId;
+      volume.point = info.point.slice();
+      var d = info.describe;
+      $("volume-meta").textContent = info.shape.join(" x ") + " voxels of " +
+        info.spacing_mm.map(function (v) { return fmt(v); }).join(" x ") + " mm, stored " + d.volume.stored_orientation +
+        " (shown RAS+); display window " + d.window_applied + "; model intensity " + d.intensity;
+      PLANES.forEach(function (plane) {
+        var fig = planeFigure(plane);
+        var slider = fig.querySelector("input[type=range]");
+        slider.max = String(info.counts[plane] - 1);
+        var edges = info.edges[plane];
+        ["left", "right", "top", "bottom"].forEach(function (edge) {
+          fig.querySelector(".edge-" + edge).textContent = edges[edge];
+        });
+      });
+      $("volume").hidden = false;
+      renderVolume();
+    }).catch(function () { $("volume").hidden = true; volume.info = null; });
+  }
+
+  function sliceOf(plane) {
+    var p = volume.point;
+    return plane === "axial" ? p[2] : plane === "coronal" ? p[1] : p[0];
+  }
+
+  function renderVolume() {
+    if (!volume.info || volume.imageId !== state.imageId) { return; }
+    var info = volume.info, X = info.shape[0], Y = info.shape[1], Z = info.shape[2], p = volume.point;
+    var mip = $("volume-mip").checked;
+    var params = [];
+    if ($("volume-overlay").checked && state.layerId) {
+      params.push("layer=" + enc(state.layerId));
+      params.push("opacity=" + enc($("volume-opacity").value));
+    }
+    if (mip) { params.push("mip=true"); }
+    var query = params.length ? "?" + params.join("&") : "";
+    // crosshair position (fraction of the image) of the other two planes, radiological view
+    var cross = {
+      axial: [(X - 1 - p[0] + 0.5) / X, (Y - 1 - p[1] + 0.5) / Y],
+      coronal: [(X - 1 - p[0] + 0.5) / X, (Z - 1 - p[2] + 0.5) / Z],
+      sagittal: [(Y - 1 - p[1] + 0.5) / Y, (Z - 1 - p[2] + 0.5) / Z]
+    };
+    PLANES.forEach(function (plane) {
+      var fig = planeFigure(plane), index = sliceOf(plane);
+      var img = fig.querySelector("img");
+      var src = "/api/images/" + enc(state.imageId) + "/volume/" + plane + "/" + index + ".png" + query;
+      if (img.getAttribute("src") !== src) { img.src = src; }
+      img.alt = plane + (mip ? " maximum projection" : " slice " + index);
+      fig.querySelector("input[type=range]").value = String(index);
+      fig.querySelector("output").textContent = mip ? "max projection" : index + " / " + (info.counts[plane] - 1);
+      fig.querySelector(".cross-v").style.left = (cross[plane][0] * 100) + "%";
+      fig.querySelector(".cross-h").style.top = (cross[plane][1] * 100) + "%";
+    });
+  }
+
+  function scheduleVolume() {
+    clearTimeout(volume.timer);
+    volume.timer = setTimeout(renderVolume, 80);
+  }
+
+  function bindVolume() {
+    PLANES.forEach(function (plane) {
+      var fig = planeFigure(plane);
+      fig.querySelector("input[type=range]").addEventListener("input", function () {
+        if (!volume.point) { return; }
+        var axis = plane === "axial" ? 2 : plane === "coronal" ? 1 : 0;
+        volume.point[axis] = Number(this.value);
+        scheduleVolume();
+      });
+      fig.querySelector(".plane-box").addEventListener("click", function (event) {
+        if (!volume.info) { return; }
+        var rect = fig.querySelector("img").getBoundingClientRect();
+        var fx = Math.min(0.999, Math.max(0, (event.clientX - rect.left) / rect.width));
+        var fy = Math.min(0.999, Math.max(0, (event.clientY - rect.top) / rect.height));
+        var s = volume.info.shape, p = volume.point;
+        if (plane === "axial") { p[0] = s[0] - 1 - Math.floor(fx * s[0]); p[1] = s[1] - 1 - Math.floor(fy * s[1]); }
+        else if (plane === "coronal") { p[0] = s[0] - 1 - Math.floor(fx * s[0]); p[2] = s[2] - 1 - Math.floor(fy * s[2]); }
+        else { p[1] = s[1] - 1 - Math.floor(fx * s[1]); p[2] = s[2] - 1 - Math.floor(fy * s[2]); }
+        renderVolume();
+      });
+    });
+    $("volume-overlay").addEventListener("change", renderVolume);
+    $("volume-mip").addEventListener("change", renderVolume);
+    $("volume-opacity").addEventListener("input", scheduleVolume);
   }
 
   function upload(event) {
@@ -171,6 +269,7 @@
     $("layer-select").value = layerId;
     closeDetail();
     loadKernels();
+    renderVolume();
     return loadLayer();
   }
 
@@ -430,6 +529,7 @@
 
   // -- events ------------------------------------------------------------------------------------
   function bind() {
+    bindVolume();
     $("image-select").addEventListener("change", function () { selectImage(this.value); });
     $("upload-form").addEventListener("submit", upload);
     $("layer-select").addEventListener("change", function () { selectLayer(this.value); });
