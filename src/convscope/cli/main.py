@@ -33,6 +33,24 @@ KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from .._version import __version__
+
+        typer.echo(f"convscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    traceback: Annotated[bool, typer.Option("--traceback", help="on an error, print the full traceback "
+                                            "(also accepted after the command)")] = False,
+) -> None:
+    """See what a CNN learned (kernels) and what it does with an input (activations); U-Nets first-class."""
+
+
 def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None, normalize: str | None = None) -> Any:
     from ..scope import Scope
 
@@ -241,32 +259,143 @@ def _report_written(manifest: Path) -> None:
     _echo(f"wrote {len(data['files'])} files to {manifest.parent} (see {manifest.name})")
 
 
+def _parser_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """The (usage-error, exit, abort) exception classes of the parser typer runs on.
+
+    typer >= 0.20 carries its own copy of click (``typer._click``), older typer uses ``click``; both may be
+    loaded at once. The classes are found from what typer itself exports (``typer.BadParameter``'s
+    bases, ``typer.Exit``, ``typer.Abort``) and from any click copy already imported, so an
+    ``isinstance`` check matches whichever copy raised.
+    """
+    usage: list[type[BaseException]] = []
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            usage.append(cls)
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for attr, bucket in (("ClickException", usage), ("Exit", exits), ("Abort", aborts)):
+            cls = getattr(module, attr, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in bucket:
+                bucket.append(cls)
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _usage_line(exc: BaseException) -> str:
+    """``convscope: error: MESSAGE (see 'convscope CMD --help')`` for a parser error."""
+    format_message = getattr(exc, "format_message", None)
+    message = _one_line(format_message() if callable(format_message) else str(exc))
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "convscope"
+    return f"convscope: error: {message} (see '{path} --help')"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the same clean-up runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _out_dir_of(argv: list[str]) -> str | None:
+    """The ``-o/--out`` value of ``argv`` (for the interruption message), if given."""
+    for i, arg in enumerate(argv):
+        if arg in ("-o", "--out") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--out="):
+            return arg[len("--out="):]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
+    """Entry point: run the app; every usage or input error is ONE line on stderr and exit status 2.
+
+    * parser errors (unknown command/option, missing or malformed value): exit 2;
+    * ``ConvscopeError``/``ValueError`` and file errors from the run: exit 2;
+    * an exception from the user's own code (a factory) arrives as ``ModelLoadError`` naming its type
+      and message; ``--traceback`` (anywhere on the line) prints the full traceback instead;
+    * Ctrl-C: exit 130, SIGTERM: exit 143, with ``convscope: interrupted; DIR is left as before``
+      (output folders are committed all at once at the end of a run, see ``OutputDir``);
+    * anything else is a bug: one line naming it, exit 1 (``--traceback`` for the details).
+    """
+    import signal
+
     from ..errors import ConvscopeError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in args[: args.index("--")] if "--" in args else "--traceback" in args
+    if show_traceback:
+        args = [a for a in args if a != "--traceback"]
+    usage, exits, aborts = _parser_exceptions()
+    previous_term = None
+    if threading_is_main():
+        previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, standalone_mode=False)
-    except ConvscopeError as exc:
-        typer.echo(f"convscope: error: {exc}", err=True)
-        raise SystemExit(2) from None
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        typer.echo(f"convscope: error: {exc}", err=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("convscope: interrupted", err=True)
-        raise SystemExit(130) from None
+        command = typer.main.get_command(app)
+        with command.make_context("convscope", args) as ctx:
+            command.invoke(ctx)
+    except KeyboardInterrupt as exc:
+        where = _out_dir_of(args)
+        place = f"; {where} is left as before" if where else ""
+        typer.echo(f"convscope: interrupted{place}", err=True)
+        raise SystemExit(143 if isinstance(exc, _Terminated) else 130) from None
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Abort):
+    except BaseException as exc:  # noqa: BLE001 - sorted below; nothing else escapes as a traceback
+        usage, exits, aborts = _parser_exceptions()  # a click copy may have been imported meanwhile
+        if isinstance(exc, exits):
+            raise SystemExit(getattr(exc, "exit_code", 0)) from None
+        if isinstance(exc, aborts):
+            typer.echo("convscope: aborted", err=True)
             raise SystemExit(1) from None
-        raise
+        if show_traceback:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        if isinstance(exc, usage):
+            if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+                typer.echo(exc.ctx.get_help(), err=True)  # type: ignore[attr-defined]
+                raise SystemExit(2) from None
+            typer.echo(_usage_line(exc), err=True)
+            raise SystemExit(2) from None
+        if isinstance(exc, (ConvscopeError, ValueError, OSError)):
+            typer.echo(f"convscope: error: {_error_text(exc)}", err=True)
+            raise SystemExit(2) from None
+        if isinstance(exc, MemoryError):
+            typer.echo("convscope: error: out of memory; use a smaller --size, fewer --layer, or a smaller batch "
+                       "(convscope estimates the need beforehand: see --max-memory)", err=True)
+            raise SystemExit(2) from None
+        hint = "" if show_traceback else " (run again with --traceback for the details)"
+        typer.echo(f"convscope: internal error: {type(exc).__name__}: {_one_line(str(exc))}{hint}", err=True)
+        raise SystemExit(1) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for a user/environment error; OS errors name the file and say what failed."""
+    if isinstance(exc, OSError):
+        target = exc.filename or ""
+        reason = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            return f"{reason}: {target} (choose a folder you can write to, e.g. -o ~/convscope-out)" if target else reason
+        return f"{reason}: {target}" if target else reason
+    return _one_line(str(exc)) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover
