@@ -155,13 +155,14 @@ def write_activations(
     from .render.colormap import get_colormap
 
     get_colormap(cmap)  # unknown names fail here, with the list of known ones
+    names = scope.select(layers, kind=kind)
+    scope.check_memory(image, names, size=size, mode="stream")  # before the image is decoded
     prepared = scope.prepare(image, size=size, normalize=input_normalize)
     batch_size = prepared.batch.shape[0]
     chosen = list(range(batch_size)) if samples is None else list(samples)
     for s in chosen:
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
-    names = scope.select(layers, kind=kind)
     with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG

@@ -10,6 +10,7 @@ import numpy as np
 
 from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet
+from .core.budget import MemoryEstimate
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .loading import LoadedModel, load_model
@@ -86,6 +87,9 @@ class Scope:
         self.name = loaded.name
         self.input_shape = tuple(input_shape) if input_shape is not None else loaded.input_shape
         self.normalize = normalize if normalize is not None else loaded.normalize
+        self.max_memory: int | None = None
+        """Memory budget in bytes for one capture (None: ``convscope.core.budget.default_budget()``)."""
+        self._probe_cache: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"Scope({self.name!r}, framework={self.adapter.framework})"
@@ -120,6 +124,38 @@ class Scope:
             expected_size=expected if size is None else None,
         )
 
+    def check_memory(
+        self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
+        what: str | None = None,
+    ) -> MemoryEstimate:
+        """Estimate the memory a capture of ``layers`` (default: every layer) on ``image`` needs and
+        raise :class:`~convscope.core.budget.MemoryBudgetError` when it is above :attr:`max_memory`.
+
+        Runs before the image is decoded (its size comes from the file header) and before the
+        forward pass; see :mod:`convscope.core.budget` for what is counted.
+        """
+        from .core.budget import check_capture
+        from .io.images import planned_shape
+
+        spec = self.adapter.input_spec()
+        shape = planned_shape(image, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
+        leaves = [info for info in self.adapter.layers() if info.is_leaf]
+        chosen = list(layers) if layers is not None else [info.name for info in leaves]
+        channels = {info.name: info.out_channels if info.is_conv else None for info in leaves}
+        for name in chosen:
+            channels.setdefault(name, None)
+        label = what or f"the activations of {len(chosen)} layer{'s' if len(chosen) != 1 else ''}"
+        return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
+                             fixed=spec.spatial_size, budget=self.max_memory, mode=mode, what=label)
+
+    def _probe_shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Per-sample output shapes of every leaf layer from one forward pass on zeros of ``shape`` (cached)."""
+        if shape not in self._probe_cache:
+            names = [info.name for info in self.adapter.layers() if info.is_leaf]
+            result = self.adapter.capture(np.zeros(shape, dtype=np.float32), names, on_activation=lambda _n, _a: None)
+            self._probe_cache[shape] = {name: tuple(s[1:]) for name, s in result.shapes.items()}
+        return self._probe_cache[shape]
+
     def _example_batch(self) -> np.ndarray | None:
         if self.loaded.sample is not None:
             return self.prepare(self.sample()).batch
@@ -139,6 +175,8 @@ class Scope:
         Output shapes come from one forward pass on ``image`` (or on the model's known input shape).
         ``containers=True`` also lists blocks/Sequentials, not only leaf layers.
         """
+        if image is not None:
+            self.check_memory(image, size=size, mode="stream", what="the shape pass")
         batch = self.prepare(image, size=size).batch if image is not None else self._example_batch()
         infos = self.adapter.describe_layers(batch)
         if not containers:
@@ -189,8 +227,9 @@ class Scope:
             :class:`ActivationSet` mapping layer name -> :class:`Activation` with ``(N, C, *spatial)``
             float32 data. A module called more than once also appears as ``name#1``, ``name#2``...
         """
-        prepared = self.prepare(image, size=size, normalize=normalize)
         names = self.select(layers, kind=kind)
+        self.check_memory(image, names, size=size)
+        prepared = self.prepare(image, size=size, normalize=normalize)
         result = self.adapter.capture(prepared.batch, names, train_mode=train)
         display = prepared.display[0] if prepared.display is not None else None
         items = {
@@ -207,6 +246,7 @@ class Scope:
         """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`)."""
         from .unet_flow import build_unet_flow, unet_backend_for
 
+        self.check_memory(image, size=size, what="the U-Net flow (every layer)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask)

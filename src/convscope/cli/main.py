@@ -30,6 +30,9 @@ SizeOpt = Annotated[Optional[str], typer.Option("--size", help="resize the input
 NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD | m1:m2:m3,s1:s2:s3")]
 LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name or glob (repeatable); default: all convolutions")]
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
+MaxMemoryOpt = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="memory budget of one capture: 4G, 512M or 60%; estimated before the forward pass "
+    "and refused above it  [default: 50% of the available memory]")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 
 
@@ -51,12 +54,16 @@ def _root(
     """See what a CNN learned (kernels) and what it does with an input (activations); U-Nets first-class."""
 
 
-def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None, normalize: str | None = None) -> Any:
+def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None,
+           normalize: str | None = None, max_memory: str | None = None) -> Any:
+    from ..core.budget import parse_memory
     from ..scope import Scope
 
+    budget = parse_memory(max_memory) if max_memory is not None else None  # checked before the model loads
     scope = Scope(model, kwargs=kwargs, weights=weights, trust=trust, device=device)
     if normalize is not None:
         scope.normalize = normalize
+    scope.max_memory = budget
     return scope
 
 
@@ -77,9 +84,10 @@ def layers(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """List the layers: name, kind, kernel, stride, groups, output shape, parameters."""
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _scope(model, kwargs, weights, trust, device, normalize, max_memory)
     table = scope.layers(image, kind=kind, containers=containers, size=size)
     if as_json:
         _echo(json.dumps({"model": scope.name, "framework": scope.adapter.framework, "layers": table.to_json()}, indent=2))
@@ -135,9 +143,10 @@ def activations(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Capture the chosen layers in ONE forward pass and write their channel grids into OUT."""
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _scope(model, kwargs, weights, trust, device, normalize, max_memory)
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
@@ -161,11 +170,13 @@ def unet(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json."""
     from .cmd_unet import run_unet
 
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _scope(model, kwargs, weights, trust, device, normalize, max_memory)
+    scope.check_memory(image, size=size, what="the U-Net flow (every layer)")
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
@@ -200,12 +211,13 @@ def report(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Write a self-contained HTML report (index.html + images, works offline) into OUT.
 
     Default layers: convolutions and activation layers (--layer / --kind to choose).
     """
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    scope = _scope(model, kwargs, weights, trust, device, normalize, max_memory)
     index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
                          progress=progress, echo=_echo)
     _echo(f"wrote {index} (open it in a browser; every file is listed in {index.parent / 'manifest.json'})")
@@ -227,17 +239,20 @@ def serve(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Live viewer in the browser: choose or upload an image, browse layers and channels, see the U-Net flow.
 
     Every request needs the random token in the printed URL.
     """
+    from ..server.run import check_address
     from ..server.run import serve as run_server
     from ..server.state import ServerLimits
 
     if cache_mb < 1 or max_upload_mb < 1:
         raise ValueError("--cache-mb and --max-upload-mb must be at least 1")
-    scope = _scope(model, kwargs, weights, trust, device, normalize)
+    check_address(host, port)  # before the model is loaded
+    scope = _scope(model, kwargs, weights, trust, device, normalize, max_memory)
     limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
     run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
                echo=_echo, warn=lambda text: typer.echo(text, err=True))

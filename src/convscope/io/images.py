@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ImageInputError
 
-__all__ = ["PreparedInput", "prepare_input", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES"]
+__all__ = ["PreparedInput", "prepare_input", "planned_shape", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 ARRAY_SUFFIXES = (".npy",)
@@ -114,6 +114,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, bool]:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with Image.open(path) as img:
+            _check_pixels(path.name, img.size)  # from the header, before anything is decoded
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max())))
@@ -127,6 +128,90 @@ def _read_file(path: Path) -> tuple[np.ndarray, bool]:
         raise ImageInputError(f"{path.name} has too many pixels (limit {MAX_PIXELS:,}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"cannot read {path.name} as an image ({exc}); give a PNG, JPEG, TIFF or .npy file") from None
+
+
+def _check_pixels(name: str, size: tuple[int, ...]) -> None:
+    """Refuse an image above :data:`MAX_PIXELS` from its header size (Pillow only warns up to 2x its limit)."""
+    pixels = int(np.prod(size, dtype=np.int64))
+    if pixels > MAX_PIXELS:
+        dims = "x".join(str(v) for v in size)
+        raise ImageInputError(f"{name} is {dims} = {pixels:,} pixels, over the limit of {MAX_PIXELS:,}; "
+                              f"resize it first (e.g. with --size after shrinking it below the limit)")
+
+
+def _header_shape(path: Path) -> tuple[tuple[int, ...], bool]:
+    """(array shape, channels_last) of an image or ``.npy`` file from its header only (nothing decoded)."""
+    if not path.exists() or path.is_dir():
+        _read_file(path)  # raises the usual one-line error
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(handle)
+        except Exception:  # noqa: BLE001 - the full read reports it
+            return _read_file(path)[0].shape, False
+        _check_dtype(np.dtype(dtype), path.name)
+        return tuple(int(v) for v in shape), False
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            _check_pixels(path.name, (width, height))
+            bands = len(img.getbands())
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return _read_file(path)[0].shape, True  # raises the one-line error
+    return ((height, width) if bands == 1 else (height, width, bands)), True
+
+
+def planned_shape(
+    image: Any,
+    *,
+    channels: int | None,
+    spatial_dims: int = 2,
+    size: int | str | tuple[int, ...] | None = None,
+) -> tuple[int, ...]:
+    """The ``(N, C, *spatial)`` batch :func:`prepare_input` would make of ``image``, without decoding it.
+
+    Image files are measured from their header (and refused over :data:`MAX_PIXELS`), ``.npy`` files
+    from theirs; arrays, PIL images and tensors from their shape. Used to check the memory budget
+    before any pixel is decoded.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        shape, channels_last = _header_shape(Path(image))
+        hint: bool | None = channels_last
+    elif isinstance(image, (list, tuple)) and image and not isinstance(image[0], (int, float)):
+        parts = [planned_shape(item, channels=channels, spatial_dims=spatial_dims, size=size) for item in image]
+        return (sum(p[0] for p in parts), *parts[0][1:])
+    else:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover
+            Image = None  # type: ignore[assignment]
+        if Image is not None and isinstance(image, Image.Image):
+            width, height = image.size
+            bands = len(image.getbands())
+            shape, hint = ((height, width) if bands == 1 else (height, width, bands)), True
+        elif hasattr(image, "shape"):
+            shape, hint = tuple(int(v) for v in image.shape), (False if hasattr(image, "detach") else None)
+        else:
+            shape, hint = np.asarray(image).shape, None
+    batch = _canonical_shape(tuple(shape), hint, spatial_dims, channels)
+    have = batch[1]
+    if channels is not None and have != channels:
+        have = channels
+    wanted = parse_size(size)
+    if wanted is not None and spatial_dims == 1 and len(wanted) == 2:
+        wanted = wanted[:1]
+    spatial = tuple(wanted) if wanted is not None and len(wanted) == len(batch) - 2 else batch[2:]
+    return (batch[0], have, *spatial)
+
+
+def _check_dtype(dtype: np.dtype, source: str) -> None:
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ImageInputError(f"{source} holds complex numbers ({dtype}); give real values, e.g. np.abs(x) or x.real")
 
 
 def _to_array(image: Any) -> tuple[np.ndarray, bool | None, str]:
@@ -155,6 +240,7 @@ def _to_array(image: Any) -> tuple[np.ndarray, bool | None, str]:
 
 
 def _as_float(arr: np.ndarray) -> np.ndarray:
+    _check_dtype(arr.dtype, "the image array")
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if arr.dtype == np.uint16:
@@ -166,6 +252,38 @@ def _as_float(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def _is_channels_last(shape: tuple[int, ...], hint: bool | None, spatial_dims: int, channels: int | None) -> bool:
+    """The layout :func:`_canonical` reads an array of ``shape`` in (``hint``: known layout, or None)."""
+    if hint is not None:
+        return hint
+    nd = len(shape)
+    if nd in (spatial_dims + 1, spatial_dims + 2):
+        first = shape[0] if nd == spatial_dims + 1 else shape[1]
+        if channels is not None and shape[-1] == channels and first != channels:
+            return True
+        if channels is None or first != channels:
+            # an (H, W, 1|3|4) array with a small last axis is an image in channels-last layout
+            return spatial_dims == 2 and nd == 3 and shape[-1] in (1, 3, 4) and shape[0] > 4
+    return False
+
+
+def _canonical_shape(shape: tuple[int, ...], hint: bool | None, spatial_dims: int, channels: int | None) -> tuple[int, ...]:
+    """The ``(N, C, *spatial)`` shape :func:`_canonical` gives an array of ``shape`` (no data touched)."""
+    nd = len(shape)
+    last = _is_channels_last(shape, hint, spatial_dims, channels)
+    if nd == spatial_dims:
+        return (1, 1, *shape)
+    if last and nd == spatial_dims + 1:
+        return (1, shape[-1], *shape[:-1])
+    if last and nd == spatial_dims + 2:
+        return (shape[0], shape[-1], *shape[1:-1])
+    if nd == spatial_dims + 1:
+        return (1, *shape)
+    if nd == spatial_dims + 2:
+        return tuple(shape)
+    return (1, 1, *shape[-spatial_dims:]) if nd > spatial_dims else (1, 1, *shape)
+
+
 def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int, channels: int | None = None) -> np.ndarray:
     """Any supported array -> (N, C, *spatial) float32.
 
@@ -174,15 +292,7 @@ def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int, c
     style ``(N, H, W, C)`` batch), or an ``(H, W, 1|3|4)`` picture.
     """
     nd = arr.ndim
-    if channels_last is None:
-        channels_last = False
-        if nd in (spatial_dims + 1, spatial_dims + 2):
-            first = arr.shape[0] if nd == spatial_dims + 1 else arr.shape[1]
-            if channels is not None and arr.shape[-1] == channels and first != channels:
-                channels_last = True
-            elif channels is None or first != channels:
-                # an (H, W, 1|3|4) array with a small last axis is an image in channels-last layout
-                channels_last = spatial_dims == 2 and nd == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4
+    channels_last = _is_channels_last(arr.shape, channels_last, spatial_dims, channels)
     if channels_last:
         if nd == spatial_dims:  # gray image
             arr = arr[None, None]

@@ -474,6 +474,7 @@ def build_report(
             image_items: list[_ImageItem] = []
             summary_shapes: dict[str, tuple[int, ...]] = {}
             for source_index, image in enumerate(items):
+                scope.check_memory(image, capture_names, size=size, mode="stream")  # before decoding and the forward pass
                 prepared = scope.prepare(image, size=size, normalize=normalize)
                 batch_size = prepared.batch.shape[0]
                 first = len(image_items)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.budget import MemoryBudgetError
 from ..core.health import activation_health, channel_stats, weight_health
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError
@@ -211,9 +212,15 @@ class ViewerState:
 
     def _prepare(self, entry: ImageEntry) -> PreparedInput:
         try:
-            return self.scope.prepare(self._decode(entry), size=self.size, normalize=self.normalize)
+            image = self._decode(entry)
+            # the capture of every viewer layer is estimated before any work (same budget as the CLI)
+            self.scope.check_memory(image, [layer.name for layer in self.layers], size=self.size,
+                                    what=f"the viewer's {len(self.layers)} layers")
+            return self.scope.prepare(image, size=self.size, normalize=self.normalize)
         except ApiError:
             raise
+        except MemoryBudgetError as exc:
+            raise ApiError(413, "too_large", str(exc)) from None
         except ConvscopeError as exc:
             raise ApiError(422, "bad_image", str(exc)) from None
 
