@@ -74,7 +74,7 @@ def _echo(text: str) -> None:
 @app.command()
 def layers(
     model: ModelArg,
-    image: Annotated[Optional[str], typer.Argument(help="optional input, to show output shapes")] = None,
+    image: Annotated[Optional[str], typer.Argument(help="optional input, to show output shapes", metavar="[IMAGE]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     containers: Annotated[bool, typer.Option("--containers", help="also list blocks/Sequentials")] = False,
     kind: KindOpt = None,
@@ -122,7 +122,7 @@ def kernels(
 @app.command()
 def activations(
     model: ModelArg,
-    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array", metavar="IMAGE")],
     out: OutOpt = Path("convscope-activations"),
     layer: LayerOpt = None,
     kind: KindOpt = None,
@@ -158,7 +158,7 @@ def activations(
 @app.command()
 def unet(
     model: ModelArg,
-    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+    image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array", metavar="IMAGE")],
     out: OutOpt = Path("convscope-unet"),
     target: Annotated[Optional[int], typer.Option("--target", help="output channel scored for the gradient share (default: predicted class)")] = None,
     mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,

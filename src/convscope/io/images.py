@@ -113,7 +113,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, bool]:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             _check_pixels(path.name, img.size)  # from the header, before anything is decoded
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -124,10 +124,24 @@ def _read_file(path: Path) -> tuple[np.ndarray, bool]:
             if img.mode not in ("L", "RGB", "RGBA", "LA"):
                 img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" and "transparency" in img.info else "RGB")
             return np.asarray(img), True
+    except ImageInputError:
+        raise
     except Image.DecompressionBombError:
         raise ImageInputError(f"{path.name} has too many pixels (limit {MAX_PIXELS:,}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"cannot read {path.name} as an image ({exc}); give a PNG, JPEG, TIFF or .npy file") from None
+
+
+def _open_image(path: Path) -> Any:
+    """``PIL.Image.open`` (lazy: reads the header only) without Pillow's decompression-bomb warning:
+    convscope refuses over-limit images itself (:func:`_check_pixels`)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def _check_pixels(name: str, size: tuple[int, ...]) -> None:
@@ -136,7 +150,7 @@ def _check_pixels(name: str, size: tuple[int, ...]) -> None:
     if pixels > MAX_PIXELS:
         dims = "x".join(str(v) for v in size)
         raise ImageInputError(f"{name} is {dims} = {pixels:,} pixels, over the limit of {MAX_PIXELS:,}; "
-                              f"resize it first (e.g. with --size after shrinking it below the limit)")
+                              f"shrink the file below the limit first (--size resizes only after decoding)")
 
 
 def _header_shape(path: Path) -> tuple[tuple[int, ...], bool]:
@@ -157,10 +171,12 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], bool]:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             width, height = img.size
             _check_pixels(path.name, (width, height))
             bands = len(img.getbands())
+    except ImageInputError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return _read_file(path)[0].shape, True  # raises the one-line error
     return ((height, width) if bands == 1 else (height, width, bands)), True
