@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     from ..errors import ConvscopeError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]  # the same (help on stdout, exit 0) with every typer/click version
     show_traceback = "--traceback" in args[: args.index("--")] if "--" in args else "--traceback" in args
     if show_traceback:
         args = [a for a in args if a != "--traceback"]
