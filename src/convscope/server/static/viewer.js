@@ -110,17 +110,74 @@
     });
   }
 
+  function imageById(imageId) {
+    return state.images.filter(function (i) { return i.id === imageId; })[0];
+  }
+
+  function setBusy(busy, label) {
+    var main = $("main");
+    main.setAttribute("aria-busy", busy ? "true" : "false");
+    document.body.classList.toggle("busy", !!busy);
+    $("busy").hidden = !busy;
+    $("busy").textContent = busy ? label : "";
+  }
+
+  function showNotes(image) {
+    var notes = $("image-notes");
+    notes.textContent = image && image.notes && image.notes.length ? "Input " + image.notes.join("; ") + "." : "";
+  }
+
   function selectImage(imageId) {
     state.imageId = imageId || null;
     $("image-select").value = imageId || "";
     var preview = $("input-preview");
     if (!imageId) { preview.hidden = true; return Promise.resolve(); }
-    var image = state.images.filter(function (i) { return i.id === imageId; })[0];
+    var image = imageById(imageId);
+    // never show the previous image's views under the new image's name: clear them first
+    state.summary = null;
+    clear($("channel-grid"));
+    setStats($("health"), []);
+    $("pager").hidden = true;
+    $("unet").hidden = true;
+    $("predictions").hidden = true;
+    closeDetail();
+    setBusy(true, "Computing the activations of " + (image ? image.name : "the image") + "…");
     preview.src = "/api/images/" + enc(imageId) + "/input.png";
     preview.alt = "Input image " + (image ? image.name : "");
     preview.hidden = false;
-    closeDetail();
-    return loadLayer().then(loadUNet);
+    showNotes(image);
+    var done = function () { if (state.imageId === imageId) { setBusy(false); } };
+    return loadLayer().then(loadPredictions).then(function () {
+      return loadImages().then(function () { if (state.imageId === imageId) { showNotes(imageById(imageId)); } });
+    }).then(loadUNet).then(done, function (err) { done(); throw err; });
+  }
+
+  // -- predictions (classifiers) -----------------------------------------------------------------
+  function loadPredictions() {
+    var section = $("predictions");
+    if (!state.imageId) { section.hidden = true; return Promise.resolve(); }
+    var imageId = state.imageId;
+    return api("/api/images/" + enc(imageId) + "/predictions").then(function (p) {
+      if (state.imageId !== imageId) { return; }
+      if (p.kind !== "classes") { section.hidden = true; return; }
+      if (state.model) { state.model.unet = false; }  // a classifier: no U-Net view to ask for
+      var list = $("prediction-list");
+      clear(list);
+      p.top.forEach(function (row) {
+        var item = document.createElement("li");
+        var bar = document.createElement("span");
+        bar.className = "bar";
+        bar.style.width = Math.max(1, Math.round(row.probability * 100)) + "%";
+        var text = document.createElement("span");
+        text.textContent = "class " + row.index + ": " + pct(row.probability);
+        item.appendChild(text);
+        item.appendChild(bar);
+        list.appendChild(item);
+      });
+      $("prediction-note").textContent = "Top " + p.top.length + " of " + p.classes + " classes" +
+        (p.softmax ? " (probabilities: softmax of the model's scores)" : " (the model's own probabilities)");
+      section.hidden = false;
+    }).catch(function (err) { showError(err.message); });
   }
 
   function upload(event) {
@@ -136,7 +193,7 @@
     status.textContent = "Uploading " + file.name + "…";
     $("upload-button").disabled = true;
     api("/api/images", { method: "POST", body: form }).then(function (image) {
-      status.textContent = "Uploaded " + image.name + ".";
+      status.textContent = "Uploaded " + image.name + (image.notes && image.notes.length ? ": " + image.notes.join("; ") : "") + ".";
       input.value = "";
       return loadImages().then(function () { return selectImage(image.id); });
     }).catch(function (err) {
