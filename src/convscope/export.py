@@ -44,8 +44,11 @@ def write_kernels(
     rgb: bool | None = None,
     labels: bool = False,
     arrays: bool = False,
+    progress: bool | None = None,
 ) -> Path:
     """One PNG grid per convolution layer (default: all), plus ``.npz`` weights if ``arrays``.
+
+    ``progress``: one bar over the layers (see :class:`convscope.progress.Progress`; None: auto).
 
     Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.png``).
     """
@@ -56,16 +59,19 @@ def write_kernels(
 
         get_colormap(cmap)
     names = scope.select(layers, kind=kind, kernels=True)
-    with OutputDir(out, info={"command": "kernels", "model": scope.name}) as folder:
+    from .progress import Progress
+
+    with Progress(len(names), "convscope kernels", unit="layer", enabled=progress) as bar, \
+            OutputDir(out, info={"command": "kernels", "model": scope.name}) as folder:
         for name in names:
             bank = scope.adapter.kernel(name)
             stem = safe_filename(name)
             meta = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
-            folder.add_rendered(
+            bar.track(folder.add_rendered(
                 folder.unique_name(stem, ".png"),
                 lambda bank=bank: bank.grid(scale=scale, normalize=normalize, cmap=cmap, rgb=rgb, labels=labels),
                 **meta,
-            )
+            ))
             if arrays:
                 payload = {"weights": bank.weights}
                 if bank.bias is not None:
@@ -131,6 +137,7 @@ def write_activations(
     size: Any = None,
     input_normalize: str | None = None,
     train: bool = False,
+    progress: bool | None = None,
 ) -> Path:
     """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
 
@@ -143,6 +150,7 @@ def write_activations(
 
     Files: ``LAYER.png`` (sample 0) or ``LAYER.sN.png`` per sample of a batch, ``LAYER.overlay.png``
     with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
+    ``progress``: one bar over the grids (see :class:`convscope.progress.Progress`; None: auto).
     Returns the path of ``manifest.json``.
     """
     # check every option before anything is captured or written
@@ -163,7 +171,11 @@ def write_activations(
     for s in chosen:
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
-    with OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
+    from .progress import Progress
+
+    # one step per (layer, sample) grid; a layer that runs twice (name#1) adds none, the end fills to 100%
+    with Progress(len(names) * len(chosen), "convscope activations", unit="grid", enabled=progress) as bar, \
+            OutputDir(out, info={"command": "activations", "model": scope.name, "input": prepared.source}) as folder:
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG
             # encoding run on the output folder's threads while the forward pass goes on. A volume
@@ -178,12 +190,12 @@ def write_activations(
                 meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s}
                 render = partial(_grid_with_stats, act, s, top=top, order=order, cmap=cmap, scale=scale,
                                  normalize=normalize, labels=labels, volume=volume)
-                folder.add_rendered(
+                bar.track(folder.add_rendered(
                     folder.unique_name(stem, suffix),
                     _drawn_now(render) if volume_now else render,
                     nbytes=0 if volume_now else data[s].nbytes,
                     **meta,
-                )
+                ))
                 if overlay and prepared.display is not None and data.ndim in (4, 5):
                     render = partial(act.overlay, prepared.display[s], sample=s)
                     folder.add_rendered(

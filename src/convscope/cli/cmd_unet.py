@@ -25,6 +25,7 @@ def run_unet(
     mask: Any = None,
     thumbnail: str = "mean",
     top: int = 8,
+    progress: bool | None = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -38,6 +39,7 @@ def run_unet(
         mask: ``(*spatial)`` 0/1 region for the gradient share's score.
         thumbnail: ``"mean"`` or ``"top"`` for the flow figure's thumbnails.
         top: channels per grid in the level panels.
+        progress: one bar over the two steps (None: when stderr is a terminal; see convscope.progress).
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -47,6 +49,11 @@ def run_unet(
     """
     from ..unet_flow import build_unet_flow, unet_backend_for
 
+    from ..progress import Progress
+
     backend = unet_backend_for(model_adapter_or_backend)
-    flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    return flow.save(out_dir, thumbnail=thumbnail, top=top)
+    # one bar, two steps known up front: the analysis (forward + backward pass), then drawing and writing
+    with Progress(2, "convscope unet", unit="step", enabled=progress) as bar:
+        flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
+        bar.advance()
+        return flow.save(out_dir, thumbnail=thumbnail, top=top)

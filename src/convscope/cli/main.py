@@ -33,6 +33,9 @@ KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv
 MaxMemoryOpt = Annotated[Optional[str], typer.Option(
     "--max-memory", help="memory budget of one capture: 4G, 512M or 60%; estimated before the forward pass "
     "and refused above it  [default: 50% of the available memory]")]
+ProgressOpt = Annotated[Optional[bool], typer.Option(
+    "--progress/--no-progress", help="one progress bar on stderr, shown when the command takes over a second  "
+    "[default: when stderr is a terminal]")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 
 
@@ -107,6 +110,7 @@ def kernels(
     rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="first-layer RGB kernels as colour images (default: auto)")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="draw filter indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -115,7 +119,7 @@ def kernels(
     """Write one kernel grid per convolution layer into OUT, plus manifest.json."""
     scope = _scope(model, kwargs, weights, trust, device)
     manifest = scope.save_kernels(out, layer or None, kind=kind, scale=scale, normalize=per, cmap=cmap, rgb=rgb,
-                                  labels=labels, arrays=arrays)
+                                  labels=labels, arrays=arrays, progress=progress)
     _report_written(manifest)
 
 
@@ -137,6 +141,7 @@ def activations(
     labels: Annotated[bool, typer.Option("--labels", help="draw channel indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw activations as .npz")] = False,
     train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -150,7 +155,7 @@ def activations(
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
-        train=train,
+        train=train, progress=progress,
     )
     _report_written(manifest)
 
@@ -164,6 +169,7 @@ def unet(
     mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,
     thumbnail: Annotated[str, typer.Option("--thumbnail", help="flow-figure thumbnails: mean | top")] = "mean",
     top: Annotated[int, typer.Option("--top", help="channels per grid in the level panels")] = 8,
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -180,7 +186,7 @@ def unet(
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
-                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top)
+                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, progress=progress)
     _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
@@ -204,7 +210,7 @@ def report(
     top: Annotated[int, typer.Option("--top", help="layers with more channels show their K strongest first; the full grid loads on demand")] = 64,
     cmap: Annotated[str, typer.Option("--cmap", help="colormap of activation grids")] = "viridis",
     unet: Annotated[bool, typer.Option("--unet/--no-unet", help="add the U-Net flow when the model is a U-Net")] = True,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
