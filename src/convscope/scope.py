@@ -94,6 +94,19 @@ class Scope:
     def __repr__(self) -> str:
         return f"Scope({self.name!r}, framework={self.adapter.framework})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the model's name, framework, counts and its layer table (no forward pass)."""
+        import html
+
+        from ._html import plural
+
+        table = LayerTable(info for info in self.adapter.layers() if info.is_leaf)
+        convs = sum(1 for info in table if info.is_conv)
+        params = sum(info.params for info in table)
+        head = (f"<p><b>{html.escape(self.name)}</b> ({html.escape(self.adapter.framework)}): "
+                f"{plural(len(table), 'layer')}, {plural(convs, 'convolution')}, {params:,} parameters</p>")
+        return head + table._repr_html_()
+
     @property
     def model(self) -> Any:
         return self.adapter.model

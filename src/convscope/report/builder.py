@@ -648,7 +648,21 @@ def build_report(
     if echo is not None:
         for note in notes:
             echo(note)
-    return Path(out) / "index.html"
+    return ReportPath(Path(out) / "index.html")
+
+
+class ReportPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPath
+    """The path of a report's ``index.html``; Jupyter shows it as a link that opens the report."""
+
+    def _repr_html_(self) -> str:
+        import html
+
+        try:
+            href = os.path.relpath(self)
+        except ValueError:  # another drive (Windows)
+            href = self.resolve().as_uri()
+        return (f'<a href="{html.escape(href)}" target="_blank" rel="noopener">'
+                f'{html.escape(str(self))}</a> (convscope report; open it in a browser)')
 
 
 def _unet_section(
