@@ -26,6 +26,10 @@ __all__ = ["write_kernels", "write_activations"]
 
 SCALES = ("minmax", "symmetric", "percentile")
 
+KERNEL_SUFFIX = ".kernels"
+"""Kernel files are ``LAYER.kernels.png`` / ``LAYER.kernels.npz``, so ``kernels`` and ``activations``
+(``LAYER.png``, ``LAYER.npz``) can share one output folder without overwriting each other."""
+
 
 def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
@@ -50,7 +54,7 @@ def write_kernels(
 
     ``progress``: one bar over the layers (see :class:`convscope.progress.Progress`; None: auto).
 
-    Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.png``).
+    Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.kernels.png``).
     """
     _check_choice("scale", scale, SCALES)
     _check_choice("normalize", normalize, ("filter", "shared"))
@@ -68,7 +72,7 @@ def write_kernels(
             stem = safe_filename(name)
             meta = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
             bar.track(folder.add_rendered(
-                folder.unique_name(stem, ".png"),
+                folder.unique_name(stem, KERNEL_SUFFIX + ".png"),
                 lambda bank=bank: bank.grid(scale=scale, normalize=normalize, cmap=cmap, rgb=rgb, labels=labels),
                 **meta,
             ))
@@ -76,7 +80,7 @@ def write_kernels(
                 payload = {"weights": bank.weights}
                 if bank.bias is not None:
                     payload["bias"] = bank.bias
-                folder.add_arrays(folder.unique_name(stem, ".npz"), payload, layer=name, kind="kernel-array",
+                folder.add_arrays(folder.unique_name(stem, KERNEL_SUFFIX + ".npz"), payload, layer=name, kind="kernel-array",
                                   shape=list(bank.shape), groups=bank.groups, transposed=bank.transposed)
     return folder.path / "manifest.json"
 

@@ -118,3 +118,47 @@ def test_busy_state_never_shows_the_old_image_under_the_new_name(page: Any) -> N
         assert page.problems == []
     finally:
         server.stop()
+
+
+def _options(page: Any) -> list[str]:
+    return page.evaluate("Array.from(document.querySelectorAll('#layer-select option')).map(o => o.textContent)")
+
+
+def test_viewer_filter_takes_the_same_globs_and_kinds_as_the_cli(page: Any) -> None:
+    server = _server(small_unet())
+    try:
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=true]")
+        scope = server.state.scope
+        offered = [layer.name for layer in server.state.layers]
+        page.fill("#layer-filter", "enc*.conv*")
+        expected = [n for n in scope.select("enc*.conv*", kind="all") if n in offered]
+        assert [o.split("  ")[0] for o in _options(page)] == expected and expected
+        page.fill("#layer-filter", "activation")
+        kinds = {layer.name: layer.info.kind for layer in server.state.layers}
+        shown = [o.split("  ")[0] for o in _options(page)]
+        assert shown == [n for n in offered if kinds[n] == "activation" or "activation" in n.lower()]
+        page.fill("#layer-filter", "kind:conv")
+        assert [o.split("  ")[0] for o in _options(page)] == [n for n in offered if kinds[n] in ("conv", "conv_transpose")]
+        assert page.problems == []
+    finally:
+        server.stop()
+
+
+def test_report_filter_takes_the_same_globs_and_kinds(page: Any, tmp_path: Any) -> None:
+    scope = cs.Scope(small_unet())
+    index = scope.report(np.zeros((1, 64, 64), np.float32), tmp_path / "r", progress=False, unet=False)
+    page.goto(index.resolve().as_uri())
+    shown = "() => Array.from(document.querySelectorAll('#layer-links li')).filter(li => !li.hidden).map(li => li.dataset.name)"
+    page.fill("#layer-filter", "dec?.conv*")
+    names = page.evaluate(shown)
+    assert names and all(n.startswith("dec") and ".conv" in n for n in names)
+    page.fill("#layer-filter", "conv")
+    rows = page.evaluate("() => Array.from(document.querySelectorAll('#layer-links li')).filter(li => !li.hidden)"
+                         ".map(li => [li.dataset.name, li.dataset.kind])")
+    # the kind (transposed convolutions included, as --kind conv), or a name containing the word
+    assert rows and all(kind in ("conv", "conv_transpose") or "conv" in name.lower() for name, kind in rows)
+    assert any(kind == "conv_transpose" for _name, kind in rows)
+    page.fill("#layer-filter", "kind:activation")
+    assert set(page.evaluate("() => Array.from(document.querySelectorAll('#layer-links li')).filter(li => !li.hidden).map(li => li.dataset.kind)")) == {"activation"}
+    assert page.problems == []

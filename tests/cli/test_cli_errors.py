@@ -286,3 +286,28 @@ def test_interrupted_first_run_leaves_no_folder(tmp_path, png):
     result = _interrupt_mid_run(tmp_path, png, signal.SIGINT, out)
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# -- consistency ---------------------------------------------------------------------------------------
+
+
+def test_kernels_and_activations_share_one_folder(tmp_path, png):
+    out = tmp_path / "both"
+    assert cli("kernels", FACTORY, "-o", str(out)).returncode == 0
+    kernel_png = (out / "conv1.kernels.png").read_bytes()
+    result = cli("activations", FACTORY, str(png), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "conv1.kernels.png").read_bytes() == kernel_png  # not overwritten by the activation grid
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_command = {}
+    for entry in manifest["files"]:
+        by_command.setdefault(entry["command"], set()).add(entry["file"])
+        assert (out / entry["file"]).is_file()  # the manifest lists only files on disk
+    assert by_command == {"kernels": {"conv1.kernels.png", "conv2.kernels.png"},
+                          "activations": {"conv1.png", "conv2.png"}}
+    assert "wrote 2 files" in result.stdout  # this run's files
+
+
+def test_one_file_is_singular(tmp_path, png):
+    result = cli("kernels", FACTORY, "-o", str(tmp_path / "one"), "--layer", "conv1")
+    assert result.returncode == 0 and "wrote 1 file to" in result.stdout, result.stdout

@@ -73,3 +73,14 @@ def test_unet_predictions_say_map():
         image_id = client.post("/api/images", files={"file": ("x.png", png_bytes(np.zeros((32, 32), np.uint8)),
                                                              "image/png")}).json()["id"]
         assert client.get(f"/api/images/{image_id}/predictions").json()["kind"] == "map"
+
+
+def test_page_names_the_plane_of_3d_slices_and_the_filter_syntax():
+    client, _token, _state = make_client(cs.Scope(small_unet()))
+    with client:
+        page = client.get("/").text
+        assert "Depth slice (D axis: each map shows the H&times;W plane at that depth)" in page
+        assert "name, glob or kind, as --layer / --kind" in page
+        assert "/static/layer-filter.js" in page
+        shared = client.get("/static/layer-filter.js")
+        assert shared.status_code == 200 and "convscopeLayerMatcher" in shared.text

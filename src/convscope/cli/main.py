@@ -187,7 +187,7 @@ def unet(
     mask_array = _read_mask(mask) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
                      out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, progress=progress)
-    _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
+    _echo(f"wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
 def _read_mask(path: str) -> Any:
@@ -277,7 +277,10 @@ def demo(
 
 def _report_written(manifest: Path) -> None:
     data = json.loads(manifest.read_text())
-    _echo(f"wrote {len(data['files'])} files to {manifest.parent} (see {manifest.name})")
+    command = data.get("command")
+    ours = [entry for entry in data["files"] if entry.get("command", command) == command]
+    count = len(ours)
+    _echo(f"wrote {count} file{'' if count == 1 else 's'} to {manifest.parent} (see {manifest.name})")
 
 
 def _parser_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

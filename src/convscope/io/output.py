@@ -53,6 +53,10 @@ class OutputDir:
     never touched, so re-running into the same folder is idempotent. PNG encoding runs on a thread
     pool (Pillow's encoder releases the GIL), so it overlaps with whatever the caller does next.
 
+    The manifest lists this run's files (each tagged with ``command``) and keeps the entries of
+    *other* commands' runs into the same folder whose files are still there and were not rewritten
+    (``kernels`` and ``activations`` into one ``-o`` each keep their files listed).
+
     Use as a context manager; ``close()`` waits for pending writes and writes the manifest. A run
     writes into a hidden staging folder inside ``path`` (``.convscope-run-PID-*``) and ``close()``
     moves its files into place and writes the manifest in one short step, with SIGINT/SIGTERM held
@@ -243,9 +247,14 @@ class OutputDir:
         finally:
             self._pool.shutdown(wait=True)
             self._closed = True
-        manifest = {"convscope": __version__, **self.info, "files": self.entries}
+        command = self.info.get("command")
+        entries = [{**entry, "command": command} if command else entry for entry in self.entries]
+        ours = {entry["file"] for entry in entries}
+        kept = [entry for entry in _previous_entries(self.path) if entry.get("command") not in (None, command)
+                and entry["file"] not in ours and (self.path / entry["file"]).is_file()]
+        manifest = {"convscope": __version__, **self.info, "files": entries + kept}
         with _signals_held():
-            for entry in self.entries:
+            for entry in entries:
                 rel = entry["file"]
                 source = self._stage / rel
                 if source.exists():
@@ -310,6 +319,24 @@ def _prepare_folder(path: Path) -> bool:
         raise OutputFolderError(f"cannot create the output folder {path}: {exc.strerror or exc}; "
                                 f"choose another -o/--out") from None
     return True
+
+
+def _previous_entries(path: Path) -> list[dict[str, Any]]:
+    """The file entries of the folder's current manifest (tagged with the command that wrote them)."""
+    import json
+
+    try:
+        data = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        return []
+    default = data.get("command")
+    out = []
+    for entry in data["files"]:
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            out.append({**entry, "command": entry.get("command", default)})
+    return out
 
 
 def _remove_stale_stages(path: Path) -> None:

@@ -43,7 +43,7 @@ DEFAULT_REPORT_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "activation")
 DEFAULT_TOP = 64
 """Wider layers show their ``top`` strongest channels (by L2 norm); the full grid loads on demand."""
 
-ASSET_FILES: tuple[str, ...] = ("report.css", "report.js")
+ASSET_FILES: tuple[str, ...] = ("report.css", "layer-filter.js", "report.js")
 
 
 def select_report_layers(scope: Scope, layers: str | Sequence[str] | None = None, kind: str | None = None) -> list[str]:

@@ -35,7 +35,9 @@ STATIC_FILES: dict[str, str] = {
     "viewer.js": "text/javascript; charset=utf-8",
     "viewer.css": "text/css; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
+    "layer-filter.js": "text/javascript; charset=utf-8",  # shared with the report (report/assets)
 }
+SHARED_WITH_REPORT = ("layer-filter.js",)
 PAGES: dict[str, str] = {"/": "index.html", "/api/docs": "api.html"}
 PNG_CACHE = "private, max-age=3600"
 
@@ -213,6 +215,8 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def _static_bytes(name: str) -> bytes:
+    if name in SHARED_WITH_REPORT:  # one file for the report and the viewer: the same layer filter
+        return resources.files("convscope.report").joinpath("assets", name).read_bytes()
     return resources.files("convscope.server").joinpath("static", name).read_bytes()
 
 

@@ -205,9 +205,10 @@
   function fillLayers() {
     var select = $("layer-select");
     clear(select);
-    var text = state.filter.toLowerCase();
+    var kinds = state.layers.map(function (l) { return l.kind; });
+    var matches = window.convscopeLayerMatcher(state.filter, kinds);  // layer-filter.js: globs and kinds
     state.layers.forEach(function (layer) {
-      if (text && layer.name.toLowerCase().indexOf(text) === -1) { return; }
+      if (!matches(layer.name, layer.kind)) { return; }
       var option = document.createElement("option");
       option.value = layer.id;
       option.textContent = layer.name + "  (" + layer.kind + ")";
@@ -280,7 +281,7 @@
       slider.max = String(s.slices - 1);
       if (state.slice === null || state.slice >= s.slices) { state.slice = Math.floor(s.slices / 2); }
       slider.value = String(state.slice);
-      $("slice-value").textContent = state.slice + " / " + (s.slices - 1);
+      $("slice-value").textContent = "D = " + state.slice + " of 0–" + (s.slices - 1) + " (H×W plane)";
       control.hidden = false;
     } else {
       state.slice = null;
@@ -365,7 +366,7 @@
     state.channel = c;
     var layer = currentLayer();
     var name = layer ? layer.name : "";
-    $("detail-title").textContent = name + " · channel " + c + (state.slice !== null ? " · slice " + state.slice : "");
+    $("detail-title").textContent = name + " · channel " + c + (state.slice !== null ? " · H×W plane at depth D = " + state.slice : "");
     var map = $("detail-map"), overlay = $("detail-overlay");
     map.src = channelUrl(c, "map");
     map.alt = "Full-resolution activation map of channel " + c + " of layer " + name;
@@ -501,7 +502,7 @@
     var sliceTimer = null;
     $("slice-slider").addEventListener("input", function () {
       state.slice = Number(this.value);
-      $("slice-value").textContent = state.slice + " / " + this.max;
+      $("slice-value").textContent = "D = " + state.slice + " of 0–" + this.max + " (H×W plane)";
       clearTimeout(sliceTimer);
       sliceTimer = setTimeout(function () {
         renderGrid();
