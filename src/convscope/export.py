@@ -63,17 +63,26 @@ def write_kernels(
 
         get_colormap(cmap)
     names = scope.select(layers, kind=kind, kernels=True)
+    banks = {name: scope.adapter.kernel(name) for name in names}
+    if rgb:
+        # --rgb draws the layers whose filters have 3 input channels in colour; the others as usual
+        colour = [name for name, bank in banks.items() if bank.in_per_group == 3 and bank.groups == 1]
+        if not colour:
+            raise ValueError(f"--rgb needs a layer with 3 input channels per filter; none of the {len(names)} chosen "
+                             f"layer{'s' if len(names) != 1 else ''} has (choose one with --layer, or leave --rgb out)")
     from .progress import Progress
 
     with Progress(len(names), "convscope kernels", unit="layer", enabled=progress) as bar, \
             OutputDir(out, info={"command": "kernels", "model": scope.name}) as folder:
         for name in names:
-            bank = scope.adapter.kernel(name)
+            bank = banks[name]
+            layer_rgb = rgb if not rgb else (bank.in_per_group == 3 and bank.groups == 1)
             stem = safe_filename(name)
             meta = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
             bar.track(folder.add_rendered(
                 folder.unique_name(stem, KERNEL_SUFFIX + ".png"),
-                lambda bank=bank: bank.grid(scale=scale, normalize=normalize, cmap=cmap, rgb=rgb, labels=labels),
+                lambda bank=bank, layer_rgb=layer_rgb: bank.grid(scale=scale, normalize=normalize, cmap=cmap,
+                                                                  rgb=layer_rgb, labels=labels),
                 **meta,
             ))
             if arrays:

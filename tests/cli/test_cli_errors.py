@@ -311,3 +311,27 @@ def test_kernels_and_activations_share_one_folder(tmp_path, png):
 def test_one_file_is_singular(tmp_path, png):
     result = cli("kernels", FACTORY, "-o", str(tmp_path / "one"), "--layer", "conv1")
     assert result.returncode == 0 and "wrote 1 file to" in result.stdout, result.stdout
+
+
+def test_rgb_draws_the_rgb_layer_in_colour_and_the_others_as_usual(tmp_path):
+    out = tmp_path / "k"
+    result = cli("kernels", "demo:cnn", "--rgb", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["files"]) > 1  # every conv layer, not only the first
+    stem = np.asarray(Image.open(out / "stem.conv.kernels.png").convert("RGB")).astype(int)
+    assert np.abs(stem[..., 0] - stem[..., 1]).max() > 0  # colour
+
+
+def test_rgb_without_any_rgb_layer_is_one_line(tmp_path):
+    assert_one_line_error(cli("kernels", "demo:unet", "--rgb", "-o", str(tmp_path / "k")), "--rgb needs a layer")
+
+
+def test_help_states_the_defaults_the_commands_use():
+    def flat(text: str) -> str:  # rich wraps help in a box: drop the borders, join the lines
+        return " ".join(text.replace("│", " ").split())
+
+    report = flat(cli("report", "--help").stdout)
+    assert "default: convolutions and activation layers" in report
+    kernels = flat(cli("kernels", "--help").stdout)
+    assert "default: convscope-kernels" in kernels and "[default: auto, the same rule]" in kernels

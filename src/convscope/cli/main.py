@@ -29,6 +29,8 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda |
 SizeOpt = Annotated[Optional[str], typer.Option("--size", help="resize the input: 64 or 64x96 (DxHxW for volumes)")]
 NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD | m1:m2:m3,s1:s2:s3")]
 LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name or glob (repeatable); default: all convolutions")]
+ViewLayerOpt = Annotated[Optional[list[str]], typer.Option(
+    "--layer", "-l", help="layer name or glob (repeatable); default: convolutions and activation layers")]
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
 MaxMemoryOpt = Annotated[Optional[str], typer.Option(
     "--max-memory", help="memory budget of one capture: 4G, 512M or 60%; estimated before the forward pass "
@@ -107,7 +109,9 @@ def kernels(
     scale: Annotated[str, typer.Option("--scale", help="symmetric | minmax | percentile")] = "symmetric",
     per: Annotated[str, typer.Option("--normalize-per", help="filter | shared (one scale for the layer)")] = "filter",
     cmap: Annotated[Optional[str], typer.Option("--cmap", help="colormap (default RdBu_r, gray for minmax)")] = None,
-    rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="first-layer RGB kernels as colour images (default: auto)")] = None,
+    rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="draw the layers whose filters have 3 input "
+                   "channels (an RGB first layer) as colour images; other layers as usual. An error if no chosen layer "
+                   "has 3  [default: auto, the same rule]")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="draw filter indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
     progress: ProgressOpt = None,
@@ -205,7 +209,7 @@ def report(
     model: ModelArg,
     images: Annotated[list[str], typer.Argument(help="input images (PNG/JPEG/TIFF) or .npy arrays", metavar="IMAGE...")],
     out: OutOpt = Path("convscope-report"),
-    layer: LayerOpt = None,
+    layer: ViewLayerOpt = None,
     kind: KindOpt = None,
     top: Annotated[int, typer.Option("--top", help="layers with more channels show their K strongest first; the full grid loads on demand")] = 64,
     cmap: Annotated[str, typer.Option("--cmap", help="colormap of activation grids")] = "viridis",
@@ -235,7 +239,7 @@ def serve(
     images: Annotated[Optional[Path], typer.Option("--images", help="folder of images to choose from (only files inside it are served)")] = None,
     host: Annotated[str, typer.Option("--host", help="address to listen on (default 127.0.0.1: this machine only). Any other address prints a warning")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="port to listen on (0: any free port)")] = 8000,
-    layer: LayerOpt = None,
+    layer: ViewLayerOpt = None,
     kind: KindOpt = None,
     cache_mb: Annotated[int, typer.Option("--cache-mb", help="memory budget of the activation cache (MiB)")] = 512,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="largest accepted upload (MiB)")] = 20,

@@ -200,8 +200,12 @@ def serve(
             f"upload images. Share the URL only with people you trust; use --host 127.0.0.1 to stay local."
         )
     folder = f", images from {images}" if images is not None else ""
-    echo(f"convscope viewer for {scope.name}: {len(server.state.layers)} layers, "
-         f"{len(server.state.images)} images{folder}")
+    shown = len(server.state.layers)
+    total = sum(1 for info in scope.adapter.layers() if info.is_leaf)
+    chosen = "chosen with --layer/--kind" if layers is not None or kind is not None else "convolutions and activations"
+    count = len(server.state.images)
+    echo(f"convscope viewer for {scope.name}: {shown} of {total} layers shown ({chosen}; `convscope layers` lists "
+         f"all {total}), {count} image{'' if count == 1 else 's'}{folder}")
     echo(f"open {server.url}")
     if is_wildcard(host):
         try:
