@@ -37,8 +37,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=_env(), cwd=cwd or ROOT,
+def cli(*args: str, cwd: Path | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env={**_env(), **env}, cwd=cwd or ROOT,
                           timeout=timeout)
 
 
@@ -331,7 +331,7 @@ def test_help_states_the_defaults_the_commands_use():
     def flat(text: str) -> str:  # rich wraps help in a box: drop the borders, join the lines
         return " ".join(text.replace("│", " ").split())
 
-    report = flat(cli("report", "--help").stdout)
+    report = flat(cli("report", "--help", COLUMNS="400").stdout)
     assert "default: convolutions and activation layers" in report
-    kernels = flat(cli("kernels", "--help").stdout)
-    assert "default: convscope-kernels" in kernels and "[default: auto, the same rule]" in kernels
+    kernels = flat(cli("kernels", "--help", COLUMNS="400").stdout)
+    assert "default: convscope-kernels" in kernels and "(default: auto, the same rule)" in kernels

@@ -34,10 +34,10 @@ ViewLayerOpt = Annotated[Optional[list[str]], typer.Option(
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
 MaxMemoryOpt = Annotated[Optional[str], typer.Option(
     "--max-memory", help="memory budget of one capture: 4G, 512M or 60%; estimated before the forward pass "
-    "and refused above it  [default: 50% of the available memory]")]
+    "and refused above it (default: 50% of the available memory)")]
 ProgressOpt = Annotated[Optional[bool], typer.Option(
-    "--progress/--no-progress", help="one progress bar on stderr, shown when the command takes over a second  "
-    "[default: when stderr is a terminal]")]
+    "--progress/--no-progress", help="one progress bar on stderr, shown when the command takes over a second "
+    "(default: when stderr is a terminal)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 
 
@@ -111,7 +111,7 @@ def kernels(
     cmap: Annotated[Optional[str], typer.Option("--cmap", help="colormap (default RdBu_r, gray for minmax)")] = None,
     rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="draw the layers whose filters have 3 input "
                    "channels (an RGB first layer) as colour images; other layers as usual. An error if no chosen layer "
-                   "has 3  [default: auto, the same rule]")] = None,
+                   "has 3 (default: auto, the same rule)")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="draw filter indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
     progress: ProgressOpt = None,
