@@ -14,7 +14,7 @@ The estimate (bytes) of a capture of ``layers`` on an ``(N, C, *spatial)`` float
     pictures   3 * the largest chosen output per sample     (normalisation temporaries + the picture)
 
 Calibration: ``convscope activations demo:unet`` on a 10000x10000 image peaks at 21.9 GiB RSS
-(measured with ``/usr/bin/time -v``); the estimate is 24.4 GiB.
+(measured with ``/usr/bin/time -v``); the estimate is 24.3 GiB.
 
 Layer output sizes come in two steps, so the common case costs nothing:
 
