@@ -199,18 +199,25 @@ class OutputDir:
         np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         meta.setdefault("arrays", {k: list(v.shape) for k, v in arrays.items()})
         self._record(rel, meta)
-        return atomic_write_bytes(self._target(rel), buf.getvalue())
+        atomic_write_bytes(self._target(rel), buf.getvalue())
+        return self.final_path(rel)
 
     def add_bytes(self, rel: str, data: bytes, **meta: Any) -> Path:
         self._record(rel, meta)
-        return atomic_write_bytes(self._target(rel), data)
+        atomic_write_bytes(self._target(rel), data)
+        return self.final_path(rel)
 
     def add_text(self, rel: str, text: str, **meta: Any) -> Path:
         return self.add_bytes(rel, text.encode("utf-8"), **meta)
 
     def add_json(self, rel: str, obj: Any, **meta: Any) -> Path:
         self._record(rel, meta)
-        return atomic_write_json(self._target(rel), obj)
+        atomic_write_json(self._target(rel), obj)
+        return self.final_path(rel)
+
+    def final_path(self, rel: str) -> Path:
+        """Where ``rel`` will be once the run is committed (``close``); until then it is staged."""
+        return self.path / rel
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
