@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) convscope-demo test-artifacts benchmarks/out

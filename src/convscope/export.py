@@ -33,6 +33,9 @@ GRID_MAX_SIDE = 1024
 GRID_MIN_CELL = 16
 """Written activation grids keep cells at their native size (1 px per value), upscaling only cells
 smaller than this (px) to a readable size; viewers and figures scale them up without smoothing."""
+KERNEL_SUFFIX = ".kernels"
+"""Kernel files are ``LAYER.kernels.png`` / ``LAYER.kernels.npz``, so ``kernels`` and ``activations``
+(``LAYER.png``, ``LAYER.npz``) can share one output folder without overwriting each other."""
 
 
 def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
@@ -53,12 +56,15 @@ def write_kernels(
     labels: bool = False,
     arrays: bool = False,
     formats: str | Sequence[str] = ("png",),
+    progress: bool | None = None,
 ) -> Path:
     """One grid per convolution layer (default: all), plus ``.npz`` weights if ``arrays``.
 
     ``formats``: ``"png"``, ``"svg"``, ``"pdf"`` or several (``"png,svg"``); each grid is written in
-    each (``enc1.conv.png``, ``enc1.conv.svg``...), all drawn from the same figure.
-    Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.png``).
+    each (``enc1.conv.kernels.png``, ``enc1.conv.kernels.svg``...), all drawn from the same figure.
+    ``progress``: one bar over the layers (see :class:`convscope.progress.Progress`; None: auto).
+
+    Returns the path of ``manifest.json``. Files are named after the layer (``enc1.conv.kernels.png``).
     """
     from .render.scene import parse_formats
 
@@ -70,21 +76,33 @@ def write_kernels(
 
         get_colormap(cmap)
     names = scope.select(layers, kind=kind, kernels=True)
-    with OutputDir(out, info={"command": "kernels", "model": scope.name}, formats=chosen_formats) as folder:
+    banks = {name: scope.adapter.kernel(name) for name in names}
+    if rgb:
+        # --rgb draws the layers whose filters have 3 input channels in colour; the others as usual
+        colour = [name for name, bank in banks.items() if bank.in_per_group == 3 and bank.groups == 1]
+        if not colour:
+            raise ValueError(f"--rgb needs a layer with 3 input channels per filter; none of the {len(names)} chosen "
+                             f"layer{'s' if len(names) != 1 else ''} has (choose one with --layer, or leave --rgb out)")
+    from .progress import Progress
+
+    with Progress(len(names), "convscope kernels", unit="layer", enabled=progress) as bar, \
+            OutputDir(out, info={"command": "kernels", "model": scope.name}, formats=chosen_formats) as folder:
         for name in names:
-            bank = scope.adapter.kernel(name)
+            bank = banks[name]
+            layer_rgb = rgb if not rgb else (bank.in_per_group == 3 and bank.groups == 1)
             stem = safe_filename(name)
             meta = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
-            folder.add_rendered(
-                folder.unique_name(stem, ".png"),
-                lambda bank=bank: bank.grid(scale=scale, normalize=normalize, cmap=cmap, rgb=rgb, labels=labels),
+            bar.track(folder.add_rendered(
+                folder.unique_name(stem, KERNEL_SUFFIX + ".png"),
+                lambda bank=bank, layer_rgb=layer_rgb: bank.grid(scale=scale, normalize=normalize, cmap=cmap,
+                                                                  rgb=layer_rgb, labels=labels),
                 **meta,
-            )
+            ))
             if arrays:
                 payload = {"weights": bank.weights}
                 if bank.bias is not None:
                     payload["bias"] = bank.bias
-                folder.add_arrays(folder.unique_name(stem, ".npz"), payload, layer=name, kind="kernel-array",
+                folder.add_arrays(folder.unique_name(stem, KERNEL_SUFFIX + ".npz"), payload, layer=name, kind="kernel-array",
                                   shape=list(bank.shape), groups=bank.groups, transposed=bank.transposed)
     return folder.path / "manifest.json"
 
@@ -149,6 +167,7 @@ def write_activations(
     overlay_cmap: str = "jet",
     overlay_alpha: float = 0.5,
     full_resolution: bool = False,
+    progress: bool | None = None,
 ) -> Path:
     """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
 
@@ -167,6 +186,7 @@ def write_activations(
     cell size (cells below :data:`GRID_MIN_CELL` px upscaled) and capped at :data:`GRID_MAX_SIDE` px
     per side by averaging blocks of each cell (``downsample`` in the manifest); ``full_resolution``
     keeps every value.
+    ``progress``: one bar over the grids (see :class:`convscope.progress.Progress`; None: auto).
     Returns the path of ``manifest.json``.
     """
     # check every option before anything is captured or written
@@ -189,20 +209,25 @@ def write_activations(
     from .render.scene import parse_formats
 
     chosen_formats = parse_formats(formats)
+    names = scope.select(layers, kind=kind)
+    scope.check_memory(image, names, size=size, mode="stream")  # before the image is decoded
     prepared = scope.prepare(image, size=size, normalize=input_normalize)
     batch_size = prepared.batch.shape[0]
     chosen = list(range(batch_size)) if samples is None else list(samples)
     for s in chosen:
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
-    names = scope.select(layers, kind=kind)
     record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
     info: dict[str, Any] = {"command": "activations", "model": scope.name, "input": prepared.source}
     if prepared.volume is not None:
         info["volume"] = prepared.volume.describe()
     if overlay:
         info["overlay"] = {"cmap": overlay_cmap, "alpha": alpha}
-    with OutputDir(out, info=info, formats=chosen_formats) as folder:
+    from .progress import Progress
+
+    # one step per (layer, sample) grid; a layer that runs twice (name#1) adds none, the end fills to 100%
+    with Progress(len(names) * len(chosen), "convscope activations", unit="grid", enabled=progress) as bar, \
+            OutputDir(out, info=info, formats=chosen_formats) as folder:
         if record is not None:  # the input's three planes; each 3D map gets LAYER.planes.png on them
             from .volume_views import input_planes
 
@@ -225,12 +250,12 @@ def write_activations(
                 render = partial(_grid_with_stats, act, s, top=top, order=order, cmap=cmap, scale=scale,
                                  normalize=normalize, labels=labels, volume=volume, min_cell=GRID_MIN_CELL,
                                  max_side=None if full_resolution else GRID_MAX_SIDE)
-                folder.add_rendered(
+                bar.track(folder.add_rendered(
                     folder.unique_name(stem, suffix),
                     _drawn_now(render) if volume_now else render,
                     nbytes=0 if volume_now else data[s].nbytes,
                     **meta,
-                )
+                ))
                 if overlay and prepared.display is not None and data.ndim in (4, 5):
                     render = partial(act.overlay, prepared.display[s], sample=s, cmap=overlay_cmap, alpha=alpha)
                     folder.add_rendered(

@@ -218,9 +218,34 @@ def _load_factory(spec: str, kwargs: dict[str, Any]) -> Any:
     if not callable(target):
         raise ModelLoadError(f"{spec} is not callable; give a class or function that returns a model")
     try:
-        return target(**kwargs)
-    except TypeError as exc:
-        raise ModelLoadError(f"calling {spec}(**{kwargs}) failed: {exc}. Check --kwargs") from None
+        model = target(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's code: one line naming its error, full chain kept
+        shown = json.dumps(kwargs) if kwargs else ""
+        raise ModelLoadError(
+            f"{spec}({'**' + shown if shown else ''}) raised {type(exc).__name__}: {_first_line(exc)}"
+            f"{'. Check --kwargs' if kwargs or isinstance(exc, TypeError) else ''}"
+            f" (run with --traceback to see where)"
+        ) from exc
+    if not _is_model(model):
+        raise ModelLoadError(
+            f"{spec} returned a {type(model).__module__}.{type(model).__name__}, not a model; the factory must return "
+            f"a torch.nn.Module, a Keras 3 model or an ONNX ModelProto"
+        )
+    return model
+
+
+def _is_model(obj: Any) -> bool:
+    """Whether ``obj`` is something :func:`convscope.adapters.adapter_for` accepts (only loaded frameworks checked)."""
+    from .adapters import ModelAdapter
+
+    if isinstance(obj, ModelAdapter):
+        return True
+    torch, keras, onnx = (sys.modules.get(name) for name in ("torch", "keras", "onnx"))
+    return bool(
+        (torch is not None and isinstance(obj, (torch.nn.Module, torch.export.ExportedProgram)))
+        or (keras is not None and isinstance(obj, keras.Model))
+        or (onnx is not None and isinstance(obj, onnx.ModelProto))
+    )
 
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -300,6 +325,10 @@ def load_model(
         from .demo import DEMO_NAMES, demo_sample, load_demo
 
         name = text[len("demo:"):]
+        if parse_kwargs(kwargs) or weights is not None:
+            given = "--kwargs" if parse_kwargs(kwargs) else "--weights"
+            raise ModelLoadError(f"{given} applies to package.module:Factory models; demo:{name} is built and trained "
+                                 f"as it is, so leave {given} out")
         if name not in DEMO_NAMES:
             raise ModelLoadError(f"unknown demo model {name!r}; choose one of: {', '.join('demo:' + n for n in DEMO_NAMES)}")
         demo = load_demo(name)

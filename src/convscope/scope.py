@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet, not_executed
+from .core.budget import MemoryEstimate
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .io.volume_prep import VolumeOptions, probe_downsampling
@@ -89,9 +91,26 @@ class Scope:
         self.normalize = normalize if normalize is not None else loaded.normalize
         self.volume_options: VolumeOptions | None = None
         """How volume inputs (NIfTI, DICOM) become model input (series, channels, intensity, ROI, slice)."""
+        self.max_memory: int | None = None
+        """Memory budget in bytes for one capture (None: ``convscope.core.budget.default_budget()``)."""
+        self._probe_cache: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
+        self._volume_cache: tuple[tuple[Any, ...], PreparedInput] | None = None
 
     def __repr__(self) -> str:
         return f"Scope({self.name!r}, framework={self.adapter.framework})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the model's name, framework, counts and its layer table (no forward pass)."""
+        import html
+
+        from ._html import plural
+
+        table = LayerTable(info for info in self.adapter.layers() if info.is_leaf)
+        convs = sum(1 for info in table if info.is_conv)
+        params = sum(info.params for info in table)
+        head = (f"<p><b>{html.escape(self.name)}</b> ({html.escape(self.adapter.framework)}): "
+                f"{plural(len(table), 'layer')}, {plural(convs, 'convolution')}, {params:,} parameters</p>")
+        return head + table._repr_html_()
 
     @property
     def model(self) -> Any:
@@ -105,7 +124,38 @@ class Scope:
         return np.asarray(self.loaded.sample(seed), dtype=np.float32)
 
     def prepare(self, image: Any, *, size: Any = None, normalize: str | None = None) -> PreparedInput:
-        """Turn ``image`` (path, array, PIL image, tensor, or a list of them) into a model batch."""
+        """Turn ``image`` (path, array, PIL image, tensor, or a list of them) into a model batch.
+
+        A volume file (NIfTI, DICOM) is read once: the last one prepared is remembered (by path,
+        modification time and options), so :meth:`check_memory` and the command share one read.
+        """
+        key = self._volume_key(image, size, normalize)
+        if key is not None and self._volume_cache is not None and self._volume_cache[0] == key:
+            return self._volume_cache[1]
+        prepared = self._prepare(image, size=size, normalize=normalize)
+        if key is not None:
+            self._volume_cache = (key, prepared)
+        return prepared
+
+    def _volume_key(self, image: Any, size: Any, normalize: str | None) -> tuple[Any, ...] | None:
+        """Cache key of a volume input (a volume file, or the ``--channels`` files), None for anything else."""
+        options = self.volume_options
+        if options is not None and options.channels:
+            paths = [Path(p) for p in options.channels]
+        elif isinstance(image, (str, os.PathLike)):
+            from .io.readers import reader_for_path
+
+            path = Path(image)
+            reader = reader_for_path(path) if path.exists() else None
+            if reader is None or not reader.volume:
+                return None
+            paths = [path]
+        else:
+            return None
+        stamps = tuple((str(p.resolve()), p.stat().st_mtime_ns if p.exists() else None) for p in paths)
+        return (stamps, repr(size), repr(normalize), repr(options))
+
+    def _prepare(self, image: Any, *, size: Any = None, normalize: str | None = None) -> PreparedInput:
         spec = self.adapter.input_spec()
         if isinstance(image, (list, tuple)) and image and not isinstance(image[0], (int, float)):
             parts = [self.prepare(item, size=size, normalize=normalize) for item in image]
@@ -132,6 +182,39 @@ class Scope:
             cached = probe_downsampling(self.adapter, channels, spatial_dims)
             self._downsampling_factor = cached
         return cached
+    def check_memory(
+        self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
+        what: str | None = None,
+    ) -> MemoryEstimate:
+        """Estimate the memory a capture of ``layers`` (default: every layer) on ``image`` needs and
+        raise :class:`~convscope.core.budget.MemoryBudgetError` when it is above :attr:`max_memory`.
+
+        Runs before the image is decoded (its size comes from the file header) and before the
+        forward pass; see :mod:`convscope.core.budget` for what is counted.
+        """
+        from .core.budget import check_capture
+        from .io.images import planned_shape
+
+        spec = self.adapter.input_spec()
+        if self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
+            image = self.prepare(image, size=size).batch      # (fit, ROI, slices); the read is remembered
+        shape = planned_shape(image, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
+        leaves = [info for info in self.adapter.layers() if info.is_leaf]
+        chosen = list(layers) if layers is not None else [info.name for info in leaves]
+        channels = {info.name: info.out_channels if info.is_conv else None for info in leaves}
+        for name in chosen:
+            channels.setdefault(name, None)
+        label = what or f"the activations of {len(chosen)} layer{'s' if len(chosen) != 1 else ''}"
+        return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
+                             fixed=spec.spatial_size, budget=self.max_memory, mode=mode, what=label)
+
+    def _probe_shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Per-sample output shapes of every leaf layer from one forward pass on zeros of ``shape`` (cached)."""
+        if shape not in self._probe_cache:
+            names = [info.name for info in self.adapter.layers() if info.is_leaf]
+            result = self.adapter.capture(np.zeros(shape, dtype=np.float32), names, on_activation=lambda _n, _a: None)
+            self._probe_cache[shape] = {name: tuple(s[1:]) for name, s in result.shapes.items()}
+        return self._probe_cache[shape]
 
     def _example_batch(self) -> np.ndarray | None:
         if self.loaded.sample is not None:
@@ -152,6 +235,8 @@ class Scope:
         Output shapes come from one forward pass on ``image`` (or on the model's known input shape).
         ``containers=True`` also lists blocks/Sequentials, not only leaf layers.
         """
+        if image is not None:
+            self.check_memory(image, size=size, mode="stream", what="the shape pass")
         batch = self.prepare(image, size=size).batch if image is not None else self._example_batch()
         infos = self.adapter.describe_layers(batch)
         if not containers:
@@ -203,8 +288,9 @@ class Scope:
             float32 data. A module called more than once also appears as ``name#1``, ``name#2``...
             Selected layers the forward pass never called are listed in ``.not_executed``.
         """
-        prepared = self.prepare(image, size=size, normalize=normalize)
         names = self.select(layers, kind=kind)
+        self.check_memory(image, names, size=size)
+        prepared = self.prepare(image, size=size, normalize=normalize)
         result = self.adapter.capture(prepared.batch, names, train_mode=train)
         display = prepared.display[0] if prepared.display is not None else None
         items = {
@@ -222,6 +308,7 @@ class Scope:
         """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`)."""
         from .unet_flow import build_unet_flow, unet_backend_for
 
+        self.check_memory(image, size=size, what="the U-Net flow (every layer)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask)

@@ -141,6 +141,9 @@ class SkipMetrics:
     decoder_energy: float
     merge_energy: float
 
+    def _repr_html_(self) -> str:  # Jupyter
+        return skip_table([self])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "level": self.level,
@@ -150,6 +153,28 @@ class SkipMetrics:
             "energy_share": _finite_or_none(self.energy_share),
             "gradient_share": _finite_or_none(self.gradient_share),
         }
+
+
+class SkipMetricsList(list["SkipMetrics"]):
+    """``UNetFlow.metrics``: a list of :class:`SkipMetrics` that Jupyter shows as a table."""
+
+    def _repr_html_(self) -> str:
+        return skip_table(self)
+
+
+def skip_table(metrics: list[SkipMetrics], names: Any = None) -> str:
+    """HTML table of skips: level, from, to, merge, energy and gradient shares (rounded percentages)."""
+    from ._html import plural, table
+
+    def share(value: float | None) -> str:
+        value = _finite_or_none(value)
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    nm = names or (lambda node: node)
+    rows = [[str(m.level), nm(m.source), nm(m.merge), m.merge_kind, share(m.energy_share), share(m.gradient_share)]
+            for m in metrics]
+    return table(["level", "from", "to", "merge", "energy share", "gradient share"], rows,
+                 caption=f"skip metrics: {plural(len(metrics), 'skip')}")
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -395,12 +420,31 @@ class UNetFlow:
         self.structure = structure
         self.graph = graph
         self.values = values
-        self.metrics = metrics
+        self.metrics = SkipMetricsList(metrics)
         self.batch = batch
         self.display = display
 
     def __repr__(self) -> str:
         return f"UNetFlow(\n{self.structure.summary(self.graph)}\n)"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the levels (size, channels, encoder/decoder node) and the skip metrics, as tables."""
+        import html
+
+        from ._html import plural, table
+
+        st = self.structure
+
+        def nm(node: str | None) -> str:
+            return "-" if node is None else (self.graph.name_of(node) if node in self.graph else node)
+
+        levels = [[str(lvl.index), "x".join(map(str, lvl.spatial)), str(lvl.channels), nm(lvl.encoder_output),
+                   nm(lvl.decoder_output)] for lvl in st.levels]
+        head = (f"<p><b>U-Net</b>, {st.spatial_dims}D, {plural(st.num_levels, 'resolution level')}, "
+                f"{plural(len(st.skips), 'skip')}; bottleneck {html.escape(nm(st.bottleneck_output))} "
+                f"({'x'.join(map(str, st.bottleneck_shape[1:]))})</p>")
+        return (head + table(["level", "size", "channels", "encoder", "decoder"], levels, caption="levels")
+                + skip_table(list(self.metrics), nm))
 
     def name(self, node_id: str) -> str:
         """The node's name (what unet.json and the figures show)."""

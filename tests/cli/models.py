@@ -16,3 +16,25 @@ class TinyNet(nn.Module):
         return self.conv2(self.relu(self.conv1(x)))
 
 
+
+
+def Raising(**kwargs):  # noqa: N802 - a factory name as users write them
+    """A factory whose own code fails."""
+    raise RuntimeError("the checkpoint server is down")
+
+
+def NotAModel():  # noqa: N802
+    """A factory that returns something that is not a model."""
+    return {"conv": "not a module"}
+
+
+class ManyLayers(nn.Module):
+    """A deep, wide-ish plain CNN: slow enough to interrupt mid-run (one PNG per layer)."""
+
+    def __init__(self, depth: int = 60, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.body = nn.Sequential(*[nn.Conv2d(width, width, 3, padding=1) for _ in range(depth)])
+
+    def forward(self, x):
+        return self.body(self.stem(x))

@@ -57,8 +57,8 @@ def test_kernels_writes_png_per_layer_and_manifest(capsys, tmp_path):
     assert code == 0, out
     manifest = json.loads((out_dir / "manifest.json").read_text())
     files = {entry["file"] for entry in manifest["files"]}
-    assert files == {"conv1.png", "conv2.png", "conv1.npz", "conv2.npz"}
-    weights = np.load(out_dir / "conv1.npz", allow_pickle=False)["weights"]
+    assert files == {"conv1.kernels.png", "conv2.kernels.png", "conv1.kernels.npz", "conv2.kernels.npz"}
+    weights = np.load(out_dir / "conv1.kernels.npz", allow_pickle=False)["weights"]
     assert weights.shape == (4, 3, 3, 3)
 
 
@@ -93,7 +93,7 @@ def test_weights_file_is_loaded_into_factory_model(capsys, tmp_path):
     code, _, err = run(["kernels", FACTORY, "--weights", str(tmp_path / "w.pt"), "-o", str(out_dir), "--arrays",
                         "--layer", "conv1"], capsys)
     assert code == 0, err
-    assert np.all(np.load(out_dir / "conv1.npz")["weights"] == 0.5)
+    assert np.all(np.load(out_dir / "conv1.kernels.npz")["weights"] == 0.5)
 
 
 def test_unknown_layer_is_one_line_with_suggestions(capsys, tmp_path):

@@ -136,7 +136,11 @@ def test_report_accepts_a_batch_as_several_images(tmp_path: Path) -> None:
     assert [layer["name"] for layer in data["layers"]] == ["wide"]
 
 
-def test_report_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope import progress
+
+    monkeypatch.setattr(progress, "DELAY", 0.0)  # a bar appears only after DELAY seconds
     cs.Scope(evil_net()).report(rgb_image(0), tmp_path, layers=["act"], progress=True)
     assert "convscope report" in capsys.readouterr().err
 

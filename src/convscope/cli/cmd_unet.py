@@ -27,6 +27,7 @@ def run_unet(
     top: int = 8,
     formats: str = "png",
     volume: Any = None,
+    progress: bool | None = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -42,6 +43,7 @@ def run_unet(
         top: channels per grid in the level panels.
         formats: ``"png"``, ``"svg"``, ``"pdf"`` or several (``"pdf,svg"``): each figure in each format.
         volume: ``prepare(...).volume`` for scans: adds three-plane figures and the geometry.
+        progress: one bar over the two steps (None: when stderr is a terminal; see convscope.progress).
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -52,14 +54,21 @@ def run_unet(
     from ..render.scene import parse_formats
     from ..unet_flow import build_unet_flow, unet_backend_for
 
+    from ..progress import Progress
+
     chosen = parse_formats(formats)  # a bad --format fails before the forward pass
     backend = unet_backend_for(model_adapter_or_backend)
-    flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    info: dict[str, Any] = {}
-    if batch.shape[1] > 1:  # several input channels (modalities): each one's share of the attribution
-        from ..volume_views import input_channel_shares
+    # one bar, two steps known up front: the analysis (forward + backward pass), then drawing and writing
+    with Progress(2, "convscope unet", unit="step", enabled=progress) as bar:
+        flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
+        info: dict[str, Any] = {}
+        if batch.shape[1] > 1:  # several input channels (modalities): each one's share of the attribution
+            from ..volume_views import input_channel_shares
 
-        names = volume.volume.channel_names if volume is not None else None
-        shares = input_channel_shares(model_adapter_or_backend, batch, target=target, mask=mask, names=names)
-        info["input_channel_shares"] = shares if shares is not None else "needs an adapter with gradients (SupportsGradients)"
-    return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info)
+            names = volume.volume.channel_names if volume is not None else None
+            shares = input_channel_shares(model_adapter_or_backend, batch, target=target, mask=mask, names=names)
+            info["input_channel_shares"] = (
+                shares if shares is not None else "needs an adapter with gradients (SupportsGradients)"
+            )
+        bar.advance()
+        return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info)

@@ -23,7 +23,7 @@ def run_demo(
     echo: Callable[[str], None] = print,
     seed: int = 0,
     samples: int = DEMO_SAMPLES,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Write a report for ``demo:cnn`` and ``demo:unet`` under ``out/cnn`` and ``out/unet``.
 

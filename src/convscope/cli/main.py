@@ -4,8 +4,8 @@ The model options (``--kwargs``, ``--weights``, ``--trust``, ``--device``) and t
 (``--size``, ``--normalize``) mean the same in every command. Errors print one line and exit 2.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations`` here: typer would ``eval`` every annotation string of every
+# command at start-up (~0.25 s for ~450 strings); real annotation objects cost nothing
 import json
 import sys
 from pathlib import Path
@@ -29,7 +29,15 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda |
 SizeOpt = Annotated[Optional[str], typer.Option("--size", help="resize the input: 64 or 64x96 (DxHxW for volumes)")]
 NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD | m1:m2:m3,s1:s2:s3")]
 LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name or glob (repeatable); default: all convolutions")]
+ViewLayerOpt = Annotated[Optional[list[str]], typer.Option(
+    "--layer", "-l", help="layer name or glob (repeatable); default: convolutions and activation layers")]
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
+MaxMemoryOpt = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="memory budget of one capture: 4G, 512M or 60%; estimated before the forward pass "
+    "and refused above it (default: 50% of the available memory)")]
+ProgressOpt = Annotated[Optional[bool], typer.Option(
+    "--progress/--no-progress", help="one progress bar on stderr, shown when the command takes over a second "
+    "(default: when stderr is a terminal)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 FormatOpt = Annotated[str, typer.Option("--format", help="picture format: png | svg | pdf, or several comma-separated (png,svg,pdf)")]
 SeriesOpt = Annotated[Optional[str], typer.Option("--series", help="DICOM folder with several series: the SeriesInstanceUID to read")]
@@ -43,12 +51,34 @@ LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="label map (N
 SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane as a batch (axial | coronal | sagittal)")]
 
 
-def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None, normalize: str | None = None) -> Any:
+def _show_version(value: bool) -> None:
+    if value:
+        from .._version import __version__
+
+        typer.echo(f"convscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    traceback: Annotated[bool, typer.Option("--traceback", help="on an error, print the full traceback "
+                                            "(also accepted after the command)")] = False,
+) -> None:
+    """See what a CNN learned (kernels) and what it does with an input (activations); U-Nets first-class."""
+
+
+def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None,
+           normalize: str | None = None, max_memory: str | None = None) -> Any:
+    from ..core.budget import parse_memory
     from ..scope import Scope
 
+    budget = parse_memory(max_memory) if max_memory is not None else None  # checked before the model loads
     scope = Scope(model, kwargs=kwargs, weights=weights, trust=trust, device=device)
     if normalize is not None:
         scope.normalize = normalize
+    scope.max_memory = budget
     return scope
 
 
@@ -79,7 +109,7 @@ def _echo(text: str) -> None:
 @app.command()
 def layers(
     model: ModelArg,
-    image: Annotated[Optional[str], typer.Argument(help="optional input, to show output shapes")] = None,
+    image: Annotated[Optional[str], typer.Argument(help="optional input, to show output shapes", metavar="[IMAGE]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     containers: Annotated[bool, typer.Option("--containers", help="also list blocks/Sequentials")] = False,
     kind: KindOpt = None,
@@ -91,9 +121,10 @@ def layers(
     normalize: NormalizeOpt = None,
     series: SeriesOpt = None,
     slice_: SliceOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """List the layers: name, kind, kernel, stride, groups, output shape, parameters."""
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, slice_=slice_)
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, slice_=slice_)
     table = scope.layers(image, kind=kind, containers=containers, size=size)
     if as_json:
         _echo(json.dumps({"model": scope.name, "framework": scope.adapter.framework, "layers": table.to_json()}, indent=2))
@@ -110,10 +141,13 @@ def kernels(
     scale: Annotated[str, typer.Option("--scale", help="symmetric | minmax | percentile")] = "symmetric",
     per: Annotated[str, typer.Option("--normalize-per", help="filter | shared (one scale for the layer)")] = "filter",
     cmap: Annotated[Optional[str], typer.Option("--cmap", help="colormap (default RdBu_r, gray for minmax)")] = None,
-    rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="first-layer RGB kernels as colour images (default: auto)")] = None,
+    rgb: Annotated[Optional[bool], typer.Option("--rgb/--no-rgb", help="draw the layers whose filters have 3 input "
+                   "channels (an RGB first layer) as colour images; other layers as usual. An error if no chosen layer "
+                   "has 3 (default: auto, the same rule)")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="draw filter indices")] = False,
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
     fmt: FormatOpt = "png",
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -122,14 +156,14 @@ def kernels(
     """Write one kernel grid per convolution layer into OUT, plus manifest.json."""
     scope = _scope(model, kwargs, weights, trust, device)
     manifest = scope.save_kernels(out, layer or None, kind=kind, scale=scale, normalize=per, cmap=cmap, rgb=rgb,
-                                  labels=labels, arrays=arrays, formats=fmt)
+                                  labels=labels, arrays=arrays, formats=fmt, progress=progress)
     _report_written(manifest)
 
 
 @app.command()
 def activations(
     model: ModelArg,
-    image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder")] = None,
+    image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder", metavar="IMAGE")] = None,
     out: OutOpt = Path("convscope-activations"),
     layer: LayerOpt = None,
     kind: KindOpt = None,
@@ -148,6 +182,7 @@ def activations(
     fmt: FormatOpt = "png",
     full_resolution: Annotated[bool, typer.Option("--full-resolution", help="never downsample grids (default: cells averaged down so a grid is at most 1024 px per side; --arrays always has every value)")] = False,
     train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -163,19 +198,20 @@ def activations(
     slice_: SliceOpt = None,
     slices: SlicesOpt = None,
     labels_map: LabelsOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Capture the chosen layers in ONE forward pass and write their channel grids into OUT.
 
     3D scans also get input.planes.png and LAYER.planes.png (axial/coronal/sagittal, radiological).
     """
     image = _image_or_channels(image, channels)
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, channels, intensity, window, roi,
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
                      roi_size, slice_, slices, labels_map)
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
         scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
         train=train, formats=fmt, overlay_cmap=overlay_cmap, overlay_alpha=overlay_alpha,
-        full_resolution=full_resolution,
+        full_resolution=full_resolution, progress=progress,
     )
     _report_written(manifest)
 
@@ -183,13 +219,14 @@ def activations(
 @app.command()
 def unet(
     model: ModelArg,
-    image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder")] = None,
+    image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder", metavar="IMAGE")] = None,
     out: OutOpt = Path("convscope-unet"),
     target: Annotated[Optional[int], typer.Option("--target", help="output channel scored for the gradient share (default: predicted class)")] = None,
     mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,
     thumbnail: Annotated[str, typer.Option("--thumbnail", help="flow-figure thumbnails: mean | top")] = "mean",
     top: Annotated[int, typer.Option("--top", help="channels per grid in the level panels")] = 8,
     fmt: FormatOpt = "png",
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -205,6 +242,7 @@ def unet(
     slice_: SliceOpt = None,
     slices: SlicesOpt = None,
     labels_map: LabelsOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json.
 
@@ -213,13 +251,15 @@ def unet(
     from .cmd_unet import run_unet
 
     image = _image_or_channels(image, channels)
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, channels, intensity, window, roi,
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
                      roi_size, slice_, slices, labels_map)
+    scope.check_memory(image, size=size, what="the U-Net flow (every layer)")
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
-                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume)
-    _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
+                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume,
+                     progress=progress)
+    _echo(f"wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
 def _read_mask(path: str, prepared: Any = None) -> Any:
@@ -246,12 +286,12 @@ def report(
     model: ModelArg,
     images: Annotated[list[str], typer.Argument(help="input images (PNG/JPEG/TIFF) or .npy arrays", metavar="IMAGE...")],
     out: OutOpt = Path("convscope-report"),
-    layer: LayerOpt = None,
+    layer: ViewLayerOpt = None,
     kind: KindOpt = None,
     top: Annotated[int, typer.Option("--top", help="layers with more channels show their K strongest first; the full grid loads on demand")] = 64,
     cmap: Annotated[str, typer.Option("--cmap", help="colormap of activation grids")] = "viridis",
     unet: Annotated[bool, typer.Option("--unet/--no-unet", help="add the U-Net flow when the model is a U-Net")] = True,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
+    progress: ProgressOpt = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -264,12 +304,13 @@ def report(
     roi: RoiOpt = None,
     roi_size: RoiSizeOpt = None,
     slice_: SliceOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Write a self-contained HTML report (index.html + images, works offline) into OUT.
 
     Default layers: convolutions and activation layers (--layer / --kind to choose).
     """
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), series, None, intensity, window, roi,
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, None, intensity, window, roi,
                      roi_size, slice_, None)
     index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
                          progress=progress, echo=_echo)
@@ -282,7 +323,7 @@ def serve(
     images: Annotated[Optional[Path], typer.Option("--images", help="folder of images to choose from (only files inside it are served)")] = None,
     host: Annotated[str, typer.Option("--host", help="address to listen on (default 127.0.0.1: this machine only). Any other address prints a warning")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="port to listen on (0: any free port)")] = 8000,
-    layer: LayerOpt = None,
+    layer: ViewLayerOpt = None,
     kind: KindOpt = None,
     cache_mb: Annotated[int, typer.Option("--cache-mb", help="memory budget of the activation cache (MiB)")] = 512,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="largest accepted upload (MiB)")] = 20,
@@ -297,18 +338,21 @@ def serve(
     roi: RoiOpt = None,
     roi_size: RoiSizeOpt = None,
     slice_: SliceOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Live viewer in the browser: choose or upload an image, browse layers and channels, see the U-Net flow.
 
     Every request needs the random token in the printed URL. NIfTI/DICOM files and DICOM series
     folders in --images (and uploaded .nii/.nii.gz/.dcm files) are read as volumes.
     """
+    from ..server.run import check_address
     from ..server.run import serve as run_server
     from ..server.state import ServerLimits
 
     if cache_mb < 1 or max_upload_mb < 1:
         raise ValueError("--cache-mb and --max-upload-mb must be at least 1")
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize), None, None, intensity, window, roi,
+    check_address(host, port)  # before the model is loaded
+    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), None, None, intensity, window, roi,
                      roi_size, slice_, None)
     limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
     run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
@@ -328,38 +372,154 @@ def demo(
 
 def _report_written(manifest: Path) -> None:
     data = json.loads(manifest.read_text())
-    _echo(f"wrote {len(data['files'])} files to {manifest.parent} (see {manifest.name})")
+    command = data.get("command")
+    ours = [entry for entry in data["files"] if entry.get("command", command) == command]
+    count = len(ours)
+    _echo(f"wrote {count} file{'' if count == 1 else 's'} to {manifest.parent} (see {manifest.name})")
     missing = data.get("not_executed")
     if missing:
         _echo(f"{len(missing['layers'])} selected layer(s) {missing['reason']}: {', '.join(missing['layers'])}")
 
 
+def _parser_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """The (usage-error, exit, abort) exception classes of the parser typer runs on.
+
+    typer >= 0.20 carries its own copy of click (``typer._click``), older typer uses ``click``; both may be
+    loaded at once. The classes are found from what typer itself exports (``typer.BadParameter``'s
+    bases, ``typer.Exit``, ``typer.Abort``) and from any click copy already imported, so an
+    ``isinstance`` check matches whichever copy raised.
+    """
+    usage: list[type[BaseException]] = []
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            usage.append(cls)
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for attr, bucket in (("ClickException", usage), ("Exit", exits), ("Abort", aborts)):
+            cls = getattr(module, attr, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in bucket:
+                bucket.append(cls)
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _usage_line(exc: BaseException) -> str:
+    """``convscope: error: MESSAGE (see 'convscope CMD --help')`` for a parser error."""
+    format_message = getattr(exc, "format_message", None)
+    message = _one_line(format_message() if callable(format_message) else str(exc))
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "convscope"
+    return f"convscope: error: {message} (see '{path} --help')"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the same clean-up runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _out_dir_of(argv: list[str]) -> str | None:
+    """The ``-o/--out`` value of ``argv`` (for the interruption message), if given."""
+    for i, arg in enumerate(argv):
+        if arg in ("-o", "--out") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--out="):
+            return arg[len("--out="):]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
+    """Entry point: run the app; every usage or input error is ONE line on stderr and exit status 2.
+
+    * parser errors (unknown command/option, missing or malformed value): exit 2;
+    * ``ConvscopeError``/``ValueError`` and file errors from the run: exit 2;
+    * an exception from the user's own code (a factory) arrives as ``ModelLoadError`` naming its type
+      and message; ``--traceback`` (anywhere on the line) prints the full traceback instead;
+    * Ctrl-C: exit 130, SIGTERM: exit 143, with ``convscope: interrupted; DIR is left as before``
+      (output folders are committed all at once at the end of a run, see ``OutputDir``);
+    * anything else is a bug: one line naming it, exit 1 (``--traceback`` for the details).
+    """
+    import signal
+
     from ..errors import ConvscopeError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]  # the same (help on stdout, exit 0) with every typer/click version
+    show_traceback = "--traceback" in args[: args.index("--")] if "--" in args else "--traceback" in args
+    if show_traceback:
+        args = [a for a in args if a != "--traceback"]
+    usage, exits, aborts = _parser_exceptions()
+    previous_term = None
+    if threading_is_main():
+        previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, standalone_mode=False)
-    except ConvscopeError as exc:
-        typer.echo(f"convscope: error: {exc}", err=True)
-        raise SystemExit(2) from None
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        typer.echo(f"convscope: error: {exc}", err=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("convscope: interrupted", err=True)
-        raise SystemExit(130) from None
+        command = typer.main.get_command(app)
+        with command.make_context("convscope", args) as ctx:
+            command.invoke(ctx)
+    except KeyboardInterrupt as exc:
+        where = _out_dir_of(args)
+        place = f"; {where} is left as before" if where else ""
+        typer.echo(f"convscope: interrupted{place}", err=True)
+        raise SystemExit(143 if isinstance(exc, _Terminated) else 130) from None
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Abort):
+    except BaseException as exc:  # noqa: BLE001 - sorted below; nothing else escapes as a traceback
+        usage, exits, aborts = _parser_exceptions()  # a click copy may have been imported meanwhile
+        if isinstance(exc, exits):
+            raise SystemExit(getattr(exc, "exit_code", 0)) from None
+        if isinstance(exc, aborts):
+            typer.echo("convscope: aborted", err=True)
             raise SystemExit(1) from None
-        raise
+        if show_traceback:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        if isinstance(exc, usage):
+            if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+                typer.echo(exc.ctx.get_help(), err=True)  # type: ignore[attr-defined]
+                raise SystemExit(2) from None
+            typer.echo(_usage_line(exc), err=True)
+            raise SystemExit(2) from None
+        if isinstance(exc, (ConvscopeError, ValueError, OSError)):
+            typer.echo(f"convscope: error: {_error_text(exc)}", err=True)
+            raise SystemExit(2) from None
+        if isinstance(exc, MemoryError):
+            typer.echo("convscope: error: out of memory; use a smaller --size, fewer --layer, or a smaller batch "
+                       "(convscope estimates the need beforehand: see --max-memory)", err=True)
+            raise SystemExit(2) from None
+        hint = "" if show_traceback else " (run again with --traceback for the details)"
+        typer.echo(f"convscope: internal error: {type(exc).__name__}: {_one_line(str(exc))}{hint}", err=True)
+        raise SystemExit(1) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for a user/environment error; OS errors name the file and say what failed."""
+    if isinstance(exc, OSError):
+        target = exc.filename or ""
+        reason = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            return f"{reason}: {target} (choose a folder you can write to, e.g. -o ~/convscope-out)" if target else reason
+        return f"{reason}: {target}" if target else reason
+    return _one_line(str(exc)) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -329,3 +329,23 @@ class ActivationSet(Mapping[str, Activation]):
         if self.not_executed:
             inner += (", " if inner else "") + f"{NOT_EXECUTED}: {', '.join(self.not_executed)}"
         return f"ActivationSet({inner})"
+
+    THUMBNAILS = 64
+    """Jupyter shows a mean-map thumbnail for at most this many layers."""
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per layer (shape, min/mean/max rounded, channel-mean thumbnail of sample 0)."""
+        from .._html import number, plural, table, thumbnail
+
+        rows = []
+        for i, (name, act) in enumerate(self._items.items()):
+            data = act.data
+            thumb = ""
+            if i < self.THUMBNAILS and data.ndim >= 4:
+                sample = data[0].mean(axis=0)
+                thumb = thumbnail(sample if sample.ndim == 2 else sample[sample.shape[0] // 2])
+            with _quiet_nan_warnings():
+                low, mean, high = (np.nanmin(data), np.nanmean(data), np.nanmax(data)) if data.size else (None,) * 3
+            rows.append([name, "x".join(str(v) for v in data.shape), number(low), number(mean), number(high), thumb])
+        return table(["layer", "shape (N, C, ...)", "min", "mean", "max", "mean map"], rows, raw_columns=(5,),
+                     caption=f"ActivationSet: {plural(len(self._items), 'layer')}")

@@ -19,7 +19,8 @@ from .readers import Reader, reader_for_path, register_reader
 from .volume_prep import VolumeInput, VolumeOptions
 
 __all__ = [
-    "PreparedInput", "prepare_input", "input_layout", "to_display_image", "parse_size", "parse_normalize", "IMAGE_SUFFIXES",
+    "PreparedInput", "prepare_input", "input_layout", "planned_shape", "to_display_image", "parse_size",
+    "parse_normalize", "IMAGE_SUFFIXES",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -131,7 +132,8 @@ def _read_image_file(path: Path, **_: Any) -> tuple[np.ndarray, bool | None]:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
+            _check_pixels(path.name, img.size)  # from the header, before anything is decoded
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max())))
@@ -141,10 +143,115 @@ def _read_image_file(path: Path, **_: Any) -> tuple[np.ndarray, bool | None]:
             if img.mode not in ("L", "RGB", "RGBA", "LA"):
                 img = img.convert("RGBA" if "A" in img.mode or img.mode == "P" and "transparency" in img.info else "RGB")
             return np.asarray(img), True
+    except ImageInputError:
+        raise
     except Image.DecompressionBombError:
         raise ImageInputError(f"{path.name} has too many pixels (limit {MAX_PIXELS:,}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"cannot read {path.name} as an image ({exc}); give a PNG, JPEG, TIFF or .npy file") from None
+
+
+def _open_image(path: Path) -> Any:
+    """``PIL.Image.open`` (lazy: reads the header only) without Pillow's decompression-bomb warning:
+    convscope refuses over-limit images itself (:func:`_check_pixels`)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def _check_pixels(name: str, size: tuple[int, ...]) -> None:
+    """Refuse an image above :data:`MAX_PIXELS` from its header size (Pillow only warns up to 2x its limit)."""
+    pixels = int(np.prod(size, dtype=np.int64))
+    if pixels > MAX_PIXELS:
+        dims = "x".join(str(v) for v in size)
+        raise ImageInputError(f"{name} is {dims} = {pixels:,} pixels, over the limit of {MAX_PIXELS:,}; "
+                              f"shrink the file below the limit first (--size resizes only after decoding)")
+
+
+def _header_shape(path: Path) -> tuple[tuple[int, ...], bool | None]:
+    """(array shape, channels_last) of an image or ``.npy`` file from its header only (nothing decoded)."""
+    reader = reader_for_path(path) if path.exists() else None
+    if reader is not None and reader.volume:  # volumes: the shape is known once the header(s) are read
+        volume = _read_file(path)
+        assert isinstance(volume, Volume)
+        return tuple(volume.data.shape), False
+    if not path.exists() or path.is_dir():
+        _read_file(path)  # raises the usual one-line error
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(handle)
+        except Exception:  # noqa: BLE001 - the full read reports it
+            return _read_image_file(path)[0].shape, None
+        _check_dtype(np.dtype(dtype), path.name)
+        return tuple(int(v) for v in shape), None  # layout decided from the model, as when read
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with _open_image(path) as img:
+            width, height = img.size
+            _check_pixels(path.name, (width, height))
+            bands = len(img.getbands())
+    except ImageInputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return _read_file(path)[0].shape, True  # raises the one-line error
+    return ((height, width) if bands == 1 else (height, width, bands)), True
+
+
+def planned_shape(
+    image: Any,
+    *,
+    channels: int | None,
+    spatial_dims: int = 2,
+    size: int | str | tuple[int, ...] | None = None,
+) -> tuple[int, ...]:
+    """The ``(N, C, *spatial)`` batch :func:`prepare_input` would make of ``image``, without decoding it.
+
+    Image files are measured from their header (and refused over :data:`MAX_PIXELS`), ``.npy`` files
+    from theirs; arrays, PIL images and tensors from their shape. Used to check the memory budget
+    before any pixel is decoded.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        shape, channels_last = _header_shape(Path(image))
+        hint: bool | None = channels_last
+    elif isinstance(image, (list, tuple)) and image and not isinstance(image[0], (int, float)):
+        parts = [planned_shape(item, channels=channels, spatial_dims=spatial_dims, size=size) for item in image]
+        return (sum(p[0] for p in parts), *parts[0][1:])
+    else:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover
+            Image = None  # type: ignore[assignment]
+        if Image is not None and isinstance(image, Image.Image):
+            width, height = image.size
+            bands = len(image.getbands())
+            shape, hint = ((height, width) if bands == 1 else (height, width, bands)), True
+        elif hasattr(image, "shape"):
+            shape, hint = tuple(int(v) for v in image.shape), (False if hasattr(image, "detach") else None)
+        else:
+            shape, hint = np.asarray(image).shape, None
+    batch = _canonical_shape(tuple(shape), hint, spatial_dims, channels)
+    have = batch[1]
+    if channels is not None and have != channels:
+        have = channels
+    wanted = parse_size(size)
+    if wanted is not None and spatial_dims == 1 and len(wanted) == 2:
+        wanted = wanted[:1]
+    spatial = tuple(wanted) if wanted is not None and len(wanted) == len(batch) - 2 else batch[2:]
+    return (batch[0], have, *spatial)
+
+
+def _check_dtype(dtype: np.dtype, source: str) -> None:
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ImageInputError(f"{source} holds complex numbers ({dtype}); give real values, e.g. np.abs(x) or x.real")
 
 
 def _to_array(image: Any) -> tuple[np.ndarray, bool | None, str]:
@@ -178,6 +285,7 @@ def _to_array(image: Any) -> tuple[np.ndarray, bool | None, str]:
 
 
 def _as_float(arr: np.ndarray) -> np.ndarray:
+    _check_dtype(arr.dtype, "the image array")
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if arr.dtype == np.uint16:
@@ -232,6 +340,23 @@ def input_layout(
     if last in CONVERTIBLE_CHANNELS and first not in CONVERTIBLE_CHANNELS and first > 4:
         return "channels_last"
     return "channels_first"
+
+
+def _canonical_shape(shape: tuple[int, ...], hint: bool | None, spatial_dims: int, channels: int | None) -> tuple[int, ...]:
+    """The ``(N, C, *spatial)`` shape :func:`_canonical` gives an array of ``shape`` (no data touched)."""
+    nd = len(shape)
+    layout = input_layout(shape, channels=channels, spatial_dims=spatial_dims, hint=hint)
+    if layout == "none":
+        return (1, 1, *shape)
+    if layout == "channels_last" and nd == spatial_dims + 1:
+        return (1, shape[-1], *shape[:-1])
+    if layout == "channels_last" and nd == spatial_dims + 2:
+        return (shape[0], shape[-1], *shape[1:-1])
+    if nd == spatial_dims + 1:
+        return (1, *shape)
+    if nd == spatial_dims + 2:
+        return tuple(shape)
+    return (1, 1, *shape[-spatial_dims:]) if nd > spatial_dims else (1, 1, *shape)
 
 
 def _canonical(arr: np.ndarray, channels_last: bool | None, spatial_dims: int, channels: int | None = None) -> np.ndarray:

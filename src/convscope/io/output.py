@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import shutil
+import signal
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._version import __version__
+from ..errors import ConvscopeError
 from .files import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from ..render.picture import Picture
 
-__all__ = ["OutputDir", "safe_filename", "MANIFEST_NAME"]
+__all__ = ["OutputDir", "OutputFolderError", "safe_filename", "MANIFEST_NAME", "STAGE_PREFIX"]
 
 MANIFEST_NAME = "manifest.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -48,8 +53,16 @@ class OutputDir:
     never touched, so re-running into the same folder is idempotent. PNG encoding runs on a thread
     pool (Pillow's encoder releases the GIL), so it overlaps with whatever the caller does next.
 
-    Use as a context manager; ``close()`` waits for pending writes and writes the manifest. If the
-    block raises, pending writes finish but the manifest is not rewritten.
+    The manifest lists this run's files (each tagged with ``command``) and keeps the entries of
+    *other* commands' runs into the same folder whose files are still there and were not rewritten
+    (``kernels`` and ``activations`` into one ``-o`` each keep their files listed).
+
+    Use as a context manager; ``close()`` waits for pending writes and writes the manifest. A run
+    writes into a hidden staging folder inside ``path`` (``.convscope-run-PID-*``) and ``close()``
+    moves its files into place and writes the manifest in one short step, with SIGINT/SIGTERM held
+    back. If the block raises (an error, Ctrl-C, SIGTERM), queued work is cancelled and the staging
+    folder removed: the folder holds the previous complete run exactly as before (a folder this run
+    created is removed again if empty).
     """
 
     def __init__(
@@ -64,9 +77,13 @@ class OutputDir:
     ) -> None:
         self.path = Path(path)
         self.formats = _check_formats(formats)
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"output path {self.path} exists and is not a folder; choose another -o/--out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._created = _prepare_folder(self.path)
+        _remove_stale_stages(self.path)
+        try:
+            self._stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=self.path))
+        except OSError as exc:
+            raise OutputFolderError(f"cannot write into the output folder {self.path}: {exc.strerror or exc}; "
+                                    f"choose another -o/--out") from None
         self.info = dict(info or {})
         self._entries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -102,8 +119,9 @@ class OutputDir:
             self._entries[rel] = entry
 
     def _target(self, rel: str) -> Path:
-        target = (self.path / rel).resolve()
-        root = self.path.resolve()
+        """Where ``rel`` is written during the run: inside the staging folder (moved into place by ``close``)."""
+        root = self._stage.resolve()
+        target = (root / rel).resolve()
         if root != target and root not in target.parents:
             raise ValueError(f"refusing to write outside the output folder: {rel!r}")
         return target
@@ -198,18 +216,25 @@ class OutputDir:
         np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         meta.setdefault("arrays", {k: list(v.shape) for k, v in arrays.items()})
         self._record(rel, meta)
-        return atomic_write_bytes(self._target(rel), buf.getvalue())
+        atomic_write_bytes(self._target(rel), buf.getvalue())
+        return self.final_path(rel)
 
     def add_bytes(self, rel: str, data: bytes, **meta: Any) -> Path:
         self._record(rel, meta)
-        return atomic_write_bytes(self._target(rel), data)
+        atomic_write_bytes(self._target(rel), data)
+        return self.final_path(rel)
 
     def add_text(self, rel: str, text: str, **meta: Any) -> Path:
         return self.add_bytes(rel, text.encode("utf-8"), **meta)
 
     def add_json(self, rel: str, obj: Any, **meta: Any) -> Path:
         self._record(rel, meta)
-        return atomic_write_json(self._target(rel), obj)
+        atomic_write_json(self._target(rel), obj)
+        return self.final_path(rel)
+
+    def final_path(self, rel: str) -> Path:
+        """Where ``rel`` will be once the run is committed (``close``); until then it is staged."""
+        return self.path / rel
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -230,16 +255,46 @@ class OutputDir:
             raise errors[0]
 
     def close(self) -> Path:
-        """Finish writes, write ``manifest.json`` and return its path."""
+        """Finish writes, then commit the run: move its files into the folder and write ``manifest.json``.
+
+        The commit is a handful of renames inside one file system, run with SIGINT/SIGTERM held back
+        (delivered right after), so an interrupted run never leaves a manifest that lists other files
+        than the ones on disk.
+        """
         if self._closed:
             return self.path / MANIFEST_NAME
         try:
             self.wait()
+        except BaseException:
+            self._abandon()
+            raise
         finally:
             self._pool.shutdown(wait=True)
             self._closed = True
-        manifest = {"convscope": __version__, **self.info, "files": self.entries}
-        return atomic_write_json(self.path / MANIFEST_NAME, manifest)
+        command = self.info.get("command")
+        entries = [{**entry, "command": command} if command else entry for entry in self.entries]
+        ours = {entry["file"] for entry in entries}
+        kept = [entry for entry in _previous_entries(self.path) if entry.get("command") not in (None, command)
+                and entry["file"] not in ours and (self.path / entry["file"]).is_file()]
+        manifest = {"convscope": __version__, **self.info, "files": entries + kept}
+        with _signals_held():
+            for entry in entries:
+                rel = entry["file"]
+                source = self._stage / rel
+                if source.exists():
+                    destination = self.path / rel
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source, destination)
+            written = atomic_write_json(self.path / MANIFEST_NAME, manifest)
+            shutil.rmtree(self._stage, ignore_errors=True)
+        return written
+
+    def _abandon(self) -> None:
+        """Drop this run's staged files: the folder is left as it was before the run."""
+        shutil.rmtree(self._stage, ignore_errors=True)
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if still empty: nothing of anyone else's is removed
 
     def __enter__(self) -> OutputDir:
         return self
@@ -247,12 +302,92 @@ class OutputDir:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
-        else:
-            try:
-                self.wait()
-            finally:
-                self._pool.shutdown(wait=True)
-                self._closed = True
+            return
+        # the run failed or was interrupted: stop queued work, wait for the jobs already running,
+        # and leave the folder as it was
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self._closed = True
+            self._abandon()
+
+
+STAGE_PREFIX = ".convscope-run-"
+"""Name prefix of the staging folder a run writes into before it is committed."""
+
+
+class OutputFolderError(ConvscopeError, OSError):
+    """The output folder cannot be created or written (names the folder, not a temporary file)."""
+
+
+def _prepare_folder(path: Path) -> bool:
+    """Create ``path`` (and parents); one clear error when it cannot be. Returns whether it was created."""
+    if path.exists():
+        if not path.is_dir():
+            raise OutputFolderError(f"output path {path} exists and is not a folder; choose another -o/--out")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputFolderError(f"the output folder {path} is not writable; choose another -o/--out")
+        return False
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputFolderError(f"-o/--out {path} is below {parent}, which is a file, not a folder; "
+                                        f"choose another -o/--out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputFolderError(f"cannot create the output folder {path}: {parent} is not writable; "
+                                        f"choose another -o/--out")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create the output folder {path}: {exc.strerror or exc}; "
+                                f"choose another -o/--out") from None
+    return True
+
+
+def _previous_entries(path: Path) -> list[dict[str, Any]]:
+    """The file entries of the folder's current manifest (tagged with the command that wrote them)."""
+    import json
+
+    try:
+        data = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        return []
+    default = data.get("command")
+    out = []
+    for entry in data["files"]:
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            out.append({**entry, "command": entry.get("command", default)})
+    return out
+
+
+def _remove_stale_stages(path: Path) -> None:
+    """Remove staging folders left by runs that were killed outright (SIGKILL): their process is gone."""
+    for stage in path.glob(f"{STAGE_PREFIX}*"):
+        pid_text = stage.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stage, ignore_errors=True)
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for the duration (main thread, POSIX); they are delivered afterwards."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    can = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held) if can else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +32,7 @@ from ..errors import ConvscopeError
 from ..io.output import OutputDir
 
 if TYPE_CHECKING:
+    from ..progress import Progress
     from ..scope import Scope
 
 __all__ = ["build_report", "select_report_layers", "DEFAULT_REPORT_KINDS", "DEFAULT_TOP"]
@@ -45,7 +43,7 @@ DEFAULT_REPORT_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "activation")
 DEFAULT_TOP = 64
 """Wider layers show their ``top`` strongest channels (by L2 norm); the full grid loads on demand."""
 
-ASSET_FILES: tuple[str, ...] = ("report.css", "report.js")
+ASSET_FILES: tuple[str, ...] = ("report.css", "layer-filter.js", "report.js")
 
 
 def select_report_layers(scope: Scope, layers: str | Sequence[str] | None = None, kind: str | None = None) -> list[str]:
@@ -85,40 +83,6 @@ def _image_list(images: Any) -> list[Any]:
     if not items:
         raise ConvscopeError("a report needs at least one input image; the list of images is empty")
     return items
-
-
-class _Progress:
-    """A tqdm bar on stderr whose total grows as jobs are queued (no-op without tqdm or when disabled)."""
-
-    def __init__(self, enabled: bool, desc: str) -> None:
-        self._lock = threading.Lock()
-        self._bar: Any = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # tqdm is in the cli extra; reports also work without it
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=0, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-    def add(self, count: int = 1) -> None:
-        if self._bar is not None:
-            with self._lock:
-                self._bar.total += count
-
-    def done(self, count: int = 1) -> None:
-        if self._bar is not None:
-            with self._lock:
-                self._bar.update(count)
-
-    def track(self, future: Future[Any]) -> Future[Any]:
-        self.add(1)
-        future.add_done_callback(lambda _f: self.done(1))
-        return future
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 @dataclass
@@ -389,7 +353,7 @@ def build_report(
     normalize: str | None = None,
     dead_rel_tol: float = DEAD_FILTER_REL_TOL,
     title: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     kernel_max_side: int = 2048,
     grid_max_side: int = 2048,
     echo: Callable[[str], None] | None = None,
@@ -411,7 +375,8 @@ def build_report(
         size / normalize: input resizing and normalisation (see :meth:`Scope.prepare`).
         dead_rel_tol: dead-filter rule (see :mod:`convscope.core.health`).
         title: page title (default ``"convscope report: MODEL"``).
-        progress: show a progress bar on stderr while rendering (needs tqdm).
+        progress: a progress bar (:class:`convscope.progress.Progress`): None (default) when stderr
+            is a terminal or in Jupyter (widget), True always, False never.
         kernel_max_side / grid_max_side: largest side in pixels of kernel and activation grids.
         echo: optional callback for one-line notes (e.g. why the U-Net section is missing).
 
@@ -434,7 +399,17 @@ def build_report(
     env = _jinja_env()  # fail early (before any rendering) if Jinja2 is missing
     notes: list[str] = []
 
-    prog = _Progress(progress, "convscope report")
+    # one bar for the whole report, its total known now: a step per kernel grid, per (image, layer)
+    # activation grid and per U-Net flow figure (steps that do not apply are filled in at the end)
+    from ..io.images import planned_shape
+    from ..progress import Progress
+
+    spec = scope.adapter.input_spec()
+    samples = sum(planned_shape(item, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)[0]
+                  for item in items)
+    kernel_steps = sum(1 for name in selected if name in info_by_name and info_by_name[name].is_conv)
+    prog = Progress(kernel_steps + samples * len(selected) + (samples if unet else 0), "convscope report",
+                    unit="grid", enabled=progress)
     try:
         with OutputDir(out, info={"command": "report", "model": scope.name}) as folder:
             for name in ASSET_FILES:
@@ -474,6 +449,7 @@ def build_report(
             image_items: list[_ImageItem] = []
             summary_shapes: dict[str, tuple[int, ...]] = {}
             for source_index, image in enumerate(items):
+                scope.check_memory(image, capture_names, size=size, mode="stream")  # before decoding and the forward pass
                 prepared = scope.prepare(image, size=size, normalize=normalize)
                 batch_size = prepared.batch.shape[0]
                 first = len(image_items)
@@ -527,7 +503,7 @@ def build_report(
                         if wide:
                             rel_all = folder.unique_name(f"{stem}.all", ".png", "activations")
                             entry["full_rel"] = rel_all
-                            prog.track(folder.add_rendered(
+                            (folder.add_rendered(
                                 rel_all,
                                 lambda act=act, s=s: act.grid(order="index", sample=s, cmap=cmap, labels=True, max_side=4096),
                                 layer=key, kind="activations-all", image=item.label, sample=s,
@@ -543,7 +519,7 @@ def build_report(
                             rel_ov = folder.unique_name(stem, ".png", "overlays")
                             entry["overlay_rel"] = rel_ov
                             base = display[s]
-                            prog.track(folder.add_rendered(
+                            (folder.add_rendered(
                                 rel_ov, lambda act=act, s=s, base=base: act.overlay(base, sample=s),
                                 layer=key, kind="overlay", image=item.label, sample=s,
                             ))
@@ -681,12 +657,27 @@ def build_report(
                 },
                 kind="report-data",
             )
+        prog.finish()
     finally:
         prog.close()
     if echo is not None:
         for note in notes:
             echo(note)
-    return Path(out) / "index.html"
+    return ReportPath(Path(out) / "index.html")
+
+
+class ReportPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPath
+    """The path of a report's ``index.html``; Jupyter shows it as a link that opens the report."""
+
+    def _repr_html_(self) -> str:
+        import html
+
+        try:
+            href = os.path.relpath(self)
+        except ValueError:  # another drive (Windows)
+            href = self.resolve().as_uri()
+        return (f'<a href="{html.escape(href)}" target="_blank" rel="noopener">'
+                f'{html.escape(str(self))}</a> (convscope report; open it in a browser)')
 
 
 def _unet_section(
@@ -694,7 +685,7 @@ def _unet_section(
     items: list[Any],
     image_items: list[_ImageItem],
     folder: OutputDir,
-    prog: _Progress,
+    prog: Progress,
     size: Any,
     normalize: str | None,
     notes: list[str],
@@ -727,7 +718,7 @@ def _unet_section(
             prog.track(folder.add_rendered(view["figure_rel"], lambda figure=figure: figure, kind="unet-flow", image=label))
         for caption, picture in panels:
             rel = folder.unique_name(f"{stem}.{caption}", ".png", "unet")
-            prog.track(folder.add_rendered(rel, lambda picture=picture: picture, kind="unet-level", image=label, caption=caption))
+            (folder.add_rendered(rel, lambda picture=picture: picture, kind="unet-level", image=label, caption=caption))
             view["panels"].append((caption, rel))
         views.append(view)
         if hasattr(flow, "to_json"):

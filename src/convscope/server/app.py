@@ -35,7 +35,9 @@ STATIC_FILES: dict[str, str] = {
     "viewer.js": "text/javascript; charset=utf-8",
     "viewer.css": "text/css; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
+    "layer-filter.js": "text/javascript; charset=utf-8",  # shared with the report (report/assets)
 }
+SHARED_WITH_REPORT = ("layer-filter.js",)
 PAGES: dict[str, str] = {"/": "index.html", "/api/docs": "api.html"}
 PNG_CACHE = "private, max-age=3600"
 
@@ -72,7 +74,24 @@ class ModelOut(BaseModel):
 class ImageOut(BaseModel):
     id: str = Field(description="image ID to use in other calls")
     name: str = Field(description="file name (display only)")
-    origin: str = Field(description="'folder' (from --images) or 'upload'")
+    origin: str = Field(description="'folder' (from --images), 'upload' or 'sample'")
+    notes: list[str] = Field(default_factory=list, description="how the image was made to fit the model: size used "
+                             "(its own unless --size or the model fixes one), channel conversion")
+    size: list[int] | None = Field(default=None, description="spatial size the model sees (once prepared)")
+
+
+class PredictionOut(BaseModel):
+    index: int
+    probability: float
+    score: float
+
+
+class PredictionsOut(BaseModel):
+    kind: str = Field(description="'classes' (a vector of class scores), 'map' (a spatial output) or 'none'")
+    top: list[PredictionOut] = Field(default_factory=list, description="the 5 most probable classes")
+    softmax: bool | None = Field(default=None, description="probabilities are the softmax of the scores")
+    classes: int | None = None
+    shape: list[int] | None = None
 
 
 class ImageList(BaseModel):
@@ -196,6 +215,8 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def _static_bytes(name: str) -> bytes:
+    if name in SHARED_WITH_REPORT:  # one file for the report and the viewer: the same layer filter
+        return resources.files("convscope.report").joinpath("assets", name).read_bytes()
     return resources.files("convscope.server").joinpath("static", name).read_bytes()
 
 
@@ -385,6 +406,11 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy) -> FastAPI
     @app.get("/api/layers/{layer_id}/kernels.png", responses=PNG_RESPONSE, tags=["kernels"], summary="Kernel grid")
     def layer_kernels(layer_id: str) -> Response:
         return _png(state.kernels_png(layer_id))
+
+    @app.get("/api/images/{image_id}/predictions", response_model=PredictionsOut, responses=ERRORS, tags=["images"],
+             summary="The model's top-5 classes with probabilities (classifiers); kind 'map' for spatial outputs")
+    def predictions(image_id: str) -> dict[str, Any]:
+        return state.predictions(image_id)
 
     @app.get("/api/images/{image_id}/unet", response_model=UNetOut, responses=ERRORS, tags=["unet"],
              summary="U-Net flow: figure, clickable blocks, level panels (422 if the model is not a U-Net)")

@@ -23,11 +23,31 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
 
+def check_address(host: str, port: int) -> list[Any]:
+    """Validate ``--host``/``--port`` before anything is loaded; returns ``getaddrinfo``'s answer.
+
+    Raises:
+        ConvscopeError: a port outside 0..65535 (``getaddrinfo`` would wrap it silently: 99999 is
+            port 34463), or a host name that does not resolve.
+    """
+    from ..errors import ConvscopeError
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConvscopeError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+        raise ConvscopeError(f"--host {host!r} does not resolve ({reason}); use an address of this machine, "
+                             f"e.g. 127.0.0.1") from None
+    if not infos:
+        raise ConvscopeError(f"--host {host!r} does not resolve; use an address of this machine, e.g. 127.0.0.1")
+    return infos
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (``port=0``: a free port), IPv4 or IPv6."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    if not infos:
-        raise ValueError(f"cannot resolve --host {host!r}")
+    infos = check_address(host, port)
     family, socktype, proto, _, addr = infos[0]
     # proto must be IPPROTO_TCP so the event loop switches off Nagle's delay (~40 ms per small reply)
     sock = socket.socket(family, socktype, proto or socket.IPPROTO_TCP)
@@ -180,8 +200,12 @@ def serve(
             f"upload images. Share the URL only with people you trust; use --host 127.0.0.1 to stay local."
         )
     folder = f", images from {images}" if images is not None else ""
-    echo(f"convscope viewer for {scope.name}: {len(server.state.layers)} layers, "
-         f"{len(server.state.images)} images{folder}")
+    shown = len(server.state.layers)
+    total = sum(1 for info in scope.adapter.layers() if info.is_leaf)
+    chosen = "chosen with --layer/--kind" if layers is not None or kind is not None else "convolutions and activations"
+    count = len(server.state.images)
+    echo(f"convscope viewer for {scope.name}: {shown} of {total} layers shown ({chosen}; `convscope layers` lists "
+         f"all {total}), {count} image{'' if count == 1 else 's'}{folder}")
     echo(f"open {server.url}")
     if is_wildcard(host):
         try:

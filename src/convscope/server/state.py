@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.budget import MemoryBudgetError
 from ..core.health import activation_health, channel_stats, weight_health
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError
@@ -88,9 +89,11 @@ class ImageEntry:
     folder_image: FolderImage | None = None
     data: Any = None  # decoded upload (numpy array)
     created: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)  # how the input was made to fit the model (size, channels)
+    size: list[int] | None = None  # the spatial size the model sees, once prepared
 
     def to_dict(self, image_id: str) -> dict[str, Any]:
-        return {"id": image_id, "name": self.name, "origin": self.origin}
+        return {"id": image_id, "name": self.name, "origin": self.origin, "notes": list(self.notes), "size": self.size}
 
 
 def _finite_list(values: np.ndarray, digits: int = 6) -> list[float | None]:
@@ -127,9 +130,12 @@ class ViewerState:
         self.scope = scope
         self.limits = limits or ServerLimits()
         self.cmap = cmap
-        if size is None and scope.input_shape is not None and len(scope.input_shape) > 2:
-            size = tuple(int(s) for s in scope.input_shape[2:])
+        # an image keeps its own size unless the user (--size) or the model (a fixed input size) fixes one
+        fixed = scope.adapter.input_spec().spatial_size
+        if size is None and fixed is not None:
+            size = tuple(int(s) for s in fixed)
         self.size = size
+        self.size_reason = "--size" if size is not None and fixed is None else ("the model's fixed input size" if fixed else None)
         self.normalize = normalize
         infos = {info.name: info for info in scope.adapter.layers()}
         names = select_report_layers(scope, layers, kind)
@@ -211,11 +217,90 @@ class ViewerState:
 
     def _prepare(self, entry: ImageEntry) -> PreparedInput:
         try:
-            return self.scope.prepare(self._decode(entry), size=self.size, normalize=self.normalize)
+            image = self._decode(entry)
+            # the capture of every viewer layer is estimated before any work (same budget as the CLI)
+            self.scope.check_memory(image, [layer.name for layer in self.layers], size=self.size,
+                                    what=f"the viewer's {len(self.layers)} layers")
+            prepared = self.scope.prepare(image, size=self.size, normalize=self.normalize)
+            self._note(entry, image, prepared)
+            return prepared
         except ApiError:
             raise
+        except MemoryBudgetError as exc:
+            raise ApiError(413, "too_large", str(exc)) from None
         except ConvscopeError as exc:
             raise ApiError(422, "bad_image", str(exc)) from None
+
+    def _note(self, entry: ImageEntry, image: Any, prepared: PreparedInput) -> None:
+        """Record, in words, how ``image`` was made to fit the model (shown by the page)."""
+        from ..io.images import planned_shape
+
+        spec = self.scope.adapter.input_spec()
+        own = planned_shape(image, channels=None, spatial_dims=spec.spatial_dims or 2)
+        used = prepared.batch.shape
+        notes = []
+        if tuple(own[2:]) != tuple(used[2:]):
+            notes.append(f"resized from {'x'.join(map(str, own[2:]))} to {'x'.join(map(str, used[2:]))} "
+                         f"({self.size_reason or 'the model'} fixes the input size)")
+        else:
+            notes.append(f"used at its own size, {'x'.join(map(str, used[2:]))}")
+        if own[1] != used[1]:
+            if own[1] in (3, 4) and used[1] == 1:
+                notes.append("converted from RGB to grayscale (ITU-R 601 luma) because the model takes 1 channel")
+            elif own[1] == 4 and used[1] == 3:
+                notes.append("alpha channel dropped: the model takes RGB")
+            elif own[1] == 1:
+                notes.append(f"grayscale repeated to {used[1]} channels because the model takes {used[1]}")
+        entry.notes = notes
+        entry.size = [int(v) for v in used[2:]]
+
+    def predictions(self, image_id: str, k: int = 5) -> dict[str, Any]:
+        """The model's top-``k`` classes for the image, when its output is a vector of class scores.
+
+        Returns ``{"kind": "classes", "top": [{"index", "probability", "score"}], "softmax": bool}``
+        (probabilities are the softmax of the scores unless they already sum to 1), or
+        ``{"kind": "map"}`` for a spatial output (segmentation, U-Net), ``{"kind": "none"}`` otherwise.
+        """
+        output = self.output(image_id)
+        if output is None:
+            return {"kind": "none", "top": []}
+        if output.ndim > 2:
+            return {"kind": "map", "top": [], "shape": list(output.shape[1:])}
+        scores = np.asarray(output[0], dtype=np.float64).reshape(-1)
+        if scores.size < 2:
+            return {"kind": "none", "top": []}
+        self._unet_known = False  # a vector output: not a U-Net, so the page need not ask
+        already = bool(np.all(scores >= 0) and abs(scores.sum() - 1.0) < 1e-3)
+        if already:
+            probs = scores
+        else:
+            shifted = np.exp(scores - scores.max())
+            probs = shifted / shifted.sum()
+        order = np.argsort(-probs, kind="stable")[:k]
+        return {"kind": "classes", "softmax": not already, "classes": int(scores.size),
+                "top": [{"index": int(i), "probability": round(float(probs[i]), 6), "score": round(float(scores[i]), 6)}
+                        for i in order]}
+
+    def output(self, image_id: str) -> np.ndarray | None:
+        """The model's output for the image (computed with the activations, cached)."""
+        key = ("out", image_id)
+        hit = self.cache.get(key)
+        if hit is None and self.layers:
+            self.activation(image_id, self.layers[0].id)
+            hit = self.cache.get(key)
+        if hit is None:  # activations still cached but the output evicted: one forward pass for it alone
+            prepared = self.prepared(image_id)
+            try:
+                with self.model_lock:
+                    self.captures += 1
+                    result = self.scope.adapter.capture(prepared.batch[:1], [])
+            except ConvscopeError as exc:
+                raise ApiError(422, "forward_failed", str(exc)) from None
+            if result.output is None:
+                return None
+            hit = np.ascontiguousarray(np.asarray(result.output, dtype=np.float32)[:1])
+            self.cache.put(key, hit, int(hit.nbytes))
+        return hit
 
     def prepared(self, image_id: str) -> PreparedInput:
         entry = self.image(image_id)
@@ -252,6 +337,9 @@ class ViewerState:
                     result = self.scope.adapter.capture(prepared.batch[:1], names)
             except ConvscopeError as exc:
                 raise ApiError(422, "forward_failed", str(exc)) from None
+            if result.output is not None:
+                out = np.ascontiguousarray(np.asarray(result.output, dtype=np.float32)[:1])
+                self.cache.put(("out", image_id), out, int(out.nbytes))
             wanted = None
             for name, data in result.activations.items():
                 if "#" in name:

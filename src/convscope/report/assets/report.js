@@ -45,17 +45,21 @@
     }
   }
 
+  var kindsPresent = items.map(function (li) { return li.getAttribute("data-kind") || ""; });
+
   function applyFilter() {
-    var text = (filter.value || "").trim().toLowerCase();
+    var text = (filter.value || "").trim();
+    var matches = window.convscopeLayerMatcher(text, kindsPresent);  // layer-filter.js: globs and kinds
     var shown = 0;
     items.forEach(function (li, i) {
-      var name = (li.getAttribute("data-name") || "").toLowerCase();
-      var match = text === "" || name.indexOf(text) !== -1;
+      var match = matches(li.getAttribute("data-name") || "", li.getAttribute("data-kind") || "");
       li.hidden = !match;
       if (sections[i]) { sections[i].hidden = !match; }
       if (match) { shown += 1; }
     });
-    status.textContent = text === "" ? sections.length + " layers" : shown + " of " + sections.length + " layers match";
+    var total = sections.length;
+    status.textContent = text === "" ? total + (total === 1 ? " layer" : " layers")
+      : shown + " of " + total + (total === 1 ? " layer matches" : " layers match");
     noMatch.hidden = shown !== 0;
   }
 

@@ -110,17 +110,74 @@
     });
   }
 
+  function imageById(imageId) {
+    return state.images.filter(function (i) { return i.id === imageId; })[0];
+  }
+
+  function setBusy(busy, label) {
+    var main = $("main");
+    main.setAttribute("aria-busy", busy ? "true" : "false");
+    document.body.classList.toggle("busy", !!busy);
+    $("busy").hidden = !busy;
+    $("busy").textContent = busy ? label : "";
+  }
+
+  function showNotes(image) {
+    var notes = $("image-notes");
+    notes.textContent = image && image.notes && image.notes.length ? "Input " + image.notes.join("; ") + "." : "";
+  }
+
   function selectImage(imageId) {
     state.imageId = imageId || null;
     $("image-select").value = imageId || "";
     var preview = $("input-preview");
     if (!imageId) { preview.hidden = true; return Promise.resolve(); }
-    var image = state.images.filter(function (i) { return i.id === imageId; })[0];
+    var image = imageById(imageId);
+    // never show the previous image's views under the new image's name: clear them first
+    state.summary = null;
+    clear($("channel-grid"));
+    setStats($("health"), []);
+    $("pager").hidden = true;
+    $("unet").hidden = true;
+    $("predictions").hidden = true;
+    closeDetail();
+    setBusy(true, "Computing the activations of " + (image ? image.name : "the image") + "…");
     preview.src = "/api/images/" + enc(imageId) + "/input.png";
     preview.alt = "Input image " + (image ? image.name : "");
     preview.hidden = false;
-    closeDetail();
-    return loadLayer().then(loadUNet).then(loadVolume);
+    showNotes(image);
+    var done = function () { if (state.imageId === imageId) { setBusy(false); } };
+    return loadLayer().then(loadPredictions).then(function () {
+      return loadImages().then(function () { if (state.imageId === imageId) { showNotes(imageById(imageId)); } });
+    }).then(loadUNet).then(loadVolume).then(done, function (err) { done(); throw err; });
+  }
+
+  // -- predictions (classifiers) -----------------------------------------------------------------
+  function loadPredictions() {
+    var section = $("predictions");
+    if (!state.imageId) { section.hidden = true; return Promise.resolve(); }
+    var imageId = state.imageId;
+    return api("/api/images/" + enc(imageId) + "/predictions").then(function (p) {
+      if (state.imageId !== imageId) { return; }
+      if (p.kind !== "classes") { section.hidden = true; return; }
+      if (state.model) { state.model.unet = false; }  // a classifier: no U-Net view to ask for
+      var list = $("prediction-list");
+      clear(list);
+      p.top.forEach(function (row) {
+        var item = document.createElement("li");
+        var bar = document.createElement("span");
+        bar.className = "bar";
+        bar.style.width = Math.max(1, Math.round(row.probability * 100)) + "%";
+        var text = document.createElement("span");
+        text.textContent = "class " + row.index + ": " + pct(row.probability);
+        item.appendChild(text);
+        item.appendChild(bar);
+        list.appendChild(item);
+      });
+      $("prediction-note").textContent = "Top " + p.top.length + " of " + p.classes + " classes" +
+        (p.softmax ? " (probabilities: softmax of the model's scores)" : " (the model's own probabilities)");
+      section.hidden = false;
+    }).catch(function (err) { showError(err.message); });
   }
 
   // -- scans: three linked planes, one slice image per request (lazy) ------------------------------
@@ -131,7 +188,8 @@
 
   function loadVolume() {
     var imageId = state.imageId;
-    if (!imageId) { $("volume").hidden = true; return Promise.resolve(); }
+    var threeD = state.model && state.model.input && state.model.input.spatial_dims === 3;
+    if (!imageId || !threeD) { $("volume").hidden = true; return Promise.resolve(); }  // planes only for 3D models
     return api("/api/images/" + enc(imageId) + "/volume").then(function (info) {
       if (imageId !== state.imageId) { return; }
       volume.info = info;
@@ -234,7 +292,7 @@
     status.textContent = "Uploading " + file.name + "…";
     $("upload-button").disabled = true;
     api("/api/images", { method: "POST", body: form }).then(function (image) {
-      status.textContent = "Uploaded " + image.name + ".";
+      status.textContent = "Uploaded " + image.name + (image.notes && image.notes.length ? ": " + image.notes.join("; ") : "") + ".";
       input.value = "";
       return loadImages().then(function () { return selectImage(image.id); });
     }).catch(function (err) {
@@ -246,9 +304,10 @@
   function fillLayers() {
     var select = $("layer-select");
     clear(select);
-    var text = state.filter.toLowerCase();
+    var kinds = state.layers.map(function (l) { return l.kind; });
+    var matches = window.convscopeLayerMatcher(state.filter, kinds);  // layer-filter.js: globs and kinds
     state.layers.forEach(function (layer) {
-      if (text && layer.name.toLowerCase().indexOf(text) === -1) { return; }
+      if (!matches(layer.name, layer.kind)) { return; }
       var option = document.createElement("option");
       option.value = layer.id;
       option.textContent = layer.name + "  (" + layer.kind + ")";
@@ -322,7 +381,7 @@
       slider.max = String(s.slices - 1);
       if (state.slice === null || state.slice >= s.slices) { state.slice = Math.floor(s.slices / 2); }
       slider.value = String(state.slice);
-      $("slice-value").textContent = state.slice + " / " + (s.slices - 1);
+      $("slice-value").textContent = "D = " + state.slice + " of 0–" + (s.slices - 1) + " (H×W plane)";
       control.hidden = false;
     } else {
       state.slice = null;
@@ -407,7 +466,7 @@
     state.channel = c;
     var layer = currentLayer();
     var name = layer ? layer.name : "";
-    $("detail-title").textContent = name + " · channel " + c + (state.slice !== null ? " · slice " + state.slice : "");
+    $("detail-title").textContent = name + " · channel " + c + (state.slice !== null ? " · H×W plane at depth D = " + state.slice : "");
     var map = $("detail-map"), overlay = $("detail-overlay");
     map.src = channelUrl(c, "map");
     map.alt = "Full-resolution activation map of channel " + c + " of layer " + name;
@@ -544,7 +603,7 @@
     var sliceTimer = null;
     $("slice-slider").addEventListener("input", function () {
       state.slice = Number(this.value);
-      $("slice-value").textContent = state.slice + " / " + this.max;
+      $("slice-value").textContent = "D = " + state.slice + " of 0–" + this.max + " (H×W plane)";
       clearTimeout(sliceTimer);
       sliceTimer = setTimeout(function () {
         renderGrid();
