@@ -351,6 +351,23 @@ class TorchAdapter(ModelAdapter):
 
         return trace_torch(self._model, batch, device=self.device, **kwargs)
 
+    def gradients(
+        self, batch: np.ndarray, layers: Sequence[str], objective: Any, *, with_input: bool = False
+    ) -> Any:
+        """ONE forward + ONE backward pass: activations at ``layers`` and ``d score / d activation``.
+
+        See :class:`convscope.adapters.base.SupportsGradients`. Forward hooks keep each hooked layer's
+        output and hand the model a clone (so in-place ops after the layer cannot alter it); a module
+        called several times gives ``name``, ``name#1``...; ``torch.autograd.grad`` on exactly those tensors
+        (never ``.backward()``: parameters' ``.grad`` untouched) with cotangent ``objective.cotangent``
+        of the selected output. Runs with gradients on even under ``torch.no_grad``/``inference_mode``.
+        When the selected output is the result of a final Sigmoid/Softmax/LogSoftmax (module or
+        functional) and ``objective.from_logits``, the gradient starts from that op's input
+        (``output_name`` says so). A layer the target does not depend on gets an all-zero gradient.
+        The user's own exceptions from ``forward`` propagate unchanged.
+        """
+        return _torch_gradients(self, batch, layers, objective, with_input=with_input)
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -379,3 +396,210 @@ def _first_tensor(output: Any) -> Any:
             if found is not None:
                 return found
     return None
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients (SupportsGradients): ONE forward + ONE vector-Jacobian product
+# ------------------------------------------------------------------------------------------------
+
+_SQUASH_FUNCS = ("sigmoid", "softmax", "log_softmax")
+_SQUASH_TITLE = {"sigmoid": "Sigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax"}
+
+
+def _squash_mode_class() -> type:
+    """A ``TorchFunctionMode`` remembering, per result tensor, the input of every sigmoid/softmax call.
+
+    ``nn.Sigmoid``/``nn.Softmax`` modules, ``torch.sigmoid``, ``Tensor.sigmoid``, ``F.softmax``...
+    all pass through ``__torch_function__``; so a model whose returned tensor is such a result can
+    be differentiated from the logits (the op's input) instead.
+    """
+    import weakref
+
+    from torch.overrides import TorchFunctionMode
+
+    class _SquashMode(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[int, tuple[Any, Any, str]] = {}
+
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            result = func(*args, **(kwargs or {}))
+            name = getattr(func, "__name__", "")
+            if name in _SQUASH_FUNCS and args:
+                import torch
+
+                if isinstance(result, torch.Tensor) and isinstance(args[0], torch.Tensor):
+                    self.seen[id(result)] = (weakref.ref(result), args[0], name)
+            return result
+
+        def logits_of(self, tensor: Any) -> tuple[Any, str] | None:
+            entry = self.seen.get(id(tensor))
+            if entry is None or entry[0]() is not tensor:
+                return None
+            return entry[1], entry[2]
+
+    return _SquashMode
+
+
+def named_outputs(output: Any) -> dict[str, Any]:
+    """The model's returned tensors by name: ``output``, ``output[i]``, ``output['key']`` (one level deep)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return {"output": output}
+    found: dict[str, Any] = {}
+    if isinstance(output, (list, tuple)):
+        for i, item in enumerate(output):
+            tensor = _first_tensor(item)
+            if tensor is not None:
+                found[f"output[{i}]"] = tensor
+    elif isinstance(output, dict):
+        for key, item in output.items():
+            tensor = _first_tensor(item)
+            if tensor is not None:
+                found[f"output[{key!r}]"] = tensor
+    return found
+
+
+def _replace_first_tensor(output: Any, new: Any) -> Any:
+    """``output`` with its first tensor replaced by ``new`` (same container type)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return new
+    if isinstance(output, (list, tuple)):
+        items = list(output)
+        for i, item in enumerate(items):
+            if _first_tensor(item) is not None:
+                items[i] = _replace_first_tensor(item, new)
+                break
+        if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
+            return type(output)(*items)
+        return type(output)(items)
+    if isinstance(output, dict):
+        copy = type(output)(output) if type(output) is not dict else dict(output)
+        for key, item in output.items():
+            if _first_tensor(item) is not None:
+                copy[key] = _replace_first_tensor(item, new)
+                break
+        return copy
+    return output
+
+
+def _torch_gradients(
+    adapter: TorchAdapter,
+    batch: np.ndarray,
+    layers: Sequence[str],
+    objective: Any,
+    *,
+    with_input: bool = False,
+) -> Any:
+    import torch
+
+    from ..core.objective import select_output
+    from .base import LayerGradients
+
+    model = adapter.model
+    modules = adapter._checked_modules(layers)
+    wanted = list(dict.fromkeys(layers))
+    captured: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+
+    def make_hook(name: str) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+            tensor = _first_tensor(output)
+            if tensor is None or not tensor.is_floating_point():
+                return None
+            count = calls.get(name, 0)
+            calls[name] = count + 1
+            key = name if count == 0 else f"{name}#{count}"
+            captured[key] = tensor
+            # hand the rest of the model a clone: later in-place ops (ReLU(inplace=True), +=) change the
+            # clone, never the tensor differentiated here (and its value stays the layer's output)
+            return _replace_first_tensor(output, tensor.clone())
+
+        return hook
+
+    handles: list[Any] = []
+    arr = np.asarray(batch)
+    with preserved_model_state(model), torch.inference_mode(False), torch.enable_grad():
+        mode = _squash_mode_class()()
+        try:
+            for name in wanted:
+                handles.append(modules[name].register_forward_hook(make_hook(name)))
+            # our own leaf tensor (a fresh clone, never an inference tensor): every activation then has a
+            # grad_fn even when the user froze all parameters; parameters are never differentiated
+            x = adapter.to_tensor(arr).clone().requires_grad_(True)
+            try:
+                with mode:
+                    output = model(x)
+            except ConvscopeError:
+                raise
+            except TypeError as exc:
+                if "positional argument" in str(exc) or "required" in str(exc):
+                    raise ConvscopeError(
+                        f"the model's forward takes more than one input ({str(exc).strip().splitlines()[0]}); "
+                        f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
+                    ) from exc
+                raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
+            except (RuntimeError, ValueError, IndexError) as exc:  # anything else (the user's own errors) as is
+                raise ConvscopeError(
+                    f"the model's forward pass failed on an input of shape {tuple(arr.shape)}: {_first_line(exc)}. "
+                    f"Check the image size and channels (--size, or a different image)"
+                ) from exc
+        finally:
+            for handle in handles:
+                handle.remove()
+        outputs = named_outputs(output)
+        shapes = {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in outputs.items()}
+        chosen = select_output(shapes, objective)
+        selected = outputs[chosen]
+        output_name = chosen
+        if getattr(objective, "from_logits", True):
+            found = mode.logits_of(selected)
+            if found is not None:
+                selected, op = found
+                output_name = f"{chosen} (input of the final {_SQUASH_TITLE[op]})"
+        mode.seen.clear()
+        out_host = host_copy(selected)
+        weights = np.asarray(objective.cotangent(out_host), dtype=np.float32)
+        if weights.shape != out_host.shape:
+            raise ConvscopeError(
+                f"the objective's cotangent has shape {weights.shape} but the output {output_name} has {out_host.shape}"
+            )
+        missing = [name for name in wanted if name not in captured]
+        if missing:
+            raise ConvscopeError(
+                f"layer {missing[0]!r} did not run (or returned no float tensor) in the forward pass; "
+                "choose a layer the model calls on this input"
+            )
+        keys = list(captured)
+        targets = [captured[k] for k in keys] + ([x] if with_input else [])
+        grads: list[Any] = [None] * len(targets)
+        if selected.requires_grad:
+            w = torch.from_numpy(weights).to(device=selected.device, dtype=selected.dtype)
+            diff = [i for i, t in enumerate(targets) if t.requires_grad]
+            if diff:
+                got = torch.autograd.grad(selected, [targets[i] for i in diff], grad_outputs=w, allow_unused=True)
+                for i, g in zip(diff, got):
+                    grads[i] = g
+        activations = {k: host_copy(captured[k]) for k in keys}
+        gradients = {
+            k: (host_copy(g) if g is not None else np.zeros_like(activations[k])) for k, g in zip(keys, grads)
+        }
+        input_gradient = None
+        if with_input:
+            g = grads[-1]
+            input_gradient = host_copy(g) if g is not None else np.zeros(arr.shape, dtype=np.float32)
+        captured.clear()
+    n = out_host.shape[0]
+    score = (weights.reshape(n, -1).astype(np.float64) * out_host.reshape(n, -1)).sum(axis=1).astype(np.float32)
+    return LayerGradients(
+        activations=activations,
+        gradients=gradients,
+        output=out_host,
+        output_name=output_name,
+        score=score,
+        cotangent=weights,
+        input_gradient=input_gradient,
+    )
