@@ -22,7 +22,7 @@ from .core import attribution as at
 from .core.objective import Objective
 from .errors import ConvscopeError, UnsupportedModelError
 
-__all__ = ["CamResult", "CamSet", "compute_cams", "DEFAULT_SCORECAM_BUDGET_MB"]
+__all__ = ["CamResult", "CamSet", "compute_cams", "render_cam_row", "DEFAULT_SCORECAM_BUDGET_MB"]
 
 DEFAULT_SCORECAM_BUDGET_MB = 256
 """Score-CAM's memory budget for one chunk of masked inputs (their size x 16, a rough allowance for
@@ -248,7 +248,7 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
                     out.add_picture(rel, r.overlay(sample=s, cmap=cmap, alpha=alpha), **_entry(r), sample=s)
                 if arrays:
                     rel = out.unique_name(stem, ".npz")
-                    out.add_arrays(rel, {"raw": r.raw, "cam": r.data}, kind="cam_arrays", **_entry(r))
+                    out.add_arrays(rel, {"raw": r.raw, "cam": r.data}, **{**_entry(r), "kind": "cam_arrays"})
         return Path(out_dir) / "manifest.json"
 
 
@@ -454,3 +454,43 @@ def _scorecam(
         if bar is not None:
             bar.close()
     return out
+
+
+def render_cam_row(
+    tiles: Sequence[tuple[str, str, np.ndarray]],
+    *,
+    title: str,
+    cmap: str,
+    lo: float,
+    hi: float,
+    thumb: int = 112,
+    footer: Sequence[str] = (),
+) -> Any:
+    """A labelled row of CAM overlays (``(role, layer, (h, w, 3) uint8)``) with one shared colour bar."""
+    from PIL import Image, ImageDraw
+
+    from .render.colormap import get_colormap
+    from .render.flow import fit_into
+    from .render.picture import Picture
+
+    pad, label_h, title_h = 6, 28, 20
+    cols = max(1, len(tiles))
+    width = max(cols * (thumb + pad) + pad, 320)
+    height = title_h + label_h + thumb + pad * 2 + 14 * len(footer)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for i, (_role, _layer, pixels) in enumerate(tiles):
+        img = fit_into(pixels, thumb, thumb)
+        x = pad + i * (thumb + pad)
+        y = title_h + label_h
+        canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    draw.text((pad, 4), title, fill=(0, 0, 0))
+    for i, (role, layer, _pixels) in enumerate(tiles):
+        x = pad + i * (thumb + pad)
+        draw.text((x, title_h), role[:22], fill=(0, 0, 0))
+        draw.text((x, title_h + 13), layer[:22], fill=(90, 90, 90))
+    for k, line in enumerate(footer):
+        draw.text((pad, title_h + label_h + thumb + pad + 14 * k), line, fill=(120, 0, 0))
+    pixels = _with_colorbar(np.asarray(img), get_colormap(cmap), lo, hi)
+    return Picture(pixels=np.ascontiguousarray(pixels), meta={"cmap": cmap, "value_range": [lo, hi], "title": title})

@@ -209,7 +209,8 @@ class Scope:
 
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
-        return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask)
+        return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
+                               adapter=self.adapter)
 
     # -- attribution ---------------------------------------------------------------------------
     def cam(
@@ -226,6 +227,7 @@ class Scope:
         normalize_input: str | None = None,
         scorecam_budget_mb: float | None = None,
         progress: bool = True,
+        as_set: bool = False,
     ) -> Any:
         """Class activation maps of ``target`` at ``layer`` (see :mod:`convscope.cam`).
 
@@ -240,6 +242,7 @@ class Scope:
             relu / normalize / shared: post-processing of ``data`` (``raw`` is always the signed map):
                 ReLU first (default on), then divide by the max (``"max"``, default), ``"minmax"`` or
                 ``"none"``, per image (default) or ``shared`` across every map of this call.
+            as_set: always return a :class:`~convscope.cam.CamSet`.
         Returns:
             :class:`~convscope.cam.CamResult` for one exact layer and one method, else a
             :class:`~convscope.cam.CamSet` keyed ``(layer, method)``. All gradient methods at all
@@ -262,7 +265,7 @@ class Scope:
             scorecam_budget_mb=scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB, progress=progress,
         )
         single_layer = isinstance(layer, str) and not any(ch in layer for ch in "*?[")
-        if (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
+        if not as_set and (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
             return next(iter(result.values()))
         return result
 

@@ -48,6 +48,7 @@ __all__ = [
     "build_unet_flow",
     "unet_backend_for",
     "skip_metrics",
+    "UNetCam",
 ]
 
 
@@ -378,7 +379,9 @@ class UNetFlow:
         *,
         batch: np.ndarray,
         display: np.ndarray | None = None,
+        adapter: Any = None,
     ) -> None:
+        self.adapter = adapter  # the model adapter, for flow.cam (gradients at the levels)
         self.structure = structure
         self.graph = graph
         self.values = values
@@ -529,6 +532,71 @@ class UNetFlow:
         picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail=thumbnail, sample=sample)
         return picture
 
+    # -- attribution ---------------------------------------------------------------------------
+    def cam_roles(self) -> list[tuple[str, str]]:
+        """``(role, node id)`` for every map :meth:`cam` draws: each encoder level, the bottleneck, each
+        decoder level and both branches (skip, upsampled decoder) of every skip merge, in U order."""
+        s = self.structure
+        roles: list[tuple[str, str]] = []
+        for lvl in s.levels:
+            if lvl.encoder_output is not None:
+                roles.append((f"encoder {lvl.index}", lvl.encoder_output))
+        roles.append(("bottleneck", s.bottleneck_output))
+        for lvl in reversed(s.levels):
+            at_level = s.skips_at(lvl.index)
+            for k, skip in enumerate(at_level):
+                tag = f"skip {lvl.index}" + (f".{k}" if len(at_level) > 1 else "")
+                roles.append((f"{tag}: skip branch", skip.skip_input))
+                roles.append((f"{tag}: decoder branch", skip.decoder_input))
+            if lvl.decoder_output is not None:
+                roles.append((f"decoder {lvl.index}", lvl.decoder_output))
+        return roles
+
+    def cam(
+        self,
+        target: Any = None,
+        method: str = "gradcam",
+        *,
+        relu: bool = True,
+        normalize: str = "max",
+        progress: bool = True,
+    ) -> UNetCam:
+        """One CAM per encoder level, the bottleneck, each decoder level and both branches of every skip
+        merge, for ``target`` (default: the predicted class over the whole output), on ONE shared scale.
+
+        ONE forward + ONE backward pass (after the flow's own pass). Maps exist for tensors a module
+        produced (the usual case); a branch made by a functional op (a crop, ``F.interpolate``) is listed
+        in :attr:`UNetCam.missing` with the reason.
+        """
+        from .cam import compute_cams
+        from .core import targets as tg
+        from .core.attribution import PostProcess, check_methods
+
+        adapter = self.adapter
+        if adapter is None:
+            raise UnsupportedModelError("this flow was built without a model adapter; build it with scope.unet(image)")
+        (name,) = check_methods(method)
+        if target is None:
+            target = tg.segmentation()
+        layer_of: dict[str, str] = {}
+        missing: dict[str, str] = {}
+        known = {info.name for info in adapter.layers()}
+        for role, nid in self.cam_roles():
+            node = self.graph.node(nid)
+            base = node.name.rpartition("#")[0] if "#" in node.name else node.name
+            if node.module_type is None:
+                missing[role] = f"{node.name} is made by a functional op ({node.op}), not a module: no hook point"
+            elif base not in known:
+                missing[role] = f"{node.name} is not a named layer of the model"
+            else:
+                layer_of[role] = node.name
+        post = PostProcess(relu=relu, normalize=normalize, scope="shared")  # type: ignore[arg-type]
+        display = None if self.display is None else self.display[None]
+        cams = compute_cams(adapter, self.batch, list(dict.fromkeys(layer_of.values())), target, [name], post=post,
+                            display=display, progress=progress)
+        by_role = {role: cams[(layer, name)] for role, layer in layer_of.items()}
+        return UNetCam(flow=self, maps=by_role, missing=missing, cams=cams, method=name)
+
     # -- files ----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The anatomy and skip metrics as a JSON-ready dict (written to ``unet.json``).
@@ -605,6 +673,62 @@ class UNetFlow:
         return written
 
 
+class UNetCam:
+    """The CAMs of :meth:`UNetFlow.cam`: ``maps`` role -> :class:`~convscope.cam.CamResult`, one shared scale.
+
+    Attributes:
+        maps: ``"encoder 0"``..., ``"bottleneck"``, ``"skip 0: skip branch"``, ``"skip 0: decoder branch"``,
+            ``"decoder 0"``... in U order (down the encoder, up the decoder).
+        missing: role -> why it has no map.
+        cams: the underlying :class:`~convscope.cam.CamSet` (manifest, passes, notes).
+        method: the method used.
+    """
+
+    def __init__(self, *, flow: UNetFlow, maps: dict[str, Any], missing: dict[str, str], cams: Any, method: str) -> None:
+        self.flow = flow
+        self.maps = maps
+        self.missing = missing
+        self.cams = cams
+        self.method = method
+
+    def __repr__(self) -> str:
+        return f"UNetCam({self.method}: {len(self.maps)} maps, {len(self.missing)} missing)"
+
+    def to_json(self) -> dict[str, Any]:
+        """Method, target, passes, per role the map's description, and the missing roles."""
+        return {
+            "method": self.method,
+            "target": self.cams.target,
+            "passes": self.cams.passes,
+            "scale": "one scale per image shared across all U-Net levels and branches",
+            "maps": [{"role": role, **cam.describe()} for role, cam in self.maps.items()],
+            "missing": self.missing,
+        }
+
+    def figure(self, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5, thumb: int = 112) -> Picture:
+        """The CAM row: one overlay per role (U order), labelled, with the one shared colour scale."""
+        from .cam import render_cam_row
+
+        tiles = []
+        for role, cam in self.maps.items():
+            pic = cam.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False)
+            tiles.append((role, cam.layer, pic.pixels))
+        first = next(iter(self.maps.values()), None)
+        lo, hi = (0.0, 1.0) if first is None else (float(v) for v in first.scale[sample])
+        title = f"{self.method} for {_target_text(self.cams.target)}, from {first.output_name if first else '?'}"
+        picture = render_cam_row(tiles, title=title, cmap=cmap, lo=lo, hi=hi, thumb=thumb,
+                                 footer=[f"no map for {r}: {why}" for r, why in self.missing.items()])
+        picture.meta.update(kind="unet_cam", method=self.method, sample=sample)
+        return picture
+
+
+def _target_text(target: dict[str, Any]) -> str:
+    cls = target.get("class", "?")
+    region = target.get("region", "all")
+    where = region if isinstance(region, str) else ", ".join(f"{k}={v}" for k, v in region.items())
+    return f"class {cls} ({target.get('reduce', 'sum')} over {where})"
+
+
 # ------------------------------------------------------------------------------------------------
 # building
 # ------------------------------------------------------------------------------------------------
@@ -627,6 +751,7 @@ def build_unet_flow(
     *,
     target: int | None = None,
     mask: Any = None,
+    adapter: Any = None,
 ) -> UNetFlow:
     """Find the U-Net in one forward pass of ``batch`` and capture its flow and skip metrics.
 
@@ -636,6 +761,7 @@ def build_unet_flow(
         display_image: ``(H, W, 3)`` uint8 picture of sample 0 (or ``(N, H, W, 3)``), for the figure.
         target: output channel for the gradient share's score (default: the predicted class).
         mask: ``(*spatial)`` 0/1 region for the score (default: every pixel).
+        adapter: the model adapter, kept for :meth:`UNetFlow.cam` (default: derived from a torch backend).
 
     Returns:
         :class:`UNetFlow`.
@@ -670,4 +796,8 @@ def build_unet_flow(
     capture = backend.capture_graph(arr, request, target=target, mask=mask)
     structure = found.get("structure") or find_unet(capture.graph)
     metrics = skip_metrics(structure, capture.graph, capture.values, capture.input_x_gradient)
-    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=arr, display=display)
+    if adapter is None and getattr(backend, "framework", None) == "torch" and hasattr(backend, "model"):
+        from .adapters.torch_adapter import TorchAdapter
+
+        adapter = TorchAdapter(backend.model)
+    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=arr, display=display, adapter=adapter)

@@ -269,5 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 
+from .cmd_cam import register as _register_cam  # noqa: E402  (needs the option types above)
+
+_register_cam(app)
+
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
