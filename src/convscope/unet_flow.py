@@ -644,8 +644,11 @@ class UNetFlow:
             "spatial_dims": s.spatial_dims,
         }
 
-    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8) -> list[Path]:
-        """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``.
+    def save(
+        self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8, cams: Sequence[UNetCam] = ()
+    ) -> list[Path]:
+        """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``
+        (and per :meth:`cam` result in ``cams`` a CAM row ``cam[-class-C].png`` with ``cam[-class-C].json``).
 
         Every file is written atomically; the manifest lists each file with its ``kind``
         (``unet_flow``, ``unet_level``, ``unet_json``), ``layer`` (node name) and ``shape``.
@@ -669,6 +672,14 @@ class UNetFlow:
                 written.append(out.path / rel)
             out.add_json("unet.json", self.to_json(), kind="unet_json", layer=None, shape=None)
             written.append(out.path / "unet.json")
+            for cam in cams:
+                cls = cam.cams.target.get("class")
+                stem = "cam" if len(cams) == 1 or not isinstance(cls, int) else f"cam-class-{cls}"
+                stem = out.unique_name(stem, ".png")[: -len(".png")]
+                out.add_picture(f"{stem}.png", cam.figure(), kind="unet_cam", method=cam.method, target=cam.cams.target,
+                                post_processing=next(iter(cam.maps.values())).post.describe() if cam.maps else None)
+                out.add_json(f"{stem}.json", cam.to_json(), kind="unet_cam_json", layer=None, shape=None)
+                written += [out.path / f"{stem}.png", out.path / f"{stem}.json"]
         written.append(out.path / "manifest.json")
         return written
 

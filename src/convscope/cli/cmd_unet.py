@@ -25,6 +25,7 @@ def run_unet(
     mask: Any = None,
     thumbnail: str = "mean",
     top: int = 8,
+    cam_classes: Any = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -38,6 +39,7 @@ def run_unet(
         mask: ``(*spatial)`` 0/1 region for the gradient share's score.
         thumbnail: ``"mean"`` or ``"top"`` for the flow figure's thumbnails.
         top: channels per grid in the level panels.
+        cam_classes: add a Grad-CAM row per class (``[None]``: the predicted class), see ``UNetFlow.cam``.
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -48,5 +50,13 @@ def run_unet(
     from ..unet_flow import build_unet_flow, unet_backend_for
 
     backend = unet_backend_for(model_adapter_or_backend)
-    flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
-    return flow.save(out_dir, thumbnail=thumbnail, top=top)
+    from ..adapters.base import ModelAdapter
+
+    adapter = model_adapter_or_backend if isinstance(model_adapter_or_backend, ModelAdapter) else None
+    flow = build_unet_flow(backend, batch, display, target=target, mask=mask, adapter=adapter)
+    cams = []
+    if cam_classes is not None:
+        from ..core import targets
+
+        cams = [flow.cam(target=targets.segmentation(cls, mask=mask)) for cls in (list(cam_classes) or [None])]
+    return flow.save(out_dir, thumbnail=thumbnail, top=top, cams=cams)

@@ -137,6 +137,8 @@ def unet(
     mask: Annotated[Optional[str], typer.Option("--mask", help="region (image or .npy, nonzero = inside) the gradient-share score is summed over")] = None,
     thumbnail: Annotated[str, typer.Option("--thumbnail", help="flow-figure thumbnails: mean | top")] = "mean",
     top: Annotated[int, typer.Option("--top", help="channels per grid in the level panels")] = 8,
+    cam: Annotated[bool, typer.Option("--cam", help="add a Grad-CAM row (every level, both skip branches, one scale): cam.png")] = False,
+    cam_class: Annotated[Optional[list[int]], typer.Option("--class", help="with --cam: class to explain (repeatable; default the predicted class)")] = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -151,7 +153,8 @@ def unet(
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
-                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top)
+                     out, target=target, mask=mask_array, thumbnail=thumbnail, top=top,
+                     cam_classes=(cam_class or []) if cam else None)
     _echo(f"wrote {len(paths)} files to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
