@@ -123,30 +123,33 @@ def _space(a: np.ndarray) -> tuple[int, ...]:
 
 
 def _weighted(weights: np.ndarray, acts: np.ndarray) -> np.ndarray:
-    """``sum_c w[n, c] A[n, c]`` -> ``(N, *spatial)`` float32 (float64 accumulation)."""
+    """``sum_c w[n, c] A[n, c]`` -> ``(N, *spatial)`` float32 (one float32 BLAS product per sample)."""
     n, c = acts.shape[:2]
     flat = acts.reshape(n, c, -1)
-    out = np.einsum("nc,ncp->np", weights.astype(np.float64), flat, optimize=True)
-    return out.reshape((n, *acts.shape[2:])).astype(np.float32)
+    w = np.asarray(weights, dtype=np.float32)
+    out = np.empty((n, flat.shape[2]), dtype=np.float32)
+    for i in range(n):
+        np.dot(w[i], flat[i], out=out[i])
+    return out.reshape((n, *acts.shape[2:]))
 
 
 def gradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
     """Grad-CAM: channel weights = spatial mean of the gradient. ``(N, C, *S) x2 -> (N, *S)``."""
     a, g = _check_pair(acts, grads)
     assert g is not None
-    return _weighted(g.mean(axis=_space(g), dtype=np.float64), a)
+    return _weighted(g.mean(axis=_space(g), dtype=np.float64), a)  # weights accumulated in float64
 
 
 def gradcam_pp(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
     """Grad-CAM++, the paper's closed form (Eq. 19): see the module docstring."""
     a, g = _check_pair(acts, grads)
     assert g is not None
-    g64 = g.astype(np.float64)
-    g2 = g64 * g64
-    a_sum = a.sum(axis=_space(a), keepdims=True, dtype=np.float64)
-    denom = 2.0 * g2 + a_sum * g2 * g64
+    g2 = g * g
+    a_sum = a.sum(axis=_space(a), keepdims=True, dtype=np.float64).astype(np.float32)
+    denom = g2 * (np.float32(2.0) + a_sum * g)  # 2 g^2 + sum(A) g^3
     alpha = np.divide(g2, denom, out=np.zeros_like(g2), where=denom != 0)
-    weights = (alpha * np.maximum(g64, 0.0)).sum(axis=_space(a))
+    alpha *= np.maximum(g, np.float32(0.0))
+    weights = alpha.reshape(*alpha.shape[:2], -1).sum(axis=2, dtype=np.float64)
     return _weighted(weights, a)
 
 
@@ -154,7 +157,7 @@ def hirescam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
     """HiResCAM: element-wise gradient x activation summed over channels."""
     a, g = _check_pair(acts, grads)
     assert g is not None
-    return (a.astype(np.float64) * g).sum(axis=1).astype(np.float32)
+    return np.einsum("nc...,nc...->n...", a, g)
 
 
 def xgradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -162,7 +165,8 @@ def xgradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
     a, g = _check_pair(acts, grads)
     assert g is not None
     axes = _space(a)
-    num = (a.astype(np.float64) * g).sum(axis=axes)
+    n, c = a.shape[:2]
+    num = np.einsum("ncp,ncp->nc", a.reshape(n, c, -1), g.reshape(n, c, -1)).astype(np.float64)
     den = a.sum(axis=axes, dtype=np.float64)
     weights = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
     return _weighted(weights, a)
@@ -172,7 +176,7 @@ def layercam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
     """LayerCAM: ``sum_c relu(G_c) A_c`` element-wise."""
     a, g = _check_pair(acts, grads)
     assert g is not None
-    return (np.maximum(g.astype(np.float64), 0.0) * a).sum(axis=1).astype(np.float32)
+    return np.einsum("nc...,nc...->n...", np.maximum(g, np.float32(0.0)), a)
 
 
 _GRADIENT_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
