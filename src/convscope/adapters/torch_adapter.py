@@ -356,9 +356,10 @@ class TorchAdapter(ModelAdapter):
     ) -> Any:
         """ONE forward + ONE backward pass: activations at ``layers`` and ``d score / d activation``.
 
-        See :class:`convscope.adapters.base.SupportsGradients`. Forward hooks keep each hooked layer's
-        output and hand the model a clone (so in-place ops after the layer cannot alter it); a module
-        called several times gives ``name``, ``name#1``...; ``torch.autograd.grad`` on exactly those tensors
+        See :class:`convscope.adapters.base.SupportsGradients`. Forward hooks copy each hooked layer's
+        output and pin its autograd edge (``get_gradient_edge``) at once, so in-place ops after the layer
+        alter neither, and the model's own tensors are left alone (no clone handed on); a module
+        called several times gives ``name``, ``name#1``...; ``torch.autograd.grad`` on exactly those edges
         (never ``.backward()``: parameters' ``.grad`` untouched) with cotangent ``objective.cotangent``
         of the selected output. Runs with gradients on even under ``torch.no_grad``/``inference_mode``.
         When the selected output is the result of a final Sigmoid/Softmax/LogSoftmax (module or
@@ -461,31 +462,6 @@ def named_outputs(output: Any) -> dict[str, Any]:
     return found
 
 
-def _replace_first_tensor(output: Any, new: Any) -> Any:
-    """``output`` with its first tensor replaced by ``new`` (same container type)."""
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return new
-    if isinstance(output, (list, tuple)):
-        items = list(output)
-        for i, item in enumerate(items):
-            if _first_tensor(item) is not None:
-                items[i] = _replace_first_tensor(item, new)
-                break
-        if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
-            return type(output)(*items)
-        return type(output)(items)
-    if isinstance(output, dict):
-        copy = type(output)(output) if type(output) is not dict else dict(output)
-        for key, item in output.items():
-            if _first_tensor(item) is not None:
-                copy[key] = _replace_first_tensor(item, new)
-                break
-        return copy
-    return output
-
-
 def _torch_gradients(
     adapter: TorchAdapter,
     batch: np.ndarray,
@@ -495,6 +471,7 @@ def _torch_gradients(
     with_input: bool = False,
 ) -> Any:
     import torch
+    from torch.autograd.graph import get_gradient_edge
 
     from ..core.objective import select_output
     from .base import LayerGradients
@@ -502,21 +479,23 @@ def _torch_gradients(
     model = adapter.model
     modules = adapter._checked_modules(layers)
     wanted = list(dict.fromkeys(layers))
-    captured: dict[str, Any] = {}
+    values: dict[str, np.ndarray] = {}
+    edges: dict[str, Any] = {}
     calls: dict[str, int] = {}
 
     def make_hook(name: str) -> Any:
-        def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
             tensor = _first_tensor(output)
             if tensor is None or not tensor.is_floating_point():
-                return None
+                return
             count = calls.get(name, 0)
             calls[name] = count + 1
             key = name if count == 0 else f"{name}#{count}"
-            captured[key] = tensor
-            # hand the rest of the model a clone: later in-place ops (ReLU(inplace=True), +=) change the
-            # clone, never the tensor differentiated here (and its value stays the layer's output)
-            return _replace_first_tensor(output, tensor.clone())
+            # the value and the autograd edge of THIS version of the tensor, taken now: a later in-place op
+            # (ReLU(inplace=True), +=) makes a new version but cannot change either; the model's own
+            # tensors are left alone (no clone is handed on), so it computes exactly what it does without us
+            values[key] = host_copy(tensor)
+            edges[key] = get_gradient_edge(tensor) if tensor.requires_grad else None
 
         return hook
 
@@ -567,23 +546,23 @@ def _torch_gradients(
             raise ConvscopeError(
                 f"the objective's cotangent has shape {weights.shape} but the output {output_name} has {out_host.shape}"
             )
-        missing = [name for name in wanted if name not in captured]
+        missing = [name for name in wanted if name not in values]
         if missing:
             raise ConvscopeError(
                 f"layer {missing[0]!r} did not run (or returned no float tensor) in the forward pass; "
                 "choose a layer the model calls on this input"
             )
-        keys = list(captured)
-        targets = [captured[k] for k in keys] + ([x] if with_input else [])
+        keys = list(values)
+        targets = [edges[k] for k in keys] + ([x] if with_input else [])
         grads: list[Any] = [None] * len(targets)
         if selected.requires_grad:
             w = torch.from_numpy(weights).to(device=selected.device, dtype=selected.dtype)
-            diff = [i for i, t in enumerate(targets) if t.requires_grad]
+            diff = [i for i, t in enumerate(targets) if t is not None]
             if diff:
                 got = torch.autograd.grad(selected, [targets[i] for i in diff], grad_outputs=w, allow_unused=True)
                 for i, g in zip(diff, got):
                     grads[i] = g
-        activations = {k: host_copy(captured[k]) for k in keys}
+        activations = {k: values[k] for k in keys}
         gradients = {
             k: (host_copy(g) if g is not None else np.zeros_like(activations[k])) for k, g in zip(keys, grads)
         }
@@ -591,7 +570,7 @@ def _torch_gradients(
         if with_input:
             g = grads[-1]
             input_gradient = host_copy(g) if g is not None else np.zeros(arr.shape, dtype=np.float32)
-        captured.clear()
+        edges.clear()
     n = out_host.shape[0]
     score = (weights.reshape(n, -1).astype(np.float64) * out_host.reshape(n, -1)).sum(axis=1).astype(np.float32)
     return LayerGradients(

@@ -112,6 +112,8 @@ def test_gradients_match_plain_autograd_and_inplace_relu_is_handled(x):
     np.testing.assert_allclose(got.activations["conv1"], conv1, atol=1e-6)
     assert (got.activations["conv1"] < 0).any()  # an in-place ReLU would have clipped these
     assert got.output_name == "output"
+    with torch.no_grad():  # transparency: the model computed exactly what it computes without convscope
+        np.testing.assert_array_equal(got.output, model(torch.from_numpy(x)).numpy())
     np.testing.assert_allclose(got.score, (got.cotangent * got.output).reshape(2, -1).sum(1), rtol=1e-5)
 
 
