@@ -407,28 +407,49 @@ _SQUASH_FUNCS = ("sigmoid", "softmax", "log_softmax")
 _SQUASH_TITLE = {"sigmoid": "Sigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax"}
 
 
-def _squash_mode_class() -> type:
-    """A ``TorchFunctionMode`` remembering, per result tensor, the input of every sigmoid/softmax call.
+def _grad_mode_class() -> type:
+    """A ``TorchFunctionMode`` for :meth:`TorchAdapter.gradients`, doing two things while the model runs.
 
-    ``nn.Sigmoid``/``nn.Softmax`` modules, ``torch.sigmoid``, ``Tensor.sigmoid``, ``F.softmax``...
-    all pass through ``__torch_function__``; so a model whose returned tensor is such a result can
-    be differentiated from the logits (the op's input) instead.
+    - It remembers, per result tensor, the input of every sigmoid/softmax call (``nn.Sigmoid``,
+      ``torch.sigmoid``, ``Tensor.sigmoid``, ``F.softmax``... all pass through ``__torch_function__``),
+      so a model whose returned tensor is such a result can be differentiated from the logits.
+    - It protects the hooked layers' outputs: just before an op that may write in place into a held
+      tensor's storage (``ReLU(inplace=True)``, ``+=``, ``x[...] = ``, ``out=``), the tensor's value is
+      copied to the host. Untouched outputs are never copied (on CPU the host array then shares the
+      tensor's memory: no extra memory for the activations).
     """
     import weakref
 
+    import torch
     from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_leaves
 
-    class _SquashMode(TorchFunctionMode):
+    from .torch_graph import _maybe_inplace
+
+    class _GradMode(TorchFunctionMode):
         def __init__(self) -> None:
             super().__init__()
             self.seen: dict[int, tuple[Any, Any, str]] = {}
+            self.held: dict[str, tuple[Any, int]] = {}  # key -> (tensor, version when hooked), not yet copied
+            self.copied: dict[str, np.ndarray] = {}
+
+        def hold(self, key: str, tensor: Any) -> None:
+            self.held[key] = (tensor, _version(tensor))
+
+        def protect(self, args: tuple, kwargs: dict) -> None:
+            ptrs = {_storage_ptr(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            for key, (tensor, _v) in list(self.held.items()):
+                if _storage_ptr(tensor) in ptrs:
+                    self.copied[key] = host_copy(tensor)
+                    del self.held[key]
 
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-            result = func(*args, **(kwargs or {}))
+            kwargs = kwargs or {}
+            if self.held and _maybe_inplace(func, args, kwargs):
+                self.protect(args, kwargs)
+            result = func(*args, **kwargs)
             name = getattr(func, "__name__", "")
             if name in _SQUASH_FUNCS and args:
-                import torch
-
                 if isinstance(result, torch.Tensor) and isinstance(args[0], torch.Tensor):
                     self.seen[id(result)] = (weakref.ref(result), args[0], name)
             return result
@@ -439,7 +460,43 @@ def _squash_mode_class() -> type:
                 return None
             return entry[1], entry[2]
 
-    return _SquashMode
+        def values(self) -> dict[str, np.ndarray]:
+            """Every held output's value as it was when its layer produced it."""
+            out = dict(self.copied)
+            for key, (tensor, version) in self.held.items():
+                if _version(tensor) != version:
+                    raise ConvscopeError(
+                        f"the output of layer {key!r} was changed in place by an operation convscope could not see "
+                        "(a custom/C++ op?); choose the layer after that operation"
+                    )
+                out[key] = _host_view(tensor)
+            return out
+
+    return _GradMode
+
+
+def _version(tensor: Any) -> int:
+    try:
+        return int(tensor._version)
+    except (RuntimeError, AttributeError):  # inference tensors have no version counter
+        return -1
+
+
+def _storage_ptr(tensor: Any) -> int:
+    try:
+        return int(tensor.untyped_storage().data_ptr())
+    except (RuntimeError, AttributeError):
+        return -1
+
+
+def _host_view(tensor: Any) -> np.ndarray:
+    """The tensor as a float32 host array, sharing its memory when it already is one (CPU, float32, contiguous)."""
+    import torch
+
+    t = tensor.detach()
+    if t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and not t.is_conj():
+        return t.numpy()
+    return host_copy(t)
 
 
 def named_outputs(output: Any) -> dict[str, Any]:
@@ -479,7 +536,6 @@ def _torch_gradients(
     model = adapter.model
     modules = adapter._checked_modules(layers)
     wanted = list(dict.fromkeys(layers))
-    values: dict[str, np.ndarray] = {}
     edges: dict[str, Any] = {}
     calls: dict[str, int] = {}
 
@@ -491,18 +547,18 @@ def _torch_gradients(
             count = calls.get(name, 0)
             calls[name] = count + 1
             key = name if count == 0 else f"{name}#{count}"
-            # the value and the autograd edge of THIS version of the tensor, taken now: a later in-place op
-            # (ReLU(inplace=True), +=) makes a new version but cannot change either; the model's own
-            # tensors are left alone (no clone is handed on), so it computes exactly what it does without us
-            values[key] = host_copy(tensor)
+            # the autograd edge of THIS version of the tensor, pinned now: a later in-place op (ReLU(inplace=True),
+            # +=) makes a new version but cannot change it; the value is copied by the mode just before such an op.
+            # The model's own tensors are left alone (no clone is handed on): it computes what it does without us
+            mode.hold(key, tensor)
             edges[key] = get_gradient_edge(tensor) if tensor.requires_grad else None
 
         return hook
 
     handles: list[Any] = []
     arr = np.asarray(batch)
+    mode = _grad_mode_class()()
     with preserved_model_state(model), torch.inference_mode(False), torch.enable_grad():
-        mode = _squash_mode_class()()
         try:
             for name in wanted:
                 handles.append(modules[name].register_forward_hook(make_hook(name)))
@@ -540,6 +596,8 @@ def _torch_gradients(
                 selected, op = found
                 output_name = f"{chosen} (input of the final {_SQUASH_TITLE[op]})"
         mode.seen.clear()
+        values = mode.values()
+        mode.held.clear()
         out_host = host_copy(selected)
         weights = np.asarray(objective.cotangent(out_host), dtype=np.float32)
         if weights.shape != out_host.shape:
@@ -552,7 +610,7 @@ def _torch_gradients(
                 f"layer {missing[0]!r} did not run (or returned no float tensor) in the forward pass; "
                 "choose a layer the model calls on this input"
             )
-        keys = list(values)
+        keys = [k for k in edges if k in values]  # call order
         targets = [edges[k] for k in keys] + ([x] if with_input else [])
         grads: list[Any] = [None] * len(targets)
         if selected.requires_grad:
@@ -564,12 +622,12 @@ def _torch_gradients(
                     grads[i] = g
         activations = {k: values[k] for k in keys}
         gradients = {
-            k: (host_copy(g) if g is not None else np.zeros_like(activations[k])) for k, g in zip(keys, grads)
+            k: (_host_view(g) if g is not None else np.zeros_like(activations[k])) for k, g in zip(keys, grads)
         }
         input_gradient = None
         if with_input:
             g = grads[-1]
-            input_gradient = host_copy(g) if g is not None else np.zeros(arr.shape, dtype=np.float32)
+            input_gradient = _host_view(g) if g is not None else np.zeros(arr.shape, dtype=np.float32)
         edges.clear()
     n = out_host.shape[0]
     score = (weights.reshape(n, -1).astype(np.float64) * out_host.reshape(n, -1)).sum(axis=1).astype(np.float32)

@@ -217,3 +217,31 @@ def test_input_gradient_matches_autograd(x):
     inp = torch.from_numpy(x).requires_grad_(True)
     (g,) = torch.autograd.grad(model(inp)[:, 1].sum(), [inp])
     np.testing.assert_allclose(got.input_gradient, g.numpy(), atol=1e-6)
+
+
+def test_inplace_add_and_inplace_write_through_a_view_after_the_hooked_layer(x):
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.head = nn.Conv2d(2, 1, 1)
+
+        def forward(self, inp):
+            out = self.conv(inp)
+            out += inp  # in place on the hooked output
+            out[:, :1] *= 3.0  # in place through a view
+            return self.head(torch.relu_(out))
+
+    torch.manual_seed(0)
+    model = Residual().eval()
+    got = TorchAdapter(model).gradients(x, ["conv"], targets.segmentation(cls=0))
+    with torch.no_grad():
+        conv = model.conv(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got.activations["conv"], conv, atol=1e-6)
+    # reference gradient by hand: d head(relu(s * (c + x))) / dc = w_head * s * 1[s (c + x) > 0]
+    scale = np.array([3.0, 1.0], dtype=np.float32)[None, :, None, None]
+    pre = scale * (conv + x)
+    w = model.head.weight.detach().numpy()[0, :, 0, 0][None, :, None, None]
+    np.testing.assert_allclose(got.gradients["conv"], w * scale * (pre > 0), atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(got.output, model(torch.from_numpy(x)).numpy(), atol=1e-6)
