@@ -343,7 +343,8 @@ def compute_cams(
     if grad_methods or input_methods:
         if not isinstance(adapter, SupportsGradients):
             raise _no_autograd(adapter, grad_methods + input_methods)
-        lg = adapter.gradients(arr, modules if layer_methods else [], target, with_input=bool(input_methods))
+        # exact keys: "name#k" asks the adapter for that call only (no gradients kept for the module's other calls)
+        lg = adapter.gradients(arr, keys if layer_methods else [], target, with_input=bool(input_methods))
         passes["forward"] += 1
         passes["backward"] += 1
         acts, grads, output_name = lg.activations, lg.gradients, lg.output_name

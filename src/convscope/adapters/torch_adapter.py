@@ -534,7 +534,19 @@ def _torch_gradients(
     from .base import LayerGradients
 
     model = adapter.model
-    modules = adapter._checked_modules(layers)
+    # "name" keeps every call of the module (name, name#1, ...), as capture does; "name#k" keeps only the
+    # calls asked for (less memory when one call of a shared module is wanted)
+    only: dict[str, set[int]] = {}
+    bases: list[str] = []
+    for layer in dict.fromkeys(layers):
+        base, sep, k = layer.rpartition("#")
+        if sep and k.isdigit() and base:
+            only.setdefault(base, set()).add(int(k))
+            bases.append(base)
+        else:
+            only.setdefault(layer, set()).add(-1)
+            bases.append(layer)
+    modules = adapter._checked_modules(bases)
     wanted = list(dict.fromkeys(layers))
     edges: dict[str, Any] = {}
     calls: dict[str, int] = {}
@@ -547,6 +559,8 @@ def _torch_gradients(
             count = calls.get(name, 0)
             calls[name] = count + 1
             key = name if count == 0 else f"{name}#{count}"
+            if -1 not in only[name] and count not in only[name]:
+                return
             # the autograd edge of THIS version of the tensor, pinned now: a later in-place op (ReLU(inplace=True),
             # +=) makes a new version but cannot change it; the value is copied by the mode just before such an op.
             # The model's own tensors are left alone (no clone is handed on): it computes what it does without us
@@ -560,7 +574,7 @@ def _torch_gradients(
     mode = _grad_mode_class()()
     with preserved_model_state(model), torch.inference_mode(False), torch.enable_grad():
         try:
-            for name in wanted:
+            for name in dict.fromkeys(bases):
                 handles.append(modules[name].register_forward_hook(make_hook(name)))
             # our own leaf tensor (a fresh clone, never an inference tensor): every activation then has a
             # grad_fn even when the user froze all parameters; parameters are never differentiated
@@ -604,7 +618,7 @@ def _torch_gradients(
             raise ConvscopeError(
                 f"the objective's cotangent has shape {weights.shape} but the output {output_name} has {out_host.shape}"
             )
-        missing = [name for name in wanted if name not in values]
+        missing = [name for name in wanted if (name[:-2] if name.endswith("#0") else name) not in values]
         if missing:
             raise ConvscopeError(
                 f"layer {missing[0]!r} did not run (or returned no float tensor) in the forward pass; "

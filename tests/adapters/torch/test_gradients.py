@@ -171,6 +171,9 @@ def test_module_called_twice_is_addressed_per_call(x):
         second = model.conv(torch.relu(first))
     np.testing.assert_allclose(got.activations["conv"], first.numpy(), atol=1e-6)
     np.testing.assert_allclose(got.activations["conv#1"], second.numpy(), atol=1e-6)
+    only = TorchAdapter(model).gradients(xx, ["conv#1"], targets.segmentation(cls=0))
+    assert set(only.activations) == {"conv#1"}
+    np.testing.assert_array_equal(only.gradients["conv#1"], got.gradients["conv#1"])
     # d out / d (second call) is the head's weight everywhere
     w = model.head.weight.detach().numpy()[0, :, 0, 0]
     np.testing.assert_allclose(got.gradients["conv#1"], np.broadcast_to(w[None, :, None, None], xx.shape), atol=1e-6)
