@@ -480,10 +480,10 @@ def render_cam_row(
     height = title_h + label_h + thumb + pad * 2 + 14 * len(footer)
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     for i, (_role, _layer, pixels) in enumerate(tiles):
-        img = fit_into(pixels, thumb, thumb)
+        tile = fit_into(pixels, thumb, thumb)
         x = pad + i * (thumb + pad)
         y = title_h + label_h
-        canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+        canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     draw.text((pad, 4), title, fill=(0, 0, 0))
