@@ -281,9 +281,10 @@ def _split_call(name: str) -> tuple[str, int]:
 
 
 def _no_autograd(adapter: Any, methods: Sequence[str]) -> UnsupportedModelError:
-    fw = getattr(adapter, "framework", "this")
+    fw = str(getattr(adapter, "framework", "this"))
+    why = "ONNX models have no autograd" if fw.lower() == "onnx" else f"gradients are not available for {fw} models"
     return UnsupportedModelError(
-        f"{fw} models have no autograd, so {', '.join(methods)} cannot run; use --method eigencam or scorecam "
+        f"{why}, so {', '.join(methods)} cannot run; use --method eigencam or scorecam "
         "(forward passes only), or load the PyTorch/Keras model"
     )
 

@@ -266,5 +266,5 @@ def test_onnx_forward_only_methods_work_and_gradient_methods_say_why(tmp_path):
                               progress=False)
     for method in ("eigencam", "scorecam"):
         np.testing.assert_allclose(cams[(layer, method)].raw, ref[("0", method)].raw, atol=1e-4, rtol=1e-3)
-    with pytest.raises(UnsupportedModelError, match="no autograd.*eigencam or scorecam"):
+    with pytest.raises(UnsupportedModelError, match="ONNX models have no autograd.*eigencam or scorecam"):
         onnx_scope.cam(x, layer=layer, method="gradcam")
