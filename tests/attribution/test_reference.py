@@ -150,3 +150,14 @@ def test_resize_linear_equals_torch_interpolate():
         # no overshoot: linear resampling stays within the input's range
         out = at.resize_linear(np.maximum(a, 0), size)
         assert out.min() >= 0 and out.max() <= np.maximum(a, 0).max() + 1e-6
+
+
+def test_eigencam_many_channels_uses_the_truncated_solver_and_agrees_with_svd():
+    rng = np.random.default_rng(0)
+    low = rng.standard_normal((1, 300, 1)) * rng.standard_normal((1, 1, 144)) * 3
+    acts = (low + 0.1 * rng.standard_normal((1, 300, 144))).reshape(1, 300, 12, 12).astype(np.float32)
+    m = acts[0].reshape(300, -1).T.astype(np.float64)
+    m -= m.mean(axis=0)
+    ref = (m @ np.linalg.svd(m, full_matrices=False)[2][0]).reshape(12, 12)
+    got = at.eigencam(acts)[0]
+    np.testing.assert_allclose(got, np.sign(np.sum(got * ref)) * ref, atol=1e-4 * np.abs(ref).max())

@@ -199,9 +199,18 @@ def _top_right_singular_vector(m: np.ndarray) -> np.ndarray:
     """Top right singular vector ``v`` (``(C,)``) of ``m`` ``(P, C)``, from the ``C x C`` Gram matrix.
 
     ``m.T @ m`` costs ``P C^2`` flops and ``C^2`` memory; its top eigenvector is the top right
-    singular vector of ``m``. Never forms the ``P x P`` left factor a full SVD would.
+    singular vector of ``m``. Never forms the ``P x P`` left factor a full SVD would. Above 256
+    channels only the top eigenpair is computed (Lanczos, ``scipy.sparse.linalg.eigsh``).
     """
     gram = m.T @ m
+    if gram.shape[0] > 256:  # many channels: Lanczos for the top eigenpair only (scipy), when available
+        try:
+            from scipy.sparse.linalg import eigsh
+
+            _, vec = eigsh(gram, k=1, which="LA", tol=1e-10)
+            return vec[:, 0]
+        except ImportError:  # pragma: no cover - scipy is optional
+            pass
     _, vecs = np.linalg.eigh(gram)
     return vecs[:, -1]
 
