@@ -365,20 +365,35 @@ def compute_cams(
                 f"layer {key!r} was not produced in the forward pass"
                 + (f"; its calls are: {', '.join(calls)}" if calls else f" (module {base!r} did not run)")
             )
-    raws: list[tuple[str, str, np.ndarray, list[str], str]] = []  # layer, method, raw, notes, output name
-    for key in keys:
-        a = acts.get(key)
-        if a is None:
-            continue
+    Row = tuple[str, str, np.ndarray, list[str], str]  # layer, method, raw, notes, output name
+
+    def layer_maps(key: str) -> list[Row]:
+        a = acts[key]
         extra = [n for n in acts if n != key and _split_call(n)[0] == _split_call(key)[0]]
         call_note = [f"module called {len(extra) + 1} times; this map is the call {key}, others: {', '.join(extra)}"] if extra else []
+        rows: list[Row] = []
         for m in layer_methods:
             if m in at.GRADIENT_METHODS:
                 raw = at.gradient_cam(m, a, grads[key])
-                raws.append((key, m, raw, call_note + at.map_notes(raw, grads=grads[key], relu=post.relu), output_name))
+                rows.append((key, m, raw, call_note + at.map_notes(raw, grads=grads[key], relu=post.relu), output_name))
             elif m == "eigencam":
                 raw = at.eigencam(a)
-                raws.append((key, m, raw, call_note + at.map_notes(raw, relu=post.relu), "none (no target: activations only)"))
+                rows.append((key, m, raw, call_note + at.map_notes(raw, relu=post.relu), "none (no target: activations only)"))
+        return rows
+
+    present = [k for k in keys if k in acts]
+    raws: list[Row] = []
+    # layers in parallel threads (numpy releases the GIL in its large array loops); results in request order
+    workers = min(len(present), os.cpu_count() or 1)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convscope-cam") as pool:
+            for rows in pool.map(layer_maps, present):
+                raws.extend(rows)
+    else:
+        for key in present:
+            raws.extend(layer_maps(key))
     if "scorecam" in names:
         raws.extend(_scorecam(adapter, arr, keys, acts, target, clean_out, scorecam_budget_mb, progress, echo, passes, post))
     if input_methods:
