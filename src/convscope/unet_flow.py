@@ -287,10 +287,14 @@ class LevelView:
             raise ValueError(f"level {self.index} has {len(at)} skip(s); choose skip=0..{max(len(at) - 1, 0)}")
         return at[skip]
 
-    def panels(self, top: int = 8, *, cmap: str = "viridis", sample: int = 0, skip: int | None = None) -> Picture:
+    def panels(
+        self, top: int = 8, *, cmap: str = "viridis", sample: int = 0, skip: int | None = None, cam: UNetCam | None = None
+    ) -> Picture:
         """Encoder output | skip as it enters the merge | upsampled decoder | merged result.
 
         Each panel: the channel-mean map and a grid of the ``top`` channels with the largest mean.
+        With ``cam`` (from :meth:`UNetFlow.cam`) a last column shows this level's CAMs on the flow's
+        shared scale: the decoder output large, and encoder | skip branch | decoder branch | decoder below.
 
         Args:
             top: channels per grid (``0`` for no grids).
@@ -330,6 +334,10 @@ class LevelView:
                     grid_caption=caption,
                 )
             )
+        if cam is not None:
+            column = cam.level_column(self.index, sample=sample)
+            if column is not None:
+                columns.append(column)
         footer = []
         for m in self.metrics:
             if chosen is not None and m.merge != self.flow.name(chosen.merge) and len(self.metrics) > 4:
@@ -667,7 +675,7 @@ class UNetFlow:
             for view in self.levels:
                 rel = f"level-{view.index}.png"
                 skip = view.skip
-                out.add_picture(rel, view.panels(top=top), kind="unet_level", level=view.index,
+                out.add_picture(rel, view.panels(top=top, cam=cams[0] if cams else None), kind="unet_level", level=view.index,
                                 layer=self.name(skip.merge) if skip else None, shape=list(view.level.shape))
                 written.append(out.path / rel)
             out.add_json("unet.json", self.to_json(), kind="unet_json", layer=None, shape=None)
@@ -715,6 +723,32 @@ class UNetCam:
             "maps": [{"role": role, **cam.describe()} for role, cam in self.maps.items()],
             "missing": self.missing,
         }
+
+    def level_column(self, level: int, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Any:
+        """A :class:`~convscope.render.flow.PanelColumn` of one level's CAMs (None if the level has none)."""
+        from .render.flow import PanelColumn, fit_into
+
+        roles = [f"encoder {level}", f"skip {level}: skip branch", f"skip {level}: decoder branch", f"decoder {level}"]
+        have = [(r, self.maps[r]) for r in roles if r in self.maps]
+        if not have:
+            return None
+        tiles = [fit_into(c.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False).pixels, 96, 96) for _, c in have]
+        h = max(t.shape[0] for t in tiles)
+        strip = np.full((h, sum(t.shape[1] for t in tiles) + 4 * (len(tiles) - 1), 3), 255, dtype=np.uint8)
+        x = 0
+        for t in tiles:
+            strip[: t.shape[0], x : x + t.shape[1]] = t
+            x += t.shape[1] + 4
+        main_role, main = have[-1]
+        lo, hi = (float(v) for v in main.scale[sample])
+        return PanelColumn(
+            title=f"{self.method} ({main_role})",
+            name=main.layer,
+            subtitle=f"one scale for all levels: 0..{hi:.3g}" if lo == 0 else f"scale {lo:.3g}..{hi:.3g}",
+            mean_image=main.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=True).pixels,
+            grid_image=strip,
+            grid_caption=" | ".join(r.split(": ")[-1].replace(f" {level}", "") for r, _ in have),
+        )
 
     def figure(self, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5, thumb: int = 112) -> Picture:
         """The CAM row: one overlay per role (U order), labelled, with the one shared colour scale."""

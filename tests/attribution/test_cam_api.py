@@ -247,6 +247,10 @@ def test_flow_cam_every_level_and_both_skip_branches_on_one_scale():
     pic = result.figure()
     assert pic.meta["kind"] == "unet_cam" and pic.width > 16 * len(result.maps)
     assert result.to_json()["maps"][0]["post_processing"]["normalize_scope"].startswith("per image, shared")
+    plain = flow.level(0).panels(top=0)
+    with_cam = flow.level(0).panels(top=0, cam=result)
+    assert with_cam.width > plain.width  # the CAM column
+    assert result.level_column(0).grid_caption == "encoder | skip branch | decoder branch | decoder"
     assert_same_fingerprint(before, model_fingerprint(model))
 
 
