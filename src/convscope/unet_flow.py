@@ -470,11 +470,14 @@ class UNetFlow:
             return self.display
         return colorize_map(map_to_2d(self.batch[sample], "mean"), "gray")
 
-    def figure(self, *, thumbnail: str = "mean", cmap: str = "viridis", sample: int = 0, thumb: int = 112) -> Picture:
+    def figure(
+        self, *, thumbnail: str = "mean", cmap: str = "viridis", sample: int = 0, thumb: int = 112, cam: UNetCam | None = None
+    ) -> Picture:
         """The U picture: encoder down the left, bottleneck at the bottom, decoder up the right.
 
         Args:
             thumbnail: ``"mean"`` (channel mean) or ``"top"`` (the channel with the largest mean).
+            cam: a :meth:`cam` result: the thumbnails are then its maps (one shared scale) over the input.
             cmap: colormap of the thumbnails.
             sample: which sample of the batch.
             thumb: thumbnail size in pixels.
@@ -489,6 +492,12 @@ class UNetFlow:
         if thumbnail not in ("mean", "top"):
             raise ValueError(f"thumbnail must be 'mean' (channel mean) or 'top' (strongest channel), not {thumbnail!r}")
         s = self.structure
+
+        def picture_of(node_id: str, role: str) -> np.ndarray:
+            if cam is not None and role in cam.maps:
+                return cam.maps[role].overlay(sample=sample, colorbar=False).pixels
+            return self._thumb(node_id, thumbnail, cmap, sample)
+
         blocks = [
             FlowBlock("input", "input", 0, f"input {self.name(s.input)}" if self.name(s.input) != "input" else "input",
                       _shape_text(self.graph.node(s.input).shape), self._input_image(sample)),
@@ -502,11 +511,11 @@ class UNetFlow:
                 key = f"enc{lvl.index}"
                 blocks.append(FlowBlock(key, "encoder", lvl.index, self.name(lvl.encoder_output),
                                         _shape_text(self.graph.node(lvl.encoder_output).shape),
-                                        self._thumb(lvl.encoder_output, thumbnail, cmap, sample)))
+                                        picture_of(lvl.encoder_output, f"encoder {lvl.index}")))
                 links.append(FlowLink(previous, key, "io" if previous == "input" else "down"))
                 previous = key
         blocks.append(FlowBlock("bottleneck", "bottleneck", s.depth, self.name(s.bottleneck_output),
-                                _shape_text(s.bottleneck_shape), self._thumb(s.bottleneck_output, thumbnail, cmap, sample)))
+                                _shape_text(s.bottleneck_shape), picture_of(s.bottleneck_output, "bottleneck")))
         links.append(FlowLink(previous, "bottleneck", "down"))
         previous = "bottleneck"
         for lvl in reversed(s.levels):
@@ -515,7 +524,7 @@ class UNetFlow:
             key = f"dec{lvl.index}"
             blocks.append(FlowBlock(key, "decoder", lvl.index, self.name(lvl.decoder_output),
                                     _shape_text(self.graph.node(lvl.decoder_output).shape),
-                                    self._thumb(lvl.decoder_output, thumbnail, cmap, sample)))
+                                    picture_of(lvl.decoder_output, f"decoder {lvl.index}")))
             links.append(FlowLink(previous, key, "up"))
             previous = key
         links.append(FlowLink(previous, "output", "io"))
@@ -532,12 +541,16 @@ class UNetFlow:
             f"U-Net flow: {s.num_levels} levels, {len(s.skips)} skip(s), {s.spatial_dims}D "
             f"- thumbnails: {'channel mean' if thumbnail == 'mean' else 'top channel'}"
         )
+        if cam is not None:
+            title = (f"U-Net flow: {s.num_levels} levels, {s.spatial_dims}D - thumbnails: {cam.method} for "
+                     f"{_target_text(cam.cams.target)} (one scale)")
         legend = (
             "blue: encoder (down) | green: decoder (up) | orange: skip connection\n"
             "E = energy share, G = gradient share of the skip branch at its merge (0: unused, 0.5: as much as the decoder)"
         )
         picture = render_flow_figure(blocks, links, depth=s.depth, title=title, thumb=thumb, legend=legend)
-        picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail=thumbnail, sample=sample)
+        picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail="cam" if cam else thumbnail,
+                            sample=sample)
         return picture
 
     # -- attribution ---------------------------------------------------------------------------
@@ -687,7 +700,9 @@ class UNetFlow:
                 out.add_picture(f"{stem}.png", cam.figure(), kind="unet_cam", method=cam.method, target=cam.cams.target,
                                 post_processing=next(iter(cam.maps.values())).post.describe() if cam.maps else None)
                 out.add_json(f"{stem}.json", cam.to_json(), kind="unet_cam_json", layer=None, shape=None)
-                written += [out.path / f"{stem}.png", out.path / f"{stem}.json"]
+                out.add_picture(f"{stem}-flow.png", self.figure(cam=cam), kind="unet_cam_flow", method=cam.method,
+                                target=cam.cams.target)
+                written += [out.path / f"{stem}.png", out.path / f"{stem}-flow.png", out.path / f"{stem}.json"]
         written.append(out.path / "manifest.json")
         return written
 

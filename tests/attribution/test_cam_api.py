@@ -251,6 +251,7 @@ def test_flow_cam_every_level_and_both_skip_branches_on_one_scale():
     with_cam = flow.level(0).panels(top=0, cam=result)
     assert with_cam.width > plain.width  # the CAM column
     assert result.level_column(0).grid_caption == "encoder | skip branch | decoder branch | decoder"
+    assert flow.figure(cam=result).meta["thumbnail"] == "cam"
     assert_same_fingerprint(before, model_fingerprint(model))
 
 

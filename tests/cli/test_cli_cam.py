@@ -81,7 +81,7 @@ def test_unet_cam_adds_the_cam_row(image, tmp_path):
     proc = run_cli("unet", "demo:unet", str(image), "-o", str(out), "--cam", "--class", "0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     files = {e["file"]: e for e in json.loads((out / "manifest.json").read_text())["files"]}
-    assert {"flow.png", "cam.png", "cam.json"} <= set(files)
+    assert {"flow.png", "cam.png", "cam-flow.png", "cam.json"} <= set(files)
     cam = json.loads((out / "cam.json").read_text())
     roles = [m["role"] for m in cam["maps"]]
     assert roles[0] == "encoder 0" and "bottleneck" in roles and roles[-1] == "decoder 0"
