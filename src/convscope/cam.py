@@ -352,7 +352,7 @@ def compute_cams(
     forward_only = [m for m in names if m in at.FORWARD_METHODS]
     clean_out = None
     if forward_only and lg is None or "scorecam" in names:
-        cap = adapter.capture(arr, modules)
+        cap = adapter.capture(arr, modules if lg is None else [])  # with gradients: only the clean output
         passes["forward"] += 1
         if lg is None:
             acts = cap.activations
