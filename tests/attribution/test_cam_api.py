@@ -273,3 +273,17 @@ def test_onnx_forward_only_methods_work_and_gradient_methods_say_why(tmp_path):
         np.testing.assert_allclose(cams[(layer, method)].raw, ref[("0", method)].raw, atol=1e-4, rtol=1e-3)
     with pytest.raises(UnsupportedModelError, match="ONNX models have no autograd.*eigencam or scorecam"):
         onnx_scope.cam(x, layer=layer, method="gradcam")
+
+
+def test_scorecam_prints_its_pass_count_up_front_and_batches(x16, capsys):
+    torch.manual_seed(0)
+    scope = cs.Scope(QuadrantNet().eval())
+    cams = scope.cam(x16, layer=["conv1", "conv2"], target=cs.targets.segmentation(cls=1, reduce="mean"),
+                     method=["gradcam", "scorecam"], progress=False)
+    err = capsys.readouterr().err
+    assert "Score-CAM: 8 masked inputs in 2 forward pass(es)" in err
+    # 1 forward + 1 backward for gradcam, 1 clean forward, 1 batched pass per layer
+    assert cams.passes == {"forward": 4, "backward": 1}
+    one_by_one = scope.cam(x16, layer="conv2", target=cs.targets.segmentation(cls=1, reduce="mean"), method="scorecam",
+                           progress=False, scorecam_budget_mb=1e-9)
+    np.testing.assert_allclose(one_by_one.raw, cams[("conv2", "scorecam")].raw, atol=1e-6)
