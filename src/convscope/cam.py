@@ -170,8 +170,10 @@ def _overlay_picture(
     return Picture(pixels=np.ascontiguousarray(pixels), meta=info)
 
 
-def _with_colorbar(pixels: np.ndarray, lut: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``pixels`` with a colour bar strip and its end values underneath."""
+def _with_colorbar(
+    pixels: np.ndarray, lut: np.ndarray, lo: float, hi: float, labels: tuple[str, str] | None = None
+) -> np.ndarray:
+    """``pixels`` with a colour bar strip and its end values (or ``labels``) underneath."""
     from PIL import Image, ImageDraw
 
     h, w = pixels.shape[:2]
@@ -183,7 +185,7 @@ def _with_colorbar(pixels: np.ndarray, lut: np.ndarray, lo: float, hi: float) ->
     out[h + 3 : h + 3 + bar_h, 4 : 4 + len(idx)] = lut[idx][None]
     img = Image.fromarray(out)
     draw = ImageDraw.Draw(img)
-    left, right = f"{lo:.3g}", f"{hi:.3g}"
+    left, right = labels or (f"{lo:.3g}", f"{hi:.3g}")
     draw.text((4, h + 4 + bar_h), left, fill=(0, 0, 0))
     width = int(draw.textlength(right)) if hasattr(draw, "textlength") else 6 * len(right)
     draw.text((max(4, w - 4 - width), h + 4 + bar_h), right, fill=(0, 0, 0))
@@ -231,6 +233,32 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
     @property
     def notes(self) -> list[str]:
         return [f"{r.method} at {r.layer}: {n}" for r in self._items.values() for n in r.notes]
+
+    def figure(self, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5, thumb: int = 112) -> Any:
+        """All maps of one sample: a row per method, a tile per layer, each row with its colour scale.
+
+        With a shared scale (``shared=True``) the bar gives its values; with the default per-map
+        scale, 1 is each map's own maximum (see :attr:`CamResult.scale`).
+        """
+        from .render.picture import Picture
+
+        rows = []
+        for method in self.methods:
+            cams = [r for (layer, m), r in self._items.items() if m == method]
+            tiles = [(r.layer, f"1 = {float(r.scale[sample][1]):.3g}",
+                      r.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False).pixels) for r in cams]
+            shared = cams[0].post.scope == "shared" or len(cams) == 1
+            lo, hi = (float(v) for v in cams[0].scale[sample])
+            rows.append(render_cam_row(tiles, title=f"{method}", cmap=cmap, lo=lo, hi=hi, thumb=thumb,
+                                       labels=None if shared else ("0", "1 = each map's max")).pixels)
+        width = max(r.shape[1] for r in rows)
+        canvas = np.full((sum(r.shape[0] for r in rows), width, 3), 255, dtype=np.uint8)
+        y = 0
+        for r in rows:
+            canvas[y : y + r.shape[0], : r.shape[1]] = r
+            y += r.shape[0]
+        return Picture(pixels=canvas, meta={"kind": "cam_set", "sample": sample, "methods": self.methods,
+                                            "layers": self.layers})
 
     def manifest(self) -> dict[str, Any]:
         return {"target": self.target, "passes": self.passes, "maps": [r.describe() for r in self._items.values()]}
@@ -482,6 +510,7 @@ def render_cam_row(
     hi: float,
     thumb: int = 112,
     footer: Sequence[str] = (),
+    labels: tuple[str, str] | None = None,
 ) -> Any:
     """A labelled row of CAM overlays (``(role, layer, (h, w, 3) uint8)``) with one shared colour bar."""
     from PIL import Image, ImageDraw
@@ -509,5 +538,5 @@ def render_cam_row(
         draw.text((x, title_h + 13), layer[:22], fill=(90, 90, 90))
     for k, line in enumerate(footer):
         draw.text((pad, title_h + label_h + thumb + pad + 14 * k), line, fill=(120, 0, 0))
-    pixels = _with_colorbar(np.asarray(img), get_colormap(cmap), lo, hi)
+    pixels = _with_colorbar(np.asarray(img), get_colormap(cmap), lo, hi, labels)
     return Picture(pixels=np.ascontiguousarray(pixels), meta={"cmap": cmap, "value_range": [lo, hi], "title": title})

@@ -76,6 +76,8 @@ def test_one_forward_one_backward_for_many_layers_and_methods_and_model_untouche
     assert set(cams.layers) == {"conv1", "conv2", "input"}
     assert len(cams) == 2 * 6 + 1
     assert_same_fingerprint(before, model_fingerprint(model))
+    pic = cams.figure()
+    assert pic.meta["kind"] == "cam_set" and pic.height > 6 * 16
     for cam in cams.values():
         assert cam.data.shape == (1, 16, 16) and cam.data.dtype == np.float32
         assert cam.data.min() >= 0 and cam.data.max() <= 1 + 1e-6
