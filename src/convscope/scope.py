@@ -221,10 +221,10 @@ class Scope:
         method: str | Sequence[str] = "gradcam",
         *,
         relu: bool = True,
-        normalize: str = "max",
+        cam_normalize: str = "max",
         shared: bool = False,
         size: Any = None,
-        normalize_input: str | None = None,
+        normalize: str | None = None,
         scorecam_budget_mb: float | None = None,
         progress: bool = True,
         as_set: bool = False,
@@ -239,7 +239,8 @@ class Scope:
                 class over the whole output (segmentation) or the top-1 class (classification).
             method: one name or a list (``gradcam``, ``gradcam++``, ``hirescam``, ``xgradcam``,
                 ``layercam``, ``eigencam``, ``scorecam``, ``inputxgrad``, ``saliency``).
-            relu / normalize / shared: post-processing of ``data`` (``raw`` is always the signed map):
+            size / normalize: input resizing and normalisation, as in :meth:`activations`.
+            relu / cam_normalize / shared: post-processing of ``data`` (``raw`` is always the signed map):
                 ReLU first (default on), then divide by the max (``"max"``, default), ``"minmax"`` or
                 ``"none"``, per image (default) or ``shared`` across every map of this call.
             as_set: always return a :class:`~convscope.cam.CamSet`.
@@ -252,13 +253,13 @@ class Scope:
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
-        prepared = self.prepare(image, size=size, normalize=normalize_input)
+        prepared = self.prepare(image, size=size, normalize=normalize)
         names = self._cam_layers(layer)
         if target is None:
             target = tg.auto()
         elif isinstance(target, (list, tuple)):
             target = tg.per_sample(target)
-        post = PostProcess(relu=relu, normalize=normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
+        post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
         methods = check_methods(method)
         result = compute_cams(
             self.adapter, prepared.batch, names, target, methods, post=post, display=prepared.display,

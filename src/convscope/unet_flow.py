@@ -579,7 +579,7 @@ class UNetFlow:
         method: str = "gradcam",
         *,
         relu: bool = True,
-        normalize: str = "max",
+        cam_normalize: str = "max",
         progress: bool = True,
     ) -> UNetCam:
         """One CAM per encoder level, the bottleneck, each decoder level and both branches of every skip
@@ -611,7 +611,7 @@ class UNetFlow:
                 missing[role] = f"{node.name} is not a named layer of the model"
             else:
                 layer_of[role] = node.name
-        post = PostProcess(relu=relu, normalize=normalize, scope="shared")  # type: ignore[arg-type]
+        post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared")  # type: ignore[arg-type]
         display = None if self.display is None else self.display[None]
         cams = compute_cams(adapter, self.batch, list(dict.fromkeys(layer_of.values())), target, [name], post=post,
                             display=display, progress=progress)

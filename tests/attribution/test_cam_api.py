@@ -53,7 +53,7 @@ def test_map_is_zero_outside_the_quadrant_the_output_depends_on(x16):
     torch.manual_seed(0)
     scope = cs.Scope(QuadrantNet().eval())
     cams = scope.cam(x16, layer="conv2", target=cs.targets.segmentation(cls=1),
-                     method=["hirescam", "layercam", "inputxgrad", "saliency"], relu=False, normalize="none")
+                     method=["hirescam", "layercam", "inputxgrad", "saliency"], relu=False, cam_normalize="none")
     for method in ("hirescam", "layercam"):
         raw = cams[("conv2", method)].raw[0]
         assert np.abs(raw[:8, :8]).max() > 0
@@ -88,7 +88,7 @@ def test_raw_is_signed_data_is_relu_resampled_and_normalised_as_stated():
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(3, 2, 3, padding=1)).eval()
     x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
     scope = cs.Scope(model)
-    cam = scope.cam(x, layer="0", target=cs.targets.segmentation(cls=0), method="gradcam", relu=True, normalize="max")
+    cam = scope.cam(x, layer="0", target=cs.targets.segmentation(cls=0), method="gradcam", relu=True, cam_normalize="max")
     lg = scope.adapter.gradients(x, ["0"], cs.targets.segmentation(cls=0))
     np.testing.assert_allclose(cam.raw, at.gradcam(lg.activations["0"], lg.gradients["0"]), atol=1e-6)
     expected = np.maximum(cam.raw, 0)
@@ -223,8 +223,8 @@ def test_module_called_twice_is_addressed_per_call_and_noted():
     torch.manual_seed(0)
     x = np.random.default_rng(0).random((1, 2, 8, 8)).astype(np.float32)
     scope = cs.Scope(Twice().eval())
-    first = scope.cam(x, layer="conv", target=cs.targets.segmentation(cls=0), normalize="none")
-    second = scope.cam(x, layer="conv#1", target=cs.targets.segmentation(cls=0), normalize="none")
+    first = scope.cam(x, layer="conv", target=cs.targets.segmentation(cls=0), cam_normalize="none")
+    second = scope.cam(x, layer="conv#1", target=cs.targets.segmentation(cls=0), cam_normalize="none")
     assert first.layer == "conv" and second.layer == "conv#1"
     assert any("called 2 times" in n for n in first.notes)
     assert not np.allclose(first.raw, second.raw)

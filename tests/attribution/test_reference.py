@@ -62,7 +62,7 @@ def _captum_forward(model, mask, cls=1):
 def test_gradcam_equals_captum_layergradcam_interpolated(setup, layer):
     dims, model, x, mask = setup
     scope = cs.Scope(model)
-    cam = scope.cam(x, layer=layer, target=cs.targets.segmentation(cls=1, mask=mask), normalize="none")
+    cam = scope.cam(x, layer=layer, target=cs.targets.segmentation(cls=1, mask=mask), cam_normalize="none")
     ref = captum_attr.LayerGradCam(_captum_forward(model, mask), getattr(model, layer)).attribute(
         torch.from_numpy(x), relu_attributions=True
     )
@@ -109,7 +109,7 @@ def test_gradcampp_equals_the_papers_eq19(setup):
 
 def test_eigencam_equals_numpy_svd_first_component_up_to_sign(setup):
     dims, model, x, _ = setup
-    cam = cs.Scope(model).cam(x, layer="enc2", method="eigencam", normalize="none", relu=False)
+    cam = cs.Scope(model).cam(x, layer="enc2", method="eigencam", cam_normalize="none", relu=False)
     acts = cs.Scope(model).activations(x, ["enc2"])["enc2"].data
     for n in range(x.shape[0]):
         m = acts[n].reshape(acts.shape[1], -1).T.astype(np.float64)

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         target = build_target(cls, mask, region, pixel, predicted, largest, output, reduce)
         scope = _scope(model, kwargs, weights, trust, device, normalize)
         cams = scope.cam(image, layer=list(layer) if layer else None, target=target, method=list(method or ["gradcam"]),
-                           relu=relu, normalize=norm, shared=shared, size=size, progress=progress, as_set=True)
+                           relu=relu, cam_normalize=norm, shared=shared, size=size, progress=progress, as_set=True)
         manifest = cams.save(out, arrays=arrays)
         for note in cams.notes:
             typer.echo(f"note: {note}", err=True)
