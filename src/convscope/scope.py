@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from .core.activations import Activation, ActivationSet
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .loading import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from .cam import CamResult, CamSet
 
 __all__ = ["Scope", "LayerTable", "load"]
 
@@ -228,7 +231,7 @@ class Scope:
         scorecam_budget_mb: float | None = None,
         progress: bool = True,
         as_set: bool = False,
-    ) -> Any:
+    ) -> CamResult | CamSet:
         """Class activation maps of ``target`` at ``layer`` (see :mod:`convscope.cam`).
 
         Args:
