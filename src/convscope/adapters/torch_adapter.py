@@ -591,7 +591,8 @@ def _torch_gradients(
                         f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
                     ) from exc
                 raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
-            except (RuntimeError, ValueError, IndexError) as exc:  # anything else (the user's own errors) as is
+            # builtin errors (shape mismatches...) become one line; the user's own exception classes propagate as is
+            except (RuntimeError, ValueError, IndexError) as exc:
                 raise ConvscopeError(
                     f"the model's forward pass failed on an input of shape {tuple(arr.shape)}: {_first_line(exc)}. "
                     f"Check the image size and channels (--size, or a different image)"
