@@ -163,6 +163,11 @@ def test_segmentation_targets_regions(tmp_path):
     Image.fromarray(m).save(path)
     masked = cs.targets.segmentation(1, mask=str(path)).cotangent(out)  # nearest-resized 12x12 -> 6x6
     assert masked[0, 1, :3, :3].all() and masked[0, 1].sum() == 9
+    np.save(tmp_path / "m.npy", m[::2, ::2] > 0)
+    np.testing.assert_array_equal(cs.targets.segmentation(1, mask=str(tmp_path / "m.npy")).cotangent(out), masked)
+    (tmp_path / "m.nii.gz").write_bytes(b"")
+    with pytest.raises(ConvscopeError, match="NIfTI masks are not supported yet"):
+        cs.targets.segmentation(1, mask=str(tmp_path / "m.nii.gz"))
     with pytest.raises(ConvscopeError, match="at most one of"):
         cs.targets.segmentation(1, pixel=(0, 0), region=(0, 0, 1, 1))
     with pytest.raises(ConvscopeError, match="does not exist"):
