@@ -400,9 +400,10 @@ def compute_cams(
         extra = [n for n in acts if n != key and _split_call(n)[0] == _split_call(key)[0]]
         call_note = [f"module called {len(extra) + 1} times; this map is the call {key}, others: {', '.join(extra)}"] if extra else []
         rows: list[Row] = []
+        fused = at.gradient_cams([m for m in layer_methods if m in at.GRADIENT_METHODS], a, grads[key]) if grads else {}
         for m in layer_methods:
             if m in at.GRADIENT_METHODS:
-                raw = at.gradient_cam(m, a, grads[key])
+                raw = fused[m]
                 rows.append((key, m, raw, call_note + at.map_notes(raw, grads=grads[key], relu=post.relu), output_name))
             elif m == "eigencam":
                 raw = at.eigencam(a)

@@ -161,3 +161,14 @@ def test_eigencam_many_channels_uses_the_truncated_solver_and_agrees_with_svd():
     ref = (m @ np.linalg.svd(m, full_matrices=False)[2][0]).reshape(12, 12)
     got = at.eigencam(acts)[0]
     np.testing.assert_allclose(got, np.sign(np.sum(got * ref)) * ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_fused_gradient_cams_equal_the_single_method_functions():
+    rng = np.random.default_rng(4)
+    acts = np.maximum(rng.standard_normal((2, 5, 6, 7, 3)), 0).astype(np.float32)
+    acts[0, 1] = 0.0  # a dead channel: sum(A) = 0
+    grads = rng.standard_normal((2, 5, 6, 7, 3)).astype(np.float32)
+    grads[1, 2] = 0.0  # no gradient in one channel
+    fused = at.gradient_cams(list(at.GRADIENT_METHODS), acts, grads)
+    for method in at.GRADIENT_METHODS:
+        np.testing.assert_allclose(fused[method], at.gradient_cam(method, acts, grads), rtol=2e-5, atol=1e-6)
