@@ -163,12 +163,27 @@ def test_eigencam_many_channels_uses_the_truncated_solver_and_agrees_with_svd():
     np.testing.assert_allclose(got, np.sign(np.sum(got * ref)) * ref, atol=1e-4 * np.abs(ref).max())
 
 
-def test_fused_gradient_cams_equal_the_single_method_functions():
+def test_every_gradient_method_equals_its_formula_written_out_in_numpy():
+    """Independent float64 formulas (pytorch-grad-cam/torchcam definitions); N-D, dead channels, zero gradients."""
     rng = np.random.default_rng(4)
     acts = np.maximum(rng.standard_normal((2, 5, 6, 7, 3)), 0).astype(np.float32)
     acts[0, 1] = 0.0  # a dead channel: sum(A) = 0
     grads = rng.standard_normal((2, 5, 6, 7, 3)).astype(np.float32)
     grads[1, 2] = 0.0  # no gradient in one channel
+    a, g = acts.astype(np.float64), grads.astype(np.float64)
+    sp = (2, 3, 4)
+    a_sum = a.sum(axis=sp, keepdims=True)
+    den = 2 * g**2 + a_sum * g**3
+    alpha = np.where(den != 0, g**2 / np.where(den != 0, den, 1), 0)
+    xw = np.where(a.sum(axis=sp) != 0, (g * a).sum(axis=sp) / np.where(a.sum(axis=sp) != 0, a.sum(axis=sp), 1), 0)
+    expected = {
+        "gradcam": (g.mean(axis=sp)[:, :, None, None, None] * a).sum(1),
+        "gradcam++": ((alpha * np.maximum(g, 0)).sum(axis=sp)[:, :, None, None, None] * a).sum(1),
+        "hirescam": (g * a).sum(1),
+        "xgradcam": (xw[:, :, None, None, None] * a).sum(1),
+        "layercam": (np.maximum(g, 0) * a).sum(1),
+    }
     fused = at.gradient_cams(list(at.GRADIENT_METHODS), acts, grads)
-    for method in at.GRADIENT_METHODS:
-        np.testing.assert_allclose(fused[method], at.gradient_cam(method, acts, grads), rtol=2e-5, atol=1e-6)
+    for method, ref in expected.items():
+        np.testing.assert_allclose(fused[method], ref, rtol=1e-5, atol=1e-6, err_msg=method)
+        np.testing.assert_array_equal(fused[method], at.gradient_cam(method, acts, grads))

@@ -134,117 +134,97 @@ def _weighted(weights: np.ndarray, acts: np.ndarray) -> np.ndarray:
     return out.reshape((n, *acts.shape[2:]))
 
 
-def gradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Grad-CAM: channel weights = spatial mean of the gradient. ``(N, C, *S) x2 -> (N, *S)``."""
-    a, g = _check_pair(acts, grads)
-    assert g is not None
-    return _weighted(g.mean(axis=_space(g), dtype=np.float64), a)  # weights accumulated in float64
-
-
-def gradcam_pp(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Grad-CAM++, the paper's closed form (Eq. 19): see the module docstring."""
-    a, g = _check_pair(acts, grads)
-    assert g is not None
-    g2 = g * g
-    a_sum = a.sum(axis=_space(a), keepdims=True, dtype=np.float64).astype(np.float32)
-    denom = g2 * (np.float32(2.0) + a_sum * g)  # 2 g^2 + sum(A) g^3
-    alpha = np.divide(g2, denom, out=np.zeros_like(g2), where=denom != 0)
-    alpha *= np.maximum(g, np.float32(0.0))
-    weights = alpha.reshape(*alpha.shape[:2], -1).sum(axis=2, dtype=np.float64)
-    return _weighted(weights, a)
-
-
-def hirescam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """HiResCAM: element-wise gradient x activation summed over channels."""
-    a, g = _check_pair(acts, grads)
-    assert g is not None
-    return np.einsum("nc...,nc...->n...", a, g)
-
-
-def xgradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """XGrad-CAM: ``w_c = sum(G_c A_c) / sum(A_c)`` (0 where a channel sums to 0)."""
-    a, g = _check_pair(acts, grads)
-    assert g is not None
-    axes = _space(a)
-    n, c = a.shape[:2]
-    num = np.einsum("ncp,ncp->nc", a.reshape(n, c, -1), g.reshape(n, c, -1)).astype(np.float64)
-    den = a.sum(axis=axes, dtype=np.float64)
-    weights = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
-    return _weighted(weights, a)
-
-
-def layercam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """LayerCAM: ``sum_c relu(G_c) A_c`` element-wise."""
-    a, g = _check_pair(acts, grads)
-    assert g is not None
-    return np.einsum("nc...,nc...->n...", np.maximum(g, np.float32(0.0)), a)
-
-
-_GRADIENT_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "gradcam": gradcam,
-    "gradcam++": gradcam_pp,
-    "hirescam": hirescam,
-    "xgradcam": xgradcam,
-    "layercam": layercam,
-}
-
-
 def gradient_cams(methods: Sequence[str], acts: np.ndarray, grads: np.ndarray) -> dict[str, np.ndarray]:
-    """Several gradient methods of one layer at once, sharing the work (same numbers as each function).
+    """The gradient methods of one layer, ``(N, C, *S)`` x2 -> ``{method: (N, *S) float32}``.
 
-    ``G * A`` is formed once (HiResCAM, XGrad-CAM); the channel weights of Grad-CAM, Grad-CAM++ and
-    XGrad-CAM are applied to ``A`` in one matrix product. Grad-CAM++'s Eq. 19 weights use the exact
-    simplification ``alpha relu(G) = relu(G) / (2 + sum(A) G)`` (``G^2`` cancels where ``alpha`` is
-    defined; 0 where the denominator is 0).
+    The one implementation of every gradient method (the single-method functions call it). Several
+    methods of a layer share the work, and nothing of the activation's size is allocated: element-wise
+    sums are ``einsum`` contractions, Grad-CAM++ and LayerCAM loop over channels with reused buffers
+    (temporaries the size of a layer cost more in page faults than the arithmetic). Channel weights are
+    accumulated in float64. Grad-CAM++'s Eq. 19 weights use the exact simplification
+    ``alpha relu(G) = relu(G) / (2 + sum(A) G)`` (``G^2`` cancels where ``alpha`` is defined; 0 where the
+    denominator ``G^2 (2 + sum(A) G)`` is 0).
     """
     a, g = _check_pair(acts, grads)
     assert g is not None
     for m in methods:
-        if m not in _GRADIENT_FUNCS:
+        if m not in GRADIENT_METHODS:
             raise ConvscopeError(f"{m!r} is not a gradient CAM method; use one of {', '.join(GRADIENT_METHODS)}")
     n, c = a.shape[:2]
     spatial = a.shape[2:]
     fa = a.reshape(n, c, -1)
     fg = g.reshape(n, c, -1)
+    p = fa.shape[2]
     out: dict[str, np.ndarray] = {}
     weights: dict[str, np.ndarray] = {}
     if "gradcam" in methods:
-        weights["gradcam"] = fg.sum(axis=2, dtype=np.float64) / max(fa.shape[2], 1)
-    if "gradcam++" in methods:
-        a_sum = fa.sum(axis=2, keepdims=True, dtype=np.float64).astype(np.float32)
-        den = a_sum * fg
-        den += np.float32(2.0)
-        pos = np.maximum(fg, np.float32(0.0))
-        np.divide(pos, den, out=pos, where=(den != 0) & (pos > 0))
-        pos[den == 0] = 0.0
-        weights["gradcam++"] = pos.sum(axis=2, dtype=np.float64)
-    if "hirescam" in methods or "xgradcam" in methods:
-        prod = fa * fg
-        if "hirescam" in methods:
-            out["hirescam"] = prod.sum(axis=1).reshape((n, *spatial))
-        if "xgradcam" in methods:
-            num = prod.sum(axis=2, dtype=np.float64)
-            den64 = fa.sum(axis=2, dtype=np.float64)
-            weights["xgradcam"] = np.divide(num, den64, out=np.zeros_like(num), where=den64 != 0)
-        del prod
-    if "layercam" in methods:
-        out["layercam"] = np.einsum("ncp,ncp->np", np.maximum(fg, np.float32(0.0)), fa).reshape((n, *spatial))
-    if weights:
-        names = list(weights)
-        stacked = np.stack([weights[k] for k in names], axis=1).astype(np.float32)  # (N, M, C)
-        maps = np.empty((n, len(names), fa.shape[2]), dtype=np.float32)
+        weights["gradcam"] = fg.sum(axis=2, dtype=np.float64) / max(p, 1)
+    if "xgradcam" in methods:
+        num = np.einsum("ncp,ncp->nc", fa, fg).astype(np.float64)
+        den = fa.sum(axis=2, dtype=np.float64)
+        weights["xgradcam"] = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+    if "hirescam" in methods:
+        out["hirescam"] = np.einsum("ncp,ncp->np", fa, fg)
+    if "gradcam++" in methods or "layercam" in methods:
+        buf = np.empty(p, dtype=np.float32)
+        den_buf = np.empty(p, dtype=np.float32)
+        ok = np.empty(p, dtype=bool)
+        w_pp = np.zeros((n, c), dtype=np.float64)
+        lcam = np.zeros((n, p), dtype=np.float32)
+        a_sum = fa.sum(axis=2, dtype=np.float64).astype(np.float32)
         for i in range(n):
-            np.dot(stacked[i], fa[i], out=maps[i])
-        for j, k in enumerate(names):
-            out[k] = maps[:, j].reshape((n, *spatial))
-    return {m: np.ascontiguousarray(out[m], dtype=np.float32) for m in methods}
+            for k in range(c):
+                np.maximum(fg[i, k], np.float32(0.0), out=buf)  # relu(G)
+                if "layercam" in methods:
+                    lcam[i] += buf * fa[i, k]
+                if "gradcam++" in methods:
+                    np.multiply(fg[i, k], a_sum[i, k], out=den_buf)
+                    den_buf += np.float32(2.0)
+                    np.not_equal(den_buf, 0, out=ok)
+                    np.divide(buf, den_buf, out=buf, where=ok)
+                    buf[~ok] = 0.0
+                    w_pp[i, k] = buf.sum(dtype=np.float64)
+        if "gradcam++" in methods:
+            weights["gradcam++"] = w_pp
+        if "layercam" in methods:
+            out["layercam"] = lcam
+    for name, w in weights.items():
+        w32 = w.astype(np.float32)
+        maps = np.empty((n, p), dtype=np.float32)
+        for i in range(n):
+            np.dot(w32[i], fa[i], out=maps[i])
+        out[name] = maps
+    return {m: np.ascontiguousarray(out[m].reshape((n, *spatial)), dtype=np.float32) for m in methods}
 
 
 def gradient_cam(method: str, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Dispatch one of :data:`GRADIENT_METHODS`."""
-    if method not in _GRADIENT_FUNCS:
-        raise ConvscopeError(f"{method!r} is not a gradient CAM method; use one of {', '.join(GRADIENT_METHODS)}")
-    return _GRADIENT_FUNCS[method](acts, grads)
+    """One of :data:`GRADIENT_METHODS`: ``(N, C, *S) x2 -> (N, *S)`` (see :func:`gradient_cams`)."""
+    return gradient_cams([method], acts, grads)[method]
+
+
+def gradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Grad-CAM: channel weights = spatial mean of the gradient. ``(N, C, *S) x2 -> (N, *S)``."""
+    return gradient_cam("gradcam", acts, grads)
+
+
+def gradcam_pp(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Grad-CAM++, the paper's closed form (Eq. 19): see the module docstring."""
+    return gradient_cam("gradcam++", acts, grads)
+
+
+def hirescam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """HiResCAM: element-wise gradient x activation summed over channels."""
+    return gradient_cam("hirescam", acts, grads)
+
+
+def xgradcam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """XGrad-CAM: ``w_c = sum(G_c A_c) / sum(A_c)`` (0 where a channel sums to 0)."""
+    return gradient_cam("xgradcam", acts, grads)
+
+
+def layercam(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """LayerCAM: ``sum_c relu(G_c) A_c`` element-wise."""
+    return gradient_cam("layercam", acts, grads)
 
 
 def _top_right_singular_vector(m: np.ndarray) -> np.ndarray:
