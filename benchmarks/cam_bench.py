@@ -165,9 +165,12 @@ def main() -> None:
     parser.add_argument("--size", default="full", choices=["full", "tiny"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory3d", action="store_true", help="also measure peak memory on the 3D U-Net")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--child", choices=["bare", "cams"], help=argparse.SUPPRESS)
     parser.add_argument("--layers", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         _peak_child(args.child, args.size, json.loads(args.layers))
         return
