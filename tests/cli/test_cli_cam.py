@@ -86,3 +86,10 @@ def test_unet_cam_adds_the_cam_row(image, tmp_path):
     roles = [m["role"] for m in cam["maps"]]
     assert roles[0] == "encoder 0" and "bottleneck" in roles and roles[-1] == "decoder 0"
     assert cam["target"]["class"] == 0 and cam["passes"] == {"forward": 1, "backward": 1}
+
+
+def test_unet_class_without_cam_is_one_line_exit_2(image, tmp_path):
+    proc = run_cli("unet", "demo:unet", str(image), "-o", str(tmp_path / "u"), "--class", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "convscope: error: --class chooses the class of the CAM row; add --cam (or use --target for the gradient share)"]
+    assert not (tmp_path / "u").exists()

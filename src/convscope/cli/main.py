@@ -149,6 +149,8 @@ def unet(
     """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json."""
     from .cmd_unet import run_unet
 
+    if cam_class and not cam:
+        raise ValueError("--class chooses the class of the CAM row; add --cam (or use --target for the gradient share)")
     scope = _scope(model, kwargs, weights, trust, device, normalize)
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask) if mask is not None else None
