@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/cam_bench.py --memory3d
 
 clean:
 	rm -rf $(VENV) convscope-demo test-artifacts benchmarks/out

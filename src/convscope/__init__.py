@@ -7,6 +7,7 @@
 """
 
 from ._version import __version__
+from .core import targets
 from .core.activations import Activation, ActivationSet
 from .core.graph import Graph
 from .core.kernels import KernelBank
@@ -28,6 +29,7 @@ from .unet_flow import UNetFlow
 __all__ = [
     "__version__",
     "Scope",
+    "targets",
     "load",
     "LayerTable",
     "LayerInfo",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row,
 from .io.images import PreparedInput, prepare_input
 from .io.volume_prep import VolumeOptions, probe_downsampling
 from .loading import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from .cam import CamResult, CamSet
 
 __all__ = ["Scope", "LayerTable", "load"]
 
@@ -311,7 +314,91 @@ class Scope:
         self.check_memory(image, size=size, what="the U-Net flow (every layer)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
-        return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask)
+        return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
+                               adapter=self.adapter)
+
+    # -- attribution ---------------------------------------------------------------------------
+    def cam(
+        self,
+        image: Any,
+        layer: LayerSpec = None,
+        target: Any = None,
+        method: str | Sequence[str] = "gradcam",
+        *,
+        relu: bool = True,
+        cam_normalize: str = "max",
+        shared: bool = False,
+        size: Any = None,
+        normalize: str | None = None,
+        scorecam_budget_mb: float | None = None,
+        progress: bool = True,
+        as_set: bool = False,
+    ) -> CamResult | CamSet:
+        """Class activation maps of ``target`` at ``layer`` (see :mod:`convscope.cam`).
+
+        Args:
+            image: path, array, PIL image or tensor (or a list: one batch).
+            layer: exact name (``name#k`` for a module's k-th extra call), glob or list; default the
+                last convolution.
+            target: from :mod:`convscope.targets` (or a list, one per sample); default: the predicted
+                class over the whole output (segmentation) or the top-1 class (classification).
+            method: one name or a list (``gradcam``, ``gradcam++``, ``hirescam``, ``xgradcam``,
+                ``layercam``, ``eigencam``, ``scorecam``, ``inputxgrad``, ``saliency``).
+            size / normalize: input resizing and normalisation, as in :meth:`activations`.
+            relu / cam_normalize / shared: post-processing of ``data`` (``raw`` is always the signed map):
+                ReLU first (default on), then divide by the max (``"max"``, default), ``"minmax"`` or
+                ``"none"``, per image (default) or ``shared`` across every map of this call.
+            as_set: always return a :class:`~convscope.cam.CamSet`.
+        Returns:
+            :class:`~convscope.cam.CamResult` for one exact layer and one method, else a
+            :class:`~convscope.cam.CamSet` keyed ``(layer, method)``. All gradient methods at all
+            layers come from ONE forward + ONE backward pass.
+        """
+        from .cam import DEFAULT_SCORECAM_BUDGET_MB, compute_cams
+        from .core import targets as tg
+        from .core.attribution import PostProcess, check_methods
+
+        prepared = self.prepare(image, size=size, normalize=normalize)
+        names = self._cam_layers(layer)
+        if target is None:
+            target = tg.auto()
+        elif isinstance(target, (list, tuple)):
+            target = tg.per_sample(target)
+        post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
+        methods = check_methods(method)
+        result = compute_cams(
+            self.adapter, prepared.batch, names, target, methods, post=post, display=prepared.display,
+            scorecam_budget_mb=scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB, progress=progress,
+        )
+        single_layer = isinstance(layer, str) and not any(ch in layer for ch in "*?[")
+        if not as_set and (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
+            return next(iter(result.values()))
+        return result
+
+    def _cam_layers(self, layer: LayerSpec) -> list[str]:
+        from .errors import ConvscopeError
+
+        infos = self.adapter.layers()
+        if layer is None:
+            convs = [i.name for i in infos if i.kind == "conv"]
+            if not convs:
+                raise ConvscopeError("the model has no convolution; give layer= (a layer with a spatial output)")
+            return [convs[-1]]
+        specs = [layer] if isinstance(layer, str) else list(layer)
+        known = {i.name for i in infos}
+        names: list[str] = []
+        for spec in specs:
+            base, sep, k = spec.rpartition("#")
+            if sep and k.isdigit() and base in known:
+                names.append(spec)
+            elif spec in known:
+                names.append(spec)
+            else:  # a glob: the convolutions it matches (any layer it matches when it matches no convolution)
+                try:
+                    names.extend(self.select(spec, kind="conv"))
+                except LookupError:
+                    names.extend(self.select(spec, kind="all"))
+        return list(dict.fromkeys(names))
 
     # -- files ---------------------------------------------------------------------------------
     def save_kernels(self, out: str | os.PathLike[str], layers: LayerSpec = None, **options: Any) -> Any:

@@ -48,6 +48,7 @@ __all__ = [
     "build_unet_flow",
     "unet_backend_for",
     "skip_metrics",
+    "UNetCam",
 ]
 
 
@@ -314,10 +315,14 @@ class LevelView:
             raise ValueError(f"level {self.index} has {len(at)} skip(s); choose skip=0..{max(len(at) - 1, 0)}")
         return at[skip]
 
-    def panels(self, top: int = 8, *, cmap: str = "viridis", sample: int = 0, skip: int | None = None) -> Picture:
+    def panels(
+        self, top: int = 8, *, cmap: str = "viridis", sample: int = 0, skip: int | None = None, cam: UNetCam | None = None
+    ) -> Picture:
         """Encoder output | skip as it enters the merge | upsampled decoder | merged result.
 
         Each panel: the channel-mean map and a grid of the ``top`` channels with the largest mean.
+        With ``cam`` (from :meth:`UNetFlow.cam`) a last column shows this level's CAMs on the flow's
+        shared scale: the decoder output large, and encoder | skip branch | decoder branch | decoder below.
 
         Args:
             top: channels per grid (``0`` for no grids).
@@ -361,6 +366,10 @@ class LevelView:
                     grid_caption=caption,
                 )
             )
+        if cam is not None:
+            column = cam.level_column(self.index, sample=sample)
+            if column is not None:
+                columns.append(column)
         footer = []
         for m in self.metrics:
             if chosen is not None and m.merge != self.flow.name(chosen.merge) and len(self.metrics) > 4:
@@ -416,7 +425,9 @@ class UNetFlow:
         *,
         batch: np.ndarray,
         display: np.ndarray | None = None,
+        adapter: Any = None,
     ) -> None:
+        self.adapter = adapter  # the model adapter, for flow.cam (gradients at the levels)
         self.structure = structure
         self.graph = graph
         self.values = values
@@ -516,11 +527,14 @@ class UNetFlow:
             return self.display
         return colorize_map(map_to_2d(self.batch[sample], "mean"), "gray")
 
-    def figure(self, *, thumbnail: str = "mean", cmap: str = "viridis", sample: int = 0, thumb: int = 112) -> Picture:
+    def figure(
+        self, *, thumbnail: str = "mean", cmap: str = "viridis", sample: int = 0, thumb: int = 112, cam: UNetCam | None = None
+    ) -> Picture:
         """The U picture: encoder down the left, bottleneck at the bottom, decoder up the right.
 
         Args:
             thumbnail: ``"mean"`` (channel mean) or ``"top"`` (the channel with the largest mean).
+            cam: a :meth:`cam` result: the thumbnails are then its maps (one shared scale) over the input.
             cmap: colormap of the thumbnails.
             sample: which sample of the batch.
             thumb: thumbnail size in pixels.
@@ -535,6 +549,12 @@ class UNetFlow:
         if thumbnail not in ("mean", "top"):
             raise ValueError(f"thumbnail must be 'mean' (channel mean) or 'top' (strongest channel), not {thumbnail!r}")
         s = self.structure
+
+        def picture_of(node_id: str, role: str) -> np.ndarray:
+            if cam is not None and role in cam.maps:
+                return cam.maps[role].overlay(sample=sample, colorbar=False).pixels
+            return self._thumb(node_id, thumbnail, cmap, sample)
+
         blocks = [
             FlowBlock("input", "input", 0, f"input {self.name(s.input)}" if self.name(s.input) != "input" else "input",
                       _shape_text(self.graph.node(s.input).shape), self._input_image(sample)),
@@ -548,11 +568,11 @@ class UNetFlow:
                 key = f"enc{lvl.index}"
                 blocks.append(FlowBlock(key, "encoder", lvl.index, self.name(lvl.encoder_output),
                                         _shape_text(self.graph.node(lvl.encoder_output).shape),
-                                        self._thumb(lvl.encoder_output, thumbnail, cmap, sample)))
+                                        picture_of(lvl.encoder_output, f"encoder {lvl.index}")))
                 links.append(FlowLink(previous, key, "io" if previous == "input" else "down"))
                 previous = key
         blocks.append(FlowBlock("bottleneck", "bottleneck", s.depth, self.name(s.bottleneck_output),
-                                _shape_text(s.bottleneck_shape), self._thumb(s.bottleneck_output, thumbnail, cmap, sample)))
+                                _shape_text(s.bottleneck_shape), picture_of(s.bottleneck_output, "bottleneck")))
         links.append(FlowLink(previous, "bottleneck", "down"))
         previous = "bottleneck"
         for lvl in reversed(s.levels):
@@ -561,7 +581,7 @@ class UNetFlow:
             key = f"dec{lvl.index}"
             blocks.append(FlowBlock(key, "decoder", lvl.index, self.name(lvl.decoder_output),
                                     _shape_text(self.graph.node(lvl.decoder_output).shape),
-                                    self._thumb(lvl.decoder_output, thumbnail, cmap, sample)))
+                                    picture_of(lvl.decoder_output, f"decoder {lvl.index}")))
             links.append(FlowLink(previous, key, "up"))
             previous = key
         links.append(FlowLink(previous, "output", "io"))
@@ -576,6 +596,9 @@ class UNetFlow:
             f"U-Net flow: {s.num_levels} levels, {len(s.skips)} skip(s), {s.spatial_dims}D "
             f"- thumbnails: {'channel mean' if thumbnail == 'mean' else 'top channel'}"
         )
+        if cam is not None:
+            title = (f"U-Net flow: {s.num_levels} levels, {s.spatial_dims}D - thumbnails: {cam.method} for "
+                     f"{_target_text(cam.cams.target)} (one scale)")
         legend = (
             "blue: encoder (down) | green: decoder (up) | orange: skip connection\n"
             "E = energy share, G = gradient share of the skip branch at its merge (0: unused, 0.5: as much as the decoder)"
@@ -583,9 +606,75 @@ class UNetFlow:
         from .render.colormap import get_colormap
 
         picture = render_flow_figure(blocks, links, depth=s.depth, title=title, thumb=thumb, legend=legend,
-                                     colorbar_lut=get_colormap(cmap))
-        picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail=thumbnail, sample=sample)
+                                     colorbar_lut=get_colormap("jet" if cam is not None else cmap))  # CAM thumbnails: jet overlays
+        picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail="cam" if cam else thumbnail,
+                            sample=sample)
         return picture
+
+    # -- attribution ---------------------------------------------------------------------------
+    def cam_roles(self) -> list[tuple[str, str]]:
+        """``(role, node id)`` for every map :meth:`cam` draws: each encoder level, the bottleneck, each
+        decoder level and both branches (skip, upsampled decoder) of every skip merge, in U order."""
+        s = self.structure
+        roles: list[tuple[str, str]] = []
+        for lvl in s.levels:
+            if lvl.encoder_output is not None:
+                roles.append((f"encoder {lvl.index}", lvl.encoder_output))
+        roles.append(("bottleneck", s.bottleneck_output))
+        for lvl in reversed(s.levels):
+            at_level = s.skips_at(lvl.index)
+            for k, skip in enumerate(at_level):
+                tag = f"skip {lvl.index}" + (f".{k}" if len(at_level) > 1 else "")
+                roles.append((f"{tag}: skip branch", skip.skip_input))
+                roles.append((f"{tag}: decoder branch", skip.decoder_input))
+            if lvl.decoder_output is not None:
+                roles.append((f"decoder {lvl.index}", lvl.decoder_output))
+        return roles
+
+    def cam(
+        self,
+        target: Any = None,
+        method: str = "gradcam",
+        *,
+        relu: bool = True,
+        cam_normalize: str = "max",
+        progress: bool = True,
+    ) -> UNetCam:
+        """One CAM per encoder level, the bottleneck, each decoder level and both branches of every skip
+        merge, for ``target`` (default: the predicted class over the whole output), on ONE shared scale.
+
+        ONE forward + ONE backward pass (after the flow's own pass). Maps exist for tensors a module
+        produced (the usual case); a branch made by a functional op (a crop, ``F.interpolate``) is listed
+        in :attr:`UNetCam.missing` with the reason.
+        """
+        from .cam import compute_cams
+        from .core import targets as tg
+        from .core.attribution import PostProcess, check_methods
+
+        adapter = self.adapter
+        if adapter is None:
+            raise UnsupportedModelError("this flow was built without a model adapter; build it with scope.unet(image)")
+        (name,) = check_methods(method)
+        if target is None:
+            target = tg.segmentation()
+        layer_of: dict[str, str] = {}
+        missing: dict[str, str] = {}
+        known = {info.name for info in adapter.layers()}
+        for role, nid in self.cam_roles():
+            node = self.graph.node(nid)
+            base = node.name.rpartition("#")[0] if "#" in node.name else node.name
+            if node.module_type is None:
+                missing[role] = f"{node.name} is made by a functional op ({node.op}), not a module: no hook point"
+            elif base not in known:
+                missing[role] = f"{node.name} is not a named layer of the model"
+            else:
+                layer_of[role] = node.name
+        post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared")  # type: ignore[arg-type]
+        display = None if self.display is None else self.display[None]
+        cams = compute_cams(adapter, self.batch, list(dict.fromkeys(layer_of.values())), target, [name], post=post,
+                            display=display, progress=progress)
+        by_role = {role: cams[(layer, name)] for role, layer in layer_of.items()}
+        return UNetCam(flow=self, maps=by_role, missing=missing, cams=cams, method=name)
 
     # -- files ----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -634,10 +723,13 @@ class UNetFlow:
             "spatial_dims": s.spatial_dims,
         }
 
-    def save(self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8,
-             formats: str | Sequence[str] = ("png",), volume: Any = None,
-             info: dict[str, Any] | None = None) -> list[Path]:
-        """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``.
+    def save(
+        self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8,
+        formats: str | Sequence[str] = ("png",), volume: Any = None, info: dict[str, Any] | None = None,
+        cams: Sequence[UNetCam] = (),
+    ) -> list[Path]:
+        """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``
+        (and per :meth:`cam` result in ``cams`` a CAM row ``cam[-class-C].png`` with ``cam[-class-C].json``).
 
         ``formats`` (``"png"``, ``"svg"``, ``"pdf"`` or several, ``"pdf,svg"``) writes each figure in
         each format (``flow.pdf``, ``level-0.pdf``...): one page per figure, text as text.
@@ -669,13 +761,105 @@ class UNetFlow:
             for view in self.levels:
                 rel = f"level-{view.index}.png"
                 skip = view.skip
-                out.add_picture(rel, view.panels(top=top), kind="unet_level", level=view.index,
+                out.add_picture(rel, view.panels(top=top, cam=cams[0] if cams else None), kind="unet_level", level=view.index,
                                 layer=self.name(skip.merge) if skip else None, shape=list(view.level.shape))
                 written += [out.path / f"level-{view.index}.{fmt}" for fmt in chosen]
             out.add_json("unet.json", self.to_json(), kind="unet_json", layer=None, shape=None)
             written.append(out.path / "unet.json")
+            for cam in cams:
+                cls = cam.cams.target.get("class")
+                stem = "cam" if len(cams) == 1 or not isinstance(cls, int) else f"cam-class-{cls}"
+                stem = out.unique_name(stem, ".png")[: -len(".png")]
+                out.add_picture(f"{stem}.png", cam.figure(), kind="unet_cam", method=cam.method, target=cam.cams.target,
+                                post_processing=next(iter(cam.maps.values())).post.describe() if cam.maps else None)
+                out.add_json(f"{stem}.json", cam.to_json(), kind="unet_cam_json", layer=None, shape=None)
+                out.add_picture(f"{stem}-flow.png", self.figure(cam=cam), kind="unet_cam_flow", method=cam.method,
+                                target=cam.cams.target)
+                written += [out.path / f"{stem}.png", out.path / f"{stem}-flow.png", out.path / f"{stem}.json"]
         written.append(out.path / "manifest.json")
         return written
+
+
+class UNetCam:
+    """The CAMs of :meth:`UNetFlow.cam`: ``maps`` role -> :class:`~convscope.cam.CamResult`, one shared scale.
+
+    Attributes:
+        maps: ``"encoder 0"``..., ``"bottleneck"``, ``"skip 0: skip branch"``, ``"skip 0: decoder branch"``,
+            ``"decoder 0"``... in U order (down the encoder, up the decoder).
+        missing: role -> why it has no map.
+        cams: the underlying :class:`~convscope.cam.CamSet` (manifest, passes, notes).
+        method: the method used.
+    """
+
+    def __init__(self, *, flow: UNetFlow, maps: dict[str, Any], missing: dict[str, str], cams: Any, method: str) -> None:
+        self.flow = flow
+        self.maps = maps
+        self.missing = missing
+        self.cams = cams
+        self.method = method
+
+    def __repr__(self) -> str:
+        return f"UNetCam({self.method}: {len(self.maps)} maps, {len(self.missing)} missing)"
+
+    def to_json(self) -> dict[str, Any]:
+        """Method, target, passes, per role the map's description, and the missing roles."""
+        return {
+            "method": self.method,
+            "target": self.cams.target,
+            "passes": self.cams.passes,
+            "scale": "one scale per image shared across all U-Net levels and branches",
+            "maps": [{"role": role, **cam.describe()} for role, cam in self.maps.items()],
+            "missing": self.missing,
+        }
+
+    def level_column(self, level: int, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Any:
+        """A :class:`~convscope.render.flow.PanelColumn` of one level's CAMs (None if the level has none)."""
+        from .render.flow import PanelColumn, fit_into
+
+        roles = [f"encoder {level}", f"skip {level}: skip branch", f"skip {level}: decoder branch", f"decoder {level}"]
+        have = [(r, self.maps[r]) for r in roles if r in self.maps]
+        if not have:
+            return None
+        tiles = [fit_into(c.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False).pixels, 96, 96) for _, c in have]
+        h = max(t.shape[0] for t in tiles)
+        strip = np.full((h, sum(t.shape[1] for t in tiles) + 4 * (len(tiles) - 1), 3), 255, dtype=np.uint8)
+        x = 0
+        for t in tiles:
+            strip[: t.shape[0], x : x + t.shape[1]] = t
+            x += t.shape[1] + 4
+        main_role, main = have[-1]
+        lo, hi = (float(v) for v in main.scale[sample])
+        return PanelColumn(
+            title=f"{self.method} ({main_role})",
+            name=main.layer,
+            subtitle=f"one scale for all levels: 0..{hi:.3g}" if lo == 0 else f"scale {lo:.3g}..{hi:.3g}",
+            mean_image=main.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=True).pixels,
+            grid_image=strip,
+            grid_caption=" | ".join(r.split(": ")[-1].replace(f" {level}", "") for r, _ in have),
+        )
+
+    def figure(self, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5, thumb: int = 112) -> Picture:
+        """The CAM row: one overlay per role (U order), labelled, with the one shared colour scale."""
+        from .cam import render_cam_row
+
+        tiles = []
+        for role, cam in self.maps.items():
+            pic = cam.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False)
+            tiles.append((role, cam.layer, pic.pixels))
+        first = next(iter(self.maps.values()), None)
+        lo, hi = (0.0, 1.0) if first is None else (float(v) for v in first.scale[sample])
+        title = f"{self.method} for {_target_text(self.cams.target)}, from {first.output_name if first else '?'}"
+        picture = render_cam_row(tiles, title=title, cmap=cmap, lo=lo, hi=hi, thumb=thumb,
+                                 footer=[f"no map for {r}: {why}" for r, why in self.missing.items()])
+        picture.meta.update(kind="unet_cam", method=self.method, sample=sample)
+        return picture
+
+
+def _target_text(target: dict[str, Any]) -> str:
+    cls = target.get("class", "?")
+    region = target.get("region", "all")
+    where = region if isinstance(region, str) else ", ".join(f"{k}={v}" for k, v in region.items())
+    return f"class {cls} ({target.get('reduce', 'sum')} over {where})"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -700,6 +884,7 @@ def build_unet_flow(
     *,
     target: int | None = None,
     mask: Any = None,
+    adapter: Any = None,
 ) -> UNetFlow:
     """Find the U-Net in one forward pass of ``batch`` and capture its flow and skip metrics.
 
@@ -709,6 +894,7 @@ def build_unet_flow(
         display_image: ``(H, W, 3)`` uint8 picture of sample 0 (or ``(N, H, W, 3)``), for the figure.
         target: output channel for the gradient share's score (default: the predicted class).
         mask: ``(*spatial)`` 0/1 region for the score (default: every pixel).
+        adapter: the model adapter, kept for :meth:`UNetFlow.cam` (default: derived from a torch backend).
 
     Returns:
         :class:`UNetFlow`.
@@ -743,4 +929,8 @@ def build_unet_flow(
     capture = backend.capture_graph(arr, request, target=target, mask=mask)
     structure = found.get("structure") or find_unet(capture.graph)
     metrics = skip_metrics(structure, capture.graph, capture.values, capture.input_x_gradient)
-    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=arr, display=display)
+    if adapter is None and getattr(backend, "framework", None) == "torch" and hasattr(backend, "model"):
+        from .adapters.torch_adapter import TorchAdapter
+
+        adapter = TorchAdapter(backend.model)
+    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=arr, display=display, adapter=adapter)

@@ -123,6 +123,8 @@ def test_unet_report_has_flow_figure_panels_and_block_links(unet_report: Path) -
     blocks = [a for t, a in tags if t == "a" and "flow-block" in (a.get("class") or "")]
     assert len(blocks) >= 7
     assert all((b.get("href") or "")[1:] in anchors for b in blocks)
+    cams = [a for t, a in tags if t == "img" and (a.get("src") or "") == "unet/image-0.cam.png"]
+    assert len(cams) == 1 and (folder / "unet" / "image-0.cam.png").is_file()  # the CAM row
     data = json.loads((folder / "report.json").read_text())
     assert data["unet"][0]["levels"][0]["level"] == 0
 

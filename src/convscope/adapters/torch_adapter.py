@@ -351,6 +351,24 @@ class TorchAdapter(ModelAdapter):
 
         return trace_torch(self._model, batch, device=self.device, **kwargs)
 
+    def gradients(
+        self, batch: np.ndarray, layers: Sequence[str], objective: Any, *, with_input: bool = False
+    ) -> Any:
+        """ONE forward + ONE backward pass: activations at ``layers`` and ``d score / d activation``.
+
+        See :class:`convscope.adapters.base.SupportsGradients`. Forward hooks copy each hooked layer's
+        output and pin its autograd edge (``get_gradient_edge``) at once, so in-place ops after the layer
+        alter neither, and the model's own tensors are left alone (no clone handed on); a module
+        called several times gives ``name``, ``name#1``...; ``torch.autograd.grad`` on exactly those edges
+        (never ``.backward()``: parameters' ``.grad`` untouched) with cotangent ``objective.cotangent``
+        of the selected output. Runs with gradients on even under ``torch.no_grad``/``inference_mode``.
+        When the selected output is the result of a final Sigmoid/Softmax/LogSoftmax (module or
+        functional) and ``objective.from_logits``, the gradient starts from that op's input
+        (``output_name`` says so). A layer the target does not depend on gets an all-zero gradient.
+        The user's own exceptions from ``forward`` propagate unchanged.
+        """
+        return _torch_gradients(self, batch, layers, objective, with_input=with_input)
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -379,3 +397,261 @@ def _first_tensor(output: Any) -> Any:
             if found is not None:
                 return found
     return None
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients (SupportsGradients): ONE forward + ONE vector-Jacobian product
+# ------------------------------------------------------------------------------------------------
+
+_SQUASH_FUNCS = ("sigmoid", "softmax", "log_softmax")
+_SQUASH_TITLE = {"sigmoid": "Sigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax"}
+
+
+def _grad_mode_class() -> type:
+    """A ``TorchFunctionMode`` for :meth:`TorchAdapter.gradients`, doing two things while the model runs.
+
+    - It remembers, per result tensor, the input of every sigmoid/softmax call (``nn.Sigmoid``,
+      ``torch.sigmoid``, ``Tensor.sigmoid``, ``F.softmax``... all pass through ``__torch_function__``),
+      so a model whose returned tensor is such a result can be differentiated from the logits.
+    - It protects the hooked layers' outputs: just before an op that may write in place into a held
+      tensor's storage (``ReLU(inplace=True)``, ``+=``, ``x[...] = ``, ``out=``), the tensor's value is
+      copied to the host. Untouched outputs are never copied (on CPU the host array then shares the
+      tensor's memory: no extra memory for the activations).
+    """
+    import weakref
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_leaves
+
+    from .torch_graph import _maybe_inplace
+
+    class _GradMode(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[int, tuple[Any, Any, str]] = {}
+            self.held: dict[str, tuple[Any, int]] = {}  # key -> (tensor, version when hooked), not yet copied
+            self.copied: dict[str, np.ndarray] = {}
+
+        def hold(self, key: str, tensor: Any) -> None:
+            self.held[key] = (tensor, _version(tensor))
+
+        def protect(self, args: tuple, kwargs: dict) -> None:
+            ptrs = {_storage_ptr(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            for key, (tensor, _v) in list(self.held.items()):
+                if _storage_ptr(tensor) in ptrs:
+                    self.copied[key] = host_copy(tensor)
+                    del self.held[key]
+
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            kwargs = kwargs or {}
+            if self.held and _maybe_inplace(func, args, kwargs):
+                self.protect(args, kwargs)
+            result = func(*args, **kwargs)
+            name = getattr(func, "__name__", "")
+            if name in _SQUASH_FUNCS and args:
+                if isinstance(result, torch.Tensor) and isinstance(args[0], torch.Tensor):
+                    self.seen[id(result)] = (weakref.ref(result), args[0], name)
+            return result
+
+        def logits_of(self, tensor: Any) -> tuple[Any, str] | None:
+            entry = self.seen.get(id(tensor))
+            if entry is None or entry[0]() is not tensor:
+                return None
+            return entry[1], entry[2]
+
+        def values(self) -> dict[str, np.ndarray]:
+            """Every held output's value as it was when its layer produced it."""
+            out = dict(self.copied)
+            for key, (tensor, version) in self.held.items():
+                if _version(tensor) != version:
+                    raise ConvscopeError(
+                        f"the output of layer {key!r} was changed in place by an operation convscope could not see "
+                        "(a custom/C++ op?); choose the layer after that operation"
+                    )
+                out[key] = _host_view(tensor)
+            return out
+
+    return _GradMode
+
+
+def _version(tensor: Any) -> int:
+    try:
+        return int(tensor._version)
+    except (RuntimeError, AttributeError):  # inference tensors have no version counter
+        return -1
+
+
+def _storage_ptr(tensor: Any) -> int:
+    try:
+        return int(tensor.untyped_storage().data_ptr())
+    except (RuntimeError, AttributeError):
+        return -1
+
+
+def _host_view(tensor: Any) -> np.ndarray:
+    """The tensor as a float32 host array, sharing its memory when it already is one (CPU, float32, contiguous)."""
+    import torch
+
+    t = tensor.detach()
+    if t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and not t.is_conj():
+        return t.numpy()
+    return host_copy(t)
+
+
+def named_outputs(output: Any) -> dict[str, Any]:
+    """The model's returned tensors by name: ``output``, ``output[i]``, ``output['key']`` (one level deep)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return {"output": output}
+    found: dict[str, Any] = {}
+    if isinstance(output, (list, tuple)):
+        for i, item in enumerate(output):
+            tensor = _first_tensor(item)
+            if tensor is not None:
+                found[f"output[{i}]"] = tensor
+    elif isinstance(output, dict):
+        for key, item in output.items():
+            tensor = _first_tensor(item)
+            if tensor is not None:
+                found[f"output[{key!r}]"] = tensor
+    return found
+
+
+def _torch_gradients(
+    adapter: TorchAdapter,
+    batch: np.ndarray,
+    layers: Sequence[str],
+    objective: Any,
+    *,
+    with_input: bool = False,
+) -> Any:
+    import torch
+    from torch.autograd.graph import get_gradient_edge
+
+    from ..core.objective import select_output
+    from .base import LayerGradients
+
+    model = adapter.model
+    # "name" keeps every call of the module (name, name#1, ...), as capture does; "name#k" keeps only the
+    # calls asked for (less memory when one call of a shared module is wanted)
+    only: dict[str, set[int]] = {}
+    bases: list[str] = []
+    for layer in dict.fromkeys(layers):
+        base, sep, k = layer.rpartition("#")
+        if sep and k.isdigit() and base:
+            only.setdefault(base, set()).add(int(k))
+            bases.append(base)
+        else:
+            only.setdefault(layer, set()).add(-1)
+            bases.append(layer)
+    modules = adapter._checked_modules(bases)
+    wanted = list(dict.fromkeys(layers))
+    edges: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+
+    def make_hook(name: str) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            tensor = _first_tensor(output)
+            if tensor is None or not tensor.is_floating_point():
+                return
+            count = calls.get(name, 0)
+            calls[name] = count + 1
+            key = name if count == 0 else f"{name}#{count}"
+            if -1 not in only[name] and count not in only[name]:
+                return
+            # the autograd edge of THIS version of the tensor, pinned now: a later in-place op (ReLU(inplace=True),
+            # +=) makes a new version but cannot change it; the value is copied by the mode just before such an op.
+            # The model's own tensors are left alone (no clone is handed on): it computes what it does without us
+            mode.hold(key, tensor)
+            edges[key] = get_gradient_edge(tensor) if tensor.requires_grad else None
+
+        return hook
+
+    handles: list[Any] = []
+    arr = np.asarray(batch)
+    mode = _grad_mode_class()()
+    with preserved_model_state(model), torch.inference_mode(False), torch.enable_grad():
+        try:
+            for name in dict.fromkeys(bases):
+                handles.append(modules[name].register_forward_hook(make_hook(name)))
+            # our own leaf tensor (a fresh clone, never an inference tensor): every activation then has a
+            # grad_fn even when the user froze all parameters; parameters are never differentiated
+            x = adapter.to_tensor(arr).clone().requires_grad_(True)
+            try:
+                with mode:
+                    output = model(x)
+            except ConvscopeError:
+                raise
+            except TypeError as exc:
+                if "positional argument" in str(exc) or "required" in str(exc):
+                    raise ConvscopeError(
+                        f"the model's forward takes more than one input ({str(exc).strip().splitlines()[0]}); "
+                        f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
+                    ) from exc
+                raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
+            # builtin errors (shape mismatches...) become one line; the user's own exception classes propagate as is
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise ConvscopeError(
+                    f"the model's forward pass failed on an input of shape {tuple(arr.shape)}: {_first_line(exc)}. "
+                    f"Check the image size and channels (--size, or a different image)"
+                ) from exc
+        finally:
+            for handle in handles:
+                handle.remove()
+        outputs = named_outputs(output)
+        shapes = {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in outputs.items()}
+        chosen = select_output(shapes, objective)
+        selected = outputs[chosen]
+        output_name = chosen
+        if getattr(objective, "from_logits", True):
+            found = mode.logits_of(selected)
+            if found is not None:
+                selected, op = found
+                output_name = f"{chosen} (input of the final {_SQUASH_TITLE[op]})"
+        mode.seen.clear()
+        values = mode.values()
+        mode.held.clear()
+        out_host = host_copy(selected)
+        weights = np.asarray(objective.cotangent(out_host), dtype=np.float32)
+        if weights.shape != out_host.shape:
+            raise ConvscopeError(
+                f"the objective's cotangent has shape {weights.shape} but the output {output_name} has {out_host.shape}"
+            )
+        missing = [name for name in wanted if (name[:-2] if name.endswith("#0") else name) not in values]
+        if missing:
+            raise ConvscopeError(
+                f"layer {missing[0]!r} did not run (or returned no float tensor) in the forward pass; "
+                "choose a layer the model calls on this input"
+            )
+        keys = [k for k in edges if k in values]  # call order
+        targets = [edges[k] for k in keys] + ([x] if with_input else [])
+        grads: list[Any] = [None] * len(targets)
+        if selected.requires_grad:
+            w = torch.from_numpy(weights).to(device=selected.device, dtype=selected.dtype)
+            diff = [i for i, t in enumerate(targets) if t is not None]
+            if diff:
+                got = torch.autograd.grad(selected, [targets[i] for i in diff], grad_outputs=w, allow_unused=True)
+                for i, g in zip(diff, got):
+                    grads[i] = g
+        activations = {k: values[k] for k in keys}
+        gradients = {
+            k: (_host_view(g) if g is not None else np.zeros_like(activations[k])) for k, g in zip(keys, grads)
+        }
+        input_gradient = None
+        if with_input:
+            g = grads[-1]
+            input_gradient = _host_view(g) if g is not None else np.zeros(arr.shape, dtype=np.float32)
+        edges.clear()
+    n = out_host.shape[0]
+    score = (weights.reshape(n, -1).astype(np.float64) * out_host.reshape(n, -1)).sum(axis=1).astype(np.float32)
+    return LayerGradients(
+        activations=activations,
+        gradients=gradients,
+        output=out_host,
+        output_name=output_name,
+        score=score,
+        cotangent=weights,
+        input_gradient=input_gradient,
+    )

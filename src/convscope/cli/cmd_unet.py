@@ -28,6 +28,7 @@ def run_unet(
     formats: str = "png",
     volume: Any = None,
     progress: bool | None = None,
+    cam_classes: Any = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -44,6 +45,7 @@ def run_unet(
         formats: ``"png"``, ``"svg"``, ``"pdf"`` or several (``"pdf,svg"``): each figure in each format.
         volume: ``prepare(...).volume`` for scans: adds three-plane figures and the geometry.
         progress: one bar over the two steps (None: when stderr is a terminal; see convscope.progress).
+        cam_classes: add a Grad-CAM row per class (``[None]``: the predicted class), see ``UNetFlow.cam``.
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -58,9 +60,17 @@ def run_unet(
 
     chosen = parse_formats(formats)  # a bad --format fails before the forward pass
     backend = unet_backend_for(model_adapter_or_backend)
+    from ..adapters.base import ModelAdapter
+
+    adapter = model_adapter_or_backend if isinstance(model_adapter_or_backend, ModelAdapter) else None
     # one bar, two steps known up front: the analysis (forward + backward pass), then drawing and writing
     with Progress(2, "convscope unet", unit="step", enabled=progress) as bar:
-        flow = build_unet_flow(backend, batch, display, target=target, mask=mask)
+        flow = build_unet_flow(backend, batch, display, target=target, mask=mask, adapter=adapter)
+        cams = []
+        if cam_classes is not None:
+            from ..core import targets
+
+            cams = [flow.cam(target=targets.segmentation(cls, mask=mask)) for cls in (list(cam_classes) or [None])]
         info: dict[str, Any] = {}
         if batch.shape[1] > 1:  # several input channels (modalities): each one's share of the attribution
             from ..volume_views import input_channel_shares
@@ -71,4 +81,4 @@ def run_unet(
                 shares if shares is not None else "needs an adapter with gradients (SupportsGradients)"
             )
         bar.advance()
-        return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info)
+        return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info, cams=cams)

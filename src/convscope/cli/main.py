@@ -227,6 +227,8 @@ def unet(
     top: Annotated[int, typer.Option("--top", help="channels per grid in the level panels")] = 8,
     fmt: FormatOpt = "png",
     progress: ProgressOpt = None,
+    cam: Annotated[bool, typer.Option("--cam", help="add a Grad-CAM row (every level, both skip branches, one scale): cam.png")] = False,
+    cam_class: Annotated[Optional[list[int]], typer.Option("--class", help="with --cam: class to explain (repeatable; default the predicted class)")] = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -250,6 +252,8 @@ def unet(
     """
     from .cmd_unet import run_unet
 
+    if cam_class and not cam:
+        raise ValueError("--class chooses the class of the CAM row; add --cam (or use --target for the gradient share)")
     image = _image_or_channels(image, channels)
     scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
                      roi_size, slice_, slices, labels_map)
@@ -258,7 +262,7 @@ def unet(
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
                      out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume,
-                     progress=progress)
+                     progress=progress, cam_classes=(cam_class or []) if cam else None)
     _echo(f"wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out}: " + ", ".join(Path(p).name for p in paths))
 
 
@@ -521,6 +525,10 @@ def _error_text(exc: BaseException) -> str:
         return f"{reason}: {target}" if target else reason
     return _one_line(str(exc)) or type(exc).__name__
 
+
+from .cmd_cam import register as _register_cam  # noqa: E402  (needs the option types above)
+
+_register_cam(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])

@@ -680,6 +680,25 @@ class ReportPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPat
                 f'{html.escape(str(self))}</a> (convscope report; open it in a browser)')
 
 
+def _unet_cam_panel(flow: Any, view: dict[str, Any], folder: OutputDir, prog: Progress, stem: str, label: str,
+                    notes: list[str]) -> None:
+    """Add the U-Net's CAM row (Grad-CAM of the predicted class at every level, one scale) to ``view``."""
+    from ..errors import ConvscopeError
+
+    if not hasattr(flow, "cam"):
+        return
+    try:
+        picture = flow.cam(progress=False).figure()
+    except (ConvscopeError, ImportError) as exc:
+        note = f"U-Net CAM row not drawn: {exc}"
+        if note not in notes:
+            notes.append(note)
+        return
+    rel = folder.unique_name(f"{stem}.cam", ".png", "unet")
+    prog.track(folder.add_rendered(rel, lambda: picture, kind="unet-cam", image=label))
+    view["panels"].append(("Grad-CAM of the predicted class at every level and skip branch (one shared scale)", rel))
+
+
 def _unet_section(
     scope: Scope,
     items: list[Any],
@@ -720,6 +739,7 @@ def _unet_section(
             rel = folder.unique_name(f"{stem}.{caption}", ".png", "unet")
             (folder.add_rendered(rel, lambda picture=picture: picture, kind="unet-level", image=label, caption=caption))
             view["panels"].append((caption, rel))
+        _unet_cam_panel(flow, view, folder, prog, stem, label, notes)
         views.append(view)
         if hasattr(flow, "to_json"):
             try:
