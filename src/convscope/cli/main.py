@@ -236,6 +236,11 @@ def demo(
     _echo(f"open {index.resolve()}")
 
 
+from .cmd_scan import register as _register_scan  # noqa: E402
+
+_register_scan(app)
+
+
 def _report_written(manifest: Path) -> None:
     data = json.loads(manifest.read_text())
     _echo(f"wrote {len(data['files'])} files to {manifest.parent} (see {manifest.name})")

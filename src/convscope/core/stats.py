@@ -378,8 +378,8 @@ class LayerStats:
         return cls(
             {name: np.asarray(arrays[name]) for name in _ARRAY_FIELDS},
             spatial=tuple(int(s) for s in np.asarray(arrays["spatial"]).tolist()),
-            score=str(np.asarray(arrays["score"])),  # type: ignore[arg-type]
-            k=int(np.asarray(arrays["k"])),
+            score=str(np.asarray(arrays["score"]).reshape(-1)[0]),  # type: ignore[arg-type]
+            k=int(np.asarray(arrays["k"]).reshape(-1)[0]),
         )
 
     def equal(self, other: LayerStats, *, rtol: float = 0.0) -> bool:

@@ -161,7 +161,7 @@ class ScanState:
     @classmethod
     def from_arrays(cls, arrays: Any) -> ScanState:
         try:
-            meta = json.loads(str(arrays["meta"]))
+            meta = json.loads(_scalar(arrays["meta"]))
         except (KeyError, ValueError) as exc:
             raise ScanError(f"not a convscope scan state ({exc})") from None
         if meta.get("schema") != SCHEMA + ".state" or int(meta.get("version", 0)) > SCHEMA_VERSION:
@@ -416,9 +416,14 @@ class ScanResult:
             raise ScanError(f"{file} is not a readable scan state ({exc}); rerun the scan") from None
         state = ScanState.from_arrays(arrays)
         crops = {name: arrays[f"layer{i}/crops"] for i, name in enumerate(state.layers) if f"layer{i}/crops" in arrays}
-        cards = json.loads(str(arrays["cards"])) if "cards" in arrays else None
+        cards = json.loads(_scalar(arrays["cards"])) if "cards" in arrays else None
         names = [str(n) for n in arrays["class_names"].tolist()] if "class_names" in arrays else None
         return cls(state, crops=crops, path=file.parent, cards=cards, class_names=names)
+
+
+def _scalar(value: Any) -> str:
+    """A string stored as a 0-d (or, after ``ascontiguousarray``, 1-element) array."""
+    return str(np.asarray(value).reshape(-1)[0])
 
 
 def _finite(obj: Any) -> Any:
