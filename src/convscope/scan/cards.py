@@ -97,7 +97,9 @@ def render_cards(
                 for name, c, j in wanted[image_id]:
                     by_layer[name].append((n, c, j))
 
-            def on_activation(name: str, act: np.ndarray, _by_layer: Any = by_layer, _displays: Any = displays) -> None:
+            def on_activation(
+                name: str, act: np.ndarray, _by_layer: Any = by_layer, _displays: Any = displays, _thumbs: Any = thumbs
+            ) -> None:
                 stats = result.layer(name) if name in result.state.layers else None
                 if stats is None:
                     return
@@ -115,7 +117,7 @@ def render_cards(
                         b = boxes[c, j]
                         box = b.tolist() if b.shape[0] == 4 else [b[1], b[2], b[4], b[5]]
                     overlay = render_overlay(display, amap, alpha=0.45).pixels
-                    thumbs[(name, c, j)] = crop_thumbnail(overlay, box, THUMB)
+                    _thumbs[(name, c, j)] = crop_thumbnail(overlay, box, THUMB)
 
             scope.adapter.capture(batch, group, on_activation=on_activation)
         for name in group:
