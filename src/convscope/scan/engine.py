@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,11 +263,15 @@ def run_scan(
     todo = [i for i in range(len(chunks)) if i not in state.done]
     scanner = BatchScanner(scope, config, edges)
     if engine == "ray":
-        from .ray_engine import run_ray
+        from .ray_engine import ray_partials
 
-        run_ray(scope, scanner, chunks, todo, prepare, state, address=ray_address, actors=ray_actors, progress=progress)
+        partials = ray_partials(scanner, chunks, todo, prepare, state, address=ray_address, actors=ray_actors)
     else:
-        _run_local(scanner, chunks, todo, prepare, state, workers, ckpt, checkpoint_every, progress)
+        partials = (
+            scanner(batch)
+            for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=state.input_shape)
+        )
+    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress)
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
     if not state.ids:
@@ -283,28 +287,33 @@ def _class_names(scope: Any) -> list[str] | None:
     return None
 
 
-def _run_local(
-    scanner: BatchScanner,
-    chunks: Sequence[Sequence[DataFile]],
-    todo: list[int],
-    prepare: dict[str, Any],
+def _fold(
+    partials: Iterator[ScanState],
     state: ScanState,
-    workers: int,
+    total: int,
     ckpt: Path | None,
     every: int,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    expected = state.input_shape
+    """Merge per-batch states (in chunk order) into ``state``; checkpoint every ``every`` batches and on
+    SIGINT/SIGTERM (then raise :class:`ScanInterrupted`)."""
     since = 0
     with _stop_signals() as stop:
-        for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=expected):
-            state.merge(scanner(batch), check=False)
-            since += 1
-            if progress is not None:
-                progress(len(state.done), len(chunks))
-            if ckpt is not None and (stop.is_set() or since >= max(1, every)):
-                state.save(ckpt)
-                since = 0
-            if stop.is_set():
-                where = f"; checkpoint in {ckpt.parent}, continue with --resume" if ckpt is not None else ""
-                raise ScanInterrupted(f"scan interrupted after {len(state.done)} of {len(chunks)} batches{where}")
+        try:
+            for partial in partials:
+                state.merge(partial, check=False)
+                since += 1
+                if progress is not None:
+                    progress(len(state.done), total)
+                if ckpt is not None and (stop.is_set() or since >= max(1, every)):
+                    state.save(ckpt)
+                    since = 0
+                if stop.is_set():
+                    break
+        finally:
+            close = getattr(partials, "close", None)
+            if close is not None:
+                close()
+        if stop.is_set():
+            where = f"; checkpoint in {ckpt.parent}, continue with --resume" if ckpt is not None else ""
+            raise ScanInterrupted(f"scan interrupted after {len(state.done)} of {total} batches{where}")
