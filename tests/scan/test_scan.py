@@ -74,8 +74,8 @@ def test_scan_lists_bad_files_and_matches_direct_computation(scope, dataset):
     per = acts.transpose(1, 0, 2, 3).reshape(4, -1).astype(np.float64)
     stats = result.channel("conv1", 1).stats
     assert stats.count == per.shape[1]
-    assert stats.mean == pytest.approx(per[1].mean(), rel=1e-9)
-    assert stats.std == pytest.approx(per[1].std(), rel=1e-9)
+    assert stats.mean == pytest.approx(per[1].mean(), rel=1e-6)
+    assert stats.std == pytest.approx(per[1].std(), rel=1e-6)
     assert stats.max == float(per[1].max()) and stats.min == float(per[1].min())
     scores = acts[:, 1].reshape(len(files), -1).max(axis=1)
     best = int(np.argmax(scores))

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 SCORES = ("max", "mean")
-_CHUNK_VALUES = 1 << 21
+_CHUNK_VALUES = 1 << 18
 """float64 temporaries of :meth:`LayerStats.from_batch` hold at most about this many values."""
 DEFAULT_BINS = 64
 ScoreKind = Literal["max", "mean"]
@@ -220,43 +220,60 @@ class LayerStats:
         edges = np.asarray(edges, dtype=np.float64)
         nbins = edges.shape[0] - 1
 
-        count = np.full(c, n * size, dtype=np.int64)
-        mean = np.zeros(c, dtype=np.float64)
+        total = n * size
+        count = np.full(c, total, dtype=np.int64)
+        # per image and channel (cheap, whole array): arg-max position, max, row sums (float32 pairwise)
+        position = np.argmax(flat, axis=2).astype(np.int64)  # (N, C), first occurrence
+        row_max = np.take_along_axis(flat, position[:, :, None], axis=2)[:, :, 0]
+        row_sum = flat.sum(axis=2)  # (N, C) float32, each row summed on its own (batch-independent)
+        mean = row_sum.astype(np.float64).sum(axis=0) / max(total, 1)
+        vmin = flat.min(axis=(0, 2)).astype(np.float64) if size else np.full(c, np.inf)
+        vmax = row_max.max(axis=0).astype(np.float64) if size else np.full(c, -np.inf)
         m2 = np.zeros(c, dtype=np.float64)
+        zeros = np.zeros(c, dtype=np.int64)
+        positive = np.zeros(c, dtype=np.int64)
         hist = np.zeros((c, nbins + 2), dtype=np.int64)
         lo, hi = float(edges[0]), float(edges[-1])
-        width = (hi - lo) / nbins
-        vmin = flat.min(axis=(0, 2)).astype(np.float64) if size else np.full(c, np.inf)
-        vmax = flat.max(axis=(0, 2)).astype(np.float64) if size else np.full(c, -np.inf)
-        zeros = np.count_nonzero(flat == 0, axis=(0, 2)).astype(np.int64)
-        positive = np.count_nonzero(flat > 0, axis=(0, 2)).astype(np.int64)
-        step = max(1, _CHUNK_VALUES // max(1, n * size))
-        for c0 in range(0, c, step):  # channel chunks bound the float64 temporaries
+        inv = np.float32(nbins / (hi - lo))
+        shift = np.float32(1.0 - lo * float(inv))
+        top_bin = np.float32(nbins + 1)
+        mean32 = mean.astype(np.float32)
+        has_nan = bool(np.isnan(vmin).any())
+        step = max(1, _CHUNK_VALUES // max(1, total))
+        width = min(step, c)
+        buf = np.empty((n, width, size), dtype=np.float32)
+        offsets = (np.arange(width, dtype=np.int64) * (nbins + 2))[None, :, None]
+        for c0 in range(0, c, step):  # channel chunks: the temporaries stay small (cache-sized, no page faults)
             c1 = min(c, c0 + step)
-            x64 = flat[:, c0:c1, :].astype(np.float64)  # (N, cc, S)
-            m = x64.sum(axis=(0, 2)) / max(n * size, 1)
-            mean[c0:c1] = m
-            d = x64 - m[None, :, None]
-            m2[c0:c1] = np.einsum("ncs,ncs->c", d, d)
-            # fixed-edge histogram: bin 0 = underflow, nbins + 1 = overflow, the last edge in the last bin
-            np.subtract(x64, lo, out=d)
-            d /= width
-            np.floor(d, out=d)
-            np.clip(d, -1, nbins, out=d)
-            idx = d.astype(np.int64)
-            idx += 1
-            idx[x64 == hi] = nbins
-            idx[np.isnan(x64)] = nbins + 1
-            idx += (np.arange(c1 - c0, dtype=np.int64) * (nbins + 2))[None, :, None]
-            hist[c0:c1] = np.bincount(idx.ravel(), minlength=(c1 - c0) * (nbins + 2)).reshape(c1 - c0, nbins + 2)
-            del x64, d, idx
+            w = c1 - c0
+            x = flat[:, c0:c1, :]
+            t = buf[:, :w]
+            zeros[c0:c1] = np.count_nonzero(x == 0, axis=(0, 2))
+            positive[c0:c1] = np.count_nonzero(x > 0, axis=(0, 2))
+            # squared deviations about the float32 mean, corrected to the float64 mean
+            np.subtract(x, mean32[None, c0:c1, None], out=t)
+            np.square(t, out=t)
+            sq = t.sum(axis=2).astype(np.float64).sum(axis=0)
+            resid = (mean[c0:c1] - mean32[c0:c1].astype(np.float64)) * total  # sum(x - mean32), from the row sums
+            m2[c0:c1] = np.maximum(sq - resid * resid / max(total, 1), 0.0)
+            # fixed-edge histogram, bins half-open [e_i, e_i+1); 0 = underflow (< e_0), nbins + 1 = overflow
+            # (>= e_last, and NaN)
+            np.multiply(x, inv, out=t)
+            t += shift
+            if has_nan:  # fmin/fmax send NaN to the overflow bin
+                np.fmin(t, top_bin, out=t)
+                np.fmax(t, np.float32(0.0), out=t)
+            else:
+                np.clip(t, np.float32(0.0), top_bin, out=t)
+            idx = t.astype(np.int64)
+            idx += offsets[:, :w]
+            hist[c0:c1] = np.bincount(idx.ravel(), minlength=w * (nbins + 2)).reshape(w, nbins + 2)
+        del buf
 
-        # per image and channel: score and arg-max position
-        position = np.argmax(flat, axis=2).astype(np.int64)  # (N, C), first occurrence
         if score == "max":
-            scores = np.max(flat, axis=2).astype(np.float64)
+            scores = row_max.astype(np.float64)
         else:
-            scores = flat.sum(axis=2, dtype=np.float64) / max(size, 1)
+            scores = row_sum.astype(np.float64) / max(size, 1)
         scores = np.where(np.isnan(scores), -np.inf, scores)
         ids = np.asarray(list(image_ids), dtype=str)
         ids_cn = np.broadcast_to(ids[None, :], (c, n))
