@@ -259,3 +259,18 @@ def test_scope_pickles_into_a_spawned_process():
         os.environ["PYTHONPATH"] = env_path
     assert proc.exitcode == 0
     np.testing.assert_array_equal(got, scope.activations(scope.sample(0), ["enc1.conv"])["enc1.conv"].data)
+
+
+def test_effective_receptive_field_is_inside_the_theoretical_one(dataset):
+    model = TinyNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scope = cs.Scope(model)
+    theo = scope.scan(dataset, ["conv2"], top_k=2, batch_size=8)
+    eff = scope.scan(dataset, ["conv2"], top_k=2, batch_size=8, receptive_field="effective")
+    for c in range(6):
+        for a, b in zip(theo.channel("conv2", c).examples, eff.channel("conv2", c).examples):
+            assert a.image_id == b.image_id and b.crop_box is not None
+            t, e = a.crop_box, b.crop_box
+            assert t[0] <= e[0] < e[2] <= t[2] and t[1] <= e[1] < e[3] <= t[3]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())

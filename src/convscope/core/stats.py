@@ -149,7 +149,7 @@ class LayerStats:
         zeros, positive: ``(C,)`` int64.
         hist: ``(C, bins + 2)`` int64; edges: ``(bins + 1,)`` float64.
         top_score / bottom_score: ``(C, k)`` float64 (``-inf`` / ``+inf`` in unused slots);
-        top_id / bottom_id: ``(C, k)`` unicode ("" unused); top_pos / bottom_pos: ``(C, k)`` int64
+        top_id / bottom_id: ``(C, k)`` UTF-8 bytes (``b""`` unused; byte order = code point order); top_pos / bottom_pos: ``(C, k)`` int64
         flat spatial index of the arg-max.
         spatial: the layer's spatial output shape; score: ``"max"`` or ``"mean"``; k.
     """
@@ -275,7 +275,7 @@ class LayerStats:
         else:
             scores = row_sum.astype(np.float64) / max(size, 1)
         scores = np.where(np.isnan(scores), -np.inf, scores)
-        ids = np.asarray(list(image_ids), dtype=str)
+        ids = np.asarray([str(i).encode("utf-8") for i in image_ids], dtype=bytes)  # 1 byte per char, sorts as str
         ids_cn = np.broadcast_to(ids[None, :], (c, n))
         kk = int(k)
         top = _select(scores.T, ids_cn, position.T, kk, descending=True)
@@ -367,7 +367,7 @@ class LayerStats:
             if not i:
                 continue
             coords = tuple(int(v) for v in np.unravel_index(int(p), self.spatial)) if self.spatial else ()
-            out.append(Example(image_id=str(i), score=float(s), position=coords))
+            out.append(Example(image_id=bytes(i).decode("utf-8"), score=float(s), position=coords))
         return out
 
     def dead_channels(self) -> list[int]:
@@ -417,12 +417,12 @@ def _select(
     """Per row, the first ``k`` entries in the total order (score, id asc, position asc), padded.
 
     Args:
-        scores: ``(C, M)`` float64; ids: ``(C, M)`` unicode ("" = empty slot); pos: ``(C, M)`` int64.
+        scores: ``(C, M)`` float64; ids: ``(C, M)`` bytes (``b""`` = empty slot); pos: ``(C, M)`` int64.
     Returns:
         ``(C, k)`` arrays; empty slots have score ``-inf`` (top) / ``+inf`` (bottom) and id "".
     """
     c, m = scores.shape
-    empty = ids == ""
+    empty = ids == b""
     key = -scores if descending else scores.copy()
     key = np.where(empty, np.inf, key)
     # lexsort: last key is primary; empties sort last because their key is +inf and ids "" come
@@ -435,9 +435,9 @@ def _select(
     if order.shape[1] < k:  # fewer candidates than k
         pad = k - order.shape[1]
         s = np.concatenate([s, np.full((c, pad), -np.inf if descending else np.inf)], axis=1)
-        i = np.concatenate([i, np.full((c, pad), "", dtype=ids.dtype)], axis=1)
+        i = np.concatenate([i, np.full((c, pad), b"", dtype=ids.dtype)], axis=1)
         p = np.concatenate([p, np.zeros((c, pad), dtype=np.int64)], axis=1)
-    emptied = i == ""
+    emptied = i == b""
     s = np.where(emptied, -np.inf if descending else np.inf, s)
     return np.ascontiguousarray(s, dtype=np.float64), np.ascontiguousarray(i), np.ascontiguousarray(p, dtype=np.int64)
 

@@ -84,7 +84,7 @@ def render_cards(
             for c in range(ids.shape[0]):
                 for j in range(ids.shape[1]):
                     if ids[c, j]:
-                        wanted[str(ids[c, j])].append((name, c, j))
+                        wanted[bytes(ids[c, j]).decode("utf-8")].append((name, c, j))
         thumbs: dict[tuple[str, int, int], np.ndarray] = {}
         order = sorted(wanted)
         for start in range(0, len(order), batch_size):

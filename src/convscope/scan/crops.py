@@ -55,7 +55,7 @@ def _prepare(scope: Any, size: Any, normalize: str | None) -> dict[str, Any]:
 def _example_arrays(result: ScanResult, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     stats = result.layer(layer)
     ids = stats.top_id
-    valid = ids != ""
+    valid = ids != b""
     spatial = stats.spatial
     coords = np.stack(np.unravel_index(np.where(valid, stats.top_pos, 0), spatial), axis=-1) if spatial else None
     return ids, valid, coords  # type: ignore[return-value]
@@ -115,7 +115,8 @@ def _effective(
     for start in range(0, len(ids), batch_size):
         part = ids[start:start + batch_size]
         images = []
-        for image_id in part:
+        for raw in part:
+            image_id = bytes(raw).decode("utf-8")
             if image_id not in cache:
                 if len(cache) > 256:
                     cache.clear()
