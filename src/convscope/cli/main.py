@@ -182,6 +182,7 @@ def report(
     device: DeviceOpt = None,
     size: SizeOpt = None,
     normalize: NormalizeOpt = None,
+    scan: Annotated[Optional[Path], typer.Option("--scan", help="a `convscope scan` folder: adds a channel atlas page")] = None,
 ) -> None:
     """Write a self-contained HTML report (index.html + images, works offline) into OUT.
 
@@ -189,7 +190,7 @@ def report(
     """
     scope = _scope(model, kwargs, weights, trust, device, normalize)
     index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
-                         progress=progress, echo=_echo)
+                         progress=progress, echo=_echo, scan=scan)
     _echo(f"wrote {index} (open it in a browser; every file is listed in {index.parent / 'manifest.json'})")
 
 

@@ -392,8 +392,12 @@ class LayerStats:
         missing = [name for name in (*_ARRAY_FIELDS, "spatial", "score", "k") if name not in arrays]
         if missing:
             raise ConvscopeError(f"scan state is incomplete (missing {', '.join(missing)}); the file is damaged")
+        fields = {name: np.asarray(arrays[name]) for name in _ARRAY_FIELDS}
+        for name in ("top_id", "bottom_id"):
+            if fields[name].dtype.kind == "U":  # written by an early build: unicode ids
+                fields[name] = np.char.encode(fields[name], "utf-8")
         return cls(
-            {name: np.asarray(arrays[name]) for name in _ARRAY_FIELDS},
+            fields,
             spatial=tuple(int(s) for s in np.asarray(arrays["spatial"]).tolist()),
             score=str(np.asarray(arrays["score"]).reshape(-1)[0]),  # type: ignore[arg-type]
             k=int(np.asarray(arrays["k"]).reshape(-1)[0]),
