@@ -204,6 +204,7 @@ def serve(
     kind: KindOpt = None,
     cache_mb: Annotated[int, typer.Option("--cache-mb", help="memory budget of the activation cache (MiB)")] = 512,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="largest accepted upload (MiB)")] = 20,
+    scan: Annotated[Optional[Path], typer.Option("--scan", help="a `convscope scan` folder: clicking a channel shows its dataset examples")] = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -223,7 +224,7 @@ def serve(
     scope = _scope(model, kwargs, weights, trust, device, normalize)
     limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
     run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
-               echo=_echo, warn=lambda text: typer.echo(text, err=True))
+               echo=_echo, warn=lambda text: typer.echo(text, err=True), scan=scan)
 
 
 @app.command()
