@@ -71,7 +71,8 @@ def render_channel_card(
     hist_h = 80
     kernel_h = 0 if kernel is None else min(120, kernel.shape[0])
     left_h = 26 + (kernel_h + 18 if kernel is not None else 0) + hist_h + 34 + 15 * len(stats_lines)
-    height = max(26 + rows * cell_h + 8, left_h + 8)
+    top = 42  # the title row, then the crops' label
+    height = max(top + rows * cell_h + 8, left_h + 8)
     width = left_w + grid_w
     canvas = Image.new("RGB", (width, height), _BG)
     draw = ImageDraw.Draw(canvas)
@@ -106,11 +107,11 @@ def render_channel_card(
         y += 15
     # crops
     x_base = left_w
-    draw.text((x_base + 6, 6), f"top {len(crops)} examples" if crops else "no examples", fill=_MUTED, font=small)
+    draw.text((x_base + 6, 26), f"top {len(crops)} examples" if crops else "no examples", fill=_MUTED, font=small)
     for i, (crop, caption) in enumerate(zip(crops, captions)):
         r, c = divmod(i, cols)
         x0 = x_base + 6 + c * (thumb + 6)
-        y0 = 26 + r * cell_h
+        y0 = top + r * cell_h
         pic = np.asarray(crop, dtype=np.uint8)
         ox = x0 + (thumb - pic.shape[1]) // 2
         oy = y0 + (thumb - pic.shape[0]) // 2
