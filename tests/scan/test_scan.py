@@ -274,3 +274,28 @@ def test_effective_receptive_field_is_inside_the_theoretical_one(dataset):
             assert t[0] <= e[0] < e[2] <= t[2] and t[1] <= e[1] < e[3] <= t[3]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_volumes_scan_with_3d_boxes_and_cards(tmp_path):
+    class Net3D(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+            self.pool = torch.nn.MaxPool3d(2)
+            self.conv2 = torch.nn.Conv3d(3, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv2(self.pool(self.conv(x)))
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "v").mkdir()
+    for i in range(5):
+        np.save(tmp_path / "v" / f"vol{i}.npy", rng.random((8, 8, 8), dtype=np.float32))
+    scope = cs.Scope(Net3D().eval())
+    result = scope.scan(tmp_path / "v", top_k=2, batch_size=2, out=tmp_path / "scan")
+    example = result.channel("conv2", 1).examples[0]
+    assert len(example.position) == 3 and len(example.crop_box) == 6
+    # conv2 (3^3, padding 1) at half resolution after a 2^3 pool after a 3^3 conv: input 2p-3 .. 2p+4, clipped
+    want = [max(0, 2 * p - 3) for p in example.position] + [min(8, 2 * p + 5) for p in example.position]
+    assert list(example.crop_box) == want
+    assert (tmp_path / "scan" / result.cards["conv2"][1]).is_file()

@@ -54,6 +54,14 @@ def _kernel_picture(scope: Any, layer: str, channel: int, cache: dict[str, Any])
     return render_kernel_grid(weights, max_side=400).pixels[:, :, :3]
 
 
+def _slice_picture(planes: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` model-input slice -> ``(H, W, 3)`` uint8 (first 3 channels or gray, min-max scaled)."""
+    rgb = planes[:3] if planes.shape[0] >= 3 else np.repeat(planes[:1], 3, axis=0)
+    lo, hi = float(np.nanmin(rgb)), float(np.nanmax(rgb))
+    unit = (rgb - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb)
+    return np.ascontiguousarray((np.moveaxis(np.nan_to_num(unit), 0, -1) * 255 + 0.5).astype(np.uint8))
+
+
 def render_cards(
     scope: Any,
     result: ScanResult,
@@ -98,7 +106,8 @@ def render_cards(
                     by_layer[name].append((n, c, j))
 
             def on_activation(
-                name: str, act: np.ndarray, _by_layer: Any = by_layer, _displays: Any = displays, _thumbs: Any = thumbs
+                name: str, act: np.ndarray, _by_layer: Any = by_layer, _displays: Any = displays, _thumbs: Any = thumbs,
+                _batch: Any = batch,
             ) -> None:
                 stats = result.layer(name) if name in result.state.layers else None
                 if stats is None:
@@ -110,11 +119,13 @@ def render_cards(
                         continue
                     amap = act[n, c]
                     box = None
-                    if amap.ndim == 3:  # volume: the slice through the arg-max
+                    b = boxes[c, j] if boxes is not None and boxes[c, j][0] >= 0 else None
+                    if amap.ndim == 3:  # volume: the layer's slice through the arg-max, over the input slice at its centre
                         z = int(np.unravel_index(int(stats.top_pos[c, j]), stats.spatial)[0])
                         amap = amap[z]
-                    if boxes is not None and boxes[c, j][0] >= 0:
-                        b = boxes[c, j]
+                        z_in = (int(b[0]) + int(b[3]) - 1) // 2 if b is not None else (z * _batch.shape[2]) // act.shape[2]
+                        display = _slice_picture(_batch[n, :, z_in])
+                    if b is not None:
                         box = b.tolist() if b.shape[0] == 4 else [b[1], b[2], b[4], b[5]]
                     overlay = render_overlay(display, amap, alpha=0.45).pixels
                     _thumbs[(name, c, j)] = crop_thumbnail(overlay, box, THUMB)
