@@ -299,3 +299,8 @@ def test_volumes_scan_with_3d_boxes_and_cards(tmp_path):
     want = [max(0, 2 * p - 3) for p in example.position] + [min(8, 2 * p + 5) for p in example.position]
     assert list(example.crop_box) == want
     assert (tmp_path / "scan" / result.cards["conv2"][1]).is_file()
+
+
+def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
+    with pytest.raises(cs.ConvscopeError, match="scan state needs about .* --top-k"):
+        scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)

@@ -216,6 +216,7 @@ def run_scan(
     ray_actors: int = 2,
     class_stats: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    memory_limit: int | None = None,
 ) -> ScanResult:
     """Pass 1 over ``data`` (see :meth:`convscope.Scope.scan`); returns a :class:`ScanResult` without crops.
 
@@ -225,6 +226,8 @@ def run_scan(
         resume: continue from the checkpoint in ``checkpoint``.
         edges_from: a :class:`ScanResult` / scan folder whose histogram edges to reuse (shards that
             will be merged must share edges).
+        memory_limit: bytes the scan state may take (default 60% of RAM); checked after the first
+            batch, before the scan goes on.
 
     Raises:
         ScanInterrupted: a signal stopped the scan (the checkpoint is written first).
@@ -271,7 +274,7 @@ def run_scan(
             scanner(batch)
             for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=state.input_shape)
         )
-    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress)
+    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit)
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
     if not state.ids:
@@ -287,6 +290,31 @@ def _class_names(scope: Any) -> list[str] | None:
     return None
 
 
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine, or None if unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def _check_memory(partial: ScanState, limit_bytes: int | None) -> None:
+    """Refuse, before the scan goes on, a state that would not fit: the running state, one batch's
+    partial state and the merge temporaries hold about 3x the per-batch state."""
+    state_bytes = sum(v.nbytes for stats in partial.layers.values() for v in stats.to_arrays().values())
+    need = 3 * state_bytes
+    limit = limit_bytes
+    if limit is None:
+        ram = physical_memory()
+        limit = None if ram is None else int(0.6 * ram)
+    if limit is not None and need > limit:
+        raise ConvscopeError(
+            f"the scan state needs about {need / 2**30:.1f} GiB ({sum(s.channels for s in partial.layers.values()):,} "
+            f"channels x top-k {next(iter(partial.layers.values())).k}), more than the {limit / 2**30:.1f} GiB allowed; "
+            "scan fewer layers (--layer), lower --top-k or --bins, or scan on a bigger machine"
+        )
+
+
 def _fold(
     partials: Iterator[ScanState],
     state: ScanState,
@@ -294,13 +322,18 @@ def _fold(
     ckpt: Path | None,
     every: int,
     progress: Callable[[int, int], None] | None,
+    limit_bytes: int | None = None,
 ) -> None:
     """Merge per-batch states (in chunk order) into ``state``; checkpoint every ``every`` batches and on
     SIGINT/SIGTERM (then raise :class:`ScanInterrupted`)."""
     since = 0
+    checked = False
     with _stop_signals() as stop:
         try:
             for partial in partials:
+                if not checked and partial.layers:
+                    _check_memory(partial, limit_bytes)
+                    checked = True
                 state.merge(partial, check=False)
                 since += 1
                 if progress is not None:
