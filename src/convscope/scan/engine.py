@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class BatchScanner:
         self.config = config
         self.edges: dict[str, np.ndarray] = dict(edges or {})
         self.segmentation: bool | None = config.class_stats
+        self.max_pending_bytes = 256 * 2**20
 
     def __call__(self, batch: Batch) -> ScanState:
         state = ScanState(config=self.config.to_dict())
@@ -104,17 +106,51 @@ class BatchScanner:
         buffer = self.segmentation is not False  # unknown or on: keep this batch's activations for class stats
         cfg = self.config
 
+        # the statistics run on a worker thread while the forward pass goes on (numpy releases the GIL:
+        # otherwise one core idles while single-threaded numpy reduces a layer); the activations queued
+        # for it hold at most ``max_pending_bytes`` (or one activation)
+        room = threading.Condition()
+        pending = [0]
+        limit = self.max_pending_bytes
+        errors: list[BaseException] = []
+
+        def reduce(name: str, act: np.ndarray) -> None:
+            try:
+                if name not in self.edges:
+                    self.edges[name] = histogram_edges(act, cfg.bins)
+                stats = LayerStats.from_batch(act, ids, k=cfg.top_k, score=cfg.score, edges=self.edges[name])  # type: ignore[arg-type]
+                state.layers[name] = stats
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the forward thread
+                errors.append(exc)
+            finally:
+                with room:
+                    pending[0] -= act.nbytes
+                    room.notify_all()
+
         def on_activation(name: str, act: np.ndarray) -> None:
-            if name not in self.edges:
-                self.edges[name] = histogram_edges(act, cfg.bins)
-            stats = LayerStats.from_batch(act, ids, k=cfg.top_k, score=cfg.score, edges=self.edges[name])  # type: ignore[arg-type]
-            if name in state.layers:  # a module called twice keeps both under name#k; never merge here
+            if name in seen:  # a module called twice keeps both under name#k; never merge here
                 raise ScanError(f"layer {name} produced two outputs in one forward pass")
-            state.layers[name] = stats
+            seen.add(name)
+            if errors:
+                raise errors[0]
+            with room:
+                while pending[0] and pending[0] + act.nbytes > limit:
+                    room.wait()
+                pending[0] += act.nbytes
+            futures.append(pool.submit(reduce, name, act))
             if buffer and act.ndim > 2:
                 keep[name] = act
 
-        result = self.scope.adapter.capture(batch.batch, cfg.layers, on_activation=on_activation)
+        seen: set[str] = set()
+        futures: list[Any] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convscope-scan-stats") as pool:
+            try:
+                result = self.scope.adapter.capture(batch.batch, cfg.layers, on_activation=on_activation)
+            finally:
+                for future in futures:
+                    future.result()
+        if errors:
+            raise errors[0]
         # model order, not call order, so the layer list is the same whatever the batch
         order = [n for n in cfg.layers if n in state.layers] + [n for n in state.layers if n not in cfg.layers]
         state.layers = {n: state.layers[n] for n in order}
