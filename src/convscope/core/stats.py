@@ -323,15 +323,29 @@ class LayerStats:
         self.positive = self.positive + other.positive
         self.hist = self.hist + other.hist
         for end, descending in (("top", True), ("bottom", False)):
-            score = np.concatenate([getattr(self, f"{end}_score"), getattr(other, f"{end}_score")], axis=1)
-            ids = np.concatenate(
-                [getattr(self, f"{end}_id"), getattr(other, f"{end}_id")], axis=1
+            mine = [getattr(self, f"{end}_{f}") for f in ("score", "id", "pos")]
+            theirs = [getattr(other, f"{end}_{f}") for f in ("score", "id", "pos")]
+            # rows where other's best is strictly worse than this state's k-th cannot change (the state is full
+            # there: empty slots score -inf/+inf); only the other rows are re-sorted
+            if descending:
+                rows = ~(theirs[0][:, 0] < mine[0][:, -1])
+            else:
+                rows = ~(theirs[0][:, 0] > mine[0][:, -1])
+            if not rows.any():
+                continue
+            width = max(mine[1].dtype.itemsize, theirs[1].dtype.itemsize)
+            out_s, out_i, out_p = mine[0].copy(), mine[1].astype(f"S{width}"), mine[2].copy()
+            s, i, p = _select(
+                np.concatenate([mine[0][rows], theirs[0][rows]], axis=1),
+                np.concatenate([mine[1][rows], theirs[1][rows]], axis=1),
+                np.concatenate([mine[2][rows], theirs[2][rows]], axis=1),
+                self.k,
+                descending=descending,
             )
-            pos = np.concatenate([getattr(self, f"{end}_pos"), getattr(other, f"{end}_pos")], axis=1)
-            s, i, p = _select(score, ids, pos, self.k, descending=descending)
-            setattr(self, f"{end}_score", s)
-            setattr(self, f"{end}_id", i)
-            setattr(self, f"{end}_pos", p)
+            out_s[rows], out_i[rows], out_p[rows] = s, i, p
+            setattr(self, f"{end}_score", out_s)
+            setattr(self, f"{end}_id", out_i)
+            setattr(self, f"{end}_pos", out_p)
         return self
 
     def copy(self) -> LayerStats:
