@@ -85,7 +85,7 @@ def scan(
     dead = sum(len(result.dead_channels(n)) for n in result.layers)
     typer.echo(
         f"scanned {result.images} images ({len(result.skipped)} skipped) through {len(result.layers)} layers in "
-        f"{scanned:.1f} s; {dead} dead channel(s); wrote {path}"
+        f"{scanned:.1f} s; {dead} channel(s) never positive at their layer's output; wrote {path}"
     )
     for file, reason in result.skipped[:5]:
         typer.echo(f"  skipped {file}: {reason}", err=True)

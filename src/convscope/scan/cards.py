@@ -149,7 +149,7 @@ def render_cards(
                     f"zero {100 * st.zero_fraction:.1f}%  positive {100 * st.positive_fraction:.1f}%",
                 ]
                 if c in stats.dead_channels():
-                    lines.append("DEAD: never positive")
+                    lines.append("never positive at this output")
                 if view.class_means:
                     lines.extend(f"{k}: mean {v:.3g}" for k, v in view.class_means.items() if np.isfinite(v))
                 kernel = _kernel_picture(scope, name, c, kernels)
