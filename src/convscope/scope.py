@@ -246,7 +246,7 @@ class Scope:
         if crops:
             from .scan.crops import compute_crops
 
-            compute_crops(self, result, method=receptive_field, size=size, normalize=normalize, workers=workers)
+            compute_crops(self, result, method=receptive_field, size=size, normalize=normalize)
         if out is not None:
             from .scan.cards import write_scan
 

@@ -177,7 +177,7 @@ def decode_file(file: DataFile, prepare: dict[str, Any]) -> tuple[str, np.ndarra
     return image_id, batch[0]
 
 
-def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any], shape: list[Any], skip_ids: frozenset[str]) -> Batch:
+def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any], shape: list[Any]) -> Batch:
     ids: list[str] = []
     kept: list[DataFile] = []
     arrays: list[np.ndarray] = []
@@ -185,10 +185,6 @@ def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any]
     seen: set[str] = set()
     for file in files:
         try:
-            if skip_ids:
-                image_id = content_id(file)
-                if image_id in skip_ids:
-                    continue
             image_id, arr = decode_file(file, prepare)
         except (ConvscopeError, OSError, ValueError, MemoryError) as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -225,7 +221,6 @@ def iter_batches(
     prefetch: int = 2,
     start: int = 0,
     expected_shape: tuple[int, ...] | None = None,
-    skip_ids: frozenset[str] = frozenset(),
     only: Sequence[int] | None = None,
 ) -> Iterator[Batch]:
     """Decoded :class:`Batch` es of ``chunks`` in order, up to ``max(prefetch, workers)`` chunks decoded ahead
@@ -237,7 +232,6 @@ def iter_batches(
             expected_size).
         start: first chunk index to decode (resume).
         expected_shape: ``(C, *spatial)`` every image must have (default: the first good image's).
-        skip_ids: ids to leave out silently (already scanned).
         only: decode only these chunk indices (in this order).
     """
     order = list(only) if only is not None else list(range(start, len(chunks)))
@@ -246,7 +240,7 @@ def iter_batches(
     if not order:
         return
     # the first chunk fixes the shape, so decode it before starting the others
-    first = _decode_chunk(order[0], chunks[order[0]], prepare, shape, skip_ids)
+    first = _decode_chunk(order[0], chunks[order[0]], prepare, shape)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convscope-decode") as pool:
         pending: list[Future[Batch]] = []
         position = 1
@@ -256,7 +250,7 @@ def iter_batches(
             while len(pending) < max(1, prefetch, workers) and position < len(order):
                 i = order[position]
                 # one chunk per task: up to ``workers`` chunks decode at once, yielded in order
-                pending.append(pool.submit(_decode_chunk, i, chunks[i], prepare, shape, skip_ids))
+                pending.append(pool.submit(_decode_chunk, i, chunks[i], prepare, shape))
                 position += 1
 
         submit()

@@ -70,10 +70,8 @@ def compute_crops(
     normalize: str | None = None,
     threshold: float = 0.1,
     batch_size: int = 16,
-    workers: int = 2,
 ) -> ScanResult:
     """Fill ``result.crops`` (layer -> ``(C, k, 2 * d)`` int64 boxes, -1 where unknown); returns ``result``."""
-    del workers
     if method not in METHODS:
         raise ConvscopeError(f"receptive field must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "none" or not result.state.ids:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,10 +434,3 @@ def _finite(obj: Any) -> Any:
         return [_finite(v) for v in obj]
     return obj
 
-
-def merge_states(states: Iterable[ScanState]) -> ScanState:
-    """Merge states in the given order into a new one."""
-    out = ScanState()
-    for state in states:
-        out.merge(state)
-    return out
