@@ -298,7 +298,7 @@ def run_scan(
             raise ScanError(f"--resume: no checkpoint in {where}; start the scan without --resume")
         state = ScanState.load(ckpt)
         _check_resume(state, config, chunks)
-        edges = {**{n: s.edges for n, s in state.layers.items()}, **edges}
+        edges = {**edges, **{n: s.edges for n, s in state.layers.items()}}  # the checkpoint's edges win
     todo = [i for i in range(len(chunks)) if i not in state.done]
     scanner = BatchScanner(scope, config, edges)
     if engine == "ray":
