@@ -331,8 +331,9 @@ class ScanResult:
         return self.layer(layer).always_on_channels()
 
     def merge(self, other: ScanResult | ScanState) -> ScanResult:
-        """A new result holding both scans (exact; refuses overlapping images). Crop boxes are dropped
-        (the winners change): run pass 2 again with ``scope.scan_crops(result)``."""
+        """A new result holding both scans (exact; refuses overlapping images). Crop boxes and cards are
+        dropped (the winners change): redo pass 2 with ``convscope.scan.crops.compute_crops(scope, merged)``
+        and ``convscope.scan.cards.write_scan(scope, merged, DIR)``."""
         merged = ScanState()
         merged.merge(self.state, check=False)
         merged.merge(other.state if isinstance(other, ScanResult) else other)
