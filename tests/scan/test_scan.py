@@ -304,3 +304,18 @@ def test_volumes_scan_with_3d_boxes_and_cards(tmp_path):
 def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
     with pytest.raises(cs.ConvscopeError, match="scan state needs about .* --top-k"):
         scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)
+
+
+def test_merged_scan_gets_crops_and_cards_again(scope, dataset, tmp_path):
+    from convscope.scan.cards import write_scan
+    from convscope.scan.crops import compute_crops
+
+    shards = _shard_lists(dataset)
+    first = scope.scan(shards[0], top_k=2, batch_size=5, crops=False)
+    merged = first.merge(scope.scan(shards[1], top_k=2, batch_size=5, crops=False, edges_from=first))
+    assert merged.channel("conv1", 0).examples[0].crop_box is None
+    compute_crops(scope, merged)
+    write_scan(scope, merged, tmp_path / "merged")
+    again = cs.ScanResult.load(tmp_path / "merged")
+    assert again.images == 15 and again.channel("conv1", 0).examples[0].crop_box is not None
+    assert again.channel("conv1", 0).card.is_file()
