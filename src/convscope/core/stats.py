@@ -441,11 +441,19 @@ def _select(
     """
     c, m = scores.shape
     empty = ids == b""
-    key = -scores if descending else scores.copy()
-    key = np.where(empty, np.inf, key)
-    # lexsort: last key is primary; empties sort last because their key is +inf and ids "" come
-    # first only among equal keys (irrelevant: they are all empty)
-    order = np.lexsort((pos, ids, empty, key), axis=-1)[:, :k]
+    key = np.where(empty, np.inf, -scores if descending else scores)
+    # fast path: a stable sort on the score alone; rows where two entries of the first k + 1 tie (and
+    # not both are empty slots) get the full order (score, empty last, id, position) by lexsort
+    order = np.argsort(key, axis=1, kind="stable")
+    lim = min(k + 1, m)
+    head = np.take_along_axis(key, order[:, :lim], axis=1)
+    head_empty = np.take_along_axis(empty, order[:, :lim], axis=1)
+    tied = ((head[:, 1:] == head[:, :-1]) & ~(head_empty[:, 1:] & head_empty[:, :-1])).any(axis=1)
+    if tied.any():
+        r = np.flatnonzero(tied)
+        # lexsort: the last key is primary
+        order[r] = np.lexsort((pos[r], ids[r], empty[r], key[r]), axis=-1)
+    order = order[:, :k]
     rows = np.arange(c)[:, None]
     s = scores[rows, order]
     i = ids[rows, order]
