@@ -117,3 +117,23 @@ def test_state_size_independent_of_images():
     big = LayerStats.from_batch(*_data(n=64), k=4)
     size = lambda s: sum(v.nbytes for v in s.to_arrays().values())  # noqa: E731
     assert size(small) == size(big)
+
+
+def test_selection_equals_the_full_lexicographic_order_with_many_ties():
+    from convscope.core.stats import _select
+
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.random((200, 24)) * 4) / 4  # 5 distinct values: ties everywhere
+    scores[:50] = rng.random((50, 24))  # some rows without ties
+    ids = np.array([f"im{i:02d}".encode() for i in rng.permutation(24)])[None].repeat(200, 0)
+    ids[3, 5:] = b""  # a row with empty slots
+    pos = rng.integers(0, 3, size=(200, 24))
+    for descending in (True, False):
+        s, i, p = _select(scores, ids, pos, 6, descending=descending)
+        for row in range(200):
+            entries = [(scores[row, j], ids[row, j], pos[row, j]) for j in range(24) if ids[row, j]]
+            entries.sort(key=lambda e: (-e[0] if descending else e[0], e[1], e[2]))
+            want = entries[:6]
+            assert [(float(a), b, int(c)) for a, b, c in zip(s[row], i[row], p[row]) if b] == [
+                (float(a), b, int(c)) for a, b, c in want
+            ]
