@@ -23,6 +23,7 @@ from .errors import (
     UntrustedFileError,
 )
 from .render.picture import Picture
+from .scan.result import ScanResult
 from .scope import LayerTable, Scope, load
 from .unet_flow import UNetFlow
 
@@ -40,6 +41,7 @@ __all__ = [
     "Graph",
     "UNetStructure",
     "UNetFlow",
+    "ScanResult",
     "find_unet",
     "ConvscopeError",
     "ImageInputError",

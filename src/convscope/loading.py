@@ -7,6 +7,7 @@ Nothing from a file is executed unless the caller passes ``trust=True``: state d
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -336,7 +337,7 @@ def load_model(
             model=demo.model,
             name=text,
             input_shape=tuple(demo.input_shape),
-            sample=lambda seed, _n=name: demo_sample(_n, seed=seed),
+            sample=functools.partial(demo_sample, name),  # picklable (Ray workers, multiprocessing)
             info={"task": demo.task, "description": demo.description},
         )
     else:

@@ -305,6 +305,58 @@ class Scope:
         acts.input_display = prepared.display  # type: ignore[attr-defined]
         return acts
 
+    # -- dataset scan --------------------------------------------------------------------------
+    def scan(
+        self,
+        data: Any,
+        layers: LayerSpec = None,
+        *,
+        top_k: int = 16,
+        score: str = "max",
+        batch_size: int = 32,
+        workers: int = 2,
+        size: Any = None,
+        normalize: str | None = None,
+        crops: bool = True,
+        receptive_field: str = "theoretical",
+        out: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Scan a dataset: per channel of ``layers`` (default: every convolution) its statistics and
+        its top-k / bottom-k images, then (``crops=True``) the receptive-field crop of every example.
+
+        Args:
+            data: folder(s) (recursive), glob(s), a text file listing images, or a list of those.
+            layers: exact names or globs (``"enc*"``).
+            top_k: examples kept per channel (and as many bottom examples).
+            score: rank images by the channel's spatial ``"max"`` or ``"mean"``.
+            receptive_field: ``"theoretical"`` (from the graph) or ``"effective"`` (thresholded input
+                gradient of the activation at the arg-max; torch models).
+            out: also write the scan folder (``scan.json``, ``state.npz``, channel cards) there.
+            options: see :func:`convscope.scan.engine.run_scan` (``resume``, ``checkpoint``,
+                ``engine="ray"``, ``ray_address``, ``edges_from``, ``bins``, ``kind`` ...).
+
+        Returns:
+            :class:`convscope.ScanResult`.
+        """
+        from .scan.engine import run_scan
+
+        if out is not None:
+            options.setdefault("checkpoint", out)
+        result = run_scan(
+            self, data, layers=layers, top_k=top_k, score=score, batch_size=batch_size, workers=workers,
+            size=size, normalize=normalize, **options,
+        )
+        if crops:
+            from .scan.crops import compute_crops
+
+            compute_crops(self, result, method=receptive_field, size=size, normalize=normalize)
+        if out is not None:
+            from .scan.cards import write_scan
+
+            write_scan(self, result, out, cards=crops, size=size, normalize=normalize)
+        return result
+
     # -- U-Net ---------------------------------------------------------------------------------
     def unet(self, image: Any, *, target: int | None = None, mask: Any = None, size: Any = None,
              normalize: str | None = None) -> Any:

@@ -412,6 +412,12 @@ class OnnxAdapter(ModelAdapter):
         """The ONNX checker's complaint about the model, if any (see :func:`check_onnx_model`)."""
         self._analyse()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Ray actors, multiprocessing): inference sessions are not sent, they are rebuilt on use."""
+        state = self.__dict__.copy()
+        state["_sessions"] = {}
+        return state
+
     # -- analysis ------------------------------------------------------------------------------
     def _analyse(self) -> None:
         import onnx

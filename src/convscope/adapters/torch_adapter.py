@@ -167,7 +167,13 @@ class TorchAdapter(ModelAdapter):
         if isinstance(module, nn.modules.batchnorm._NormBase):
             return LayerInfo(**common, in_channels=int(module.num_features), out_channels=int(module.num_features))
         if kind == "pool" and hasattr(module, "kernel_size"):
-            return LayerInfo(**common, kernel_size=_tuple(module.kernel_size), stride=_tuple(module.stride))  # type: ignore[arg-type]
+            return LayerInfo(
+                **common,
+                kernel_size=_tuple(module.kernel_size),  # type: ignore[arg-type]
+                stride=_tuple(module.stride),  # type: ignore[arg-type]
+                padding=_tuple(getattr(module, "padding", None)),
+                dilation=_tuple(getattr(module, "dilation", None)),  # type: ignore[arg-type]
+            )
         return LayerInfo(**common)
 
     def input_spec(self) -> InputSpec:

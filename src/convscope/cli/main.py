@@ -309,6 +309,7 @@ def report(
     roi_size: RoiSizeOpt = None,
     slice_: SliceOpt = None,
     max_memory: MaxMemoryOpt = None,
+    scan: Annotated[Optional[Path], typer.Option("--scan", help="a `convscope scan` folder: adds a channel atlas page")] = None,
 ) -> None:
     """Write a self-contained HTML report (index.html + images, works offline) into OUT.
 
@@ -317,7 +318,7 @@ def report(
     scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, None, intensity, window, roi,
                      roi_size, slice_, None)
     index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
-                         progress=progress, echo=_echo)
+                         progress=progress, echo=_echo, scan=scan)
     _echo(f"wrote {index} (open it in a browser; every file is listed in {index.parent / 'manifest.json'})")
 
 
@@ -331,6 +332,7 @@ def serve(
     kind: KindOpt = None,
     cache_mb: Annotated[int, typer.Option("--cache-mb", help="memory budget of the activation cache (MiB)")] = 512,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="largest accepted upload (MiB)")] = 20,
+    scan: Annotated[Optional[Path], typer.Option("--scan", help="a `convscope scan` folder: clicking a channel shows its dataset examples")] = None,
     kwargs: KwargsOpt = None,
     weights: WeightsOpt = None,
     trust: TrustOpt = False,
@@ -360,7 +362,7 @@ def serve(
                      roi_size, slice_, None)
     limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
     run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
-               echo=_echo, warn=lambda text: typer.echo(text, err=True))
+               echo=_echo, warn=lambda text: typer.echo(text, err=True), scan=scan)
 
 
 @app.command()
@@ -372,6 +374,11 @@ def demo(
 
     index = run_demo(out, echo=_echo)
     _echo(f"open {index.resolve()}")
+
+
+from .cmd_scan import register as _register_scan  # noqa: E402
+
+_register_scan(app)
 
 
 def _report_written(manifest: Path) -> None:

@@ -357,6 +357,7 @@ def build_report(
     kernel_max_side: int = 2048,
     grid_max_side: int = 2048,
     echo: Callable[[str], None] | None = None,
+    scan: Any = None,
 ) -> Path:
     """Write a self-contained HTML report of ``scope``'s model on ``images`` into ``out``.
 
@@ -379,6 +380,8 @@ def build_report(
             is a terminal or in Jupyter (widget), True always, False never.
         kernel_max_side / grid_max_side: largest side in pixels of kernel and activation grids.
         echo: optional callback for one-line notes (e.g. why the U-Net section is missing).
+        scan: a ``convscope scan`` folder (or ScanResult): adds ``atlas.html``, the channel atlas
+            (per layer, the channel cards, lazy-loaded), linked from ``index.html``.
 
     Returns:
         Path of ``out/index.html``. ``out/report.json`` has every number shown, and
@@ -660,6 +663,10 @@ def build_report(
         prog.finish()
     finally:
         prog.close()
+    if scan is not None:  # a dataset scan folder: add the channel atlas page (see report/atlas.py)
+        from .atlas import write_atlas
+
+        write_atlas(scan, out)
     if echo is not None:
         for note in notes:
             echo(note)

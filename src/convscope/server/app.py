@@ -225,13 +225,14 @@ def _png(data: bytes) -> Response:
 
 
 # -- the application --------------------------------------------------------------------------------
-def create_app(state: ViewerState, *, token: str, policy: HostPolicy) -> FastAPI:
+def create_app(state: ViewerState, *, token: str, policy: HostPolicy, scan: Any = None) -> FastAPI:
     """The viewer app for ``state``, answering only ``policy``'s hosts and requests carrying ``token``.
 
     Args:
         state: the :class:`ViewerState` (model, images, cache).
         token: the per-run secret (see :func:`convscope.server.security.new_token`).
         policy: accepted Host headers (see :func:`convscope.server.security.host_policy`).
+        scan: a :class:`~convscope.server.scan_view.ScanView`: adds the ``/api/scan/...`` routes.
     """
     if not token or len(token) < 16:
         raise ValueError("the server token must be a random string of at least 16 characters (security.new_token())")
@@ -453,6 +454,11 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy) -> FastAPI
     @app.get("/api/status", tags=["model"], summary="Cache statistics and forward passes run")
     def status() -> dict[str, Any]:
         return {"cache": state.cache.stats(), "forward_passes": state.captures, "images": len(state.images)}
+
+    if scan is not None:
+        from .scan_view import add_scan_routes
+
+        add_scan_routes(app, state, scan)
 
     app.add_middleware(GuardMiddleware, policy=policy, token=token)
     return app

@@ -110,6 +110,7 @@ class ViewerServer:
         size: Any = None,
         normalize: str | None = None,
         limits: ServerLimits | None = None,
+        scan: str | os.PathLike[str] | None = None,
     ) -> ViewerServer:
         from .app import create_app
 
@@ -117,7 +118,12 @@ class ViewerServer:
         sock = bind_socket(host, port)
         actual_port = int(sock.getsockname()[1])
         secret = token or new_token()
-        app = create_app(state, token=secret, policy=host_policy(host, actual_port))
+        scan_view = None
+        if scan is not None:
+            from .scan_view import ScanView
+
+            scan_view = ScanView(scan)
+        app = create_app(state, token=secret, policy=host_policy(host, actual_port), scan=scan_view)
         return cls(app=app, state=state, sock=sock, host=host, port=actual_port, token=secret)
 
     def _make_server(self, log_level: str) -> Any:
@@ -183,6 +189,7 @@ def serve(
     echo: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
     log_level: str = "warning",
+    scan: str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve the live viewer of ``scope`` until interrupted.
 
@@ -191,7 +198,7 @@ def serve(
     Every request needs the random per-run token in the printed URL.
     """
     server = ViewerServer.create(scope, images=images, host=host, port=port, layers=layers, kind=kind, size=size,
-                                 normalize=normalize, limits=limits)
+                                 normalize=normalize, limits=limits, scan=scan)
     warn = warn or (lambda text: print(text, file=sys.stderr))
     if not is_loopback(host):
         warn(

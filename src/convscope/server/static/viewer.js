@@ -479,10 +479,22 @@
       overlay.parentNode.hidden = true;
     }
     setStats($("detail-stats"), channelStats(c));
+    showScanCard(layer, c);
     var detail = $("detail");
     detail.hidden = false;
     detail.scrollIntoView({ block: "nearest" });
     detail.focus({ preventScroll: true });
+  }
+
+  // with `serve --scan DIR`: the channel card of the dataset scan (404 when absent: stays hidden)
+  function showScanCard(layer, c) {
+    var fig = $("detail-scan-figure"), img = $("detail-scan");
+    if (!fig || !img || !layer) { return; }
+    fig.hidden = true;
+    img.onload = function () { fig.hidden = false; };
+    img.onerror = function () { fig.hidden = true; };
+    img.alt = "Dataset examples of channel " + c + " of layer " + layer.name;
+    img.src = "/api/scan/layers/" + enc(layer.id) + "/channels/" + c + "/card.png";
   }
 
   function closeDetail() {

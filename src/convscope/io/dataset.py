@@ -1,0 +1,262 @@
+"""A dataset of image files for scans: listing, stable image ids, and batches decoded in parallel.
+
+``DATA`` is any mix of folders (searched recursively), glob patterns (``"data/**/*.png"``), text
+files listing one path per line (relative paths are relative to the list file; blank lines and
+``#`` comments are skipped), or single files. Anything :func:`convscope.io.images.prepare_input`
+reads is accepted: PNG, JPEG, TIFF, BMP, GIF, WebP and ``.npy``.
+
+An image's id is ``<path relative to its DATA root>@<first 16 hex digits of its BLAKE2b hash>``:
+re-running on the same data gives the same ids, and a changed file gets a new id.
+
+Batches are the consecutive chunks of the sorted file list (``batch_size`` files each, fewer when
+some are skipped), so a resumed scan processes exactly the batches an uninterrupted one would.
+Decoding runs on a thread pool a few batches ahead of the consumer (the forward pass).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConvscopeError, ImageInputError
+from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES, prepare_input
+
+__all__ = ["DataFile", "Batch", "Skipped", "list_files", "DatasetError", "decode_file", "iter_batches", "chunk_files"]
+
+SUFFIXES = tuple(IMAGE_SUFFIXES) + tuple(ARRAY_SUFFIXES)
+LIST_SUFFIXES = (".txt", ".lst")
+
+
+class DatasetError(ConvscopeError):
+    """DATA names nothing readable (no files, a missing path)."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One file of the dataset: ``path`` (absolute) and ``rel`` (relative to its DATA root, ``/``-separated)."""
+
+    path: str
+    rel: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out of the scan and why (one line)."""
+
+    rel: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.rel, "reason": self.reason}
+
+
+@dataclass
+class Batch:
+    """Decoded images of one chunk.
+
+    Attributes:
+        index: the chunk's number (0-based) in the dataset's chunk order.
+        ids: image ids of the images kept, in file order.
+        files: their :class:`DataFile`.
+        batch: ``(n, C, *spatial)`` float32 model input (None when no file of the chunk was usable).
+        skipped: files of the chunk that were left out.
+    """
+
+    index: int
+    ids: list[str]
+    files: list[DataFile]
+    batch: np.ndarray | None
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts:
+        if _is_glob(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[DataFile]:
+    """Every dataset file named by ``data``, deduplicated by absolute path, sorted by ``rel`` then path.
+
+    Raises:
+        DatasetError: a path that does not exist, or nothing found at all.
+    """
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if not items:
+        raise DatasetError("no DATA given: name a folder, a glob such as 'data/*.png', or a text file listing images")
+    found: dict[str, DataFile] = {}
+
+    def add(path: Path, root: Path) -> None:
+        if path.suffix.lower() not in SUFFIXES or not path.is_file():
+            return
+        absolute = str(path.resolve())
+        try:
+            rel = path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            rel = path.name
+        found.setdefault(absolute, DataFile(path=absolute, rel=rel))
+
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text)
+        if _is_glob(text):
+            root = _glob_root(text)
+            for match in sorted(glob.glob(text, recursive=True)):
+                add(Path(match), root)
+        elif path.is_dir():
+            for dirpath, _dirs, names in os.walk(path, followlinks=False):
+                for name in names:
+                    add(Path(dirpath) / name, path)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            base = path.parent
+            for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                target = Path(entry) if Path(entry).is_absolute() else base / entry
+                if not target.exists():
+                    raise DatasetError(f"{path.name} line {lineno}: {entry} does not exist; fix or remove the line")
+                if target.is_dir():
+                    for dirpath, _dirs, names in os.walk(target):
+                        for name in names:
+                            add(Path(dirpath) / name, base)
+                else:
+                    add(target, base)
+        elif path.is_file():
+            if path.suffix.lower() not in SUFFIXES:
+                raise DatasetError(
+                    f"{path.name} is not an image convscope reads ({', '.join(SUFFIXES)}) nor a list of paths (.txt)"
+                )
+            add(path, path.parent)
+        else:
+            raise DatasetError(f"DATA path not found: {text}")
+    if not found:
+        raise DatasetError(
+            f"no images found in {', '.join(os.fspath(i) for i in items)} (looked for {', '.join(SUFFIXES)}); "
+            "give a folder of images, a glob or a text file listing them"
+        )
+    return sorted(found.values(), key=lambda f: (f.rel, f.path))
+
+
+def content_id(file: DataFile) -> str:
+    """``rel@hash`` for ``file`` (reads it)."""
+    digest = hashlib.blake2b(Path(file.path).read_bytes(), digest_size=8).hexdigest()
+    return f"{file.rel}@{digest}"
+
+
+def chunk_files(files: Sequence[DataFile], batch_size: int) -> list[list[DataFile]]:
+    """The dataset's chunks: consecutive runs of ``batch_size`` files."""
+    if batch_size < 1:
+        raise ConvscopeError(f"--batch-size must be at least 1, got {batch_size}")
+    return [list(files[i:i + batch_size]) for i in range(0, len(files), batch_size)]
+
+
+def decode_file(file: DataFile, prepare: dict[str, Any]) -> tuple[str, np.ndarray]:
+    """``(image id, (C, *spatial) float32 input)`` of one file; raises ConvscopeError/OSError if unusable."""
+    image_id = content_id(file)
+    prepared = prepare_input(file.path, **prepare)
+    batch = prepared.batch
+    if batch.shape[0] != 1:
+        raise ImageInputError(f"holds {batch.shape[0]} images (an (N, C, ...) array); save one image per file")
+    return image_id, batch[0]
+
+
+def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any], shape: list[Any]) -> Batch:
+    ids: list[str] = []
+    kept: list[DataFile] = []
+    arrays: list[np.ndarray] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for file in files:
+        try:
+            image_id, arr = decode_file(file, prepare)
+        except (ConvscopeError, OSError, ValueError, MemoryError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            skipped.append(Skipped(file.rel, text))
+            continue
+        if image_id in seen:
+            skipped.append(Skipped(file.rel, "duplicate of an image already in this batch"))
+            continue
+        if shape[0] is None:
+            shape[0] = tuple(arr.shape)
+        if tuple(arr.shape) != shape[0]:
+            want = "x".join(map(str, shape[0][1:]))
+            skipped.append(
+                Skipped(
+                    file.rel,
+                    f"shape {'x'.join(map(str, arr.shape[1:]))} with {arr.shape[0]} channel(s) differs from the scan's "
+                    f"{want} with {shape[0][0]}; pass --size {want} to resize every image",
+                )
+            )
+            continue
+        seen.add(image_id)
+        ids.append(image_id)
+        kept.append(file)
+        arrays.append(arr)
+    batch = np.stack(arrays) if arrays else None
+    return Batch(index=index, ids=ids, files=kept, batch=batch, skipped=skipped)
+
+
+def iter_batches(
+    chunks: Sequence[Sequence[DataFile]],
+    *,
+    prepare: dict[str, Any],
+    workers: int = 2,
+    prefetch: int = 2,
+    start: int = 0,
+    expected_shape: tuple[int, ...] | None = None,
+    only: Sequence[int] | None = None,
+) -> Iterator[Batch]:
+    """Decoded :class:`Batch` es of ``chunks`` in order, up to ``max(prefetch, workers)`` chunks decoded ahead
+    on ``workers`` threads while the caller works on the current one.
+
+    Args:
+        chunks: from :func:`chunk_files`.
+        prepare: keyword arguments of :func:`prepare_input` (channels, spatial_dims, size, normalize,
+            expected_size).
+        start: first chunk index to decode (resume).
+        expected_shape: ``(C, *spatial)`` every image must have (default: the first good image's).
+        only: decode only these chunk indices (in this order).
+    """
+    order = list(only) if only is not None else list(range(start, len(chunks)))
+    shape: list[Any] = [expected_shape]
+    workers = max(1, int(workers))
+    if not order:
+        return
+    # the first chunk fixes the shape, so decode it before starting the others
+    first = _decode_chunk(order[0], chunks[order[0]], prepare, shape)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convscope-decode") as pool:
+        pending: list[Future[Batch]] = []
+        position = 1
+
+        def submit() -> None:
+            nonlocal position
+            while len(pending) < max(1, prefetch, workers) and position < len(order):
+                i = order[position]
+                # one chunk per task: up to ``workers`` chunks decode at once, yielded in order
+                pending.append(pool.submit(_decode_chunk, i, chunks[i], prepare, shape))
+                position += 1
+
+        submit()
+        yield first
+        while pending:
+            future = pending.pop(0)
+            submit()
+            yield future.result()
+

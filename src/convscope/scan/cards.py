@@ -1,0 +1,183 @@
+"""Write a scan folder: ``scan.json``, ``state.npz`` and one channel card PNG per channel.
+
+The cards need pictures of the winners: only the images that are some channel's top-k example
+are re-run (pass 2), layer group by layer group so that the thumbnails held at once stay under
+``budget_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.images import prepare_input
+from ..io.output import OutputDir, safe_filename
+from .result import ScanResult
+
+__all__ = ["write_scan", "render_cards"]
+
+THUMB = 72
+
+
+def _layer_groups(result: ScanResult, budget_bytes: int) -> list[list[str]]:
+    groups: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for name, stats in result.state.layers.items():
+        cost = stats.channels * stats.k * THUMB * THUMB * 3
+        if current and used + cost > budget_bytes:
+            groups.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _kernel_picture(scope: Any, layer: str, channel: int, cache: dict[str, Any]) -> np.ndarray | None:
+    from ..render.grid import render_kernel_grid
+
+    if layer not in cache:
+        try:
+            cache[layer] = scope.adapter.kernel(layer)
+        except (ValueError, KeyError):  # not a convolution
+            cache[layer] = None
+    bank = cache[layer]
+    if bank is None or channel >= bank.weights.shape[0]:
+        return None
+    weights = bank.weights[channel:channel + 1]
+    return render_kernel_grid(weights, max_side=400).pixels[:, :, :3]
+
+
+def _slice_picture(planes: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` model-input slice -> ``(H, W, 3)`` uint8 (first 3 channels or gray, min-max scaled)."""
+    rgb = planes[:3] if planes.shape[0] >= 3 else np.repeat(planes[:1], 3, axis=0)
+    lo, hi = float(np.nanmin(rgb)), float(np.nanmax(rgb))
+    unit = (rgb - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb)
+    return np.ascontiguousarray((np.moveaxis(np.nan_to_num(unit), 0, -1) * 255 + 0.5).astype(np.uint8))
+
+
+def render_cards(
+    scope: Any,
+    result: ScanResult,
+    out: OutputDir,
+    *,
+    size: Any = None,
+    normalize: str | None = None,
+    batch_size: int = 16,
+    budget_bytes: int = 256 * 2**20,
+) -> dict[str, list[str]]:
+    """Pass 2: re-run the winning images, cut the overlaid crops and queue one card per channel on ``out``.
+
+    Returns:
+        layer -> relative card path per channel.
+    """
+    from ..render.grid import render_overlay
+    from ..render.scan_card import crop_thumbnail, render_channel_card
+    from .engine import _prepare_kwargs
+
+    prepare = _prepare_kwargs(scope, size, normalize)
+    cards: dict[str, list[str]] = {}
+    kernels: dict[str, Any] = {}
+    for group in _layer_groups(result, budget_bytes):
+        # image id -> [(layer, channel, slot)]
+        wanted: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+        for name in group:
+            ids = result.layer(name).top_id
+            for c in range(ids.shape[0]):
+                for j in range(ids.shape[1]):
+                    if ids[c, j]:
+                        wanted[bytes(ids[c, j]).decode("utf-8")].append((name, c, j))
+        thumbs: dict[tuple[str, int, int], np.ndarray] = {}
+        order = sorted(wanted)
+        for start in range(0, len(order), batch_size):
+            part = order[start:start + batch_size]
+            prepared = [prepare_input(result.state.paths[i], **prepare) for i in part]
+            batch = np.concatenate([p.batch for p in prepared], axis=0)
+            displays = [p.display[0] if p.display is not None else None for p in prepared]
+            by_layer: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+            for n, image_id in enumerate(part):
+                for name, c, j in wanted[image_id]:
+                    by_layer[name].append((n, c, j))
+
+            def on_activation(
+                name: str, act: np.ndarray, _by_layer: Any = by_layer, _displays: Any = displays, _thumbs: Any = thumbs,
+                _batch: Any = batch,
+            ) -> None:
+                stats = result.layer(name) if name in result.state.layers else None
+                if stats is None:
+                    return
+                boxes = result.crops.get(name)
+                for n, c, j in _by_layer.get(name, ()):
+                    display = _displays[n]
+                    if display is None:
+                        continue
+                    amap = act[n, c]
+                    box = None
+                    b = boxes[c, j] if boxes is not None and boxes[c, j][0] >= 0 else None
+                    if amap.ndim == 3:  # volume: the layer's slice through the arg-max, over the input slice at its centre
+                        z = int(np.unravel_index(int(stats.top_pos[c, j]), stats.spatial)[0])
+                        amap = amap[z]
+                        z_in = (int(b[0]) + int(b[3]) - 1) // 2 if b is not None else (z * _batch.shape[2]) // act.shape[2]
+                        display = _slice_picture(_batch[n, :, z_in])
+                    if b is not None:
+                        box = b.tolist() if b.shape[0] == 4 else [b[1], b[2], b[4], b[5]]
+                    overlay = render_overlay(display, amap, alpha=0.45).pixels
+                    _thumbs[(name, c, j)] = crop_thumbnail(overlay, box, THUMB)
+
+            scope.adapter.capture(batch, group, on_activation=on_activation)
+        for name in group:
+            stats = result.layer(name)
+            paths = []
+            folder = f"cards/{safe_filename(name)}"
+            for c in range(stats.channels):
+                rel = out.unique_name(f"c{c:04d}", ".png", folder)
+                paths.append(rel)
+                view = result.channel(name, c)
+                crops = [thumbs.pop((name, c, j)) for j in range(len(view.examples)) if (name, c, j) in thumbs]
+                captions = [f"{e.score:.3g}" for e in view.examples][: len(crops)]
+                st = view.stats
+                lines = [
+                    f"values {st.count:,}",
+                    f"mean {st.mean:.4g}  std {st.std:.4g}",
+                    f"min {st.min:.4g}  max {st.max:.4g}",
+                    f"zero {100 * st.zero_fraction:.1f}%  positive {100 * st.positive_fraction:.1f}%",
+                ]
+                if c in stats.dead_channels():
+                    lines.append("never positive at this output")
+                if view.class_means:
+                    lines.extend(f"{k}: mean {v:.3g}" for k, v in view.class_means.items() if np.isfinite(v))
+                kernel = _kernel_picture(scope, name, c, kernels)
+                title = f"{name}  channel {c}  ({result.state.config.get('score', 'max')} score)"
+                hist, edges = st.histogram, st.edges
+
+                def render(_t=title, _cr=crops, _ca=captions, _h=hist, _e=edges, _l=lines, _k=kernel) -> Any:
+                    return render_channel_card(_t, _cr, _ca, _h, _e, _l, _k, thumb=THUMB)
+
+                out.add_rendered(rel, render, nbytes=sum(x.nbytes for x in crops), kind="channel-card", layer=name, channel=c)
+            cards[name] = paths
+        thumbs.clear()
+    return cards
+
+
+def write_scan(
+    scope: Any,
+    result: ScanResult,
+    out: str | os.PathLike[str],
+    *,
+    cards: bool = True,
+    size: Any = None,
+    normalize: str | None = None,
+) -> Path:
+    """Write the scan folder; returns ``out/scan.json``."""
+    with OutputDir(out, info={"command": "scan", "model": scope.name}) as folder:
+        if cards:
+            result.cards = render_cards(scope, result, folder, size=size, normalize=normalize)
+        path = result.save(out, output=folder)
+    result.path = Path(out)
+    return path

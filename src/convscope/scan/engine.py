@@ -1,0 +1,388 @@
+"""Pass 1 of a dataset scan: stream every batch through the model, fold per-channel statistics.
+
+Both engines use :class:`BatchScanner`: one batch in, one partial :class:`ScanState` out, from ONE
+forward pass whose activations are streamed (``adapter.capture(..., on_activation=...)``) and
+reduced as they arrive, so memory holds one batch's activation of one layer at a time (plus, for
+segmentation models, the batch's activations until the prediction is known). The local engine
+merges the partial states in chunk order; the Ray engine computes them on actors and merges them
+in the same order, so both give the same state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..core.objective import fit_mask
+from ..core.stats import DEFAULT_BINS, LayerStats, histogram_edges
+from ..errors import ConvscopeError
+from ..io.dataset import Batch, DataFile, chunk_files, content_id, iter_batches, list_files
+from .result import ClassStats, ScanError, ScanResult, ScanState
+
+__all__ = ["ScanConfig", "BatchScanner", "run_scan", "ScanInterrupted", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class ScanInterrupted(ConvscopeError):
+    """SIGINT/SIGTERM stopped the scan after a checkpoint was written."""
+
+
+@dataclass
+class ScanConfig:
+    """How to scan (JSON-ready; stored in the state and compared on ``--resume``)."""
+
+    model: str
+    layers: list[str]
+    top_k: int = 16
+    score: str = "max"
+    bins: int = DEFAULT_BINS
+    batch_size: int = 32
+    size: Any = None
+    normalize: str | None = None
+    class_stats: bool | None = None  # None: on for segmentation outputs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "layers": list(self.layers),
+            "top_k": int(self.top_k),
+            "score": self.score,
+            "bins": int(self.bins),
+            "batch_size": int(self.batch_size),
+            "size": self.size if self.size is None or isinstance(self.size, (int, str)) else list(self.size),
+            "normalize": self.normalize,
+            **self.extra,
+        }
+
+
+def _segmentation_classes(output: np.ndarray | None, input_spatial: tuple[int, ...]) -> np.ndarray | None:
+    """``(N, *spatial)`` int64 predicted class per output pixel for a dense (segmentation) output, else None."""
+    if output is None or output.ndim != len(input_spatial) + 2 or tuple(output.shape[2:]) != tuple(input_spatial):
+        return None
+    if output.shape[1] == 1:
+        return (output[:, 0] > 0).astype(np.int64)  # binary logits: 0 background, 1 foreground
+    return np.argmax(output, axis=1).astype(np.int64)
+
+
+class BatchScanner:
+    """One model, one config: ``scanner(batch)`` -> partial :class:`ScanState` of that batch.
+
+    Args:
+        scope: a :class:`convscope.Scope` (pickles; Ray actors build one each).
+        config: the scan's :class:`ScanConfig`.
+        edges: layer -> histogram edges (from the scan's first batch); missing layers get edges from
+            this batch.
+    """
+
+    def __init__(self, scope: Any, config: ScanConfig, edges: dict[str, np.ndarray] | None = None) -> None:
+        self.scope = scope
+        self.config = config
+        self.edges: dict[str, np.ndarray] = dict(edges or {})
+        self.segmentation: bool | None = config.class_stats
+        self.max_pending_bytes = 256 * 2**20
+
+    def __call__(self, batch: Batch) -> ScanState:
+        state = ScanState(config=self.config.to_dict())
+        state.done.add(batch.index)
+        state.skipped.extend((s.rel, s.reason) for s in batch.skipped)
+        if batch.batch is None or not batch.ids:
+            return state
+        ids = list(batch.ids)
+        state.ids.update(ids)
+        state.paths.update({i: f.path for i, f in zip(ids, batch.files)})
+        state.input_shape = tuple(int(s) for s in batch.batch.shape[1:])
+        keep: dict[str, np.ndarray] = {}
+        buffer = self.segmentation is not False  # unknown or on: keep this batch's activations for class stats
+        cfg = self.config
+
+        # the statistics run on a worker thread while the forward pass goes on (numpy releases the GIL:
+        # otherwise one core idles while single-threaded numpy reduces a layer); the activations queued
+        # for it hold at most ``max_pending_bytes`` (or one activation)
+        room = threading.Condition()
+        pending = [0]
+        limit = self.max_pending_bytes
+        errors: list[BaseException] = []
+
+        def reduce(name: str, act: np.ndarray) -> None:
+            try:
+                if name not in self.edges:
+                    self.edges[name] = histogram_edges(act, cfg.bins)
+                stats = LayerStats.from_batch(act, ids, k=cfg.top_k, score=cfg.score, edges=self.edges[name])  # type: ignore[arg-type]
+                state.layers[name] = stats
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the forward thread
+                errors.append(exc)
+            finally:
+                with room:
+                    pending[0] -= act.nbytes
+                    room.notify_all()
+
+        def on_activation(name: str, act: np.ndarray) -> None:
+            if name in seen:  # a module called twice keeps both under name#k; never merge here
+                raise ScanError(f"layer {name} produced two outputs in one forward pass")
+            seen.add(name)
+            if errors:
+                raise errors[0]
+            with room:
+                while pending[0] and pending[0] + act.nbytes > limit:
+                    room.wait()
+                pending[0] += act.nbytes
+            futures.append(pool.submit(reduce, name, act))
+            if buffer and act.ndim > 2:
+                keep[name] = act
+
+        seen: set[str] = set()
+        futures: list[Any] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convscope-scan-stats") as pool:
+            try:
+                result = self.scope.adapter.capture(batch.batch, cfg.layers, on_activation=on_activation)
+            finally:
+                for future in futures:
+                    future.result()
+        if errors:
+            raise errors[0]
+        # model order, not call order, so the layer list is the same whatever the batch
+        order = [n for n in cfg.layers if n in state.layers] + [n for n in state.layers if n not in cfg.layers]
+        state.layers = {n: state.layers[n] for n in order}
+        if buffer:
+            classes = _segmentation_classes(result.output, tuple(batch.batch.shape[2:]))
+            if self.segmentation is None:
+                self.segmentation = classes is not None
+            if classes is not None:
+                ncls = 2 if result.output is not None and result.output.shape[1] == 1 else int(result.output.shape[1])  # type: ignore[union-attr]
+                for name in order:
+                    act = keep.get(name)
+                    if act is None:
+                        continue
+                    grid = fit_mask(classes, act.shape[0], tuple(act.shape[2:])).astype(np.int64)  # nearest
+                    onehot = (grid.reshape(grid.shape[0], 1, -1) == np.arange(ncls)[None, :, None]).astype(np.float64)
+                    flat = act.reshape(act.shape[0], act.shape[1], -1)
+                    sums = np.einsum("nks,ncs->kc", onehot, flat, dtype=np.float64)
+                    state.classes[name] = ClassStats(sums=sums, pixels=onehot.sum(axis=(0, 2)).astype(np.int64))
+        return state
+
+
+@contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event (checked between batches) instead of killing the scan mid-write."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+        stop.signum = signum  # type: ignore[attr-defined]
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _prepare_kwargs(scope: Any, size: Any, normalize: str | None) -> dict[str, Any]:
+    spec = scope.adapter.input_spec()
+    return {
+        "channels": spec.channels,
+        "spatial_dims": spec.spatial_dims or 2,
+        "size": size,
+        "normalize": normalize if normalize is not None else scope.normalize,
+        "expected_size": spec.spatial_size if size is None else None,
+    }
+
+
+def _check_resume(state: ScanState, config: ScanConfig, chunks: list[list[DataFile]]) -> None:
+    want = config.to_dict()
+    have = state.config
+    for key in ("model", "layers", "top_k", "score", "bins", "batch_size", "size", "normalize"):
+        if have.get(key) != want.get(key):
+            raise ScanError(
+                f"cannot resume: the checkpoint was made with {key}={have.get(key)!r}, this run has {want.get(key)!r}; "
+                "rerun with the same options or without --resume (into a new folder)"
+            )
+    if have.get("chunks") is not None and have.get("chunks") != len(chunks):
+        raise ScanError(
+            f"cannot resume: DATA now has {len(chunks)} batches, the checkpoint {have.get('chunks')}; files were added or "
+            "removed. Scan the new files into another folder and merge the two scans"
+        )
+    by_rel = {i.rsplit("@", 1)[0]: i for i in state.ids}
+    for index in sorted(state.done):
+        for file in chunks[index]:
+            old = by_rel.get(file.rel)
+            if old is not None and content_id(file) != old:
+                raise ScanError(f"cannot resume: {file.rel} changed since the checkpoint; rerun without --resume")
+
+
+def run_scan(
+    scope: Any,
+    data: Any,
+    *,
+    layers: Any = None,
+    kind: str | None = None,
+    top_k: int = 16,
+    score: str = "max",
+    batch_size: int = 32,
+    workers: int = 2,
+    size: Any = None,
+    normalize: str | None = None,
+    bins: int = DEFAULT_BINS,
+    edges_from: Any = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 20,
+    resume: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_actors: int = 2,
+    class_stats: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    memory_limit: int | None = None,
+) -> ScanResult:
+    """Pass 1 over ``data`` (see :meth:`convscope.Scope.scan`); returns a :class:`ScanResult` without crops.
+
+    Args:
+        checkpoint: folder holding ``checkpoint.npz`` (written atomically every ``checkpoint_every``
+            batches and when SIGINT/SIGTERM arrive); None: no checkpoints.
+        resume: continue from the checkpoint in ``checkpoint``.
+        edges_from: a :class:`ScanResult` / scan folder whose histogram edges to reuse (shards that
+            will be merged must share edges).
+        memory_limit: bytes the scan state may take (default 60% of RAM); checked after the first
+            batch, before the scan goes on.
+
+    Raises:
+        ScanInterrupted: a signal stopped the scan (the checkpoint is written first).
+    """
+    from ..core.stats import SCORES
+
+    if score not in SCORES:
+        raise ConvscopeError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+    if top_k < 1:
+        raise ConvscopeError(f"--top-k must be at least 1, got {top_k}")
+    if engine not in ("local", "ray"):
+        raise ConvscopeError(f"--engine must be local or ray, got {engine!r}")
+    names = scope.select(layers, kind=kind)
+    if not names:
+        raise ConvscopeError("no layers to scan: the model has no convolutions; pass --layer NAME or --kind all")
+    files = list_files(data)
+    chunks = chunk_files(files, batch_size)
+    config = ScanConfig(
+        model=scope.name, layers=names, top_k=top_k, score=score, bins=bins, batch_size=batch_size,
+        size=size, normalize=normalize, class_stats=class_stats, extra={"chunks": len(chunks)},
+    )
+    prepare = _prepare_kwargs(scope, size, normalize)
+    edges: dict[str, np.ndarray] = {}
+    if edges_from is not None:
+        source = edges_from if isinstance(edges_from, ScanResult) else ScanResult.load(edges_from)
+        edges = {name: stats.edges for name, stats in source.state.layers.items()}
+    ckpt = Path(checkpoint) / CHECKPOINT_NAME if checkpoint is not None else None
+    state = ScanState(config=config.to_dict())
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            where = ckpt.parent if ckpt is not None else "the output folder"
+            raise ScanError(f"--resume: no checkpoint in {where}; start the scan without --resume")
+        state = ScanState.load(ckpt)
+        _check_resume(state, config, chunks)
+        edges = {**edges, **{n: s.edges for n, s in state.layers.items()}}  # the checkpoint's edges win
+    todo = [i for i in range(len(chunks)) if i not in state.done]
+    scanner = BatchScanner(scope, config, edges)
+    if engine == "ray":
+        from .ray_engine import ray_partials
+
+        partials = ray_partials(scanner, chunks, todo, prepare, state, address=ray_address, actors=ray_actors)
+    else:
+        partials = (
+            scanner(batch)
+            for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=state.input_shape)
+        )
+    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit)
+    if ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+    if not state.ids:
+        reasons = "; ".join(f"{f}: {r}" for f, r in state.skipped[:3])
+        raise ConvscopeError(f"no image of DATA could be used ({len(state.skipped)} skipped: {reasons})")
+    return ScanResult(state, class_names=_class_names(scope))
+
+
+def _class_names(scope: Any) -> list[str] | None:
+    info = getattr(scope.loaded, "info", {}) or {}
+    if info.get("task") == "segmentation":
+        return ["background", "foreground"]
+    return None
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine, or None if unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def _check_memory(partial: ScanState, limit_bytes: int | None) -> None:
+    """Refuse, before the scan goes on, a state that would not fit: the running state, one batch's
+    partial state and the merge temporaries hold about 3x the per-batch state."""
+    state_bytes = sum(v.nbytes for stats in partial.layers.values() for v in stats.to_arrays().values())
+    need = 3 * state_bytes
+    limit = limit_bytes
+    if limit is None:
+        ram = physical_memory()
+        limit = None if ram is None else int(0.6 * ram)
+    if limit is not None and need > limit:
+        raise ConvscopeError(
+            f"the scan state needs about {need / 2**30:.1f} GiB ({sum(s.channels for s in partial.layers.values()):,} "
+            f"channels x top-k {next(iter(partial.layers.values())).k}), more than the {limit / 2**30:.1f} GiB allowed; "
+            "scan fewer layers (--layer), lower --top-k or --bins, or scan on a bigger machine"
+        )
+
+
+def _fold(
+    partials: Iterator[ScanState],
+    state: ScanState,
+    total: int,
+    ckpt: Path | None,
+    every: int,
+    progress: Callable[[int, int], None] | None,
+    limit_bytes: int | None = None,
+) -> None:
+    """Merge per-batch states (in chunk order) into ``state``; checkpoint every ``every`` batches and on
+    SIGINT/SIGTERM (then raise :class:`ScanInterrupted`)."""
+    since = 0
+    checked = False
+    with _stop_signals() as stop:
+        try:
+            for partial in partials:
+                if not checked and partial.layers:
+                    _check_memory(partial, limit_bytes)
+                    checked = True
+                state.merge(partial, check=False)
+                since += 1
+                if progress is not None:
+                    progress(len(state.done), total)
+                if ckpt is not None and (stop.is_set() or since >= max(1, every)):
+                    state.save(ckpt)
+                    since = 0
+                if stop.is_set():
+                    break
+        finally:
+            close = getattr(partials, "close", None)
+            if close is not None:
+                close()
+        if stop.is_set():
+            where = f"; checkpoint in {ckpt.parent}, continue with --resume" if ckpt is not None else ""
+            raise ScanInterrupted(f"scan interrupted after {len(state.done)} of {total} batches{where}")

@@ -1,0 +1,139 @@
+"""Mergeable per-channel statistics: exact merges in any order, ties, duplicate detection."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from convscope.core.stats import DuplicateImagesError, LayerStats, check_disjoint, histogram_edges
+
+
+def _data(n: int = 30, c: int = 5, hw: tuple[int, int] = (6, 7), seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    acts = np.maximum(rng.normal(0.2, 1.0, size=(n, c, *hw)), 0).astype(np.float32)
+    acts[:, 3] = 0.0  # a dead channel
+    acts[:, 4] = np.abs(acts[:, 4]) + 1.0  # always on
+    if n > 9:
+        acts[5, 1] = acts[9, 1] = 7.5  # an exact tie on the max, broken by image id
+    ids = [f"img{i:03d}.png@{i:04x}" for i in range(n)]
+    return acts, ids
+
+
+def _scan(acts: np.ndarray, ids: list[str], batch: int, edges: np.ndarray, k: int = 4, score: str = "max") -> LayerStats:
+    state = None
+    for start in range(0, len(ids), batch):
+        part = LayerStats.from_batch(acts[start:start + batch], ids[start:start + batch], k=k, score=score, edges=edges)
+        state = part if state is None else state.merge(part)
+    assert state is not None
+    return state
+
+
+def test_single_batch_matches_numpy():
+    acts, ids = _data()
+    state = LayerStats.from_batch(acts, ids, k=4)
+    per = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1).astype(np.float64)
+    np.testing.assert_allclose(state.mean, per.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(state.m2 / per.shape[1], per.var(axis=1), rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(state.min, per.min(axis=1))
+    np.testing.assert_array_equal(state.max, per.max(axis=1))
+    np.testing.assert_array_equal(state.zeros, (per == 0).sum(axis=1))
+    np.testing.assert_array_equal(state.positive, (per > 0).sum(axis=1))
+    for c in range(acts.shape[1]):
+        counts, _ = np.histogram(per[c], bins=state.edges)
+        np.testing.assert_array_equal(state.hist[c, 1:-1], counts)
+    assert state.hist.sum(axis=1).tolist() == [per.shape[1]] * acts.shape[1]
+    # top-k by spatial max, ties broken by image id ascending
+    tops = state.examples(1)
+    assert tops[0].score == pytest.approx(7.5) and tops[0].image_id == ids[5] and tops[1].image_id == ids[9]
+    assert tops[0].position == tuple(int(v) for v in np.unravel_index(np.argmax(acts[5, 1]), acts.shape[2:]))
+    scores = acts.reshape(acts.shape[0], acts.shape[1], -1).max(axis=2)
+    expect = sorted(range(len(ids)), key=lambda i: (-scores[i, 0], ids[i]))[:4]
+    assert [e.image_id for e in state.examples(0)] == [ids[i] for i in expect]
+    low = sorted(range(len(ids)), key=lambda i: (scores[i, 0], ids[i]))[:4]
+    assert [e.image_id for e in state.examples(0, bottom=True)] == [ids[i] for i in low]
+    assert state.dead_channels() == [3]
+    assert state.always_on_channels() == [4]
+
+
+@pytest.mark.parametrize("score", ["max", "mean"])
+def test_three_shards_merge_exactly_in_any_order(score):
+    acts, ids = _data(n=36)
+    edges = histogram_edges(acts[:8])
+    whole = _scan(acts, ids, 8, edges, score=score)
+    shards = [_scan(acts[a:b], ids[a:b], 8, edges, score=score) for a, b in ((0, 12), (12, 20), (20, 36))]
+    for order in itertools.permutations(range(3)):
+        merged = shards[order[0]].copy()
+        for i in order[1:]:
+            merged.merge(shards[i].copy())
+        for name in ("count", "min", "max", "zeros", "positive", "hist", "top_score", "top_id", "top_pos",
+                     "bottom_score", "bottom_id", "bottom_pos"):
+            np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+        np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-6)
+        np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-6)
+
+
+def test_batch_size_does_not_change_exact_fields():
+    acts, ids = _data(n=20)
+    edges = histogram_edges(acts[:4])
+    a, b = _scan(acts, ids, 3, edges), _scan(acts, ids, 20, edges)
+    assert a.equal(b, rtol=1e-6)
+
+
+def test_round_trip_arrays():
+    acts, ids = _data()
+    state = LayerStats.from_batch(acts, ids, k=3)
+    again = LayerStats.from_arrays({k: v.copy() for k, v in state.to_arrays().items()})
+    assert again.equal(state)
+    assert again.spatial == state.spatial and again.score == "max" and again.k == 3
+
+
+def test_fewer_images_than_k_leaves_empty_slots():
+    acts, ids = _data(n=2)
+    state = LayerStats.from_batch(acts, ids, k=5)
+    assert len(state.examples(0)) == 2
+    other, _ = _data(n=1, seed=3)
+    merged = state.copy().merge(LayerStats.from_batch(other, ["zzz@1"], k=5, edges=state.edges))
+    assert len(merged.examples(0)) == 3 and int(merged.count[0]) == 3 * 42
+
+
+def test_duplicate_ids_detected():
+    with pytest.raises(DuplicateImagesError, match="in both scans"):
+        check_disjoint(["a@1", "b@2"], ["b@2", "c@3"])
+    check_disjoint(["a@1"], ["a@2"])  # same path, changed content: different images
+
+
+def test_different_edges_refused():
+    acts, ids = _data()
+    a = LayerStats.from_batch(acts[:5], ids[:5])
+    b = LayerStats.from_batch(acts[5:], ids[5:])
+    with pytest.raises(ValueError, match="edges"):
+        a.merge(b)
+
+
+def test_state_size_independent_of_images():
+    small = LayerStats.from_batch(*_data(n=4), k=4)
+    big = LayerStats.from_batch(*_data(n=64), k=4)
+    size = lambda s: sum(v.nbytes for v in s.to_arrays().values())  # noqa: E731
+    assert size(small) == size(big)
+
+
+def test_selection_equals_the_full_lexicographic_order_with_many_ties():
+    from convscope.core.stats import _select
+
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.random((200, 24)) * 4) / 4  # 5 distinct values: ties everywhere
+    scores[:50] = rng.random((50, 24))  # some rows without ties
+    ids = np.array([f"im{i:02d}".encode() for i in rng.permutation(24)])[None].repeat(200, 0)
+    ids[3, 5:] = b""  # a row with empty slots
+    pos = rng.integers(0, 3, size=(200, 24))
+    for descending in (True, False):
+        s, i, p = _select(scores, ids, pos, 6, descending=descending)
+        for row in range(200):
+            entries = [(scores[row, j], ids[row, j], pos[row, j]) for j in range(24) if ids[row, j]]
+            entries.sort(key=lambda e: (-e[0] if descending else e[0], e[1], e[2]))
+            want = entries[:6]
+            assert [(float(a), b, int(c)) for a, b, c in zip(s[row], i[row], p[row]) if b] == [
+                (float(a), b, int(c)) for a, b, c in want
+            ]

@@ -1,0 +1,48 @@
+"""Small test nets for scans (importable as factories: tests.scan.nets:SlowNet)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """3 -> 4 -> 6 channels, a ReLU, a pool; a dead channel (zero weights, negative bias)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        with torch.no_grad():
+            self.conv1.weight[3].zero_()
+            self.conv1.bias[3] = -1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.pool(self.relu(self.conv1(x))))
+
+
+class SlowNet(TinyNet):
+    """TinyNet whose forward sleeps (CONVSCOPE_TEST_SLEEP seconds, default 0.25), to be killed mid-scan."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(float(os.environ.get("CONVSCOPE_TEST_SLEEP", "0.25")))
+        return super().forward(x)
+
+
+class TinySeg(nn.Module):
+    """Dense 2-class output at input resolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv1(x)))

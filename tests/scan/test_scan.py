@@ -1,0 +1,321 @@
+"""Dataset scans end to end: bad files, exact shard merges, resume after a kill, flat memory, CLI, pickling."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import convscope as cs  # noqa: E402
+from convscope.core.stats import DuplicateImagesError  # noqa: E402
+from convscope.scan.result import ScanState  # noqa: E402
+
+from .nets import TinyNet, TinySeg  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "convscope")
+
+
+def _write_images(folder: Path, n: int, size: int = 16, seed: int = 0, start: int = 0) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + n):
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        path = folder / f"img{i:04d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    _write_images(root / "a", 14, seed=1)
+    _write_images(root / "b" / "deep", 10, seed=2, start=100)
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(root / "b" / "wrong_size.png")
+    (root / "notes.md").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def scope() -> cs.Scope:
+    return cs.Scope(TinyNet().eval())
+
+
+def test_scan_lists_bad_files_and_matches_direct_computation(scope, dataset):
+    result = scope.scan(dataset, top_k=3, batch_size=5, crops=False)
+    assert result.images == 24
+    skipped = dict(result.skipped)
+    assert set(skipped) == {"a/broken.png", "b/wrong_size.png"}
+    assert "cannot read" in skipped["a/broken.png"] and "--size 16x16" in skipped["b/wrong_size.png"]
+    assert result.layers == ["conv1", "conv2"]
+    # statistics against a direct computation over every image
+    files = sorted(p for p in dataset.rglob("img*.png"))
+    batch = np.concatenate([scope.prepare(str(p)).batch for p in files])
+    acts = scope.activations(batch, ["conv1"])["conv1"].data
+    per = acts.transpose(1, 0, 2, 3).reshape(4, -1).astype(np.float64)
+    stats = result.channel("conv1", 1).stats
+    assert stats.count == per.shape[1]
+    assert stats.mean == pytest.approx(per[1].mean(), rel=1e-6)
+    assert stats.std == pytest.approx(per[1].std(), rel=1e-6)
+    assert stats.max == float(per[1].max()) and stats.min == float(per[1].min())
+    scores = acts[:, 1].reshape(len(files), -1).max(axis=1)
+    best = int(np.argmax(scores))
+    top = result.channel("conv1", 1).examples[0]
+    assert top.image_id.startswith(files[best].relative_to(dataset).as_posix() + "@")
+    assert top.score == pytest.approx(float(scores[best]))
+    assert top.position == tuple(int(v) for v in np.unravel_index(np.argmax(acts[best, 1]), acts.shape[2:]))
+    assert result.dead_channels("conv1") == [3]
+
+
+def test_empty_and_missing_data_are_clear_errors(scope, tmp_path):
+    with pytest.raises(cs.ConvscopeError, match="no images found"):
+        scope.scan(tmp_path, crops=False)
+    with pytest.raises(cs.ConvscopeError, match="not found"):
+        scope.scan(tmp_path / "missing", crops=False)
+
+
+def _shard_lists(dataset: Path) -> list[Path]:
+    files = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("img*.png"))
+    cuts = [(0, 10), (10, 15), (15, len(files))]
+    lists = []
+    for i, (a, b) in enumerate(cuts):
+        path = dataset / f"shard{i}.txt"
+        path.write_text("\n".join(files[a:b]) + "\n")
+        lists.append(path)
+    return lists
+
+
+def test_three_shards_merge_to_the_single_scan(scope, dataset):
+    shards = _shard_lists(dataset)
+    first = scope.scan(shards[0], top_k=4, batch_size=5, crops=False)
+    # histogram edges are fixed by a scan's first batch: shards (and the reference) share the first shard's
+    whole = scope.scan(dataset, top_k=4, batch_size=5, crops=False, edges_from=first)
+    parts = [first] + [scope.scan(s, top_k=4, batch_size=5, crops=False, edges_from=first) for s in shards[1:]]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        merged = parts[order[0]].merge(parts[order[1]]).merge(parts[order[2]])
+        assert merged.images == whole.images
+        for name in whole.layers:
+            a, b = merged.layer(name), whole.layer(name)
+            for field in ("count", "min", "max", "zeros", "positive", "hist", "edges", "top_score", "top_id", "top_pos",
+                          "bottom_score", "bottom_id", "bottom_pos"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{name}.{field}")
+            np.testing.assert_allclose(a.mean, b.mean, rtol=1e-6)
+            np.testing.assert_allclose(a.m2, b.m2, rtol=1e-6)
+    with pytest.raises(DuplicateImagesError, match="in both scans"):
+        parts[0].merge(parts[1]).merge(parts[1])
+
+
+def test_save_load_round_trip_and_scan_json(scope, dataset, tmp_path):
+    result = scope.scan(dataset, top_k=3, batch_size=8, out=tmp_path / "scan")
+    doc = json.loads((tmp_path / "scan" / "scan.json").read_text())
+    assert doc["schema"] == "convscope.scan" and doc["version"] == 1 and doc["images"] == 24
+    assert {s["file"] for s in doc["skipped"]} == {"a/broken.png", "b/wrong_size.png"}
+    layer = doc["layers"][0]
+    assert layer["name"] == "conv1" and layer["dead"] == [3] and len(layer["examples"]) == 4
+    example = layer["examples"][0][0]
+    assert set(example) == {"image_id", "score", "position", "crop_box"}
+    assert example["crop_box"] is not None
+    y, x = example["position"]
+    y0, x0, y1, x1 = example["crop_box"]
+    assert y0 <= y < y1 and x0 <= x < x1 and (y1 - y0) <= 3 and (x1 - x0) <= 3  # 3x3 conv, padding 1
+    card = tmp_path / "scan" / layer["cards"][0]
+    from PIL import Image
+
+    with Image.open(card) as img:
+        assert img.size[0] > 200 and img.size[1] > 100
+    again = cs.ScanResult.load(tmp_path / "scan")
+    assert again.state.equal(result.state)
+    assert again.channel("conv2", 2).examples == result.channel("conv2", 2).examples
+    assert again.channel("conv2", 2).card is not None and again.channel("conv2", 2).card.is_file()
+
+
+def test_memory_is_flat_as_the_dataset_grows(scope, tmp_path):
+    _write_images(tmp_path / "d", 200, size=16, seed=7)
+    (tmp_path / "small.txt").write_text("\n".join(f"d/img{i:04d}.png" for i in range(50)))
+    peaks = []
+    for data in (tmp_path / "small.txt", tmp_path / "d"):
+        scope.scan(data, top_k=4, batch_size=10, crops=False)  # warm caches
+        tracemalloc.start()
+        scope.scan(data, top_k=4, batch_size=10, crops=False)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.3 * peaks[0] + 200_000, peaks
+
+
+def test_segmentation_class_means(tmp_path):
+    _write_images(tmp_path / "d", 6, size=8, seed=3)
+    model = TinySeg().eval()
+    seg = cs.Scope(model)
+    result = seg.scan(tmp_path / "d", ["conv1"], top_k=2, batch_size=4, crops=False)
+    batch = np.concatenate([seg.prepare(str(p)).batch for p in sorted((tmp_path / "d").glob("*.png"))])
+    acts = seg.activations(batch, ["conv1"])
+    pred = np.argmax(acts.output, axis=1)
+    data = acts["conv1"].data
+    view = result.channel("conv1", 2)
+    for k in (0, 1):
+        mask = pred == k
+        if mask.any():
+            assert view.class_means[f"class {k}"] == pytest.approx(float(data[:, 2][mask].astype(np.float64).mean()), rel=1e-9)
+
+
+def _resume_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "CONVSCOPE_TEST_SLEEP": "0.3"}
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"scan ended early: {proc.stderr.read() if proc.stderr else ''}")
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("no checkpoint appeared")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_resume_after_kill_gives_the_uninterrupted_result(dataset, tmp_path, how):
+    out = tmp_path / "scan"
+    args = [CLI, "scan", "tests.scan.nets:SlowNet", str(dataset), "-o", str(out), "--batch-size", "2", "--top-k", "3",
+            "--checkpoint-every", "1", "--no-cards", "--receptive-field", "none"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=_resume_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "checkpoint.npz", proc)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if how == "SIGTERM":
+        assert proc.returncode == 130 and "--resume" in err
+    checkpoint = ScanState.load(out / "checkpoint.npz")
+    assert 0 < len(checkpoint.done) < 13
+    again = subprocess.run(args, cwd=ROOT, env=_resume_env(), capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr  # an unfinished scan is never overwritten
+    done = subprocess.run(args + ["--resume"], cwd=ROOT, env={**_resume_env(), "CONVSCOPE_TEST_SLEEP": "0"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "checkpoint.npz").exists()
+    from tests.scan.nets import SlowNet
+
+    os.environ["CONVSCOPE_TEST_SLEEP"] = "0"
+    try:
+        straight = cs.Scope(SlowNet().eval()).scan(dataset, top_k=3, batch_size=2, crops=False)
+    finally:
+        del os.environ["CONVSCOPE_TEST_SLEEP"]
+    resumed = cs.ScanResult.load(out)
+    assert resumed.state.equal(straight.state)  # bit for bit, mean and variance included
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv, needle in (
+        (["scan", "demo:cnn", str(empty), "-o", str(tmp_path / "o")], "no images found"),
+        (["scan", "demo:cnn", str(empty), "--score", "median", "-o", str(tmp_path / "o")], "--score"),
+        (["scan", "demo:cnn", str(empty), "--resume", "-o", str(tmp_path / "o2")], "no images found"),
+    ):
+        proc = subprocess.run([CLI, *argv], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert needle in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _child_activations(payload: bytes, queue: multiprocessing.Queue) -> None:
+    scope = pickle.loads(payload)
+    queue.put(scope.activations(scope.sample(0), ["enc1.conv"])["enc1.conv"].data)
+
+
+def test_scope_pickles_into_a_spawned_process():
+    scope = cs.load("demo:unet")
+    payload = pickle.dumps(scope)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{ROOT}{os.pathsep}{env_path}"
+    try:
+        proc = ctx.Process(target=_child_activations, args=(payload, queue))
+        proc.start()
+        got = queue.get(timeout=120)
+        proc.join(60)
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert proc.exitcode == 0
+    np.testing.assert_array_equal(got, scope.activations(scope.sample(0), ["enc1.conv"])["enc1.conv"].data)
+
+
+def test_effective_receptive_field_is_inside_the_theoretical_one(dataset):
+    model = TinyNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scope = cs.Scope(model)
+    theo = scope.scan(dataset, ["conv2"], top_k=2, batch_size=8)
+    eff = scope.scan(dataset, ["conv2"], top_k=2, batch_size=8, receptive_field="effective")
+    for c in range(6):
+        for a, b in zip(theo.channel("conv2", c).examples, eff.channel("conv2", c).examples):
+            assert a.image_id == b.image_id and b.crop_box is not None
+            t, e = a.crop_box, b.crop_box
+            assert t[0] <= e[0] < e[2] <= t[2] and t[1] <= e[1] < e[3] <= t[3]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_volumes_scan_with_3d_boxes_and_cards(tmp_path):
+    class Net3D(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+            self.pool = torch.nn.MaxPool3d(2)
+            self.conv2 = torch.nn.Conv3d(3, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv2(self.pool(self.conv(x)))
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "v").mkdir()
+    for i in range(5):
+        np.save(tmp_path / "v" / f"vol{i}.npy", rng.random((8, 8, 8), dtype=np.float32))
+    scope = cs.Scope(Net3D().eval())
+    result = scope.scan(tmp_path / "v", top_k=2, batch_size=2, out=tmp_path / "scan")
+    example = result.channel("conv2", 1).examples[0]
+    assert len(example.position) == 3 and len(example.crop_box) == 6
+    # conv2 (3^3, padding 1) at half resolution after a 2^3 pool after a 3^3 conv: input 2p-3 .. 2p+4, clipped
+    want = [max(0, 2 * p - 3) for p in example.position] + [min(8, 2 * p + 5) for p in example.position]
+    assert list(example.crop_box) == want
+    assert (tmp_path / "scan" / result.cards["conv2"][1]).is_file()
+
+
+def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
+    with pytest.raises(cs.ConvscopeError, match="scan state needs about .* --top-k"):
+        scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)
+
+
+def test_merged_scan_gets_crops_and_cards_again(scope, dataset, tmp_path):
+    from convscope.scan.cards import write_scan
+    from convscope.scan.crops import compute_crops
+
+    shards = _shard_lists(dataset)
+    first = scope.scan(shards[0], top_k=2, batch_size=5, crops=False)
+    merged = first.merge(scope.scan(shards[1], top_k=2, batch_size=5, crops=False, edges_from=first))
+    assert merged.channel("conv1", 0).examples[0].crop_box is None
+    compute_crops(scope, merged)
+    write_scan(scope, merged, tmp_path / "merged")
+    again = cs.ScanResult.load(tmp_path / "merged")
+    assert again.images == 15 and again.channel("conv1", 0).examples[0].crop_box is not None
+    assert again.channel("conv1", 0).card.is_file()
