@@ -564,6 +564,8 @@ def to_svg(scene: Scene) -> bytes:
     Text is ``<text>`` (editable; a ``<title>`` child shows the full string on hover when the item has
     one); rasters are PNG ``<image>`` elements with ``image-rendering: pixelated`` (nearest neighbour
     at any zoom) and ``preserveAspectRatio="none"`` (their box's aspect, e.g. physical spacing).
+    Lines and polygons of a ``group`` carry it as their ``class`` (``class="skip"`` on each skip
+    arrow's line and head in the U-Net flow figure).
     """
     w, h = scene.width, scene.height
     out = [
@@ -587,11 +589,13 @@ def to_svg(scene: Scene) -> bytes:
                        f'xml:space="preserve">{_esc(item.text)}{title}</text>\n')
         elif isinstance(item, Line):
             points = " ".join(f"{_num(x + 0.5)},{_num(y + 0.5)}" for x, y in item.points)
-            out.append(f'<polyline points="{points}" fill="none" stroke="{_color(item.stroke)}" '
+            cls = f' class="{_esc(item.group)}"' if item.group else ""
+            out.append(f'<polyline points="{points}"{cls} fill="none" stroke="{_color(item.stroke)}" '
                        f'stroke-width="{_num(item.width)}"/>\n')
         elif isinstance(item, Polygon):
             points = " ".join(f"{_num(x + 0.5)},{_num(y + 0.5)}" for x, y in item.points)
-            out.append(f'<polygon points="{points}" fill="{_color(item.fill)}"/>\n')
+            cls = f' class="{_esc(item.group)}"' if item.group else ""
+            out.append(f'<polygon points="{points}"{cls} fill="{_color(item.fill)}"/>\n')
         elif isinstance(item, Raster):
             data = _png_b64(item.pixels)
             title = f"<title>{_esc(item.title)}</title>" if item.title else ""
