@@ -14,7 +14,22 @@ import numpy as np
 
 from ..errors import ConvscopeError
 from .picture import Picture
-from .scene import RGB, Item, Line, Polygon, Raster, Rect, Scene, Text, arrow, fit_text_left, format_value, paint_png, text_width
+from .scene import (
+    RGB,
+    Item,
+    Line,
+    Polygon,
+    Raster,
+    Rect,
+    Scene,
+    Text,
+    arrow,
+    fit_text_left,
+    format_value,
+    paint_png,
+    text_width,
+    wrap_text,
+)
 
 __all__ = [
     "FlowBlock",
@@ -523,7 +538,8 @@ def layout_level_panels(
     has_bars = any(c.mean_range is not None for c in columns)
     bar_h = 30 if has_bars else 0
     grid_y = body_y + panel + 8 + bar_h
-    caption_h = line_h if any(c.grid_caption for c in columns) else 0
+    captions = [wrap_text(c.grid_caption, 12, panel, lines=2) if c.grid_caption else [] for c in columns]
+    caption_h = line_h * max((len(c) for c in captions), default=0)
     footer_y = grid_y + grid_h + (caption_h + 10 if grid_h else 0)
     width = 2 * margin + len(columns) * panel + (len(columns) - 1) * gap
     height = footer_y + len(footer) * line_h + margin
@@ -550,8 +566,8 @@ def layout_level_panels(
         if grid is not None:
             items.append(Raster(x + (panel - grid.shape[1]) // 2, grid_y, grid.shape[1], grid.shape[0],
                                 np.ascontiguousarray(grid)))
-            if column.grid_caption:
-                items.append(Text(x, grid_y + grid.shape[0] + 3, _fit(column.grid_caption, 12, panel), 12, MUTED,
+            for j, line in enumerate(captions[i]):  # wrapped over two lines, not cut
+                items.append(Text(x, grid_y + grid.shape[0] + 3 + j * line_h, line, 12, MUTED,
                                   title=column.grid_caption, role="grid-caption"))
     for j, line in enumerate(footer):
         items.append(Text(margin, footer_y + j * line_h, _fit(line, 12, width - 2 * margin), 12, INK, title=line,

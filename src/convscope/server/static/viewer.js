@@ -154,6 +154,7 @@
       var option = document.createElement("option");
       option.value = layer.id;
       option.textContent = layer.name + "  (" + layer.kind + ")";
+      option.title = layer.name;
       select.appendChild(option);
     });
     if (state.layerId) { select.value = state.layerId; }
@@ -376,6 +377,20 @@
     });
   }
 
+  // hover regions over a figure: the full text of each shortened name or skip label (title attribute)
+  function addHovers(parent, hovers) {
+    (hovers || []).forEach(function (hover) {
+      var span = document.createElement("span");
+      span.className = "unet-hover";
+      span.title = hover.title;
+      span.style.left = (hover.box[0] * 100) + "%";
+      span.style.top = (hover.box[1] * 100) + "%";
+      span.style.width = ((hover.box[2] - hover.box[0]) * 100) + "%";
+      span.style.height = ((hover.box[3] - hover.box[1]) * 100) + "%";
+      parent.appendChild(span);
+    });
+  }
+
   function renderUNet(view) {
     var section = $("unet");
     var img = $("unet-img");
@@ -408,6 +423,7 @@
         });
         blocks.appendChild(button);
       });
+      addHovers(blocks, view.hovers);
     }
     var panels = $("unet-panels");
     clear(panels);
@@ -421,6 +437,11 @@
       pimg.alt = "U-Net " + panel.caption;
       var caption = document.createElement("figcaption");
       caption.textContent = panel.caption;
+      var wrap = document.createElement("div");
+      wrap.className = "unet-figure";
+      wrap.appendChild(pimg);
+      addHovers(wrap, panel.hovers);
+      pimg = wrap;
       figure.appendChild(pimg);
       figure.appendChild(caption);
       panels.appendChild(figure);
