@@ -351,6 +351,10 @@ class LevelView:
             )
         spatial = "x".join(map(str, self.level.spatial))
         what = "encoder | skip | upsampled decoder | merged" if chosen else "no skip connection at this level"
+        if chosen is not None and len(self.skips) > 1:  # say which of the level's skips these panels show
+            k = self.skips.index(chosen)
+            what += (f" - skip {k + 1} of {len(self.skips)}: {self.flow.name(chosen.source)} -> "
+                     f"{self.flow.name(chosen.merge)} (panels(skip=i) for the others)")
         if not columns:
             raise ConvscopeError(f"level {self.index} has no captured tensors to show")
         picture = render_level_panels(columns, title=f"level {self.index} ({spatial}): {what}", footer=footer)

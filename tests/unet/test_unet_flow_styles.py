@@ -183,3 +183,21 @@ def test_long_names_are_abbreviated_from_the_left_with_the_full_text_on_hover() 
     # the skip labels name the tensors completely on hover
     skip = next(t for t in short if t.role == "skip-label")
     assert re.search(r"level \d skip: \S+ -> \S+ \(concat\), energy share", skip.title)
+
+
+def test_level_panels_of_a_dense_level_say_which_skip_they_show() -> None:
+    flow, _ = flow_and_picture("unet++")
+    title = next(t.title for t in flow.level(0).panels(top=0, skip=2).figure.texts() if t.role == "title")
+    assert "skip 3 of 6: blocks.x01.5 -> cat#3" in title
+    single = next(t.title for t in flow.level(2).panels(top=0).figure.texts() if t.role == "title")
+    assert " of " not in single
+
+
+def test_report_blocks_fall_back_to_the_names_the_figure_shows() -> None:
+    from convscope.report.builder import unet_blocks
+
+    flow, picture = flow_and_picture("unet5")
+    names = picture.meta["block_names"]
+    assert names["enc0"] == flow.name(flow.structure.levels[0].encoder_output)
+    blocks = {b["title"]: b for b in unet_blocks(object(), picture, {names["enc0"]: "layer-3"})}
+    assert blocks[names["enc0"]]["layer_id"] == "layer-3"

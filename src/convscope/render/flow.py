@@ -441,6 +441,7 @@ def layout_flow_figure(
         items += bar_items
         colorbars.append(info)
     meta = {"kind": "unet_flow", "blocks": {k: list(v) for k, v in boxes.items()},
+            "block_names": {b.key: b.title for b in blocks},
             "skips_drawn": drawn_skips, "skips_given": sum(len(g) for g in skip_groups.values()),
             "skip_arrows": arrows, "links_missing": missing, "colorbars": colorbars, "body": [width, height]}
     return Scene(width, height, tuple(items), BACKGROUND, meta)
@@ -493,7 +494,7 @@ def render_flow_figure(
 
     Returns:
         :class:`Picture` (RGB uint8) with its ``scene``; ``meta["blocks"]`` maps block keys to their
-        ``[x0, y0, x1, y1]``; ``meta["skips_drawn"]`` counts the skip arrows drawn and
+        ``[x0, y0, x1, y1]`` and ``meta["block_names"]`` to their titles; ``meta["skips_drawn"]`` counts the skip arrows drawn and
         ``meta["skip_arrows"]`` lists them (``src``, ``dst``, ``loop``, ``tail``/``head`` points,
         ``label``) in link order.
     """

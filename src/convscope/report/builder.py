@@ -341,6 +341,8 @@ def unet_blocks(flow: Any, figure: Any, targets: Mapping[str, str]) -> list[dict
     """
     boxes = figure.meta.get("blocks") or {}
     records = _block_records(flow)
+    for key, name in (figure.meta.get("block_names") or {}).items():  # blocks the structure has no record of
+        records.setdefault(key, {"title": name, "column": "", "level": None})
     blocks = []
     for i, (key, box) in enumerate(boxes.items()):
         try:
