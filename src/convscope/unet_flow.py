@@ -385,6 +385,10 @@ class LevelView:
             )
         spatial = "x".join(map(str, self.level.spatial))
         what = "encoder | skip | upsampled decoder | merged" if chosen else "no skip connection at this level"
+        if chosen is not None and len(self.skips) > 1:  # say which of the level's skips these panels show
+            k = self.skips.index(chosen)
+            what += (f" - skip {k + 1} of {len(self.skips)}: {self.flow.name(chosen.source)} -> "
+                     f"{self.flow.name(chosen.merge)} (panels(skip=i) for the others)")
         if not columns:
             raise ConvscopeError(f"level {self.index} has no captured tensors to show")
         picture = render_level_panels(columns, title=f"level {self.index} ({spatial}): {what}", footer=footer)
@@ -527,6 +531,14 @@ class UNetFlow:
             return self.display
         return colorize_map(map_to_2d(self.batch[sample], "mean"), "gray")
 
+    def _block(self, key: str, column: str, level: int, node_id: str, pixels: np.ndarray, role: str,
+               shape: Sequence[int] | None = None) -> Any:
+        from .render.flow import FlowBlock
+
+        name = self.name(node_id)
+        return FlowBlock(key, column, level, name, _shape_text(shape or self.graph.node(node_id).shape), pixels,
+                         hover=f"{role}: {name}")
+
     def figure(
         self, *, thumbnail: str = "mean", cmap: str = "viridis", sample: int = 0, thumb: int = 112, cam: UNetCam | None = None
     ) -> Picture:
@@ -563,35 +575,48 @@ class UNetFlow:
         ]
         links: list[FlowLink] = []
         previous = "input"
+        enc_key: dict[int, str] = {}
+        dec_key: dict[int, str] = {}
         for lvl in s.levels:
-            if lvl.encoder_output is not None:
-                key = f"enc{lvl.index}"
-                blocks.append(FlowBlock(key, "encoder", lvl.index, self.name(lvl.encoder_output),
-                                        _shape_text(self.graph.node(lvl.encoder_output).shape),
-                                        picture_of(lvl.encoder_output, f"encoder {lvl.index}")))
+            at = s.skips_at(lvl.index)
+            # the tensor the skip leaves from (else the first skip source of the level)
+            enc = lvl.encoder_output or (at[0].source if at else None)
+            if enc is not None:
+                key = enc_key[lvl.index] = f"enc{lvl.index}"
+                blocks.append(self._block(key, "encoder", lvl.index, enc, picture_of(enc, f"encoder {lvl.index}"),
+                                          "skip source" if at else "encoder output"))
                 links.append(FlowLink(previous, key, "io" if previous == "input" else "down"))
                 previous = key
-        blocks.append(FlowBlock("bottleneck", "bottleneck", s.depth, self.name(s.bottleneck_output),
-                                _shape_text(s.bottleneck_shape), picture_of(s.bottleneck_output, "bottleneck")))
+        blocks.append(self._block("bottleneck", "bottleneck", s.depth, s.bottleneck_output,
+                                  picture_of(s.bottleneck_output, "bottleneck"), "bottleneck output",
+                                  shape=s.bottleneck_shape))
         links.append(FlowLink(previous, "bottleneck", "down"))
         previous = "bottleneck"
         for lvl in reversed(s.levels):
-            if lvl.decoder_output is None:
+            at = s.skips_at(lvl.index)
+            # the tensor the decoder produces at this resolution (else the level's last merge)
+            dec = lvl.decoder_output or (at[-1].merge if at else None)
+            if dec is None:
                 continue
-            key = f"dec{lvl.index}"
-            blocks.append(FlowBlock(key, "decoder", lvl.index, self.name(lvl.decoder_output),
-                                    _shape_text(self.graph.node(lvl.decoder_output).shape),
-                                    picture_of(lvl.decoder_output, f"decoder {lvl.index}")))
+            key = dec_key[lvl.index] = f"dec{lvl.index}"
+            blocks.append(self._block(key, "decoder", lvl.index, dec, picture_of(dec, f"decoder {lvl.index}"),
+                                      "decoder output"))
             links.append(FlowLink(previous, key, "up"))
             previous = key
         links.append(FlowLink(previous, "output", "io"))
-        for lvl in s.levels:  # every skip gets its arrow (several at a level are spread over the blocks)
-            at = s.skips_at(lvl.index)
-            for skip in at:
-                metric = next(m for m, k in zip(self.metrics, s.skips) if k is skip)
-                label = f"{skip.merge_kind}" + (f" {self.name(skip.source)} -> {self.name(skip.merge)}" if len(at) > 1 else "")
-                label += f"\nE {_share_text(metric.energy_share)} | G {_share_text(metric.gradient_share)}"
-                links.append(FlowLink(f"enc{lvl.index}", f"dec{lvl.index}", "skip", label))
+        for skip, metric in zip(s.skips, self.metrics):  # every skip gets its own arrow and label
+            if skip.level >= s.depth:  # the bottom level's skip: a loop at the bottleneck block
+                src = dst = "bottleneck"
+            else:
+                src = enc_key.get(skip.level, f"enc{skip.level}")
+                dst = dec_key.get(skip.level, f"dec{skip.level}")
+            source, merge = self.name(skip.source), self.name(skip.merge)
+            shares = f"E {_share_text(metric.energy_share)} | G {_share_text(metric.gradient_share)}"
+            label = f"{source} -> {merge}\n{skip.merge_kind} | {shares}"
+            hover = (f"{'bottom skip' if src == dst else f'level {skip.level} skip'}: {source} -> {merge} "
+                     f"({skip.merge_kind}), energy share {_share_text(metric.energy_share)}, "
+                     f"gradient share {_share_text(metric.gradient_share)}")
+            links.append(FlowLink(src, dst, "skip", label, hover))
         title = (
             f"U-Net flow: {s.num_levels} levels, {len(s.skips)} skip(s), {s.spatial_dims}D "
             f"- thumbnails: {'channel mean' if thumbnail == 'mean' else 'top channel'}"
@@ -600,8 +625,10 @@ class UNetFlow:
             title = (f"U-Net flow: {s.num_levels} levels, {s.spatial_dims}D - thumbnails: {cam.method} for "
                      f"{_target_text(cam.cams.target)} (one scale)")
         legend = (
-            "blue: encoder (down) | green: decoder (up) | orange: skip connection\n"
-            "E = energy share, G = gradient share of the skip branch at its merge (0: unused, 0.5: as much as the decoder)"
+            "blue: encoder (down), the tensor the level's skip leaves from | green: decoder (up), the tensor the "
+            "decoder produces at that resolution\norange: one arrow per skip connection, labelled source -> merge"
+            + (" (the loop at the bottleneck: the bottom level's skip)" if s.bottom_skip else "")
+            + "\nE = energy share, G = gradient share of the skip branch at its merge (0: unused, 0.5: as much as the decoder)"
         )
         from .render.colormap import get_colormap
 

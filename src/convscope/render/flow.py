@@ -14,7 +14,22 @@ import numpy as np
 
 from ..errors import ConvscopeError
 from .picture import Picture
-from .scene import Item, Raster, Rect, Scene, Text, arrow, fit_text_left, format_value, paint_png, text_width
+from .scene import (
+    RGB,
+    Item,
+    Line,
+    Polygon,
+    Raster,
+    Rect,
+    Scene,
+    Text,
+    arrow,
+    fit_text_left,
+    format_value,
+    paint_png,
+    text_width,
+    wrap_text,
+)
 
 __all__ = [
     "FlowBlock",
@@ -77,6 +92,8 @@ class FlowBlock:
         title: first text line (the node name).
         subtitle: second text line (the shape).
         image: ``(h, w, 3)`` uint8 thumbnail source (fitted into the block, aspect kept).
+        hover: hover text of the thumbnail (SVG ``<title>``), e.g. ``"skip source: enc.0"``;
+            default: ``title``.
     """
 
     key: str
@@ -85,16 +102,23 @@ class FlowBlock:
     title: str
     subtitle: str
     image: np.ndarray
+    hover: str = ""
 
 
 @dataclass(frozen=True)
 class FlowLink:
-    """An arrow between two blocks: ``kind`` ``"down"``, ``"up"``, ``"skip"`` or ``"io"``; optional label."""
+    """An arrow between two blocks: ``kind`` ``"down"``, ``"up"``, ``"skip"`` or ``"io"``; optional label.
+
+    A ``"skip"`` gets its own lane (arrow with its label lines above it, ``\n``-separated); a skip
+    whose ``src`` and ``dst`` are the same block is drawn as a loop beside that block.
+    """
 
     src: str
     dst: str
     kind: str
     label: str = ""
+    title: str = ""
+    """Hover text (SVG ``<title>``) of the label; default: the label on one line."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,6 +242,32 @@ def _centered(x0: float, width: float, text: str, size: int) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
+SKIP_LABEL_SIZE = 12
+SKIP_LINE_H = 14
+_LANE_BELOW = 8  # room under a skip arrow (its head's half width and a gap)
+
+
+def _lane_height(lines: int) -> int:
+    """Vertical room of one skip lane: its label lines above the arrow, the arrow head below."""
+    return SKIP_LINE_H * lines + 6 + _LANE_BELOW
+
+
+def _label_lines(link: FlowLink) -> list[str]:
+    return [part for part in link.label.split("\n")] if link.label else []
+
+
+def _loop_arrow(x: float, y_out: float, y_in: float, reach: float, color: RGB, width: float, group: str,
+                head: float = 11) -> list[Item]:
+    """A loop on the right side of a block: out of it at ``y_out``, ``reach`` px to the right, back in at ``y_in``."""
+    far = x + reach
+    base = x + head
+    spread = head * 0.55
+    return [
+        Line(((x, y_out), (far, y_out), (far, y_in), (base, y_in)), color, width, group),
+        Polygon(((x, y_in), (base, y_in - spread), (base, y_in + spread)), color, group),
+    ]
+
+
 def layout_flow_figure(
     blocks: Sequence[FlowBlock],
     links: Sequence[FlowLink],
@@ -243,40 +293,72 @@ def layout_flow_figure(
     half = margin + (depth - 1) * indent + block_w
     center_gap = max(center_gap, 760 - 2 * half)  # room for the legend on shallow nets
     width = 2 * half + center_gap
+    keys = {b.key: b for b in blocks}
+
+    # skips: one lane (arrow + label) each; a skip from a block into itself is a loop beside it
+    skip_groups: dict[tuple[str, str], list[FlowLink]] = {}
+    for link in links:
+        if link.kind == "skip":
+            skip_groups.setdefault((link.src, link.dst), []).append(link)
+
+    def row_of(key: str) -> int | None:
+        block = keys.get(key)
+        if block is None:
+            return None
+        if block.column in ("input", "output"):
+            return 0
+        if block.column == "bottleneck":
+            return depth + 1
+        return block.level + 1
+
+    # each row is as tall as its skip lanes need (UNet++ levels carry several skips)
     rows = depth + 2
+    row_h = [block_h] * rows
+    for (src, dst), group in skip_groups.items():
+        row = row_of(src)
+        if row is None or row_of(dst) != row:
+            continue
+        lines = max(len(_label_lines(link)) for link in group)
+        need = len(group) * _lane_height(lines) + 8
+        row_h[row] = max(row_h[row], need)
+    row_top = [top]
+    for r in range(rows - 1):
+        row_top.append(row_top[-1] + row_h[r] + row_gap)
+
     legend_lines = legend.split("\n") if legend else []
     bar_room = 56 if colorbar_lut is not None else 0
-    height = top + rows * (block_h + row_gap) + 16 * len(legend_lines) + margin // 2 + bar_room
+    height = row_top[-1] + row_h[-1] + row_gap + 16 * len(legend_lines) + margin // 2 + bar_room
 
-    def position(block: FlowBlock) -> tuple[int, int]:
+    def box_of(block: FlowBlock) -> tuple[int, int, int, int]:
+        row = row_of(block.key)
+        assert row is not None
+        y0, h = row_top[row], row_h[row]
         if block.column == "input":
-            return margin, top
-        if block.column == "output":
-            return width - margin - block_w, top
-        if block.column == "bottleneck":
-            return (width - block_w) // 2, top + (depth + 1) * (block_h + row_gap)
-        row_y = top + (block.level + 1) * (block_h + row_gap)
-        if block.column == "encoder":
-            return margin + block.level * indent, row_y
-        if block.column == "decoder":
-            return width - margin - block.level * indent - block_w, row_y
-        raise ConvscopeError(f"unknown block column {block.column!r}")
+            x0 = margin
+        elif block.column == "output":
+            x0 = width - margin - block_w
+        elif block.column == "bottleneck":
+            x0 = (width - block_w) // 2
+        elif block.column == "encoder":
+            x0 = margin + block.level * indent
+        elif block.column == "decoder":
+            x0 = width - margin - block.level * indent - block_w
+        else:
+            raise ConvscopeError(f"unknown block column {block.column!r}")
+        return x0, y0, x0 + block_w, y0 + h
 
     items: list[Item] = []
     if title:
         items.append(Text(margin, margin - 4, _fit(title, 18, width - 2 * margin), 18, INK, title=title, role="title"))
     boxes: dict[str, tuple[int, int, int, int]] = {}
     for block in blocks:
-        x0, y0 = position(block)
-        boxes[block.key] = (x0, y0, x0 + block_w, y0 + block_h)
+        if block.column not in BLOCK_FILL:
+            raise ConvscopeError(f"unknown block column {block.column!r}")
+        boxes[block.key] = box_of(block)
 
-    # skips between the same two blocks are spread over the block's height, each with its arrow
-    skip_groups: dict[tuple[str, str], list[FlowLink]] = {}
-    for link in links:
-        if link.kind == "skip":
-            skip_groups.setdefault((link.src, link.dst), []).append(link)
     drawn_skips = 0
     missing: list[str] = []
+    arrows: list[dict[str, Any]] = []
     # arrows first, so boxes sit on top of their ends
     for link in links:
         if link.src not in boxes or link.dst not in boxes:
@@ -285,25 +367,43 @@ def layout_flow_figure(
         sx0, sy0, sx1, sy1 = boxes[link.src]
         dx0, dy0, dx1, dy1 = boxes[link.dst]
         color = LINK_COLOR.get(link.kind, INK)
+        hover = link.title or link.label.replace("\n", " | ")
         if link.kind == "skip":
             group = skip_groups[(link.src, link.dst)]
             k, n = group.index(link), len(group)
-            if n == 1:
-                y = (sy0 + sy1) / 2 - line_h
-                max_lines = 3
-            else:
-                spacing = (sy1 - sy0 - 16) / n
-                y = sy0 + 8 + spacing * (k + 1) - 4
-                max_lines = max(0, min(3, int((spacing - 6) // 14)))
-            items += arrow((sx1 + 2, y), (dx0 - 3, y), color, width=3 if n <= 3 else 2, group="skip")
-            drawn_skips += 1
-            if link.label and max_lines:
-                parts = link.label.split("\n")[:max_lines]
+            parts = _label_lines(link)
+            lines = max(len(_label_lines(other)) for other in group)
+            thick = 3 if n <= 3 else 2
+            if link.src == link.dst:  # a loop beside the block (the bottom level's skip at the bottleneck)
+                band = (sy1 - sy0) / n
+                y_out, y_in = sy0 + band * (k + 0.3), sy0 + band * (k + 0.7)
+                reach = 30
+                items += _loop_arrow(sx1 + 2, y_out, y_in, reach, color, thick, "skip")
+                text_x = sx1 + reach + 12
+                room = width - margin - text_x
+                text_y = (y_out + y_in) / 2 - SKIP_LINE_H * len(parts) / 2 - 2
                 for i, part in enumerate(parts):
-                    text = _fit(part, 12, int(dx0 - sx1 - 12))
-                    tw = text_width(text, 12)
-                    items.append(Text((sx1 + dx0 - tw) / 2, y - 6 - 14 * (len(parts) - i), text, 12, color,
-                                      title=link.label.replace("\n", " | "), role="skip-label"))
+                    items.append(Text(text_x, text_y + SKIP_LINE_H * i, _fit(part, SKIP_LABEL_SIZE, room),
+                                      SKIP_LABEL_SIZE, color, title=hover, role="skip-label"))
+                arrows.append({"src": link.src, "dst": link.dst, "loop": True, "head": [sx1 + 2, y_in],
+                               "tail": [sx1 + 2, y_out], "label": link.label})
+            else:
+                lane = (sy1 - sy0 - 8) / n
+                lane_need = _lane_height(lines)
+                y = sy0 + 4 + k * lane + (lane - lane_need) / 2 + SKIP_LINE_H * lines + 6
+                x_start, x_end = (sx1 + 2, dx0 - 3) if sx1 <= dx0 else (sx0 - 2, dx1 + 3)
+                items += arrow((x_start, y), (x_end, y), color, width=thick, group="skip")
+                room = abs(x_end - x_start) - 12
+                left = min(x_start, x_end)
+                for i, part in enumerate(parts):
+                    text = _fit(part, SKIP_LABEL_SIZE, room)
+                    tw = text_width(text, SKIP_LABEL_SIZE)
+                    items.append(Text(left + (abs(x_end - x_start) - tw) / 2,
+                                      y - 6 - SKIP_LINE_H * (len(parts) - i), text, SKIP_LABEL_SIZE, color,
+                                      title=hover, role="skip-label"))
+                arrows.append({"src": link.src, "dst": link.dst, "loop": False, "head": [x_end, y],
+                               "tail": [x_start, y], "label": link.label})
+            drawn_skips += 1
             continue
         if link.kind in ("down", "io") and (sy1 <= dy0):
             start = ((sx0 + sx1) / 2, sy1 + 1)
@@ -314,18 +414,19 @@ def layout_flow_figure(
         items += arrow(start, end, color)
         if link.label:
             mx, my = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
-            items.append(Text(mx + 8, my - 7, _fit(link.label, 12, 120), 12, MUTED, title=link.label))
+            items.append(Text(mx + 8, my - 7, _fit(link.label, 12, 120), 12, MUTED, title=hover))
 
     for block in blocks:
         x0, y0, x1, y1 = boxes[block.key]
         items.append(Rect(x0, y0, x1 - x0, y1 - y0, BLOCK_FILL.get(block.column, (240, 240, 240)),
                           BLOCK_EDGE.get(block.column, MUTED), 2, radius=6))
+        inner_y = y0 + ((y1 - y0) - block_h) // 2  # content centred in a row made taller by its skip lanes
         thumb_img = fit_into(_as_rgb(block.image), thumb, thumb)
         th, tw = thumb_img.shape[:2]
         tx = x0 + (block_w - tw) // 2
-        ty = y0 + pad + (thumb - th) // 2
-        items.append(Raster(int(tx), int(ty), tw, th, np.ascontiguousarray(thumb_img), title=block.title))
-        text_y = y0 + pad + thumb + 3
+        ty = inner_y + pad + (thumb - th) // 2
+        items.append(Raster(int(tx), int(ty), tw, th, np.ascontiguousarray(thumb_img), title=block.hover or block.title))
+        text_y = inner_y + pad + thumb + 3
         for text, size, color, role in ((block.title, 13, INK, "block-name"), (block.subtitle, 12, MUTED, "block-shape")):
             fitted = _fit(text, size, block_w - 2 * pad)
             items.append(Text(_centered(x0, block_w, fitted, size), text_y, fitted, size, color, title=text, role=role))
@@ -340,8 +441,9 @@ def layout_flow_figure(
         items += bar_items
         colorbars.append(info)
     meta = {"kind": "unet_flow", "blocks": {k: list(v) for k, v in boxes.items()},
+            "block_names": {b.key: b.title for b in blocks},
             "skips_drawn": drawn_skips, "skips_given": sum(len(g) for g in skip_groups.values()),
-            "links_missing": missing, "colorbars": colorbars, "body": [width, height]}
+            "skip_arrows": arrows, "links_missing": missing, "colorbars": colorbars, "body": [width, height]}
     return Scene(width, height, tuple(items), BACKGROUND, meta)
 
 
@@ -374,10 +476,12 @@ def render_flow_figure(
 
     Rows from the top: input (left) and output (right); one row per level (encoder block indented a
     little more at each level, decoder block mirrored on the right); the bottleneck centred at the
-    bottom. Skip arrows run across each level, with their labels above them; several skips between
-    the same two blocks are spread over the blocks' height, one arrow each (labels shortened or left
-    out when there is no room; the full label is the hover text in SVG). Names too long for a block
-    are abbreviated from the left, keeping their distinctive end; the full name is the hover text.
+    bottom. Every skip link gets its own lane: an arrow across the level with its label lines above
+    it; a row is made as tall as its lanes need (UNet++ levels with six skips), so no label is
+    dropped and no two labels overlap. A skip whose two ends are the same block is a loop on that
+    block's right side with its label beside it (the bottom level's skip at the bottleneck). Names
+    and labels too long for their room are abbreviated from the left, keeping their distinctive end;
+    the full text is the hover text (SVG ``<title>``).
 
     Args:
         blocks: the boxes (see :class:`FlowBlock`); at most one per (column, level).
@@ -390,7 +494,9 @@ def render_flow_figure(
 
     Returns:
         :class:`Picture` (RGB uint8) with its ``scene``; ``meta["blocks"]`` maps block keys to their
-        ``[x0, y0, x1, y1]``; ``meta["skips_drawn"]`` counts the skip arrows drawn.
+        ``[x0, y0, x1, y1]`` and ``meta["block_names"]`` to their titles; ``meta["skips_drawn"]`` counts the skip arrows drawn and
+        ``meta["skip_arrows"]`` lists them (``src``, ``dst``, ``loop``, ``tail``/``head`` points,
+        ``label``) in link order.
     """
     scene = layout_flow_figure(blocks, links, depth=depth, title=title, thumb=thumb, legend=legend,
                                colorbar_lut=colorbar_lut)
@@ -433,7 +539,8 @@ def layout_level_panels(
     has_bars = any(c.mean_range is not None for c in columns)
     bar_h = 30 if has_bars else 0
     grid_y = body_y + panel + 8 + bar_h
-    caption_h = line_h if any(c.grid_caption for c in columns) else 0
+    captions = [wrap_text(c.grid_caption, 12, panel, lines=2) if c.grid_caption else [] for c in columns]
+    caption_h = line_h * max((len(c) for c in captions), default=0)
     footer_y = grid_y + grid_h + (caption_h + 10 if grid_h else 0)
     width = 2 * margin + len(columns) * panel + (len(columns) - 1) * gap
     height = footer_y + len(footer) * line_h + margin
@@ -460,8 +567,8 @@ def layout_level_panels(
         if grid is not None:
             items.append(Raster(x + (panel - grid.shape[1]) // 2, grid_y, grid.shape[1], grid.shape[0],
                                 np.ascontiguousarray(grid)))
-            if column.grid_caption:
-                items.append(Text(x, grid_y + grid.shape[0] + 3, _fit(column.grid_caption, 12, panel), 12, MUTED,
+            for j, line in enumerate(captions[i]):  # wrapped over two lines, not cut
+                items.append(Text(x, grid_y + grid.shape[0] + 3 + j * line_h, line, 12, MUTED,
                                   title=column.grid_caption, role="grid-caption"))
     for j, line in enumerate(footer):
         items.append(Text(margin, footer_y + j * line_h, _fit(line, 12, width - 2 * margin), 12, INK, title=line,

@@ -189,6 +189,40 @@ class Scene:
     def texts(self) -> list[Text]:
         return [i for i in self.items if isinstance(i, Text)]
 
+    def hover_regions(self, exclude: Iterable[Sequence[float]] = ()) -> list[dict[str, Any]]:
+        """Where a web page must put a hover text: every text shown shortened (or with a fuller
+        ``title`` than its lines, e.g. a skip label); a text wrapped over lines in full gets none.
+
+        Args:
+            exclude: ``[x0, y0, x1, y1]`` boxes already carrying their own hover (e.g. clickable
+                blocks); texts inside one are left out.
+
+        Returns:
+            ``[{"title": full text, "box": [x0, y0, x1, y1]}]`` with the box as fractions of the
+            scene's width and height (consecutive lines of one text, e.g. a two-line skip label,
+            share one region), in item order.
+        """
+        boxes = [tuple(float(v) for v in b) for b in exclude]
+        found: list[tuple[str, list[float], list[str]]] = []
+        for item in self.texts():
+            if not item.title or item.title == item.text:
+                continue
+            x0, y0 = item.x, item.y
+            x1, y1 = x0 + text_width(item.text, item.size), y0 + item.size * 1.25
+            if any(b[0] <= x0 and x1 <= b[2] and b[1] <= y0 and y1 <= b[3] for b in boxes):
+                continue
+            last = found[-1] if found else None
+            if last is not None and last[0] == item.title and abs(y0 - last[1][3]) <= item.size and \
+                    min(x1, last[1][2]) > max(x0, last[1][0]):
+                box = last[1]
+                box[:] = [min(box[0], x0), min(box[1], y0), max(box[2], x1), max(box[3], y1)]
+                last[2].append(item.text)
+            else:
+                found.append((item.title, [x0, y0, x1, y1], [item.text]))
+        w, h = float(self.width), float(self.height)
+        return [{"title": title, "box": [b[0] / w, b[1] / h, b[2] / w, b[3] / h]} for title, b, lines in found
+                if " ".join(lines) != title]  # a text wrapped in full needs no hover
+
 
 # ------------------------------------------------------------------------------------------------
 # fonts and text measurement (Pillow's bundled font: the PNG's font, and embedded in the PDF)
@@ -564,6 +598,8 @@ def to_svg(scene: Scene) -> bytes:
     Text is ``<text>`` (editable; a ``<title>`` child shows the full string on hover when the item has
     one); rasters are PNG ``<image>`` elements with ``image-rendering: pixelated`` (nearest neighbour
     at any zoom) and ``preserveAspectRatio="none"`` (their box's aspect, e.g. physical spacing).
+    Lines and polygons of a ``group`` carry it as their ``class`` (``class="skip"`` on each skip
+    arrow's line and head in the U-Net flow figure).
     """
     w, h = scene.width, scene.height
     out = [
@@ -587,11 +623,13 @@ def to_svg(scene: Scene) -> bytes:
                        f'xml:space="preserve">{_esc(item.text)}{title}</text>\n')
         elif isinstance(item, Line):
             points = " ".join(f"{_num(x + 0.5)},{_num(y + 0.5)}" for x, y in item.points)
-            out.append(f'<polyline points="{points}" fill="none" stroke="{_color(item.stroke)}" '
+            cls = f' class="{_esc(item.group)}"' if item.group else ""
+            out.append(f'<polyline points="{points}"{cls} fill="none" stroke="{_color(item.stroke)}" '
                        f'stroke-width="{_num(item.width)}"/>\n')
         elif isinstance(item, Polygon):
             points = " ".join(f"{_num(x + 0.5)},{_num(y + 0.5)}" for x, y in item.points)
-            out.append(f'<polygon points="{points}" fill="{_color(item.fill)}"/>\n')
+            cls = f' class="{_esc(item.group)}"' if item.group else ""
+            out.append(f'<polygon points="{points}"{cls} fill="{_color(item.fill)}"/>\n')
         elif isinstance(item, Raster):
             data = _png_b64(item.pixels)
             title = f"<title>{_esc(item.title)}</title>" if item.title else ""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.activations import Activation
+from ..core.activations import NOT_EXECUTED, Activation, not_executed
 from ..core.health import DEAD_FILTER_REL_TOL, activation_health, weight_health
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError
@@ -103,6 +103,8 @@ class _LayerSection:
     kernel_rel: str | None = None
     weight: dict[str, Any] | None = None
     images: dict[int, dict[str, Any]] = field(default_factory=dict)
+    not_executed: list[str] = field(default_factory=list)
+    """Labels of the inputs this selected layer did not run for (a training-only branch, an unused head)."""
 
 
 def _base_name(key: str) -> str:
@@ -278,6 +280,16 @@ def _match_layer(title: str, key: str, layer_ids: Mapping[str, str]) -> str | No
     return None
 
 
+def picture_hovers(picture: Any) -> list[dict[str, Any]]:
+    """Hover regions of a picture's shortened texts (``[{title, box}]``, box as fractions of the
+    picture; see :meth:`~convscope.render.scene.Scene.hover_regions`). A flow figure's blocks are
+    left out: their clickable block already carries the full name. ``[]`` for a bare image."""
+    scene = getattr(picture, "scene", None)
+    if scene is None or not hasattr(scene, "hover_regions"):
+        return []
+    return scene.hover_regions(exclude=(scene.meta.get("blocks") or {}).values())
+
+
 def unet_blocks(flow: Any, figure: Any, targets: Mapping[str, str]) -> list[dict[str, Any]]:
     """Clickable blocks of a U-Net flow figure.
 
@@ -293,6 +305,8 @@ def unet_blocks(flow: Any, figure: Any, targets: Mapping[str, str]) -> list[dict
     """
     boxes = figure.meta.get("blocks") or {}
     records = _block_records(flow)
+    for key, name in (figure.meta.get("block_names") or {}).items():  # blocks the structure has no record of
+        records.setdefault(key, {"title": name, "column": "", "level": None})
     blocks = []
     for i, (key, box) in enumerate(boxes.items()):
         try:
@@ -477,8 +491,11 @@ def build_report(
                 display = prepared.display
                 volume_record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
 
+                ran: set[str] = set()
+
                 def on_activation(key: str, data: np.ndarray, group: list[_ImageItem] = group, display: Any = display,
-                                  volume_record: Any = volume_record) -> None:
+                                  volume_record: Any = volume_record, ran: set[str] = ran) -> None:
+                    ran.add(key)
                     summary_shapes.setdefault(key, tuple(int(v) for v in data.shape[1:]))
                     if _base_name(key) not in selected_set:
                         return
@@ -529,6 +546,8 @@ def build_report(
                         section.images[item.index] = entry
 
                 scope.adapter.capture(prepared.batch, capture_names, on_activation=on_activation)
+                for name in not_executed(selected, ran):
+                    sections[name].not_executed.extend(item.label for item in group)
 
             # -- U-Net flow -----------------------------------------------------------------
             unet_views: list[dict[str, Any]] = []
@@ -598,6 +617,7 @@ def build_report(
                     "kernel_layout": files.get(section.kernel_rel or "", {}).get("layout", "cells"),
                     "weight": section.weight,
                     "images": imgs,
+                    "not_executed": _not_executed_text(section.not_executed, len(image_items)),
                 })
                 weight_json = None
                 if section.weight is not None:
@@ -610,8 +630,13 @@ def build_report(
                     "params": info.params if info else 0,
                     "weight_health": weight_json,
                     "activation_health": json_images,
+                    "not_executed_for": list(section.not_executed),
                 })
 
+            missing = [sec.key for sec in ordered if sec.not_executed]
+            if missing:
+                notes.append(f"{len(missing)} selected layer(s) {NOT_EXECUTED}: {', '.join(missing)}")
+                folder.info["not_executed"] = {"reason": NOT_EXECUTED, "layers": missing}
             inputs_ctx = [
                 {"label": item.label, "img": asset(item.input_rel, f"Input {item.label}")} for item in image_items
             ]
@@ -620,8 +645,9 @@ def build_report(
                     "label": view["label"],
                     "figure": asset(view.get("figure_rel"), f"U-Net flow for {view['label']}"),
                     "blocks": view["blocks"],
-                    "panels": [asset(rel, f"U-Net {caption} for {view['label']}") | {"caption": caption}
-                               for caption, rel in view["panels"] if rel in files],
+                    "hovers": view.get("hovers", []),
+                    "panels": [asset(rel, f"U-Net {caption} for {view['label']}") | {"caption": caption, "hovers": hovers}
+                               for caption, rel, hovers in view["panels"] if rel in files],
                 }
                 for view in unet_views
             ]
@@ -636,6 +662,8 @@ def build_report(
                 "summary": summary_rows,
                 "total_params": total_params,
                 "layers": layer_ctx,
+                "not_executed": [{"key": sec.key, "anchor": sec.anchor, "text": _not_executed_text(sec.not_executed, len(image_items))}
+                                 for sec in ordered if sec.not_executed],
                 "unet": unet_ctx,
                 "notes": notes,
                 "top": top,
@@ -655,6 +683,7 @@ def build_report(
                     ],
                     "total_params": total_params,
                     "layers": json_layers,
+                    "not_executed": {"reason": NOT_EXECUTED, "layers": missing},
                     "unet": unet_data,
                     "notes": notes,
                 },
@@ -703,7 +732,20 @@ def _unet_cam_panel(flow: Any, view: dict[str, Any], folder: OutputDir, prog: Pr
         return
     rel = folder.unique_name(f"{stem}.cam", ".png", "unet")
     prog.track(folder.add_rendered(rel, lambda: picture, kind="unet-cam", image=label))
-    view["panels"].append(("Grad-CAM of the predicted class at every level and skip branch (one shared scale)", rel))
+    view["panels"].append(("Grad-CAM of the predicted class at every level and skip branch (one shared scale)", rel, _hover_ctx(picture)))
+
+
+def _hover_ctx(picture: Any) -> list[dict[str, str]]:
+    return [{"title": h["title"], "box": ",".join(f"{v:.5f}" for v in h["box"])} for h in picture_hovers(picture)]
+
+
+def _not_executed_text(labels: Sequence[str], n_images: int) -> str:
+    """``"not executed for this input"`` (or ``"... for image 2, image 3"`` when only some inputs skip it)."""
+    if not labels:
+        return ""
+    if len(labels) >= n_images:
+        return NOT_EXECUTED if n_images <= 1 else f"not executed for any of the {n_images} inputs"
+    return f"{NOT_EXECUTED}: {', '.join(labels)}"
 
 
 def _unet_section(
@@ -732,7 +774,7 @@ def _unet_section(
             notes.append(f"U-Net flow not drawn: {exc}")
             return [], []
         figure, panels = _unet_views(flow)
-        view: dict[str, Any] = {"label": label, "panels": [], "blocks": []}
+        view: dict[str, Any] = {"label": label, "panels": [], "blocks": [], "hovers": []}
         stem = f"image-{source_index}"
         if figure is not None:
             view["blocks"] = [
@@ -740,12 +782,13 @@ def _unet_section(
                  "box": ",".join(f"{v:.5f}" for v in block["box"])}
                 for block in unet_blocks(flow, figure, anchors) if block["layer_id"]
             ]
+            view["hovers"] = _hover_ctx(figure)
             view["figure_rel"] = f"unet/{stem}.flow.png"
             prog.track(folder.add_rendered(view["figure_rel"], lambda figure=figure: figure, kind="unet-flow", image=label))
         for caption, picture in panels:
             rel = folder.unique_name(f"{stem}.{caption}", ".png", "unet")
-            (folder.add_rendered(rel, lambda picture=picture: picture, kind="unet-level", image=label, caption=caption))
-            view["panels"].append((caption, rel))
+            prog.track(folder.add_rendered(rel, lambda picture=picture: picture, kind="unet-level", image=label, caption=caption))
+            view["panels"].append((caption, rel, _hover_ctx(picture)))
         _unet_cam_panel(flow, view, folder, prog, stem, label, notes)
         views.append(view)
         if hasattr(flow, "to_json"):

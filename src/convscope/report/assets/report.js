@@ -129,7 +129,8 @@
   }
 
   // U-Net flow figure: place the block links over the picture (boxes are fractions of it)
-  Array.prototype.forEach.call(document.querySelectorAll(".flow-block"), function (link) {
+  // (and the hover regions of shortened names and skip labels: their title is the full text)
+  Array.prototype.forEach.call(document.querySelectorAll(".flow-block, .flow-note"), function (link) {
     var box = (link.getAttribute("data-box") || "").split(",").map(Number);
     if (box.length !== 4 || box.some(isNaN)) { return; }
     link.style.left = (box[0] * 100) + "%";
@@ -137,6 +138,7 @@
     link.style.width = ((box[2] - box[0]) * 100) + "%";
     link.style.height = ((box[3] - box[1]) * 100) + "%";
     link.classList.add("placed");
+    if (!link.hasAttribute("href")) { return; }
     link.addEventListener("click", function (event) {
       var section = document.getElementById(this.getAttribute("href").slice(1));
       if (section) {

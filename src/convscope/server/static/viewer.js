@@ -8,7 +8,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var state = {
     model: null, images: [], layers: [], imageId: null, layerId: null, summary: null,
-    page: 0, slice: null, channel: null, unetFor: null, filter: ""
+    page: 0, slice: null, channel: null, unetFor: null, filter: "", kernelZoom: 0
   };
   var layerRequest = 0;
 
@@ -311,6 +311,7 @@
       var option = document.createElement("option");
       option.value = layer.id;
       option.textContent = layer.name + "  (" + layer.kind + ")";
+      option.title = layer.name;
       select.appendChild(option);
     });
     if (state.layerId) { select.value = state.layerId; }
@@ -508,11 +509,60 @@
   }
 
   // -- kernels -----------------------------------------------------------------------------------
+  // Zoom of the kernel picture (an O x I matrix of 1x1 / 2x2 kernels can hold thousands of weights):
+  // 0 = fitted to the page, else whole multiples of the PNG's own pixels (nearest neighbour, sharp).
+  var KERNEL_MAX_PX = 16384;
+  var KERNEL_MAX_FACTOR = 32;
+  function canDouble(natural, factor) { return factor * 2 <= KERNEL_MAX_FACTOR && natural * factor * 2 <= KERNEL_MAX_PX; }
+  function setKernelZoom(factor) {
+    var img = $("kernel-img");
+    var frame = $("kernel-frame");
+    var natural = img.naturalWidth || 0;
+    if (!natural) { factor = 0; }
+    if (factor > 0 && natural * factor > KERNEL_MAX_PX) { factor = Math.max(1, Math.floor(KERNEL_MAX_PX / natural)); }
+    state.kernelZoom = factor;
+    if (factor > 0) {
+      img.style.width = (natural * factor) + "px";
+      img.style.height = (img.naturalHeight * factor) + "px";
+      frame.classList.add("zoomed");
+      $("kernel-zoom-level").textContent = factor + "\u00d7 (each PNG pixel drawn " + factor + "\u00d7" + factor + ")";
+    } else {
+      img.style.width = "";
+      img.style.height = "";
+      frame.classList.remove("zoomed");
+      $("kernel-zoom-level").textContent = "fitted to the page; click the picture to enlarge";
+    }
+    img.style.cursor = factor > 0 && !canDouble(natural, factor) ? "zoom-out" : "zoom-in";
+    $("kernel-zoom-out").disabled = factor === 0;
+    $("kernel-zoom-fit").disabled = factor === 0;
+    $("kernel-zoom-in").disabled = natural > 0 && factor > 0 && !canDouble(natural, factor);
+  }
+  function zoomKernels(step) {
+    var img = $("kernel-img");
+    var natural = img.naturalWidth || 0;
+    if (!natural) { return; }
+    var factor = state.kernelZoom || 0;
+    if (step > 0) {
+      if (factor === 0) {  // from the fitted size: the first power of two at least twice as large as shown
+        factor = 1;
+        while (natural * factor < 2 * Math.max(img.clientWidth, 1) && canDouble(natural, factor)) { factor *= 2; }
+      } else if (canDouble(natural, factor)) {
+        factor *= 2;
+      } else {
+        factor = 0;  // at the largest size a click goes back to the fitted view
+      }
+    } else {
+      factor = factor > 1 ? factor / 2 : 0;
+    }
+    setKernelZoom(factor);
+  }
+
   function loadKernels() {
     var layer = currentLayer();
     var section = $("kernels");
     if (!layer || !layer.has_kernels) { section.hidden = true; return; }
     var img = $("kernel-img");
+    setKernelZoom(0);
     img.src = "/api/layers/" + enc(layer.id) + "/kernels.png";
     img.alt = "Kernel grid of layer " + layer.name + ": rows are filters, columns input channels";
     section.hidden = false;
@@ -543,6 +593,20 @@
         return;
       }
       showError(err.message);
+    });
+  }
+
+  // hover regions over a figure: the full text of each shortened name or skip label (title attribute)
+  function addHovers(parent, hovers) {
+    (hovers || []).forEach(function (hover) {
+      var span = document.createElement("span");
+      span.className = "unet-hover";
+      span.title = hover.title;
+      span.style.left = (hover.box[0] * 100) + "%";
+      span.style.top = (hover.box[1] * 100) + "%";
+      span.style.width = ((hover.box[2] - hover.box[0]) * 100) + "%";
+      span.style.height = ((hover.box[3] - hover.box[1]) * 100) + "%";
+      parent.appendChild(span);
     });
   }
 
@@ -578,6 +642,7 @@
         });
         blocks.appendChild(button);
       });
+      addHovers(blocks, view.hovers);
     }
     var panels = $("unet-panels");
     clear(panels);
@@ -591,6 +656,11 @@
       pimg.alt = "U-Net " + panel.caption;
       var caption = document.createElement("figcaption");
       caption.textContent = panel.caption;
+      var wrap = document.createElement("div");
+      wrap.className = "unet-figure";
+      wrap.appendChild(pimg);
+      addHovers(wrap, panel.hovers);
+      pimg = wrap;
       figure.appendChild(pimg);
       figure.appendChild(caption);
       panels.appendChild(figure);
@@ -644,6 +714,11 @@
       if (button) { hideTooltip(button); }
     });
     $("detail-close").addEventListener("click", closeDetail);
+    $("kernel-img").addEventListener("click", function (event) { zoomKernels(event.shiftKey ? -1 : 1); });
+    $("kernel-img").addEventListener("load", function () { setKernelZoom(state.kernelZoom || 0); });
+    $("kernel-zoom-in").addEventListener("click", function () { zoomKernels(1); });
+    $("kernel-zoom-out").addEventListener("click", function () { zoomKernels(-1); });
+    $("kernel-zoom-fit").addEventListener("click", function () { setKernelZoom(0); });
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.ctrlKey || event.metaKey) { return; }
       if (event.key === "Escape") { hideTooltip(null); closeDetail(); return; }
