@@ -49,10 +49,12 @@ from ..errors import (
     UntrustedFileError,
     close_matches,
 )
-from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
+from ._capture import Collector, first_line, forward_failed
+from .base import ActivationCallback, CaptureResult, InputSpec, LayerGradients, ModelAdapter
 from .keras_graph import class_names, graph_of, is_container, layer_kind, no_grad, sublayers, walk
 
 if TYPE_CHECKING:
+    from ..core.objective import Objective
     from ..loading import LoadedModel
 
 __all__ = ["KerasAdapter", "load_keras_file", "is_keras_model", "POINTWISE"]
@@ -117,9 +119,7 @@ def _ints(value: Any) -> tuple[int, ...] | None:
     return tuple(int(v) for v in value)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+_first_line = first_line
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -448,6 +448,29 @@ class KerasAdapter(ModelAdapter):
     ) -> CaptureResult:
         names = list(dict.fromkeys(layers))
         entries = [self._entry(name) for name in names]
+        self._check_capturable(entries)
+        x = self.to_model_layout(batch)
+        with self.preserved_state(), no_grad():
+            try:
+                if all(not entry.parents for entry in entries):
+                    raw, output = self._capture_top_level(x, entries, train_mode)
+                else:
+                    raw, output = self._capture_walk(x, entries, train_mode)
+            except ConvscopeError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise forward_failed(exc, tuple(np.shape(batch))) from exc
+            collector = Collector(on_activation)
+            for entry in entries:
+                host, dtype = self.to_host(raw.pop(entry.name), entry.layer)
+                collector.add(entry.name, host, dtype)
+            result = collector.result
+            if output is not None:
+                result.output = self.to_host(output)[0]
+        return result
+
+    def _check_capturable(self, entries: list[_Entry]) -> Any:
+        """The root graph, after checking that every entry's activation is reachable in one pass."""
         root = self._needs_graph("capture activations")
         if len(root.inputs) != 1:
             raise UnsupportedModelError(
@@ -462,32 +485,147 @@ class KerasAdapter(ModelAdapter):
                         f"model or layer whose inner graph Keras does not record; its kernels work, but only the "
                         f"output of {parent.name!r} itself can be captured. Build it functionally to see inside"
                     )
+        return root
+
+    # -- gradients -----------------------------------------------------------------------------
+    def gradients(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        objective: Objective,
+        *,
+        with_input: bool = False,
+    ) -> LayerGradients:
+        """:class:`~convscope.adapters.base.SupportsGradients` on every Keras backend.
+
+        ONE walk of the functional graph (entering the sub-models that hold requested layers) with
+        the backend's autodiff recording, then ONE VJP of the selected output with cotangent
+        ``objective.cotangent`` (:func:`convscope.adapters.keras_grad.vjp_through`: ``torch.autograd``,
+        ``tf.GradientTape`` or ``jax.vjp``). No variable is watched or written. With
+        ``objective.from_logits`` and a model whose output comes from a final sigmoid/softmax
+        ``Activation`` (or ``Softmax``) layer, the gradient starts from that layer's input.
+        The depthwise half of a separable convolution is recomputed off the model's path, so it
+        has no gradient: ask for ``"sep:pointwise"`` instead.
+        """
+        from ..core.objective import select_output
+        from .keras_grad import vjp_through
+
+        names = list(dict.fromkeys(layers))
+        entries = [self._entry(name) for name in names]
+        root = self._check_capturable(entries)
+        for entry in entries:
+            if entry.separable and entry.part is None:
+                raise UnsupportedModelError(
+                    f"{entry.name!r} is the depthwise half of a separable convolution, which convscope recomputes "
+                    f"outside the model, so no gradient reaches it; use {entry.name + POINTWISE!r}"
+                )
+        wanted = {entry.name: entry for entry in entries}
+        enter_names = {name for entry in entries for name in entry.parent_names}
+        out_refs = list(root.outputs)
+        out_names = ["output"] if len(out_refs) == 1 else [f"output[{i}]" for i in range(len(out_refs))]
+        squash_nodes: dict[int, int] = {}  # id(final activation node) -> output index
+        if objective.from_logits:
+            for i, ref in enumerate(out_refs):
+                history = getattr(ref, "_keras_history", None)
+                op = history.operation if history is not None else None
+                if op is not None and _is_squash(op):
+                    squash_nodes[id(op._inbound_nodes[history.node_index])] = i
+        chosen: dict[str, Any] = {}
+
+        def forward(x: Any, tap: Any) -> tuple[Any, Any]:
+            logits: dict[int, Any] = {}
+
+            def call(site: Any, args: tuple, kwargs: dict) -> Any:
+                if id(site.node) in squash_nodes and site.call_index == 0:
+                    logits[squash_nodes[id(site.node)]] = _first_tensor(args)
+                outputs = call_with_training(site.op, args, kwargs, False)
+                return self._tap_site(site, outputs, wanted, tap)
+
+            def on_container(site: Any, inner_inputs: list[Any], inner_outputs: list[Any]) -> list[Any]:
+                return self._tap_site(site, inner_outputs, wanted, tap)
+
+            def run(inputs: Any, training: bool) -> list[Any]:
+                return walk(root, [inputs], call, enter=lambda _op, name: name in enter_names, on_container=on_container)
+
+            outs = run_in_call_context(run, x, False)
+            proxies = {
+                name: np.broadcast_to(np.float32(0), self._host_shape_of(tensor)) for name, tensor in zip(out_names, outs)
+            }
+            pick = select_output(proxies, objective)
+            index = out_names.index(pick)
+            chosen["name"] = pick
+            if index in logits and logits[index] is not None:
+                chosen["name"] = f"{pick} (input of the final {type(root.outputs[index]._keras_history.operation).__name__})"
+                return logits[index], None
+            return outs[index], None
+
+        def cotangent_of(out: np.ndarray) -> np.ndarray:
+            host = self._model_to_host(out, None)
+            weights = objective.cotangent(np.ascontiguousarray(host, dtype=np.float32))
+            return self._host_to_model(weights, None)
+
         x = self.to_model_layout(batch)
-        with self.preserved_state(), no_grad():
+        with self.preserved_state():
             try:
-                if all(not entry.parents for entry in entries):
-                    raw, output = self._capture_top_level(x, entries, train_mode)
-                else:
-                    raw, output = self._capture_walk(x, entries, train_mode)
+                result = vjp_through(forward, x, cotangent_of, with_input=with_input)
             except ConvscopeError:
                 raise
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise ConvscopeError(
-                    f"the model's forward pass failed on an input of shape {tuple(np.shape(batch))} (channels first): "
-                    f"{_first_line(exc)}. Check the image size and channels (--size, or a different image)"
-                ) from exc
-            result = CaptureResult()
-            for entry in entries:
-                host, dtype = self.to_host(raw.pop(entry.name), entry.layer)
-                result.shapes[entry.name] = tuple(host.shape)
-                result.dtypes[entry.name] = dtype
-                if on_activation is not None:
-                    on_activation(entry.name, host)
-                else:
-                    result.activations[entry.name] = host
-            if output is not None:
-                result.output = self.to_host(output)[0]
-        return result
+                raise forward_failed(exc, tuple(np.shape(batch))) from exc
+        missing = [name for name in names if name not in result.taps]
+        if missing:
+            raise ConvscopeError(f"layer {missing[0]!r} is not called in the model's graph, so it has no activation")
+        acts = {name: self._model_to_host(result.taps[name], wanted[name].layer) for name in names}
+        grads = {name: self._model_to_host(result.gradients[name], wanted[name].layer) for name in names}
+        output = self._model_to_host(result.output, None)
+        weights = self._model_to_host(result.cotangent, None)
+        score = (weights.reshape(len(weights), -1).astype(np.float64) * output.reshape(len(output), -1)).sum(axis=1)
+        input_gradient = None
+        if result.input_gradient is not None:
+            input_gradient = self._model_to_host(result.input_gradient, None)
+        return LayerGradients(
+            activations=acts, gradients=grads, output=output, output_name=chosen.get("name", "output"),
+            score=score.astype(np.float32), cotangent=weights, input_gradient=input_gradient,
+        )
+
+    def _tap_site(self, site: Any, outputs: Any, wanted: dict[str, _Entry], tap: Any) -> Any:
+        """``outputs`` of one call, with the first tensor passed through ``tap`` when it is a requested layer."""
+        if site.call_index != 0:
+            return outputs
+        key = None
+        entry = wanted.get(site.name)
+        if entry is not None and site.op is entry.layer:
+            key = site.name
+        pointwise = wanted.get(site.name + POINTWISE)
+        if pointwise is not None and site.op is pointwise.layer:
+            key = pointwise.name
+        if key is None:
+            return outputs
+        from keras import tree
+
+        flat = tree.flatten(outputs)
+        if not flat:
+            return outputs
+        flat = [tap(key, flat[0]), *flat[1:]]
+        return tree.pack_sequence_as(outputs, flat)
+
+    def _host_shape_of(self, tensor: Any) -> tuple[int, ...]:
+        shape = tuple(int(s) for s in tensor.shape)
+        if len(shape) >= 3 and not self.channels_first():
+            shape = (shape[0], shape[-1], *shape[1:-1])
+        return shape
+
+    def _model_to_host(self, array: np.ndarray, layer: Any | None) -> np.ndarray:
+        arr = np.asarray(array)
+        if arr.ndim >= 3 and not self.channels_first(layer):
+            arr = np.moveaxis(arr, -1, 1)
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _host_to_model(self, array: np.ndarray, layer: Any | None) -> np.ndarray:
+        arr = np.asarray(array)
+        if arr.ndim >= 3 and not self.channels_first(layer):
+            arr = np.moveaxis(arr, 1, -1)
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _first_nodes(self, graph: Any) -> dict[int, Any]:
         """``id(op)`` -> the node of its first call in ``graph``'s execution order."""
@@ -609,6 +747,15 @@ def _first_tensor(value: Any) -> Any:
 
     flat = tree.flatten(value)
     return flat[0] if flat else None
+
+
+def _is_squash(op: Any) -> bool:
+    """A final ``Activation("sigmoid"/"softmax")`` or ``Softmax`` layer (its input is the logits)."""
+    if type(op).__name__ == "Softmax":
+        return True
+    if type(op).__name__ != "Activation":
+        return False
+    return getattr(getattr(op, "activation", None), "__name__", "") in ("sigmoid", "softmax")
 
 
 def _depthwise_half(layer: Any, inputs: Any) -> Any:

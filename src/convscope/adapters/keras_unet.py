@@ -12,9 +12,10 @@ functional sub-models, so blocks built as sub-models are seen layer by layer:
 - shapes and values are channels first ``(C, *spatial)`` / ``(N, C, *spatial)`` float32, whatever
   the model's ``data_format``.
 
-Gradient shares (``sum |x * dS/dx|`` per merge input) need a backward pass, which Keras does not
-offer backend-independently: they are computed with ``torch.autograd`` when the Keras backend is
-torch, and are None (``input_x_gradient=None``) on the JAX and TensorFlow backends.
+Gradient shares (``sum |x * dS/dx|`` per merge input) come from ONE VJP taken by
+:func:`convscope.adapters.keras_grad.vjp_through` (``torch.autograd``, ``tf.GradientTape`` or
+``jax.vjp``) at every merge's output, split into the merge's inputs and summed by
+:func:`convscope.core.merges.merge_input_sums`, the same code the torch and ``.pt2`` backends use.
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ class KerasUNetBackend:
 
     @property
     def gradients_supported(self) -> bool:
-        """True when the Keras backend is torch (gradient shares need ``torch.autograd``)."""
+        """True on every backend Keras gradients run on (torch, TensorFlow, JAX)."""
         import keras
 
-        return keras.backend.backend() == "torch"
+        return keras.backend.backend() in ("torch", "tensorflow", "jax")
 
     def capture_graph(
         self,
@@ -72,7 +73,7 @@ class KerasUNetBackend:
         target: int | None = None,
         mask: Any = None,
     ) -> GraphCapture:
-        """One forward pass (plus one backward pass on the torch backend if ``request`` names merges).
+        """One forward pass and one VJP (:func:`convscope.adapters.keras_grad.vjp_through`).
 
         Args:
             batch: ``(N, C, *spatial)`` float32, channels first.
@@ -83,14 +84,15 @@ class KerasUNetBackend:
 
         Returns:
             :class:`GraphCapture`: node values ``(N, *shape)`` float32 channels first, and per merge
-            input ``sum |x * dS/dx|`` (None when the backend is not torch).
+            input ``sum |x * dS/dx|`` (:func:`convscope.core.merges.merge_input_sums` of the gradient
+            at each merge's output), on the torch, TensorFlow and JAX backends alike.
         """
-        import contextlib
-
         from keras import tree
 
+        from ..core.merges import merge_input_sums, nan_sums, skip_cotangent
+        from ._capture import forward_failed
         from .keras_adapter import call_with_training, run_in_call_context
-        from .keras_graph import no_grad
+        from .keras_grad import vjp_through
 
         adapter = self.adapter
         root = adapter._needs_graph("find a U-Net in")
@@ -99,97 +101,138 @@ class KerasUNetBackend:
             raise ConvscopeError(
                 f"batch must be a numeric (N, C, *spatial) array (channels first), got shape {arr.shape} {arr.dtype}"
             )
-        with_grad = self.gradients_supported
-        nodes: list[Node] = []
-        values: dict[str, Any] = {}
-        layers: dict[str, Any] = {}
-        merge_aliases: dict[str, list[Any]] = {}
-        nodes_by_id: dict[str, Node] = {}
-
-        def add(node_id: str, kind: str, op: Any, tensor: Any, inputs: list[str], attrs: dict[str, Any]) -> _Value:
-            shape = self._host_shape(tensor, op)
-            nodes.append(
-                Node(
-                    id=node_id, op=kind, name=node_id, shape=shape, inputs=tuple(inputs),
-                    module_type=type(op).__name__ if op is not None and "Layer" in class_names(op) else None,
-                    attrs=attrs,
-                )
-            )
-            values[node_id] = tensor
-            layers[node_id] = op
-            nodes_by_id[node_id] = nodes[-1]
-            return _Value(tensor, node_id)
-
-        def call(site: Any, args: tuple, kwargs: dict) -> Any:
-            kind = op_kind(site.op)
-            inputs = [v.node_id for v in tree.flatten((args, kwargs)) if isinstance(v, _Value)]
-
-            def unwrap(item: Any) -> Any:
-                if not isinstance(item, _Value):
-                    return item
-                if with_grad and kind in MERGE_OPS:
-                    # a fresh alias per merge input: its gradient is the one that flows through the merge
-                    alias = item.tensor.view_as(item.tensor)
-                    merge_aliases.setdefault(site.key, []).append(alias)
-                    return alias
-                return item.tensor
-
-            args2 = tree.map_structure(unwrap, args)
-            kwargs2 = tree.map_structure(unwrap, kwargs)
-            outputs = call_with_training(site.op, args2, kwargs2, False)
-            flat = tree.flatten(outputs)
-            attrs = {"type": type(site.op).__name__, "call_index": site.call_index}
-            for attr in ("axis", "strides", "pool_size", "size", "data_format"):
-                value = getattr(site.op, attr, None)
-                if value is not None and isinstance(value, (int, str, tuple, list)):
-                    attrs[attr] = value
-            out_kind = kind
-            if kind == "upsample" and type(site.op).__name__ in ("Resize", "Resizing") and flat:
-                out_kind = _resize_kind(self._host_shape(flat[0], site.op), [nodes_by_id[i].shape for i in inputs[:1]])
-            wrapped = [
-                add(site.key if j == 0 else f"{site.key}:{j}", out_kind, site.op, tensor, inputs, attrs)
-                for j, tensor in enumerate(flat)
-            ]
-            return tree.pack_sequence_as(outputs, wrapped)
-
-        x = adapter.to_model_layout(arr)
-        if with_grad:
-            x.requires_grad_(True)
         ref = root.inputs[0]
         history = getattr(ref, "_keras_history", None)
         input_name = history.operation.name if history is not None and history.operation is not None else "input"
-        grad_context = contextlib.nullcontext() if with_grad else no_grad()
-        with adapter.preserved_state(), grad_context:
+        built: dict[str, Any] = {}  # the last trace's graph, layers and merge parts (JAX traces twice)
+
+        def forward(x: Any, tap: Any) -> tuple[Any, Any]:
+            nodes: list[Node] = []
+            values: dict[str, Any] = {}
+            layers: dict[str, Any] = {}
+            parts: dict[str, tuple[Any, ...]] = {}
+            nodes_by_id: dict[str, Node] = {}
+
+            def add(node_id: str, kind: str, op: Any, tensor: Any, inputs: list[str], attrs: dict[str, Any]) -> _Value:
+                nodes.append(
+                    Node(
+                        id=node_id, op=kind, name=node_id, shape=self._host_shape(tensor, op), inputs=tuple(inputs),
+                        module_type=type(op).__name__ if op is not None and "Layer" in class_names(op) else None,
+                        attrs=attrs,
+                    )
+                )
+                values[node_id] = tensor
+                layers[node_id] = op
+                nodes_by_id[node_id] = nodes[-1]
+                return _Value(tensor, node_id)
+
+            def call(site: Any, args: tuple, kwargs: dict) -> Any:
+                kind = op_kind(site.op)
+                inputs = [v.node_id for v in tree.flatten((args, kwargs)) if isinstance(v, _Value)]
+                unwrap = lambda item: item.tensor if isinstance(item, _Value) else item  # noqa: E731
+                outputs = call_with_training(site.op, tree.map_structure(unwrap, args), tree.map_structure(unwrap, kwargs), False)
+                flat = tree.flatten(outputs)
+                if kind in MERGE_OPS and flat:
+                    flat = [tap(site.key, flat[0]), *flat[1:]]  # the gradient at the merge's output
+                    merge_parts = self._merge_parts(kind, site.op, [values[i] for i in inputs])
+                    if merge_parts is not None:
+                        parts[site.key] = merge_parts
+                attrs = {"type": type(site.op).__name__, "call_index": site.call_index}
+                for attr in ("axis", "strides", "pool_size", "size", "data_format"):
+                    value = getattr(site.op, attr, None)
+                    if value is not None and isinstance(value, (int, str, tuple, list)):
+                        attrs[attr] = value
+                out_kind = kind
+                if kind == "upsample" and type(site.op).__name__ in ("Resize", "Resizing") and flat:
+                    out_kind = _resize_kind(self._host_shape(flat[0], site.op), [nodes_by_id[i].shape for i in inputs[:1]])
+                wrapped = [
+                    add(site.key if j == 0 else f"{site.key}:{j}", out_kind, site.op, tensor, inputs, attrs)
+                    for j, tensor in enumerate(flat)
+                ]
+                return tree.pack_sequence_as(outputs, wrapped)
+
             start = add(input_name, "input", None, x, [], {})
 
             def run(inputs: Any, training: bool) -> list[Any]:
                 del training  # always inference
                 return walk(root, [start], call, enter=lambda _op, _name: True)
 
+            outputs = run_in_call_context(run, x, False)
+            output_ids = tuple(dict.fromkeys(v.node_id for v in outputs if isinstance(v, _Value)))
+            graph = Graph(nodes=tuple(nodes), input_ids=(input_name,), output_ids=output_ids)
+            if "wanted" not in built:
+                built["wanted"] = request(graph)
+            wanted = built["wanted"]
+            objective = wanted.objective or graph.output_ids[0]
+            if objective not in values:
+                raise ConvscopeError(
+                    f"objective {objective!r} is not a node of the graph; outputs: {', '.join(graph.output_ids)}"
+                )
+            merges = [m for m in wanted.merges if m in graph]
+            keep = set(wanted.values) | {i for m in merges for i in graph.node(m).inputs}
+            built.update(graph=graph, layers=layers, parts=parts, merges=merges, objective=objective)
+            return values[objective], {nid: values[nid] for nid in keep if nid in values}
+
+        def cotangent_of(out: np.ndarray) -> np.ndarray:
+            objective = built["objective"]
+            op = built["layers"].get(objective)
+            host = adapter._model_to_host(out, op)
+            weights = skip_cotangent(host, target, mask, what=f"the objective output {objective!r}")
+            return adapter._host_to_model(weights, op)
+
+        x = adapter.to_model_layout(arr)
+        with adapter.preserved_state():
             try:
-                outputs = run_in_call_context(run, x, False)
+                result = vjp_through(forward, x, cotangent_of)
             except ConvscopeError:
                 raise
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                text = str(exc).strip()
-                first = text.splitlines()[0] if text else type(exc).__name__
-                raise ConvscopeError(
-                    f"the model's forward pass failed on an input of shape {tuple(arr.shape)} (channels first): "
-                    f"{first}. Check the image size and channels"
-                ) from exc
-            output_ids = tuple(dict.fromkeys(v.node_id for v in outputs if isinstance(v, _Value)))
-            graph = Graph(nodes=tuple(nodes), input_ids=(input_name,), output_ids=output_ids)
-            wanted = request(graph)
-            gradients: dict[str, tuple[float, ...]] | None = None
-            if with_grad:
-                gradients = self._merge_gradients(graph, wanted, values, merge_aliases, target, mask)
-            kept: dict[str, np.ndarray] = {}
-            for nid in wanted.values:
-                if nid in values:
-                    kept[nid] = adapter.to_host(_detached(values[nid]), layers.get(nid))[0]
-        values.clear()
-        merge_aliases.clear()
+                raise forward_failed(exc, tuple(arr.shape), hint="Check the image size and channels") from exc
+        graph, layers, parts = built["graph"], built["layers"], built["parts"]
+        wanted = built["wanted"]
+        host: dict[str, np.ndarray] = {nid: adapter.to_host(v, layers.get(nid))[0] for nid, v in result.aux.items()}
+        gradients: dict[str, tuple[float, ...]] = {}
+        for merge in built["merges"]:
+            node = graph.node(merge)
+            grad = result.gradients.get(merge)
+            op = layers.get(merge)
+            if grad is None or merge not in parts:
+                gradients[merge] = nan_sums(len(node.inputs))
+                continue
+            inputs = [host.get(i) for i in node.inputs]
+            gradients[merge] = merge_input_sums(adapter._model_to_host(grad, op), inputs, parts[merge])
+        kept = {nid: host[nid] for nid in graph.topological_order() if nid in set(wanted.values) and nid in host}
         return GraphCapture(graph=graph, values=kept, input_x_gradient=gradients)
+
+    def _merge_parts(self, kind: str, op: Any, inputs: list[Any]) -> tuple[Any, ...] | None:
+        """How each input of a Keras merge reads the output gradient, in host (channels-first) axes."""
+        from ..core.merges import add_parts, concat_parts, stack_parts
+
+        first = self.adapter.channels_first(op)
+        shapes = [tuple(int(s) for s in t.shape) for t in inputs]
+        if not shapes:
+            return None
+        ndim = len(shapes[0])
+
+        def host_axis(axis: int) -> int:
+            axis %= ndim
+            if first or ndim < 3 or axis == 0:
+                return axis
+            return 1 if axis == ndim - 1 else axis + 1
+
+        def host_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+            if first or len(shape) < 3:
+                return shape
+            return (shape[0], shape[-1], *shape[1:-1])
+
+        if kind == "concat":
+            axis = int(getattr(op, "axis", -1))
+            return concat_parts([s[axis % ndim] for s in shapes], host_axis(axis))
+        if kind == "stack":
+            if not first and ndim >= 2:
+                return None  # a new axis among channels-last axes: no host equivalent, left NaN
+            return stack_parts(len(shapes), int(getattr(op, "axis", 0)) % (ndim + 1))
+        return add_parts([host_shape(s) for s in shapes])
 
     def _host_shape(self, tensor: Any, op: Any) -> tuple[int, ...] | None:
         shape = tuple(int(s) for s in tensor.shape[1:]) if hasattr(tensor, "shape") else None
@@ -199,64 +242,6 @@ class KerasUNetBackend:
             shape = (shape[-1], *shape[:-1])
         return shape
 
-    def _merge_gradients(
-        self,
-        graph: Graph,
-        wanted: CaptureRequest,
-        values: dict[str, Any],
-        aliases: dict[str, list[Any]],
-        target: int | None,
-        mask: Any,
-    ) -> dict[str, tuple[float, ...]]:
-        """One backward pass (torch backend): per merge input ``sum |x_i * dS/dx_i|`` through the merge."""
-        import torch
-
-        merges = [m for m in wanted.merges if m in graph]
-        if not merges:
-            return {}
-        objective = wanted.objective or graph.output_ids[0]
-        if objective not in values:
-            raise ConvscopeError(f"objective {objective!r} is not a node of the graph; outputs: {', '.join(graph.output_ids)}")
-        score = self._score(values[objective], graph.node(objective), target, mask)
-        flat: list[Any] = []
-        slots: dict[str, list[int]] = {}
-        for merge in merges:
-            slots[merge] = []
-            for alias in aliases.get(merge, []):
-                slots[merge].append(len(flat))
-                flat.append(alias)
-        grads: list[Any] = [None] * len(flat)
-        usable = [i for i, t in enumerate(flat) if t.requires_grad]
-        if score.requires_grad and usable:
-            got = torch.autograd.grad(score, [flat[i] for i in usable], allow_unused=True)
-            for i, g in zip(usable, got):
-                grads[i] = g
-        result: dict[str, tuple[float, ...]] = {}
-        for merge in merges:
-            node = graph.node(merge)
-            idx = slots[merge]
-            if len(idx) != len(node.inputs):
-                result[merge] = tuple(float("nan") for _ in node.inputs)
-                continue
-            sums = []
-            for i in idx:
-                g = grads[i]
-                if g is None:
-                    sums.append(float("nan"))
-                else:
-                    sums.append(float((flat[i].detach().to(torch.float64) * g.to(torch.float64)).abs().sum().item()))
-            result[merge] = tuple(sums)
-        return result
-
-    def _score(self, output: Any, node: Node, target: int | None, mask: Any) -> Any:
-        """Sum of the predicted class's logits (or channel ``target``) over ``mask``, channels first."""
-        from .torch_graph import objective_score
-
-        out = output
-        if out.dim() >= 3 and not self.adapter.channels_first(None):
-            out = out.movedim(-1, 1)
-        return objective_score(out, target, mask, what=f"the objective output {node.name!r}")
-
 
 def _resize_kind(out_shape: tuple[int, ...] | None, in_shapes: list[tuple[int, ...] | None]) -> str:
     """A resize that shrinks its input is a downsampling ("pool"), one that enlarges it an upsampling."""
@@ -264,7 +249,3 @@ def _resize_kind(out_shape: tuple[int, ...] | None, in_shapes: list[tuple[int, .
         return "upsample"
     return "pool" if int(np.prod(out_shape[1:])) < int(np.prod(in_shapes[0][1:])) else "upsample"
 
-
-def _detached(tensor: Any) -> Any:
-    detach = getattr(tensor, "detach", None)
-    return detach() if callable(detach) else tensor

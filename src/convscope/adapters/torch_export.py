@@ -34,11 +34,12 @@ from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
 from .torch_state import host_copy
-from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
+from .base import ActivationCallback, CaptureResult, InputSpec, LayerGradients, ModelAdapter
 from .torch_files import kind_from_type_name
 
 if TYPE_CHECKING:
     from ..core.graph import GraphCapture
+    from ..core.objective import Objective
     from ..loading import LoadedModel
 
 __all__ = ["ExportedProgramAdapter", "load_pt2_file"]
@@ -48,6 +49,7 @@ _CONV_OPS = {
     "conv1d", "conv2d", "conv3d", "convolution", "_convolution",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
 }
+_SQUASH_OPS = {"sigmoid", "softmax", "_softmax"}
 _GRAPH_KIND_OF_LAYER = {
     "conv": "conv", "conv_transpose": "conv_transpose", "pool": "pool", "upsample": "upsample", "norm": "norm",
     "activation": "activation", "linear": "linear", "dropout": "dropout",
@@ -508,6 +510,89 @@ class ExportedProgramAdapter(ModelAdapter):
             result.activations = {k: result.activations[k] for k in order if k in result.activations}
         return result
 
+    # -- gradients -----------------------------------------------------------------------------
+    def gradients(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        objective: Objective,
+        *,
+        with_input: bool = False,
+    ) -> LayerGradients:
+        """:class:`~convscope.adapters.base.SupportsGradients`: ONE interpretation with autograd on,
+        ONE ``torch.autograd.grad`` of the selected output with cotangent ``objective.cotangent``.
+
+        A layer's activation is the tensor :meth:`capture` reports for it; a module called several
+        times also gives ``name#1``... With ``objective.from_logits`` and an output made by a final
+        ``sigmoid``/``softmax`` node, the gradient starts from that node's input (``output_name``
+        says so). Only the input tensor convscope made gets ``requires_grad``; the program's
+        parameters and their ``.grad`` are never touched.
+        """
+        import torch
+
+        from ..core.objective import select_output
+        from ._capture import named_outputs
+        from .torch_graph import torch_vjp
+
+        wanted = list(dict.fromkeys(layers))
+        for name in wanted:
+            self._info(name)
+        targets: dict[Any, list[str]] = {}
+        order: list[str] = []
+        for name in wanted:
+            for call in self._calls:
+                if call.path == name:
+                    targets.setdefault(_escaping_output(call.nodes), []).append(call.name)
+                    order.append(call.name)
+        output_node = next(n for n in reversed(self._nodes) if n.op == "output")
+        logits_of: dict[Any, Any] = {}  # final sigmoid/softmax node -> its input node
+        for out in output_node.all_input_nodes:
+            if out.op == "call_function" and _op_name(out.target) in _SQUASH_OPS and out.args:
+                logits_of[out] = out.args[0]
+        logit_nodes = set(logits_of.values())
+        kept: dict[str, Any] = {}
+        logits: dict[Any, Any] = {}
+
+        def record(node: Any, value: Any) -> None:
+            if node in logit_nodes:
+                logits[node] = _first_tensor(value)
+            for key in targets.get(node, ()):
+                tensor = _first_tensor(value)
+                if tensor is not None:
+                    kept[key] = tensor
+
+        x = self._input_tensor(batch)
+        x.requires_grad_(True)
+        output = self._run(x, record, grad=True)
+        outputs = named_outputs(output, lambda t: isinstance(t, torch.Tensor))
+        hosts = {name: host_copy(t) for name, t in outputs.items()}
+        chosen = select_output(hosts, objective)
+        out_tensor, out_name = outputs[chosen], chosen
+        if objective.from_logits:
+            for squash, arg in logits_of.items():
+                if arg in logits and logits[arg] is not None and _is_result_of(out_tensor, squash, output_node, output):
+                    out_tensor = logits[arg]
+                    out_name = f"{chosen} (input of the final {_op_name(squash.target)})"
+                    break
+        host_out = host_copy(out_tensor)
+        weights = objective.cotangent(host_out)
+        names = [k for k in order if k in kept]
+        sources = [kept[k] for k in names] + ([x] if with_input else [])
+        grads = torch_vjp(out_tensor, sources, weights)
+        acts = {k: host_copy(kept[k]) for k in names}
+        grad_maps = {
+            k: host_copy(g) if g is not None else np.zeros_like(acts[k]) for k, g in zip(names, grads[: len(names)])
+        }
+        input_gradient = None
+        if with_input:
+            g = grads[-1]
+            input_gradient = host_copy(g) if g is not None else np.zeros(np.shape(batch), dtype=np.float32)
+        score = (weights.reshape(weights.shape[0], -1).astype(np.float64) * host_out.reshape(host_out.shape[0], -1)).sum(axis=1)
+        return LayerGradients(
+            activations=acts, gradients=grad_maps, output=host_out, output_name=out_name,
+            score=score.astype(np.float32), cotangent=weights, input_gradient=input_gradient,
+        )
+
     # -- U-Net backend -------------------------------------------------------------------------
     def _units(self) -> tuple[list[_Unit], dict[Any, str], str]:
         """Dataflow units in execution order, fx node -> unit id, and the input node id."""
@@ -591,7 +676,8 @@ class ExportedProgramAdapter(ModelAdapter):
         import torch
 
         from ..core.graph import CaptureRequest, Graph, GraphCapture, Node
-        from .torch_graph import objective_score
+        from ..core.merges import nan_sums, skip_cotangent
+        from .torch_graph import torch_vjp
 
         units, owner, input_id = self._units()
         outputs = {unit.output: unit for unit in units}
@@ -637,9 +723,9 @@ class ExportedProgramAdapter(ModelAdapter):
             if objective is None or objective not in kept:
                 raise ConvscopeError("the exported program returned no tensor that depends on the input; nothing to differentiate")
             by_id = {unit.id: unit for unit in units}
-            score = objective_score(kept[objective], target, mask)
-            merge_outputs = [kept[m] for m in merges if m in kept and kept[m].requires_grad]
-            grads = torch.autograd.grad(score, merge_outputs, allow_unused=True) if score.requires_grad and merge_outputs else ()
+            weights = skip_cotangent(host_copy(kept[objective]), target, mask)
+            merge_outputs = [kept[m] for m in merges if m in kept]
+            grads = torch_vjp(kept[objective], merge_outputs, weights)
             grad_of = {id(t): g for t, g in zip(merge_outputs, grads)}
             for merge in merges:
                 node = graph.node(merge)
@@ -647,9 +733,9 @@ class ExportedProgramAdapter(ModelAdapter):
                 value = kept.get(merge)
                 grad = grad_of.get(id(value)) if value is not None else None
                 if unit is None or unit.merge_node is None or grad is None:
-                    gradients[merge] = tuple(float("nan") for _ in node.inputs)
+                    gradients[merge] = nan_sums(len(node.inputs))
                     continue
-                gradients[merge] = _merge_input_sums(unit, owner, kept, grad, node.inputs)
+                gradients[merge] = _merge_input_sums(unit, owner, kept, host_copy(grad), node.inputs)
         return GraphCapture(graph=graph, values=values, input_x_gradient=gradients)
 
 
@@ -661,47 +747,58 @@ def _graph_op_of(node: Any, op_name: str) -> str:
     return _ATEN_GRAPH_OPS.get(op_name) or function_op_kind(op_name)
 
 
-def _merge_input_sums(unit: _Unit, owner: dict[Any, str], kept: dict[str, Any], grad: Any,
+def _merge_input_sums(unit: _Unit, owner: dict[Any, str], kept: dict[str, Any], grad: np.ndarray,
                       inputs: Sequence[str]) -> tuple[float, ...]:
-    """Per graph input of a merge: ``sum |x_i * g_i|`` with ``g_i`` the part of the merge's output
-    gradient that flows to argument ``i`` (a slice for concat/stack, the broadcast-reduced gradient for add)."""
+    """Per graph input of a merge: ``sum |x_i * g_i|`` (:func:`convscope.core.merges.merge_input_sums`)
+    from the merge output's host gradient ``grad``; an argument used twice adds up under its input."""
+    from ..core.merges import MergePart, merge_input_sums, nan_sums
+
     node = unit.merge_node
     op = _op_name(node.target)
     args = _bind(node)
-    sums: dict[str, float] = {}
-    pieces: list[tuple[Any, Any]] = []  # (fx arg node, gradient part)
+    pieces: list[tuple[Any, MergePart]] = []  # (fx arg node, how it reads the gradient)
     if op in ("cat", "concat", "concatenate"):
-        dim = int(args.get("dim", 0))
+        dim = int(args.get("dim", 0)) % grad.ndim
         start = 0
         for arg in args.get("tensors", []):
             size = int(arg.meta["val"].shape[dim]) if "val" in arg.meta else None
             if size is None:
-                return tuple(float("nan") for _ in inputs)
-            pieces.append((arg, grad.narrow(dim, start, size)))
+                return nan_sums(len(inputs))
+            pieces.append((arg, ("slice", dim, start, size)))
             start += size
     elif op == "stack":
-        dim = int(args.get("dim", 0))
+        dim = int(args.get("dim", 0)) % grad.ndim
         for position, arg in enumerate(args.get("tensors", [])):
-            pieces.append((arg, grad.select(dim, position)))
+            pieces.append((arg, ("index", dim, position)))
     else:  # add
         for key in ("self", "other"):
             arg = args.get(key)
             if hasattr(arg, "meta"):
-                pieces.append((arg, grad))
+                uid = owner.get(arg)
+                value = kept.get(uid) if uid is not None else None
+                if value is not None:
+                    pieces.append((arg, ("reduce", tuple(value.shape))))
+    sums: dict[str, float] = {}
     for arg, part in pieces:
         uid = owner.get(arg)
         value = kept.get(uid) if uid is not None else None
         if value is None:
             continue
-        reduced = part
-        while reduced.dim() > value.dim():
-            reduced = reduced.sum(dim=0)
-        for axis, size in enumerate(value.shape):
-            if size == 1 and reduced.shape[axis] != 1:
-                reduced = reduced.sum(dim=axis, keepdim=True)
-        total = float((value.detach().to(reduced.dtype) * reduced.detach()).abs().sum().item())
+        (total,) = merge_input_sums(grad, [host_copy(value)], [part])
         sums[uid] = sums.get(uid, 0.0) + total  # type: ignore[index]
     return tuple(sums.get(i, float("nan")) for i in inputs)
+
+
+def _is_result_of(tensor: Any, squash: Any, output_node: Any, output: Any) -> bool:
+    """Whether the model output ``tensor`` is the value of fx node ``squash`` (by position in the output)."""
+    import torch.utils._pytree as pytree
+
+    flat_nodes = [n for n in pytree.tree_leaves(output_node.args[0]) if hasattr(n, "op")]
+    flat_values = [v for v in pytree.tree_leaves(output) if hasattr(v, "shape")]
+    for node, value in zip(flat_nodes, flat_values):
+        if value is tensor:
+            return node is squash
+    return False
 
 
 def _tensors_in(value: Any) -> list[Any]:
