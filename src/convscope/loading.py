@@ -14,34 +14,13 @@ import pickle
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adapters.base import LoadedModel
 from .errors import ModelLoadError, UntrustedFileError
 
 __all__ = ["LoadedModel", "load_model", "parse_kwargs", "load_state_dict_file", "FILE_LOADERS"]
-
-
-@dataclass
-class LoadedModel:
-    """A model plus what convscope knows about its input.
-
-    Attributes:
-        model: the framework model (or a ModelAdapter for file formats that need one).
-        name: a display name (``demo:unet``, ``mypkg.nets:UNet``, ``model.onnx``).
-        input_shape: ``(1, C, *spatial)`` if known (demo models, fixed-size files), else None.
-        normalize: default ``--normalize`` for this model, if it has one.
-        sample: a function returning a ``(C, *spatial)`` float32 sample input, for demos.
-        info: free-form facts for manifests.
-    """
-
-    model: Any
-    name: str
-    input_shape: tuple[int, ...] | None = None
-    normalize: str | None = None
-    sample: Callable[[int], Any] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:

@@ -55,7 +55,7 @@ from .keras_graph import class_names, graph_of, is_container, layer_kind, no_gra
 
 if TYPE_CHECKING:
     from ..core.objective import Objective
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
 __all__ = ["KerasAdapter", "load_keras_file", "is_keras_model", "POINTWISE"]
 
@@ -847,7 +847,7 @@ def load_keras_file(path: Path, trust: bool) -> LoadedModel:
         UntrustedFileError: the file needs ``trust=True`` (Lambda layers, ``.h5`` full models).
         ModelLoadError: missing, empty, truncated, corrupt or wrong-format files, one line each.
     """
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
     path = Path(path)
     if not path.exists():

@@ -41,7 +41,7 @@ from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 
 if TYPE_CHECKING:
     from ..core.graph import GraphCapture
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
 __all__ = [
     "OnnxAdapter",
@@ -344,7 +344,7 @@ def load_onnx_file(path: Path, trust: bool) -> LoadedModel:
 
     ``trust`` is not needed: an ONNX file holds no Python code and is read without running anything.
     """
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
     del trust
     adapter = OnnxAdapter(read_onnx_model(path), name=Path(path).name)
@@ -385,6 +385,7 @@ class OnnxAdapter(ModelAdapter):
     """
 
     framework = "onnx"
+    streams_activations = False  # onnxruntime returns every requested tensor from one run
 
     def __init__(self, model: Any, *, name: str | None = None) -> None:
         import onnx

@@ -96,6 +96,7 @@ class TorchAdapter(ModelAdapter):
     """
 
     framework = "torch"
+    streams_activations = True  # forward hooks hand each activation over as it is produced
 
     def __init__(self, model: Any, device: str | None = None) -> None:
         import torch
@@ -181,6 +182,12 @@ class TorchAdapter(ModelAdapter):
                     dtype=str(self._compute_dtype()).replace("torch.", ""),
                 )
         return InputSpec(channels=None, spatial_dims=None, dtype=str(self._compute_dtype()).replace("torch.", ""))
+
+    def unet_backend(self) -> Any:
+        """:class:`~convscope.adapters.base.ProvidesUNetBackend`: the op-by-op tracer of :mod:`.torch_graph`."""
+        from .torch_graph import TorchUNetBackend
+
+        return TorchUNetBackend(self._model, device=self.device)
 
     def _checked_modules(self, layers: Sequence[str]) -> dict[str, Any]:
         """All named modules, after checking every name in ``layers`` exists (else close-match error)."""

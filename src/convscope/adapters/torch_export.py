@@ -40,7 +40,7 @@ from .torch_files import kind_from_type_name
 if TYPE_CHECKING:
     from ..core.graph import GraphCapture
     from ..core.objective import Objective
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
 __all__ = ["ExportedProgramAdapter", "load_pt2_file"]
 
@@ -87,7 +87,7 @@ def load_pt2_file(path: Path, trust: bool) -> LoadedModel:
         ModelLoadError: not a zip / truncated / not a torch.export archive (checked without unpickling).
         UntrustedFileError: a valid-looking archive but ``trust`` is False.
     """
-    from ..loading import LoadedModel
+    from .base import LoadedModel
     from .torch_files import describe_format, sniff_format, suffix_for
 
     file = Path(path)
@@ -200,6 +200,7 @@ class ExportedProgramAdapter(ModelAdapter):
     """
 
     framework = "torch.export"
+    streams_activations = True  # each activation is copied out as the interpreter produces it
 
     def __init__(self, program: Any, *, name: str | None = None) -> None:
         import torch

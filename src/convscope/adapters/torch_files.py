@@ -257,6 +257,7 @@ class TorchScriptAdapter(TorchAdapter):
     """
 
     framework = "torchscript"
+    streams_activations = False  # one scripted function returns every captured tensor at the end
 
     def __init__(self, model: Any, device: str | None = None) -> None:
         import torch
