@@ -159,6 +159,7 @@ class KerasAdapter(ModelAdapter):
     """
 
     framework = "keras"
+    streams_activations = True  # capture(on_activation=...) walks the graph layer by layer
 
     def __init__(self, model: Any) -> None:
         keras = _keras()
@@ -450,9 +451,13 @@ class KerasAdapter(ModelAdapter):
         entries = [self._entry(name) for name in names]
         self._check_capturable(entries)
         x = self.to_model_layout(batch)
+        collector = Collector(on_activation)
         with self.preserved_state(), no_grad():
             try:
-                if all(not entry.parents for entry in entries):
+                if on_activation is not None:
+                    # streaming: walk the graph layer by layer, each activation handed over as it exists
+                    raw, output = self._capture_walk(x, entries, train_mode, collector)
+                elif all(not entry.parents for entry in entries):
                     raw, output = self._capture_top_level(x, entries, train_mode)
                 else:
                     raw, output = self._capture_walk(x, entries, train_mode)
@@ -460,10 +465,11 @@ class KerasAdapter(ModelAdapter):
                 raise
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                 raise forward_failed(exc, tuple(np.shape(batch))) from exc
-            collector = Collector(on_activation)
             for entry in entries:
-                host, dtype = self.to_host(raw.pop(entry.name), entry.layer)
-                collector.add(entry.name, host, dtype)
+                if entry.name in raw:
+                    host, dtype = self.to_host(raw.pop(entry.name), entry.layer)
+                    collector.add(entry.name, host, dtype)
+            collector.order([entry.name for entry in entries])
             result = collector.result
             if output is not None:
                 result.output = self.to_host(output)[0]
@@ -669,11 +675,26 @@ class KerasAdapter(ModelAdapter):
         model_outputs = outputs[len(entries):]
         return raw, model_outputs[0] if model_outputs else None
 
-    def _capture_walk(self, x: Any, entries: list[_Entry], train_mode: bool) -> tuple[dict[str, Any], Any]:
-        """One pass through the functional graph, entering the sub-models that hold requested layers."""
+    def _capture_walk(
+        self, x: Any, entries: list[_Entry], train_mode: bool, collector: Collector | None = None
+    ) -> tuple[dict[str, Any], Any]:
+        """One pass through the functional graph, entering the sub-models that hold requested layers.
+
+        With ``collector`` each activation is copied to the host and handed to it as soon as its
+        layer ran (streaming: nothing is kept, and the walk drops tensors no later layer reads).
+        """
         wanted = {entry.name: entry for entry in entries}
         enter_names = {name for entry in entries for name in entry.parent_names}
         raw: dict[str, Any] = {}
+        done: set[str] = set()
+
+        def put(name: str, value: Any, layer: Any) -> None:
+            done.add(name)
+            if collector is None:
+                raw[name] = value
+            else:
+                host, dtype = self.to_host(value, layer)
+                collector.add(name, host, dtype)
 
         def record(site: Any, args: tuple, outputs: Any) -> None:
             if site.call_index != 0:
@@ -681,12 +702,12 @@ class KerasAdapter(ModelAdapter):
             entry = wanted.get(site.name)
             if entry is not None and site.op is entry.layer:
                 if entry.separable:
-                    raw[site.name] = _depthwise_half(entry.layer, _first_tensor(args))
+                    put(site.name, _depthwise_half(entry.layer, _first_tensor(args)), entry.layer)
                 else:
-                    raw[site.name] = _first_tensor(outputs)
+                    put(site.name, _first_tensor(outputs), entry.layer)
             pointwise = wanted.get(site.name + POINTWISE)
             if pointwise is not None and site.op is pointwise.layer:
-                raw[pointwise.name] = _first_tensor(outputs)
+                put(pointwise.name, _first_tensor(outputs), pointwise.layer)
 
         def call(site: Any, args: tuple, kwargs: dict) -> Any:
             outputs = call_with_training(site.op, args, kwargs, train_mode)
@@ -704,7 +725,7 @@ class KerasAdapter(ModelAdapter):
             )
 
         outputs = run_in_call_context(run, x, train_mode)
-        missing = [entry.name for entry in entries if entry.name not in raw]
+        missing = [entry.name for entry in entries if entry.name not in done]
         if missing:
             raise ConvscopeError(f"layer {missing[0]!r} is not called in the model's graph, so it has no activation")
         return raw, outputs[0] if outputs else None

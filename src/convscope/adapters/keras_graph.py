@@ -139,7 +139,14 @@ def walk(
 
     counts = {} if counts is None else counts
     values: dict[int, Any] = {id(ref): value for ref, value in zip(function.inputs, inputs)}
-    for node in execution_nodes(function):
+    nodes = execution_nodes(function)
+    # a value is dropped after its last consumer ran, so memory follows the live tensors only
+    last_use: dict[int, int] = {}
+    for position, node in enumerate(nodes):
+        for ref in node.input_tensors:
+            last_use[id(ref)] = position
+    keep = {id(ref) for ref in function.outputs}
+    for position, node in enumerate(nodes):
         if any(id(x) not in values for x in node.input_tensors):
             continue  # not computable from these inputs (Keras skips these too)
         op = node.operation
@@ -158,7 +165,11 @@ def walk(
         else:
             outputs = call(site, args, kwargs)
         for ref, value in zip(node.outputs, tree.flatten(outputs)):
-            values[id(ref)] = value
+            if id(ref) in last_use or id(ref) in keep:
+                values[id(ref)] = value
+        for ref in node.input_tensors:
+            if last_use.get(id(ref)) == position and id(ref) not in keep:
+                values.pop(id(ref), None)
     return [values[id(ref)] for ref in function.outputs]
 
 
