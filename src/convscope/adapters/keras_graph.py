@@ -187,92 +187,54 @@ def no_grad() -> Iterator[None]:
         yield
 
 
-_LAYER_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("conv_transpose", frozenset({"BaseConvTranspose"})),
-    ("conv", frozenset({"BaseConv", "BaseDepthwiseConv", "BaseSeparableConv"})),
-    ("linear", frozenset({"Dense", "EinsumDense"})),
-    (
-        "norm",
-        frozenset(
-            {"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-             "RMSNormalization", "SpectralNormalization"}
-        ),
-    ),
-    ("activation", frozenset({"Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax"})),
-    ("pool", frozenset({"BasePooling", "BaseGlobalPooling", "BaseAdaptivePooling"})),
-    ("upsample", frozenset({"UpSampling1D", "UpSampling2D", "UpSampling3D"})),
-    ("dropout", frozenset({"Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise"})),
-    ("merge", frozenset({"Merge"})),
-)
+# THE Keras kind table: class name (looked up along the MRO, so subclasses inherit) -> core.kinds.KIND,
+# for layers and keras.ops operations alike; layer kinds and graph op kinds both derive from it.
+_KERAS_KINDS: dict[str, str] = {}
+for _kind, _names in {
+    "conv_transpose": "BaseConvTranspose ConvTranspose",
+    "conv": "BaseConv BaseDepthwiseConv BaseSeparableConv Conv DepthwiseConv SeparableConv",
+    "linear": "Dense EinsumDense",
+    "norm": "BatchNormalization LayerNormalization GroupNormalization UnitNormalization RMSNormalization "
+    "SpectralNormalization",
+    "activation": "Activation ReLU LeakyReLU PReLU ELU Softmax Relu Sigmoid Tanh Gelu Silu LeakyRelu",
+    "pool": "BasePooling BaseGlobalPooling BaseAdaptivePooling MaxPool AveragePool",
+    "upsample": "UpSampling1D UpSampling2D UpSampling3D Resize Resizing",
+    "dropout": "Dropout AlphaDropout GaussianDropout GaussianNoise SpatialDropout1D SpatialDropout2D SpatialDropout3D",
+    "concat": "Concatenate",
+    "stack": "Stack",
+    "add": "Add",
+    "sub": "Subtract",
+    "mul": "Multiply",
+    "div": "Divide TrueDivide",
+    "join": "Merge",
+    "pad": "Pad ZeroPadding1D ZeroPadding2D ZeroPadding3D",
+    "crop": "Cropping1D Cropping2D Cropping3D GetItem Slice",
+    "identity": "Identity Cast",
+    "reshape": "Reshape Flatten Permute Transpose Squeeze ExpandDims",
+    "reduce": "Mean Sum Max",
+}.items():
+    for _n in _names.split():
+        _KERAS_KINDS[_n] = _kind
+
+
+def keras_kind(op: Any) -> str:
+    """:data:`convscope.core.kinds.KIND` of a Keras layer or operation (first class in its MRO in the table)."""
+    for cls in type(op).__mro__:
+        kind = _KERAS_KINDS.get(cls.__name__)
+        if kind is not None:
+            return kind
+    return "other"
 
 
 def layer_kind(layer: Any) -> str:
     """Coarse :data:`convscope.core.layers.KINDS` category of a Keras layer."""
-    names = class_names(layer)
-    for kind, markers in _LAYER_KINDS:
-        if names & markers:
-            return kind
-    if is_container(layer):
-        return "container"
-    return "other"
+    from ..core.kinds import layer_kind_of
 
-
-# graph op kinds (convscope.core.graph.OP_KINDS) of layers and keras.ops operations, by class name
-_OP_KINDS_BY_CLASS: dict[str, str] = {
-    "Concatenate": "concat",
-    "Stack": "stack",
-    "Add": "add",
-    "Subtract": "sub",
-    "Multiply": "mul",
-    "Divide": "div",
-    "TrueDivide": "div",
-    "Pad": "pad",
-    "ZeroPadding1D": "pad",
-    "ZeroPadding2D": "pad",
-    "ZeroPadding3D": "pad",
-    "Cropping1D": "crop",
-    "Cropping2D": "crop",
-    "Cropping3D": "crop",
-    "GetItem": "crop",
-    "Slice": "crop",
-    "Identity": "identity",
-    "Cast": "identity",
-    "Reshape": "reshape",
-    "Flatten": "reshape",
-    "Permute": "reshape",
-    "Transpose": "reshape",
-    "Squeeze": "reshape",
-    "ExpandDims": "reshape",
-    "Resize": "upsample",
-    "Resizing": "upsample",
-    "Mean": "reduce",
-    "Sum": "reduce",
-    "Max": "reduce",
-    "Relu": "activation",
-    "Sigmoid": "activation",
-    "Tanh": "activation",
-    "Softmax": "activation",
-    "Gelu": "activation",
-    "Silu": "activation",
-    "LeakyRelu": "activation",
-    "Conv": "conv",
-    "DepthwiseConv": "conv",
-    "SeparableConv": "conv",
-    "ConvTranspose": "conv_transpose",
-    "MaxPool": "pool",
-    "AveragePool": "pool",
-}
+    return layer_kind_of(keras_kind(layer), container=is_container(layer))
 
 
 def op_kind(op: Any) -> str:
     """Normalised graph op kind (:data:`convscope.core.graph.OP_KINDS`) of a Keras operation."""
-    kind = layer_kind(op) if "Layer" in class_names(op) else None
-    if kind in ("conv", "conv_transpose", "norm", "activation", "linear", "pool", "upsample", "dropout"):
-        return kind
-    name = type(op).__name__
-    if name in _OP_KINDS_BY_CLASS:
-        return _OP_KINDS_BY_CLASS[name]
-    for cls in type(op).__mro__:
-        if cls.__name__ in _OP_KINDS_BY_CLASS:
-            return _OP_KINDS_BY_CLASS[cls.__name__]
-    return "other"
+    from ..core.kinds import graph_op_of
+
+    return graph_op_of(keras_kind(op))

@@ -48,31 +48,10 @@ def resolve_device(device: str | None) -> Any:
 
 
 def _kind_of(module: Any) -> str:
-    import torch.nn as nn
+    """Layer kind from THE torch kind table (:mod:`.torch_kinds`)."""
+    from .torch_kinds import layer_kind_of_module
 
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return "conv_transpose"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    if isinstance(module, (nn.Linear, nn.Bilinear)):
-        return "linear"
-    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)):
-        return "norm"
-    if isinstance(module, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                           nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Hardswish, nn.Hardsigmoid,
-                           nn.Softplus, nn.Hardtanh)):
-        return "activation"
-    if isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-                           nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-                           nn.modules.pooling._LPPoolNd)):
-        return "pool"
-    if isinstance(module, (nn.Upsample, nn.PixelShuffle)):
-        return "upsample"
-    if isinstance(module, nn.modules.dropout._DropoutNd):
-        return "dropout"
-    if len(module._modules) > 0:
-        return "container"
-    return "other"
+    return layer_kind_of_module(module)
 
 
 def _tuple(value: Any) -> tuple[int, ...] | str | None:

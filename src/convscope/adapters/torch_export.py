@@ -35,7 +35,9 @@ from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
 from .torch_state import host_copy
 from .base import ActivationCallback, CaptureResult, InputSpec, LayerGradients, ModelAdapter
+from ..core.kinds import graph_op_of
 from .torch_files import kind_from_type_name
+from .torch_kinds import torch_kind_of_name
 
 if TYPE_CHECKING:
     from ..core.graph import GraphCapture
@@ -50,16 +52,6 @@ _CONV_OPS = {
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
 }
 _SQUASH_OPS = {"sigmoid", "softmax", "_softmax"}
-_GRAPH_KIND_OF_LAYER = {
-    "conv": "conv", "conv_transpose": "conv_transpose", "pool": "pool", "upsample": "upsample", "norm": "norm",
-    "activation": "activation", "linear": "linear", "dropout": "dropout",
-}
-_MODULE_GRAPH_OPS = {
-    "Identity": "identity", "Flatten": "reshape", "Unflatten": "reshape", "PixelUnshuffle": "pool",
-    "ZeroPad1d": "pad", "ZeroPad2d": "pad", "ZeroPad3d": "pad", "ConstantPad1d": "pad", "ConstantPad2d": "pad",
-    "ConstantPad3d": "pad", "ReflectionPad1d": "pad", "ReflectionPad2d": "pad", "ReflectionPad3d": "pad",
-    "ReplicationPad1d": "pad", "ReplicationPad2d": "pad", "ReplicationPad3d": "pad", "CircularPad2d": "pad",
-}
 _ATEN_GRAPH_OPS = {
     "slice": "crop", "select": "crop", "narrow": "crop",
     "_native_batch_norm_legit_no_training": "norm", "_native_batch_norm_legit": "norm",
@@ -635,8 +627,7 @@ class ExportedProgramAdapter(ModelAdapter):
                 uid = call_name.get(key, path)
                 unit = units.get(uid)
                 if unit is None:
-                    layer_kind = kind_from_type_name(short)
-                    op = _MODULE_GRAPH_OPS.get(short) or _GRAPH_KIND_OF_LAYER.get(layer_kind, "other")
+                    op = graph_op_of(torch_kind_of_name(short) or "other")
                     unit = units[uid] = _Unit(uid, op, short, [])
                     names_used[uid] = names_used.get(uid, 0) + 1
                 unit.nodes.append(node)

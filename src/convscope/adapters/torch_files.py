@@ -155,40 +155,19 @@ def is_torchscript_file(path: str | Path) -> bool:
 # kinds from class names (TorchScript ``original_name``, torch.export ``nn_module_stack`` types)
 # -------------------------------------------------------------------------------------------------
 
-_KIND_BY_NAME: dict[str, str] = {}
-for _kind, _names in {
-    "conv": ("Conv1d", "Conv2d", "Conv3d", "LazyConv1d", "LazyConv2d", "LazyConv3d"),
-    "conv_transpose": ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LazyConvTranspose1d",
-                       "LazyConvTranspose2d", "LazyConvTranspose3d"),
-    "linear": ("Linear", "Bilinear", "LazyLinear"),
-    "norm": ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
-             "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"),
-    "activation": ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
-                   "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Hardswish", "Hardsigmoid", "Softplus",
-                   "Hardtanh"),
-    "pool": ("MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
-             "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d",
-             "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "LPPool1d", "LPPool2d", "LPPool3d"),
-    "upsample": ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "PixelShuffle"),
-    "dropout": ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout"),
-}.items():
-    for _name in _names:
-        _KIND_BY_NAME[_name] = _kind
-
-
 def kind_from_type_name(type_name: str, *, is_leaf: bool = True) -> str:
     """Layer kind (:data:`convscope.core.layers.KINDS`) from a torch class name or dotted path.
+
+    THE torch kind table (:mod:`.torch_kinds`), so TorchScript and ``.pt2`` agree with eager models.
 
     Args:
         type_name: ``"Conv2d"`` or ``"torch.nn.modules.conv.Conv2d"``.
         is_leaf: False for modules that contain other modules (then ``"container"`` unless the
             class is a known layer).
     """
-    short = type_name.rsplit(".", 1)[-1]
-    kind = _KIND_BY_NAME.get(short)
-    if kind is not None:
-        return kind
-    return "other" if is_leaf else "container"
+    from .torch_kinds import layer_kind_of_name
+
+    return layer_kind_of_name(type_name, is_leaf=is_leaf)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -52,42 +52,11 @@ KeepSpec = Any
 # op kinds
 # ------------------------------------------------------------------------------------------------
 
-_MODULE_FILE_KINDS = {
-    "torch.nn.modules.pooling": "pool",
-    "torch.nn.modules.upsampling": "upsample",
-    "torch.nn.modules.batchnorm": "norm",
-    "torch.nn.modules.instancenorm": "norm",
-    "torch.nn.modules.normalization": "norm",
-    "torch.nn.modules.activation": "activation",
-    "torch.nn.modules.linear": "linear",
-    "torch.nn.modules.dropout": "dropout",
-    "torch.nn.modules.padding": "pad",
-    "torch.nn.modules.flatten": "reshape",
-}
-
-_MODULE_NAME_KINDS = {
-    "Identity": "identity",
-    "PixelShuffle": "upsample",
-    "PixelUnshuffle": "pool",
-    "MaxUnpool1d": "upsample",
-    "MaxUnpool2d": "upsample",
-    "MaxUnpool3d": "upsample",
-    "MultiheadAttention": "other",
-    "Softmax2d": "activation",
-    "ChannelShuffle": "reshape",
-}
-
-
 def _torch_nn_class(module: Any) -> type | None:
     """The first class of ``module``'s MRO defined in ``torch.nn`` (not Module or a container)."""
-    import torch.nn as nn
+    from .torch_kinds import torch_nn_class
 
-    for cls in type(module).__mro__:
-        if cls in (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict, object):
-            continue
-        if cls.__module__.startswith(("torch.nn.", "torch.ao.nn.")):
-            return cls
-    return None
+    return torch_nn_class(module)
 
 
 def is_leaf_module(module: Any) -> bool:
@@ -100,19 +69,11 @@ def is_leaf_module(module: Any) -> bool:
 
 
 def module_op_kind(module: Any) -> str:
-    """Normalised op kind of a leaf module (``"conv"``, ``"pool"``, ``"upsample"``...)."""
-    import torch.nn as nn
+    """Normalised op kind of a leaf module (``"conv"``, ``"pool"``, ``"upsample"``...), from THE torch
+    kind table (:mod:`.torch_kinds`)."""
+    from .torch_kinds import graph_op_of_module
 
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return "conv_transpose"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    cls = _torch_nn_class(module)
-    if cls is None:
-        return "other"
-    if cls.__name__ in _MODULE_NAME_KINDS:
-        return _MODULE_NAME_KINDS[cls.__name__]
-    return _MODULE_FILE_KINDS.get(cls.__module__, "other")
+    return graph_op_of_module(module)
 
 
 _FUNC_KINDS: dict[str, str] = {}
