@@ -253,6 +253,16 @@ FILE_LOADERS.update(
 )
 
 
+def _plugin_loader(suffix: str) -> FileLoader | None:
+    """The file loader an adapter plugin (entry point ``convscope.adapters``) offers for ``suffix``."""
+    if not suffix:
+        return None
+    from .adapters.registry import plugin_for_suffix
+
+    plugin = plugin_for_suffix(suffix)
+    return plugin.load_file if plugin is not None else None
+
+
 def load_model(
     spec: Any,
     *,
@@ -295,14 +305,14 @@ def load_model(
         if _FACTORY_RE.match(text) and not path.exists():
             model = _load_factory(text, parse_kwargs(kwargs))
             loaded = LoadedModel(model=model, name=text)
-        elif path.exists() or suffix in FILE_LOADERS or os.sep in text:
+        elif path.exists() or suffix in FILE_LOADERS or os.sep in text or _plugin_loader(suffix) is not None:
             if not path.exists():
                 raise ModelLoadError(f"model file not found: {path}")
             if path.is_dir():
                 raise ModelLoadError(f"{path} is a folder; give a model file or package.module:Factory")
             if path.stat().st_size == 0:
                 raise ModelLoadError(f"{path.name} is empty (0 bytes)")
-            loader = FILE_LOADERS.get(suffix)
+            loader = FILE_LOADERS.get(suffix) or _plugin_loader(suffix)
             if loader is None:
                 raise ModelLoadError(
                     f"{path.name}: unknown model file type {suffix or '(no extension)'!r}; supported: "
