@@ -45,7 +45,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _wrong_format(path: Path, kind: str, expected: str) -> ModelLoadError:
     """One-line error for a file whose content is not what its suffix says."""
-    from .adapters.torch_files import describe_format, suffix_for
+    from .adapters.sniff import describe_format, suffix_for
 
     if kind == "empty":
         return ModelLoadError(f"{path.name} is empty (0 bytes)")
@@ -114,7 +114,7 @@ def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -
         UntrustedFileError: the file needs full unpickling or is TorchScript and ``trust`` is False.
         ModelLoadError: missing, empty, truncated, corrupt or not a weights file.
     """
-    from .adapters.torch_files import sniff_format
+    from .adapters.sniff import sniff_format
 
     file = Path(path)
     if not file.exists():
@@ -212,7 +212,7 @@ FILE_LOADERS: dict[str, FileLoader] = {}
 def _load_torch_file(path: Path, trust: bool) -> LoadedModel:
     """MODEL given as ``.pt``/``.pth``/``.bin``/``.safetensors``: a TorchScript archive or a pickled model
     (both only with ``trust``); a plain state dict gets a message on how to give its architecture."""
-    from .adapters.torch_files import sniff_format
+    from .adapters.sniff import sniff_format
 
     if path.suffix.lower() != ".safetensors" and sniff_format(path) == "torchscript":
         from .adapters.torch_files import load_torchscript_file

@@ -100,7 +100,9 @@ class CallSite:
     @property
     def key(self) -> str:
         """Unique per call: ``name`` for the first call, ``name#1``, ``name#2``... for later ones."""
-        return self.name if self.call_index == 0 else f"{self.name}#{self.call_index}"
+        from ._capture import call_key
+
+        return call_key(self.name, self.call_index)
 
 
 OpCall = Callable[[CallSite, tuple, dict], Any]

@@ -37,6 +37,7 @@ import numpy as np
 from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, close_matches
+from ._capture import first_line
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 
 if TYPE_CHECKING:
@@ -113,9 +114,7 @@ def onnx_graph_op(op_type: str, domain: str = "") -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:300]
+    return first_line(exc)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ def check_onnx_model(model: Any) -> str | None:
 
 
 def _not_onnx(file: Path, problem: str) -> ModelLoadError:
-    from .torch_files import describe_format, sniff_format, suffix_for
+    from .sniff import describe_format, sniff_format, suffix_for
 
     kind = sniff_format(file)
     if kind not in ("onnx", "unknown"):

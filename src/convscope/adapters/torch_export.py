@@ -34,6 +34,7 @@ from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
 from .torch_state import host_copy
+from ._capture import call_key, first_line
 from .base import ActivationCallback, CaptureResult, InputSpec, LayerGradients, ModelAdapter
 from ..core.kinds import graph_op_of
 from .torch_files import kind_from_type_name
@@ -63,8 +64,7 @@ _ATEN_GRAPH_OPS = {
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return first_line(exc)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class _Call:
 
     @property
     def name(self) -> str:
-        return self.path if self.index == 0 else f"{self.path}#{self.index}"
+        return call_key(self.path, self.index)
 
 
 @dataclass
@@ -600,7 +600,7 @@ class ExportedProgramAdapter(ModelAdapter):
         def unique(base: str) -> str:
             count = names_used.get(base, 0)
             names_used[base] = count + 1
-            return base if count == 0 else f"{base}#{count}"
+            return call_key(base, count)
 
         call_name = {call.key: call.name for call in self._calls}
         for node in self._compute:

@@ -1,8 +1,5 @@
-"""PyTorch model files: what a file is (sniffed without unpickling), and TorchScript archives.
+"""PyTorch model files: TorchScript archives (what a file is comes from the framework-free :mod:`.sniff`).
 
-* :func:`sniff_format` looks at a file's first bytes and, for zip archives, at the member names
-  (the central directory only: nothing is decompressed or unpickled) and says what the file is,
-  so a wrong extension, a truncated archive or an unexpected format gets one clear message.
 * :class:`TorchScriptAdapter` shows a TorchScript module (``torch.jit.load``; only ever loaded with
   ``trust=True`` because TorchScript is code). TorchScript modules refuse forward hooks, so
   activations are captured by rewriting a copy of the inlined graph to also return the output of
@@ -14,8 +11,6 @@ torch is imported lazily inside the functions.
 from __future__ import annotations
 
 import re
-import struct
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +20,7 @@ import numpy as np
 from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, ModelLoadError, UnsupportedModelError
+from ._capture import call_key, first_line
 from .base import ActivationCallback, CaptureResult, InputSpec
 from .torch_adapter import TorchAdapter, _first_tensor
 from .torch_state import host_copy, preserved_model_state
@@ -38,113 +34,8 @@ __all__ = [
     "TorchScriptAdapter",
 ]
 
-# -------------------------------------------------------------------------------------------------
-# sniffing
-# -------------------------------------------------------------------------------------------------
-
-_FORMAT_HINTS: dict[str, str] = {
-    "torch-zip": "a PyTorch torch.save archive (.pt/.pth)",
-    "torch-legacy": "a legacy PyTorch pickle (.pt/.pth)",
-    "pickle": "a Python pickle",
-    "torchscript": "a TorchScript archive (.pt)",
-    "pt2": "a torch.export program (.pt2)",
-    "keras": "a Keras model archive (.keras)",
-    "zip": "a zip archive of unknown content",
-    "safetensors": "a safetensors weights file (.safetensors)",
-    "hdf5": "an HDF5 file (.h5)",
-    "onnx": "an ONNX model (.onnx)",
-    "png": "a PNG image",
-    "jpeg": "a JPEG image",
-    "npy": "a NumPy array (.npy)",
-    "text": "a text file",
-}
-
-_SUFFIX_FOR = {
-    "torch-zip": ".pt",
-    "torch-legacy": ".pt",
-    "torchscript": ".pt",
-    "pt2": ".pt2",
-    "keras": ".keras",
-    "safetensors": ".safetensors",
-    "hdf5": ".h5",
-    "onnx": ".onnx",
-}
-
-
-def _zip_kind(path: Path) -> str:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return "corrupt-zip"
-    if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n or n.startswith("code/") for n in names):
-        return "torchscript"
-    if any(n == "archive_format" or n.endswith("/archive_format") for n in names) or any(
-        "/models/" in n and n.endswith(".json") for n in names
-    ):
-        return "pt2"
-    if any(n.endswith("data.pkl") for n in names):
-        return "torch-zip"
-    if "config.json" in names and any(n.endswith(".h5") or n == "metadata.json" for n in names):
-        return "keras"
-    return "zip"
-
-
-def _looks_like_onnx(head: bytes) -> bool:
-    # ModelProto starts with field 1 (ir_version, varint, tag 0x08) and a small version number.
-    return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 0x40
-
-
-def sniff_format(path: str | Path) -> str:
-    """What ``path`` holds, from its first bytes (and a zip's member names); never unpickles.
-
-    Returns:
-        One of ``"empty"``, ``"torchscript"``, ``"pt2"``, ``"torch-zip"``, ``"keras"``, ``"zip"``,
-        ``"corrupt-zip"`` (zip signature but no readable central directory: truncated),
-        ``"torch-legacy"`` (pickle protocol 2, how old ``torch.save`` starts), ``"pickle"``,
-        ``"safetensors"``, ``"hdf5"``, ``"png"``, ``"jpeg"``, ``"npy"``, ``"onnx"`` (a guess from
-        the protobuf tag), ``"text"`` or ``"unknown"``.
-    """
-    file = Path(path)
-    with open(file, "rb") as handle:
-        head = handle.read(64)
-    if not head:
-        return "empty"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return _zip_kind(file)
-    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
-        return "torch-legacy" if head[1] == 2 else "pickle"
-    if len(head) >= 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and 0 < header_len < 100_000_000:
-            return "safetensors"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"\x89PNG"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if _looks_like_onnx(head):
-        return "onnx"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "unknown"
-    return "text" if all(ch.isprintable() or ch in "\r\n\t" for ch in text) else "unknown"
-
-
-def describe_format(kind: str) -> str:
-    """Words for a :func:`sniff_format` result, with the suffix it should have if known."""
-    words = _FORMAT_HINTS.get(kind, "a file of unknown type")
-    return words
-
-
-def suffix_for(kind: str) -> str | None:
-    """The file suffix convscope expects for a sniffed format, if it reads that format."""
-    return _SUFFIX_FOR.get(kind)
-
+# sniffing lives in the framework-free :mod:`.sniff`; re-exported here for older imports
+from .sniff import describe_format, sniff_format, suffix_for  # noqa: E402,F401
 
 def is_torchscript_file(path: str | Path) -> bool:
     """True if ``path`` is a TorchScript (``torch.jit.save``) archive. Reads only the zip directory."""
@@ -219,8 +110,7 @@ def load_torchscript_file(path: Path, trust: bool) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 class TorchScriptAdapter(TorchAdapter):
@@ -456,7 +346,7 @@ class TorchScriptAdapter(TorchAdapter):
                 clone.insertAfter(value.node())
                 clone.output().setType(value.type())
                 captured.append(clone.output())
-                keys.append(name if index == 0 else f"{name}#{index}")
+                keys.append(call_key(name, index))
         ret = graph.return_node()
         original = ret.input()
         packed = graph.create("prim::TupleConstruct", [original, *captured])
