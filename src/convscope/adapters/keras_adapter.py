@@ -977,6 +977,13 @@ def _keras_load(path: Path, trust: bool) -> Any:
                 f"{path.name} contains a Keras Lambda layer (Python code stored in the file), which safe mode refuses; "
                 f"if you trust its source pass --trust (trust=True)"
             ) from None
+        legacy_ops = [name for name in ("TFOpLambda", "SlicingOpLambda") if name in text]
+        if legacy_ops:
+            raise ModelLoadError(
+                f"{path.name} is a Keras 2 (tf.keras) model with TensorFlow-operation layers ({legacy_ops[0]}), which "
+                f"Keras 3 cannot rebuild; open it with tf-keras (pip install tf-keras; TF_USE_LEGACY_KERAS=1), rebuild "
+                f"those ops as Keras layers and re-save as .keras, or build the model in code and load_weights('{path.name}')"
+            ) from None
         if "Could not locate" in text or "custom_objects" in text or "register_keras_serializable" in text:
             raise ModelLoadError(
                 f"{path.name} uses a custom layer or model class Keras cannot find ({message}); import the module that "
