@@ -34,7 +34,7 @@ from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
 from .torch_state import host_copy
-from ._capture import call_key, first_line
+from ._capture import Collector, call_key, first_line
 from .base import ActivationCallback, CaptureResult, InputSpec, LayerGradients, ModelAdapter
 from ..core.kinds import graph_op_of
 from .torch_files import kind_from_type_name
@@ -475,7 +475,8 @@ class ExportedProgramAdapter(ModelAdapter):
             for call in self._calls:
                 if call.path == name:
                     targets.setdefault(_escaping_output(call.nodes), []).append(call.name)
-        result = CaptureResult()
+        collector = Collector(on_activation)
+        result = collector.result
 
         def record(node: Any, value: Any) -> None:
             keys = targets.get(node)
@@ -486,21 +487,15 @@ class ExportedProgramAdapter(ModelAdapter):
                 return
             host = host_copy(tensor)
             for key in keys:
-                result.shapes[key] = tuple(host.shape)
-                result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
-                if on_activation is not None:
-                    on_activation(key, host if len(keys) == 1 else host.copy())
-                else:
-                    result.activations[key] = host
+                collector.add(key, host if len(keys) == 1 or on_activation is None else host.copy(),
+                              str(tensor.dtype).replace("torch.", ""))
 
         output = self._run(self._input_tensor(batch), record)
         out_tensor = _first_tensor(output)
         if out_tensor is not None:
             result.output = host_copy(out_tensor)
         # model order (a call's name#k right after the first)
-        if on_activation is None:
-            order = [call.name for name in wanted for call in self._calls if call.path == name]
-            result.activations = {k: result.activations[k] for k in order if k in result.activations}
+        collector.order([call.name for name in wanted for call in self._calls if call.path == name])
         return result
 
     # -- gradients -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, ModelLoadError, UnsupportedModelError
-from ._capture import call_key, first_line
+from ._capture import Collector, call_key, first_line
 from .base import ActivationCallback, CaptureResult, InputSpec
 from .torch_adapter import TorchAdapter, _first_tensor
 from .torch_state import host_copy, preserved_model_state
@@ -288,18 +288,13 @@ class TorchScriptAdapter(TorchAdapter):
         out_tensor = _first_tensor(outputs[0])
         if out_tensor is not None:
             result.output = host_copy(out_tensor)
+        collector = Collector(on_activation)
+        collector.result.output = result.output
         for key, value in zip(keys, outputs[1:]):
             tensor = _first_tensor(value)
-            if tensor is None:
-                continue
-            host = host_copy(tensor)
-            result.shapes[key] = tuple(host.shape)
-            result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
-            if on_activation is not None:
-                on_activation(key, host)
-            else:
-                result.activations[key] = host
-        return result
+            if tensor is not None:
+                collector.add(key, host_copy(tensor), str(tensor.dtype).replace("torch.", ""))
+        return collector.result
 
     def _capture_function(self, wanted: list[str]) -> tuple[Any, list[str]]:
         """A TorchScript function ``(self, x) -> (output, *captured)`` over a copy of the inlined graph."""
