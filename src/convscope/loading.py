@@ -136,7 +136,7 @@ def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -
         except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
             raise ModelLoadError(f"{file.name} is not a valid safetensors file (truncated or corrupt?): {_first_line(exc)}") from None
     if kind == "torchscript":
-        from .adapters.torch_files import load_torchscript_file
+        from .adapters.torch.files import load_torchscript_file
 
         return load_torchscript_file(file, trust).model
     if kind == "safetensors":
@@ -215,7 +215,7 @@ def _load_torch_file(path: Path, trust: bool) -> LoadedModel:
     from .adapters.sniff import sniff_format
 
     if path.suffix.lower() != ".safetensors" and sniff_format(path) == "torchscript":
-        from .adapters.torch_files import load_torchscript_file
+        from .adapters.torch.files import load_torchscript_file
 
         return LoadedModel(model=load_torchscript_file(path, trust), name=path.name, info={"format": "torchscript"})
     obj = load_state_dict_file(path, trust=trust)
@@ -244,11 +244,11 @@ FILE_LOADERS.update(
         ".pth": _load_torch_file,
         ".bin": _load_torch_file,
         ".safetensors": _load_torch_file,
-        ".keras": _lazy(".adapters.keras_adapter", "load_keras_file"),
-        ".h5": _lazy(".adapters.keras_adapter", "load_keras_file"),
-        ".hdf5": _lazy(".adapters.keras_adapter", "load_keras_file"),
+        ".keras": _lazy(".adapters.keras.files", "load_keras_file"),
+        ".h5": _lazy(".adapters.keras.files", "load_keras_file"),
+        ".hdf5": _lazy(".adapters.keras.files", "load_keras_file"),
         ".onnx": _lazy(".adapters.onnx_adapter", "load_onnx_file"),
-        ".pt2": _lazy(".adapters.torch_export", "load_pt2_file"),
+        ".pt2": _lazy(".adapters.torch.export", "load_pt2_file"),
     }
 )
 

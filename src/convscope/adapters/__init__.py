@@ -19,16 +19,16 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
     # Keras first: with the torch backend a keras.Model is also a torch.nn.Module
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, keras.Model):
-        from .keras_adapter import KerasAdapter  # type: ignore[import-not-found]
+        from .keras.adapter import KerasAdapter
 
         return KerasAdapter(model)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.jit.ScriptModule):
-        from .torch_files import TorchScriptAdapter
+        from .torch.files import TorchScriptAdapter
 
         return TorchScriptAdapter(model, device=device)
     if torch is not None and isinstance(model, torch.export.ExportedProgram):
-        from .torch_export import ExportedProgramAdapter
+        from .torch.export import ExportedProgramAdapter
 
         return ExportedProgramAdapter(model)
     if torch is not None and isinstance(model, torch.nn.Module):
