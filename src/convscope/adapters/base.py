@@ -225,8 +225,8 @@ _REMEDY: dict[tuple[str, str], str] = {
     ("onnx", "gradients"): "ONNX has no autograd: use eigencam or scorecam, or load the torch model",
     ("torchscript", "gradients"): "TorchScript models are inspected without autograd here: load the eager model "
     "or a torch.export (.pt2) file",
-    ("torchscript", "graph"): "U-Net analysis is not available for TorchScript models (their module calls cannot be "
-    "traced); export the model with torch.export.save (.pt2) or to ONNX and give that file instead",
+    ("torchscript", "graph"): "their module calls cannot be traced; export the model with torch.export.save (.pt2) "
+    "or to ONNX and give that file instead",
     ("*", "gradients"): "this adapter has no gradients: load the model in PyTorch, Keras or as a .pt2 file",
     ("*", "graph"): "U-Net analysis needs the model's dataflow graph, which convscope can trace for PyTorch, .pt2, "
     "Keras functional and ONNX models",
@@ -235,6 +235,10 @@ _REMEDY: dict[tuple[str, str], str] = {
     ("*", "cpu_sharing"): "this adapter cannot share CPU cores",
     ("*", "streaming"): "this adapter collects every activation before handing them over; capture fewer layers",
 }
+
+
+_DISPLAY = {"torch": "PyTorch", "torchscript": "TorchScript", "torch.export": ".pt2 (torch.export)", "onnx": "ONNX",
+            "keras": "Keras"}
 
 
 def _framework(adapter: Any) -> str:
@@ -271,7 +275,8 @@ def require(adapter: Any, name: str, *, what: str | None = None) -> Any:
     framework = _framework(adapter)
     remedy = _REMEDY.get((framework, name)) or _REMEDY.get(("*", name), "")
     label = what or name
-    raise UnsupportedModelError(f"{label} is not available for {framework} models: {remedy}")
+    shown = _DISPLAY.get(framework, framework)
+    raise UnsupportedModelError(f"{label} is not available for {shown} models: {remedy}")
 
 
 @dataclass

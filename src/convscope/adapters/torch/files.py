@@ -254,12 +254,9 @@ class TorchScriptAdapter(TorchAdapter):
             bias=bias,
         )
 
-    def unet_backend(self) -> Any:
-        """No U-Net view for TorchScript (module calls cannot be traced); raises with the way out."""
-        raise UnsupportedModelError(
-            "U-Net analysis is not available for TorchScript models (their module calls cannot be traced); "
-            "export the model with torch.export.save (.pt2) or to ONNX and give that file instead"
-        )
+    # no U-Net backend: TorchScript module calls cannot be traced op by op (``None`` opts out of the
+    # ProvidesUNetBackend protocol that TorchAdapter declares; convscope.adapters.base.require words it)
+    unet_backend = None  # type: ignore[assignment]
 
     # -- capture -------------------------------------------------------------------------------
     def capture(
