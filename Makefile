@@ -27,7 +27,7 @@ test: $(STAMP)
 	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile
 	# the Keras suites again on Keras's other backends (TensorFlow is Keras's default)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --dist loadfile $(KERAS_TESTS)
-	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist loadfile $(KERAS_TESTS)
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu $(PY) -m pytest -q -n 2 --dist loadfile $(KERAS_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
