@@ -113,6 +113,16 @@ class KerasAdapter(ModelAdapter):
     def model(self) -> Any:
         return self._model
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Ray actors, multiprocessing): the cached capture models are rebuilt on use.
+
+        (The same method as wave2/i14's, carried here because this file moved from keras_adapter.py.)
+        """
+        state = self.__dict__.copy()
+        state["_capture_models"] = {}
+        state["_entries"] = None  # holds layer objects of this process's model
+        return state
+
     # -- structure -----------------------------------------------------------------------------
     def _root_graph(self) -> Any | None:
         return graph_of(self._model)
