@@ -82,3 +82,19 @@ def test_pt2_and_keras_declare_gradients(tmp_path):
     assert capabilities(k)["gradients"] and capabilities(k)["graph"]
     assert np.isfinite(k.gradients(np.ones((1, 1, 8, 8), np.float32), [k.layers()[0].name], __import__(
         "convscope.core.objective", fromlist=["ChannelObjective"]).ChannelObjective()).score).all()
+
+
+def test_torchscript_opts_out_of_graph_and_gradients_with_a_way_out():
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter = adapter_for(torch.jit.script(nn.Sequential(nn.Conv2d(1, 2, 3))))
+    caps = capabilities(adapter)
+    assert caps["capture"] and caps["kernels"] and not caps["graph"] and not caps["gradients"]
+    with pytest.raises(UnsupportedModelError, match=r"not available for TorchScript models: .*\.pt2"):
+        require(adapter, "gradients", what="Grad-CAM")
+    with pytest.raises(UnsupportedModelError, match="U-Net analysis is not available for TorchScript models"):
+        unet_backend_for(adapter)

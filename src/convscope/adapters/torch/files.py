@@ -257,6 +257,9 @@ class TorchScriptAdapter(TorchAdapter):
     # no U-Net backend: TorchScript module calls cannot be traced op by op (``None`` opts out of the
     # ProvidesUNetBackend protocol that TorchAdapter declares; convscope.adapters.base.require words it)
     unet_backend = None  # type: ignore[assignment]
+    # nor gradients: TorchScript refuses the forward hooks the eager adapter's gradients() uses
+    # (opts out of SupportsGradients; require() says to load the eager model or a .pt2)
+    gradients = None  # type: ignore[assignment]
 
     # -- capture -------------------------------------------------------------------------------
     def capture(
