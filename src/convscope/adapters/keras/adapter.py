@@ -487,7 +487,7 @@ class KerasAdapter(ModelAdapter):
             for i, ref in enumerate(out_refs):
                 history = getattr(ref, "_keras_history", None)
                 op = history.operation if history is not None else None
-                if op is not None and _is_squash(op):
+                if history is not None and op is not None and _is_squash(op):
                     squash_nodes[id(op._inbound_nodes[history.node_index])] = i
         chosen: dict[str, Any] = {}
 

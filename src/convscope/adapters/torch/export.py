@@ -769,10 +769,10 @@ def _merge_input_sums(unit: _Unit, owner: dict[Any, str], kept: dict[str, Any], 
     for arg, part in pieces:
         uid = owner.get(arg)
         value = kept.get(uid) if uid is not None else None
-        if value is None:
+        if uid is None or value is None:
             continue
         (total,) = merge_input_sums(grad, [host_copy(value)], [part])
-        sums[uid] = sums.get(uid, 0.0) + total  # type: ignore[index]
+        sums[uid] = sums.get(uid, 0.0) + total
     return tuple(sums.get(i, float("nan")) for i in inputs)
 
 
