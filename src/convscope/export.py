@@ -197,11 +197,10 @@ def write_activations(
 
         # the forward pass leaves cores to the folder's rendering threads while they have activations
         # to draw (adapters that can; volumes, drawn in the forward pass, leave nothing queued)
-        from .adapters.base import SupportsCpuSharing
+        from .adapters.base import SupportsCpuSharing  # a declared capability, not a getattr probe
 
-        adapter = scope.adapter
+        sharing = scope.adapter.sharing_cpu if isinstance(scope.adapter, SupportsCpuSharing) else None
         busy = lambda: folder.pending_bytes > 0  # noqa: E731
-        sharing = adapter.sharing_cpu(folder.workers, busy) if isinstance(adapter, SupportsCpuSharing) else None
-        with sharing if sharing is not None else contextlib.nullcontext():
+        with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
             scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
     return folder.path / "manifest.json"
