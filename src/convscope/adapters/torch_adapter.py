@@ -14,6 +14,7 @@ import numpy as np
 from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, close_matches
+from ._capture import call_key
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 from .torch_state import host_copy, preserved_model_state
 
@@ -286,7 +287,7 @@ class TorchAdapter(ModelAdapter):
                     return
                 count = calls.get(name, 0)
                 calls[name] = count + 1
-                key = name if count == 0 else f"{name}#{count}"
+                key = call_key(name, count)
                 # clone inside the hook: later in-place ops (ReLU(inplace=True)) must not reach it
                 host = host_copy(tensor)
                 result.shapes[key] = tuple(host.shape)

@@ -220,11 +220,14 @@ class _Tracer:
         self.prov[id(tensor)] = (weakref.ref(tensor), node_id)
 
     def unique(self, base: str) -> str:
+        """``base``, then ``base#1``, ``base#2``... skipping taken names (:func:`.._capture.call_key`)."""
+        from ._capture import call_key
+
         count = self.counts.get(base, 0)
-        name = base if count == 0 else f"{base}#{count}"
+        name = call_key(base, count)
         while name in self.taken:
             count += 1
-            name = f"{base}#{count}"
+            name = call_key(base, count)
         self.counts[base] = count + 1
         self.taken.add(name)
         return name
