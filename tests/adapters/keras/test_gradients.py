@@ -100,3 +100,18 @@ def test_depthwise_half_of_a_separable_conv_says_what_to_ask_for():
         KerasAdapter(model).gradients(image(1, (2, 8, 8)), ["sep"], ChannelObjective())
     got = KerasAdapter(model).gradients(image(1, (2, 8, 8)), ["sep:pointwise"], ChannelObjective())
     assert got.gradients["sep:pointwise"].shape == (1, 3, 6, 6)
+
+
+def test_deep_supervision_outputs_default_to_the_full_resolution_one():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 1))
+    c = L.Conv2D(3, 3, padding="same", name="c")(inputs)
+    low = L.Conv2D(2, 1, name="low")(L.MaxPooling2D(name="pool")(c))
+    full = L.Conv2D(2, 1, name="full")(c)
+    adapter = KerasAdapter(keras.Model(inputs, [low, full]))
+    x = image(1, (1, 8, 8))
+    got = adapter.gradients(x, ["c"], ChannelObjective(channel=0))
+    assert got.output_name == "output[1]" and got.output.shape == (1, 2, 8, 8)
+    first = adapter.gradients(x, ["c"], ChannelObjective(channel=0, output=0))
+    assert first.output_name == "output[0]" and first.output.shape == (1, 2, 4, 4)
+    assert not np.allclose(first.gradients["c"], got.gradients["c"])
