@@ -7,6 +7,7 @@ Nothing here imports a framework; adapters hand in host numpy arrays (or, for
   and source dtype, and either keeps the array or hands it to the callback at once (not kept).
 - :func:`call_key` / :class:`CallNamer`: ``name`` for a module's first call, ``name#1``, ``name#2``...
   for later calls (the ``#k`` names of captures, graphs and gradients).
+- :func:`check_batch`: the one "batch must be a numeric (N, C, *spatial) array" check.
 - :func:`forward_failed`: the one "the model's forward pass failed ..." error.
 - :func:`first_line`: the first line of an exception's message, for one-line errors.
 - :func:`named_outputs`: ``"output"``, ``"output[i]"``, ``"output['key']"`` names of a model's
@@ -23,7 +24,7 @@ import numpy as np
 from ..errors import ConvscopeError
 from .base import ActivationCallback, CaptureResult
 
-__all__ = ["Collector", "CallNamer", "call_key", "forward_failed", "first_line", "named_outputs"]
+__all__ = ["Collector", "CallNamer", "call_key", "check_batch", "forward_failed", "first_line", "named_outputs"]
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -61,6 +62,16 @@ class CallNamer:
     def index(self, base: str) -> int:
         """How many names were given out for ``base`` so far."""
         return self.counts.get(base, 0)
+
+
+def check_batch(batch: Any) -> np.ndarray:
+    """``batch`` as a numpy array, or ONE ConvscopeError if it is not a numeric ``(N, C, *spatial)`` array."""
+    arr = np.asarray(batch)
+    if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
+        raise ConvscopeError(
+            f"batch must be a numeric (N, C, *spatial) array (channels first), got shape {arr.shape} {arr.dtype}"
+        )
+    return arr
 
 
 def forward_failed(exc: BaseException, shape: tuple[int, ...], *, hint: str | None = None) -> ConvscopeError:

@@ -611,11 +611,9 @@ def trace_torch(
         raise UnsupportedModelError(
             "TorchScript models cannot be traced op by op; load the eager (Python) model to analyse its dataflow"
         )
-    arr = np.asarray(batch)
-    if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
-        raise ConvscopeError(
-            f"batch must be a numeric (N, C, *spatial) array (channels first), got shape {arr.shape} {arr.dtype}"
-        )
+    from ._capture import check_batch
+
+    arr = check_batch(batch)
     want_grad = gradient_merges is not None
     retain_all = want_grad or callable(keep) or keep == "all"
     fixed_keep = set() if keep is None or retain_all else set(_as_id_list(keep))

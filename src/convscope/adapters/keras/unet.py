@@ -90,17 +90,13 @@ class KerasUNetBackend:
         from keras import tree
 
         from ...core.merges import merge_input_sums, nan_sums, skip_cotangent
-        from .._capture import forward_failed
+        from .._capture import check_batch, forward_failed
         from .adapter import call_with_training, run_in_call_context
         from .grad import vjp_through
 
         adapter = self.adapter
         root = adapter.needs_graph("find a U-Net in")
-        arr = np.asarray(batch)
-        if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
-            raise ConvscopeError(
-                f"batch must be a numeric (N, C, *spatial) array (channels first), got shape {arr.shape} {arr.dtype}"
-            )
+        arr = check_batch(batch)
         ref = root.inputs[0]
         history = getattr(ref, "_keras_history", None)
         input_name = history.operation.name if history is not None and history.operation is not None else "input"
