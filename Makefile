@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.convscope-installed
+# the tests that run once per Keras backend (torch, tensorflow, jax)
+KERAS_TESTS := tests/adapters/keras tests/parity
 
 .PHONY: demo test bench install clean
 
@@ -11,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of torch first, so nothing pulls a CUDA build
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,keras-tf,keras-jax]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +26,9 @@ test: $(STAMP)
 	bash scripts/ensure-poppler.sh
 	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile
+	# the Keras suites again on Keras's other backends (TensorFlow is Keras's default)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --dist loadfile $(KERAS_TESTS)
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu $(PY) -m pytest -q -n 2 --dist loadfile $(KERAS_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -275,7 +275,9 @@ def write_activations(
 
         # the forward pass leaves cores to the folder's rendering threads while they have activations
         # to draw (adapters that can; volumes, drawn in the forward pass, leave nothing queued)
-        sharing = getattr(scope.adapter, "sharing_cpu", None)
+        from .adapters.base import SupportsCpuSharing  # a declared capability, not a getattr probe
+
+        sharing = scope.adapter.sharing_cpu if isinstance(scope.adapter, SupportsCpuSharing) else None
         busy = lambda: folder.pending_bytes > 0  # noqa: E731
         with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
             result = scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)

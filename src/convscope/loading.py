@@ -15,34 +15,13 @@ import pickle
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adapters.base import LoadedModel
 from .errors import ModelLoadError, UntrustedFileError
 
 __all__ = ["LoadedModel", "load_model", "parse_kwargs", "load_state_dict_file", "FILE_LOADERS"]
-
-
-@dataclass
-class LoadedModel:
-    """A model plus what convscope knows about its input.
-
-    Attributes:
-        model: the framework model (or a ModelAdapter for file formats that need one).
-        name: a display name (``demo:unet``, ``mypkg.nets:UNet``, ``model.onnx``).
-        input_shape: ``(1, C, *spatial)`` if known (demo models, fixed-size files), else None.
-        normalize: default ``--normalize`` for this model, if it has one.
-        sample: a function returning a ``(C, *spatial)`` float32 sample input, for demos.
-        info: free-form facts for manifests.
-    """
-
-    model: Any
-    name: str
-    input_shape: tuple[int, ...] | None = None
-    normalize: str | None = None
-    sample: Callable[[int], Any] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -67,7 +46,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _wrong_format(path: Path, kind: str, expected: str) -> ModelLoadError:
     """One-line error for a file whose content is not what its suffix says."""
-    from .adapters.torch_files import describe_format, suffix_for
+    from .adapters.sniff import describe_format, suffix_for
 
     if kind == "empty":
         return ModelLoadError(f"{path.name} is empty (0 bytes)")
@@ -136,7 +115,7 @@ def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -
         UntrustedFileError: the file needs full unpickling or is TorchScript and ``trust`` is False.
         ModelLoadError: missing, empty, truncated, corrupt or not a weights file.
     """
-    from .adapters.torch_files import sniff_format
+    from .adapters.sniff import sniff_format
 
     file = Path(path)
     if not file.exists():
@@ -158,7 +137,7 @@ def load_state_dict_file(path: str | os.PathLike[str], *, trust: bool = False) -
         except Exception as exc:  # noqa: BLE001 - any parser failure is a corrupt file
             raise ModelLoadError(f"{file.name} is not a valid safetensors file (truncated or corrupt?): {_first_line(exc)}") from None
     if kind == "torchscript":
-        from .adapters.torch_files import load_torchscript_file
+        from .adapters.torch.files import load_torchscript_file
 
         return load_torchscript_file(file, trust).model
     if kind == "safetensors":
@@ -259,10 +238,10 @@ FILE_LOADERS: dict[str, FileLoader] = {}
 def _load_torch_file(path: Path, trust: bool) -> LoadedModel:
     """MODEL given as ``.pt``/``.pth``/``.bin``/``.safetensors``: a TorchScript archive or a pickled model
     (both only with ``trust``); a plain state dict gets a message on how to give its architecture."""
-    from .adapters.torch_files import sniff_format
+    from .adapters.sniff import sniff_format
 
     if path.suffix.lower() != ".safetensors" and sniff_format(path) == "torchscript":
-        from .adapters.torch_files import load_torchscript_file
+        from .adapters.torch.files import load_torchscript_file
 
         return LoadedModel(model=load_torchscript_file(path, trust), name=path.name, info={"format": "torchscript"})
     obj = load_state_dict_file(path, trust=trust)
@@ -291,13 +270,23 @@ FILE_LOADERS.update(
         ".pth": _load_torch_file,
         ".bin": _load_torch_file,
         ".safetensors": _load_torch_file,
-        ".keras": _lazy(".adapters.keras_adapter", "load_keras_file"),
-        ".h5": _lazy(".adapters.keras_adapter", "load_keras_file"),
-        ".hdf5": _lazy(".adapters.keras_adapter", "load_keras_file"),
+        ".keras": _lazy(".adapters.keras.files", "load_keras_file"),
+        ".h5": _lazy(".adapters.keras.files", "load_keras_file"),
+        ".hdf5": _lazy(".adapters.keras.files", "load_keras_file"),
         ".onnx": _lazy(".adapters.onnx_adapter", "load_onnx_file"),
-        ".pt2": _lazy(".adapters.torch_export", "load_pt2_file"),
+        ".pt2": _lazy(".adapters.torch.export", "load_pt2_file"),
     }
 )
+
+
+def _plugin_loader(suffix: str) -> FileLoader | None:
+    """The file loader an adapter plugin (entry point ``convscope.adapters``) offers for ``suffix``."""
+    if not suffix:
+        return None
+    from .adapters.registry import plugin_for_suffix
+
+    plugin = plugin_for_suffix(suffix)
+    return plugin.load_file if plugin is not None else None
 
 
 def load_model(
@@ -346,14 +335,14 @@ def load_model(
         if _FACTORY_RE.match(text) and not path.exists():
             model = _load_factory(text, parse_kwargs(kwargs))
             loaded = LoadedModel(model=model, name=text)
-        elif path.exists() or suffix in FILE_LOADERS or os.sep in text:
+        elif path.exists() or suffix in FILE_LOADERS or os.sep in text or _plugin_loader(suffix) is not None:
             if not path.exists():
                 raise ModelLoadError(f"model file not found: {path}")
             if path.is_dir():
                 raise ModelLoadError(f"{path} is a folder; give a model file or package.module:Factory")
             if path.stat().st_size == 0:
                 raise ModelLoadError(f"{path.name} is empty (0 bytes)")
-            loader = FILE_LOADERS.get(suffix)
+            loader = FILE_LOADERS.get(suffix) or _plugin_loader(suffix)
             if loader is None:
                 raise ModelLoadError(
                     f"{path.name}: unknown model file type {suffix or '(no extension)'!r}; supported: "

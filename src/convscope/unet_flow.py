@@ -77,29 +77,31 @@ class UNetBackend(Protocol):
 def unet_backend_for(obj: Any, device: Any = None) -> UNetBackend:
     """The :class:`UNetBackend` for a backend, a model adapter or a bare model.
 
-    Accepts an object that already implements the protocol, an adapter with a ``unet_backend()``
-    method, a torch adapter (``.framework == "torch"``, ``.model``, ``.device``) or a bare
-    ``torch.nn.Module``.
+    Accepts an object that declares :class:`~convscope.adapters.base.SupportsGraphCapture` (a
+    backend, or an adapter that is its own backend: ONNX, ``.pt2``), an adapter that declares
+    :class:`~convscope.adapters.base.ProvidesUNetBackend` (torch, Keras), or a bare
+    ``torch.nn.Module`` / Keras model (wrapped in its adapter first).
 
     Raises:
-        UnsupportedModelError: no U-Net backend exists for this framework yet.
+        UnsupportedModelError: no U-Net backend exists for this framework (the message says what would).
     """
-    if hasattr(obj, "capture_graph"):
-        return obj
-    if hasattr(obj, "unet_backend"):
-        return obj.unet_backend()
-    model = getattr(obj, "model", obj)
-    from .adapters.torch_adapter import is_torch_module
+    from .adapters.base import ModelAdapter, ProvidesUNetBackend, SupportsGraphCapture, require
 
-    if is_torch_module(model):
-        from .adapters.torch_graph import TorchUNetBackend
+    if isinstance(obj, SupportsGraphCapture):
+        return obj  # type: ignore[return-value]
+    if isinstance(obj, ProvidesUNetBackend):
+        return obj.unet_backend()  # type: ignore[return-value]
+    if not isinstance(obj, ModelAdapter):
+        from .adapters import adapter_for
 
-        return TorchUNetBackend(model, device=getattr(obj, "device", None) or device)
-    framework = getattr(obj, "framework", type(model).__name__)
-    raise UnsupportedModelError(
-        f"U-Net analysis is not available for {framework} models yet: it needs the model's dataflow graph, "
-        "which convscope can trace for PyTorch models (load the PyTorch version of the model)"
-    )
+        try:
+            adapter = adapter_for(obj, device=device)
+        except TypeError:
+            adapter = None
+        if adapter is not None:
+            return unet_backend_for(adapter, device)
+    require(obj, "graph", what="U-Net analysis")
+    raise AssertionError("unreachable")  # require raised
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Parity tests: Keras on the torch backend; Keras's numpy-2 conversion warning silenced."""
+"""Parity tests: Keras on KERAS_BACKEND (torch unless set); Keras's numpy-2 conversion warning silenced."""
 
 from __future__ import annotations
 

@@ -11,22 +11,24 @@ __all__ = ["ModelAdapter", "adapter_for"]
 
 
 def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
-    """Pick the adapter for ``model``: a torch ``nn.Module``, a Keras 3 model, an ONNX model, or an adapter."""
+    """Pick the adapter for ``model``: a torch ``nn.Module``, a Keras 3 model, an ONNX model, an adapter,
+    or a model a registered plugin handles (:mod:`convscope.adapters.registry`, entry point group
+    ``convscope.adapters``)."""
     if isinstance(model, ModelAdapter):
         return model
     # Keras first: with the torch backend a keras.Model is also a torch.nn.Module
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, keras.Model):
-        from .keras_adapter import KerasAdapter  # type: ignore[import-not-found]
+        from .keras.adapter import KerasAdapter
 
         return KerasAdapter(model)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.jit.ScriptModule):
-        from .torch_files import TorchScriptAdapter
+        from .torch.files import TorchScriptAdapter
 
         return TorchScriptAdapter(model, device=device)
     if torch is not None and isinstance(model, torch.export.ExportedProgram):
-        from .torch_export import ExportedProgramAdapter
+        from .torch.export import ExportedProgramAdapter
 
         return ExportedProgramAdapter(model)
     if torch is not None and isinstance(model, torch.nn.Module):
@@ -38,7 +40,13 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
         from .onnx_adapter import OnnxAdapter  # type: ignore[import-not-found]
 
         return OnnxAdapter(model)
+    from .registry import plugin_for_model
+
+    plugin = plugin_for_model(model)
+    if plugin is not None:
+        return plugin.adapter(model, device=device)
     raise TypeError(
         f"convscope cannot inspect a {type(model).__module__}.{type(model).__name__}; give a torch.nn.Module, "
-        f"a Keras 3 model, an ONNX model, or a model file/spec to convscope.load()"
+        f"a Keras 3 model, an ONNX model, or a model file/spec to convscope.load() (other frameworks plug in "
+        f"through the 'convscope.adapters' entry point group)"
     )

@@ -1,8 +1,29 @@
-"""The contract every framework adapter fulfils. Everything it returns is numpy, canonical layout."""
+"""The contract every framework adapter fulfils. Everything it returns is numpy, canonical layout.
+
+Besides :class:`ModelAdapter` (layers, input spec, kernels, one-pass capture) an adapter *declares*
+optional capabilities by implementing ``typing.Protocol`` classes checked with ``isinstance``
+(never ``getattr`` probes):
+
+=========================  ==============================================================
+:class:`SupportsCapture`     ``capture(batch, layers, on_activation=..., train_mode=...)``
+:class:`SupportsKernels`     ``kernel(layer) -> KernelBank``
+:class:`SupportsGraphCapture`  ``capture_graph(batch, request, target=, mask=)`` (U-Net backend)
+:class:`ProvidesUNetBackend`  ``unet_backend() -> SupportsGraphCapture``
+:class:`SupportsGradients`   ``gradients(batch, layers, objective, with_input=)``
+:class:`SupportsCpuSharing`  ``sharing_cpu(consumer_threads, busy)`` context manager
+:class:`SupportsStreaming`   ``streams_activations`` is True: ``capture(on_activation=)`` hands
+                             each activation over as the forward pass produces it
+=========================  ==============================================================
+
+:func:`require` turns a missing capability into ONE :class:`~convscope.errors.UnsupportedModelError`
+naming what would provide it. :class:`LoadedModel` (what loaders return) lives here too, so that
+nothing in ``adapters/`` imports the top-level ``loading`` module.
+"""
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -10,11 +31,29 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..core.graph import CaptureRequest, Graph, GraphCapture
     from ..core.kernels import KernelBank
     from ..core.objective import Objective
     from ..core.layers import LayerInfo
 
-__all__ = ["ModelAdapter", "InputSpec", "CaptureResult", "ActivationCallback", "LayerGradients", "SupportsGradients"]
+__all__ = [
+    "ModelAdapter",
+    "InputSpec",
+    "CaptureResult",
+    "ActivationCallback",
+    "LayerGradients",
+    "LoadedModel",
+    "SupportsCapture",
+    "SupportsKernels",
+    "SupportsGraphCapture",
+    "ProvidesUNetBackend",
+    "SupportsGradients",
+    "SupportsCpuSharing",
+    "SupportsStreaming",
+    "CAPABILITIES",
+    "capabilities",
+    "require",
+]
 
 ActivationCallback = Callable[[str, np.ndarray], None]
 """Called as ``callback(layer_name, array)`` with each captured activation as soon as it exists
@@ -105,10 +144,169 @@ class SupportsGradients(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsCapture(Protocol):
+    """Capability: activations of named layers from ONE forward pass (see :meth:`ModelAdapter.capture`)."""
+
+    def capture(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[str],
+        *,
+        on_activation: ActivationCallback | None = None,
+        train_mode: bool = False,
+    ) -> CaptureResult: ...
+
+
+@runtime_checkable
+class SupportsKernels(Protocol):
+    """Capability: convolution kernels in canonical ``(out, in/groups, *k)`` layout."""
+
+    def kernel(self, layer: str) -> KernelBank: ...
+
+
+@runtime_checkable
+class SupportsGraphCapture(Protocol):
+    """Capability (the U-Net backend): the dataflow graph, node values and per-merge gradient sums.
+
+    ``capture_graph`` runs the model once on ``batch``, builds the :class:`~convscope.core.graph.Graph`,
+    calls ``request(graph)`` (which may raise ``NotAUNet``) and returns the requested node values and,
+    for the requested merges, per input ``sum |x * dS/dx|`` from one backward pass.
+    """
+
+    def capture_graph(
+        self,
+        batch: np.ndarray,
+        request: Callable[[Graph], CaptureRequest],
+        *,
+        target: int | None = None,
+        mask: Any = None,
+    ) -> GraphCapture: ...
+
+
+@runtime_checkable
+class ProvidesUNetBackend(Protocol):
+    """Capability: an adapter whose U-Net backend is a separate object."""
+
+    def unet_backend(self) -> SupportsGraphCapture: ...
+
+
+@runtime_checkable
+class SupportsCpuSharing(Protocol):
+    """Capability: leave CPU cores to a consumer (rendering threads) while capturing."""
+
+    def sharing_cpu(
+        self, consumer_threads: int, busy: Callable[[], bool] | None = None
+    ) -> contextlib.AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class SupportsStreaming(Protocol):
+    """Capability: ``capture(on_activation=...)`` hands each activation over *as the forward pass
+    produces it*, so peak memory does not grow with the number of captured layers.
+
+    Adapters declare it with ``streams_activations = True``; one that collects every activation
+    first (one multi-output call) sets it False, and callers estimate memory for all layers at once.
+    """
+
+    streams_activations: bool
+
+
+CAPABILITIES: dict[str, type] = {
+    "capture": SupportsCapture,
+    "kernels": SupportsKernels,
+    "graph": SupportsGraphCapture,
+    "gradients": SupportsGradients,
+    "cpu_sharing": SupportsCpuSharing,
+}
+"""Capability name -> protocol, for :func:`capabilities` and :func:`require`."""
+
+_REMEDY: dict[tuple[str, str], str] = {
+    ("onnx", "gradients"): "ONNX has no autograd: use eigencam or scorecam, or load the torch model",
+    ("torchscript", "gradients"): "TorchScript models are inspected without autograd here: load the eager model "
+    "or a torch.export (.pt2) file",
+    ("torchscript", "graph"): "their module calls cannot be traced; export the model with torch.export.save (.pt2) "
+    "or to ONNX and give that file instead",
+    ("*", "gradients"): "this adapter has no gradients: load the model in PyTorch, Keras or as a .pt2 file",
+    ("*", "graph"): "U-Net analysis needs the model's dataflow graph, which convscope can trace for PyTorch, .pt2, "
+    "Keras functional and ONNX models",
+    ("*", "kernels"): "this adapter cannot read kernels",
+    ("*", "capture"): "this adapter cannot capture activations",
+    ("*", "cpu_sharing"): "this adapter cannot share CPU cores",
+    ("*", "streaming"): "this adapter collects every activation before handing them over; capture fewer layers",
+}
+
+
+_DISPLAY = {"torch": "PyTorch", "torchscript": "TorchScript", "torch.export": ".pt2 (torch.export)", "onnx": "ONNX",
+            "keras": "Keras"}
+
+
+def _framework(adapter: Any) -> str:
+    framework = str(getattr(type(adapter), "framework", "") or type(adapter).__name__)
+    return framework.lower()
+
+
+def has_capability(adapter: Any, name: str) -> bool:
+    """Whether ``adapter`` declares capability ``name`` (a key of :data:`CAPABILITIES` or ``"streaming"``)."""
+    if name == "streaming":
+        return isinstance(adapter, SupportsStreaming) and adapter.streams_activations is True
+    if name == "graph":
+        return isinstance(adapter, (SupportsGraphCapture, ProvidesUNetBackend))
+    return isinstance(adapter, CAPABILITIES[name])
+
+
+def capabilities(adapter: Any) -> dict[str, bool]:
+    """Every capability name -> whether ``adapter`` declares it (for manifests and ARCHITECTURE.md)."""
+    return {name: has_capability(adapter, name) for name in (*CAPABILITIES, "streaming")}
+
+
+def require(adapter: Any, name: str, *, what: str | None = None) -> Any:
+    """``adapter`` if it declares capability ``name``, else ONE UnsupportedModelError naming what would provide it.
+
+    Args:
+        adapter: a model adapter.
+        name: ``"capture"``, ``"kernels"``, ``"graph"``, ``"gradients"``, ``"cpu_sharing"`` or ``"streaming"``.
+        what: the user-facing action, for the message (default: the capability name).
+    """
+    if has_capability(adapter, name):
+        return adapter
+    from ..errors import UnsupportedModelError
+
+    framework = _framework(adapter)
+    remedy = _REMEDY.get((framework, name)) or _REMEDY.get(("*", name), "")
+    label = what or name
+    shown = _DISPLAY.get(framework, framework)
+    raise UnsupportedModelError(f"{label} is not available for {shown} models: {remedy}")
+
+
+@dataclass
+class LoadedModel:
+    """A model plus what convscope knows about its input.
+
+    Attributes:
+        model: the framework model (or a ModelAdapter for file formats that need one).
+        name: a display name (``demo:unet``, ``mypkg.nets:UNet``, ``model.onnx``).
+        input_shape: ``(1, C, *spatial)`` if known (demo models, fixed-size files), else None.
+        normalize: default ``--normalize`` for this model, if it has one.
+        sample: a function returning a ``(C, *spatial)`` float32 sample input, for demos.
+        info: free-form facts for manifests.
+    """
+
+    model: Any
+    name: str
+    input_shape: tuple[int, ...] | None = None
+    normalize: str | None = None
+    sample: Callable[[int], Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class ModelAdapter(abc.ABC):
     """One model in one framework, seen through convscope's framework-free types."""
 
     framework: str = "?"
+    streams_activations: bool = False
+    """True when ``capture(on_activation=...)`` hands each activation over as it is produced
+    (:class:`SupportsStreaming`); False when all are collected in one call first."""
 
     @property
     @abc.abstractmethod

@@ -37,11 +37,12 @@ import numpy as np
 from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, close_matches
+from ._capture import first_line
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 
 if TYPE_CHECKING:
     from ..core.graph import GraphCapture
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
 __all__ = [
     "OnnxAdapter",
@@ -57,27 +58,10 @@ __all__ = [
 # op kinds
 # -------------------------------------------------------------------------------------------------
 
-_LAYER_KINDS: dict[str, str] = {}
-_GRAPH_OPS: dict[str, str] = {}
+# THE ONNX kind table: op type (default domain) -> core.kinds.KIND; layer kinds and graph op kinds
+# both derive from it (convscope.core.kinds.layer_kind_of / graph_op_of).
+_ONNX_KINDS: dict[str, str] = {}
 for _kind, _ops in {
-    "conv": ("Conv",),
-    "conv_transpose": ("ConvTranspose",),
-    "linear": ("Gemm", "MatMul"),
-    "norm": ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
-             "LpNormalization", "LRN", "MeanVarianceNormalization", "RMSNormalization"),
-    "activation": ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "Softmax",
-                   "LogSoftmax", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
-                   "Clip", "Swish"),
-    "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-             "SpaceToDepth"),
-    "upsample": ("Resize", "Upsample", "DepthToSpace"),
-    "dropout": ("Dropout",),
-    "merge": ("Concat", "Add", "Sum", "Mul", "Sub", "Div", "Mean", "Max", "Min"),
-}.items():
-    for _op in _ops:
-        _LAYER_KINDS[_op] = _kind
-
-for _graph_op, _ops in {
     "conv": ("Conv",),
     "conv_transpose": ("ConvTranspose",),
     "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
@@ -88,10 +72,14 @@ for _graph_op, _ops in {
     "sub": ("Sub",),
     "mul": ("Mul",),
     "div": ("Div",),
+    "join": ("Mean", "Max", "Min"),
     "pad": ("Pad",),
     "crop": ("Slice", "Crop", "CenterCropPad"),
-    "norm": tuple(op for op, kind in _LAYER_KINDS.items() if kind == "norm"),
-    "activation": tuple(op for op, kind in _LAYER_KINDS.items() if kind == "activation"),
+    "norm": ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
+             "LpNormalization", "LRN", "MeanVarianceNormalization", "RMSNormalization"),
+    "activation": ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "Softmax",
+                   "LogSoftmax", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
+                   "Clip", "Swish"),
     "linear": ("Gemm", "MatMul"),
     "dropout": ("Dropout",),
     "identity": ("Identity", "Cast", "CastLike"),
@@ -100,7 +88,7 @@ for _graph_op, _ops in {
                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"),
 }.items():
     for _op in _ops:
-        _GRAPH_OPS[_op] = _graph_op
+        _ONNX_KINDS[_op] = _kind
 
 _FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _BAD_NAME_CHARS = re.compile(r"[*?\[\]#\s]|[\x00-\x1f\x7f]")
@@ -109,22 +97,24 @@ _SANITIZE = re.compile(r"[^A-Za-z0-9_./:\-]")
 
 def onnx_op_kind(op_type: str, domain: str = "") -> str:
     """Layer kind (:data:`convscope.core.layers.KINDS`) of an ONNX op (default domain only)."""
+    from ..core.kinds import layer_kind_of
+
     if domain not in ("", "ai.onnx"):
         return "other"
-    return _LAYER_KINDS.get(op_type, "other")
+    return layer_kind_of(_ONNX_KINDS.get(op_type, "other"))
 
 
 def onnx_graph_op(op_type: str, domain: str = "") -> str:
     """Graph op kind (:data:`convscope.core.graph.OP_KINDS`) of an ONNX op."""
+    from ..core.kinds import graph_op_of
+
     if domain not in ("", "ai.onnx"):
         return "other"
-    return _GRAPH_OPS.get(op_type, "other")
+    return graph_op_of(_ONNX_KINDS.get(op_type, "other"))
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:300]
+    return first_line(exc)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -327,7 +317,7 @@ def check_onnx_model(model: Any) -> str | None:
 
 
 def _not_onnx(file: Path, problem: str) -> ModelLoadError:
-    from .torch_files import describe_format, sniff_format, suffix_for
+    from .sniff import describe_format, sniff_format, suffix_for
 
     kind = sniff_format(file)
     if kind not in ("onnx", "unknown"):
@@ -344,7 +334,7 @@ def load_onnx_file(path: Path, trust: bool) -> LoadedModel:
 
     ``trust`` is not needed: an ONNX file holds no Python code and is read without running anything.
     """
-    from ..loading import LoadedModel
+    from .base import LoadedModel
 
     del trust
     adapter = OnnxAdapter(read_onnx_model(path), name=Path(path).name)
@@ -385,6 +375,7 @@ class OnnxAdapter(ModelAdapter):
     """
 
     framework = "onnx"
+    streams_activations = False  # onnxruntime returns every requested tensor from one run
 
     def __init__(self, model: Any, *, name: str | None = None) -> None:
         import onnx

@@ -14,6 +14,7 @@ import numpy as np
 from ..core.kernels import KernelBank, transposed_to_canonical
 from ..core.layers import LayerInfo
 from ..errors import ConvscopeError, LayerNotFoundError, close_matches
+from ._capture import call_key
 from .base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
 from .torch_state import host_copy, preserved_model_state
 
@@ -48,31 +49,10 @@ def resolve_device(device: str | None) -> Any:
 
 
 def _kind_of(module: Any) -> str:
-    import torch.nn as nn
+    """Layer kind from THE torch kind table (:mod:`.torch_kinds`)."""
+    from .torch_kinds import layer_kind_of_module
 
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return "conv_transpose"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    if isinstance(module, (nn.Linear, nn.Bilinear)):
-        return "linear"
-    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)):
-        return "norm"
-    if isinstance(module, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                           nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Hardswish, nn.Hardsigmoid,
-                           nn.Softplus, nn.Hardtanh)):
-        return "activation"
-    if isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-                           nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-                           nn.modules.pooling._LPPoolNd)):
-        return "pool"
-    if isinstance(module, (nn.Upsample, nn.PixelShuffle)):
-        return "upsample"
-    if isinstance(module, nn.modules.dropout._DropoutNd):
-        return "dropout"
-    if len(module._modules) > 0:
-        return "container"
-    return "other"
+    return layer_kind_of_module(module)
 
 
 def _tuple(value: Any) -> tuple[int, ...] | str | None:
@@ -96,6 +76,7 @@ class TorchAdapter(ModelAdapter):
     """
 
     framework = "torch"
+    streams_activations = True  # forward hooks hand each activation over as it is produced
 
     def __init__(self, model: Any, device: str | None = None) -> None:
         import torch
@@ -187,6 +168,12 @@ class TorchAdapter(ModelAdapter):
                     dtype=str(self._compute_dtype()).replace("torch.", ""),
                 )
         return InputSpec(channels=None, spatial_dims=None, dtype=str(self._compute_dtype()).replace("torch.", ""))
+
+    def unet_backend(self) -> Any:
+        """:class:`~convscope.adapters.base.ProvidesUNetBackend`: the op-by-op tracer of :mod:`.torch_graph`."""
+        from .torch_graph import TorchUNetBackend
+
+        return TorchUNetBackend(self._model, device=self.device)
 
     def _checked_modules(self, layers: Sequence[str]) -> dict[str, Any]:
         """All named modules, after checking every name in ``layers`` exists (else close-match error)."""
@@ -306,7 +293,7 @@ class TorchAdapter(ModelAdapter):
                     return
                 count = calls.get(name, 0)
                 calls[name] = count + 1
-                key = name if count == 0 else f"{name}#{count}"
+                key = call_key(name, count)
                 # clone inside the hook: later in-place ops (ReLU(inplace=True)) must not reach it
                 host = host_copy(tensor)
                 result.shapes[key] = tuple(host.shape)

@@ -52,42 +52,11 @@ KeepSpec = Any
 # op kinds
 # ------------------------------------------------------------------------------------------------
 
-_MODULE_FILE_KINDS = {
-    "torch.nn.modules.pooling": "pool",
-    "torch.nn.modules.upsampling": "upsample",
-    "torch.nn.modules.batchnorm": "norm",
-    "torch.nn.modules.instancenorm": "norm",
-    "torch.nn.modules.normalization": "norm",
-    "torch.nn.modules.activation": "activation",
-    "torch.nn.modules.linear": "linear",
-    "torch.nn.modules.dropout": "dropout",
-    "torch.nn.modules.padding": "pad",
-    "torch.nn.modules.flatten": "reshape",
-}
-
-_MODULE_NAME_KINDS = {
-    "Identity": "identity",
-    "PixelShuffle": "upsample",
-    "PixelUnshuffle": "pool",
-    "MaxUnpool1d": "upsample",
-    "MaxUnpool2d": "upsample",
-    "MaxUnpool3d": "upsample",
-    "MultiheadAttention": "other",
-    "Softmax2d": "activation",
-    "ChannelShuffle": "reshape",
-}
-
-
 def _torch_nn_class(module: Any) -> type | None:
     """The first class of ``module``'s MRO defined in ``torch.nn`` (not Module or a container)."""
-    import torch.nn as nn
+    from .torch_kinds import torch_nn_class
 
-    for cls in type(module).__mro__:
-        if cls in (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict, object):
-            continue
-        if cls.__module__.startswith(("torch.nn.", "torch.ao.nn.")):
-            return cls
-    return None
+    return torch_nn_class(module)
 
 
 def is_leaf_module(module: Any) -> bool:
@@ -100,19 +69,11 @@ def is_leaf_module(module: Any) -> bool:
 
 
 def module_op_kind(module: Any) -> str:
-    """Normalised op kind of a leaf module (``"conv"``, ``"pool"``, ``"upsample"``...)."""
-    import torch.nn as nn
+    """Normalised op kind of a leaf module (``"conv"``, ``"pool"``, ``"upsample"``...), from THE torch
+    kind table (:mod:`.torch_kinds`)."""
+    from .torch_kinds import graph_op_of_module
 
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return "conv_transpose"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    cls = _torch_nn_class(module)
-    if cls is None:
-        return "other"
-    if cls.__name__ in _MODULE_NAME_KINDS:
-        return _MODULE_NAME_KINDS[cls.__name__]
-    return _MODULE_FILE_KINDS.get(cls.__module__, "other")
+    return graph_op_of_module(module)
 
 
 _FUNC_KINDS: dict[str, str] = {}
@@ -259,11 +220,14 @@ class _Tracer:
         self.prov[id(tensor)] = (weakref.ref(tensor), node_id)
 
     def unique(self, base: str) -> str:
+        """``base``, then ``base#1``, ``base#2``... skipping taken names (:func:`.._capture.call_key`)."""
+        from ._capture import call_key
+
         count = self.counts.get(base, 0)
-        name = base if count == 0 else f"{base}#{count}"
+        name = call_key(base, count)
         while name in self.taken:
             count += 1
-            name = f"{base}#{count}"
+            name = call_key(base, count)
         self.counts[base] = count + 1
         self.taken.add(name)
         return name
@@ -550,28 +514,17 @@ def _model_device_dtype(model: Any, device: Any) -> tuple[Any, Any]:
 
 
 def _fit_mask(mask: Any, batch: int, spatial: tuple[int, ...]) -> np.ndarray:
-    """``mask`` as ``(N, *spatial)`` float32 (nearest-resized if its spatial size differs)."""
-    arr = np.asarray(mask)
-    if arr.dtype == object or arr.ndim < len(spatial) or arr.ndim > len(spatial) + 1:
-        raise ConvscopeError(
-            f"mask must be a boolean/0-1 array of the output's spatial shape {spatial} (or (N, *spatial)), "
-            f"got shape {arr.shape}"
-        )
-    if arr.ndim == len(spatial):
-        arr = arr[None]
-    if arr.shape[0] not in (1, batch):
-        raise ConvscopeError(f"mask has {arr.shape[0]} samples but the batch has {batch}; give one mask or one per sample")
-    arr = arr.astype(np.float32)
-    if tuple(arr.shape[1:]) != tuple(spatial):
-        index = np.ix_(*[np.minimum((np.arange(t) * s) // t, s - 1) for s, t in zip(arr.shape[1:], spatial)])
-        arr = np.stack([a[index] for a in arr])
-    if arr.shape[0] != batch:
-        arr = np.repeat(arr, batch, axis=0)
-    return np.ascontiguousarray(arr)
+    """``mask`` as ``(N, *spatial)`` float32 (:func:`convscope.core.objective.fit_mask`)."""
+    from ..core.objective import fit_mask
+
+    return fit_mask(mask, batch, spatial)
 
 
 def objective_score(out: Any, target: int | None, mask: Any, *, what: str = "the objective output") -> Any:
     """Sum of the predicted class's logits (or channel ``target``) over the pixels in ``mask``.
+
+    ``sum(W * out)`` with ``W`` from :func:`convscope.core.merges.skip_cotangent` (frozen from
+    ``out``'s values), so its gradient is exactly the VJP the U-Net backends take.
 
     Args:
         out: ``(N, K, *spatial)`` (or ``(N, K)``) torch tensor, channels first.
@@ -579,23 +532,27 @@ def objective_score(out: Any, target: int | None, mask: Any, *, what: str = "the
             or channel 0 when ``K == 1``.
         mask: optional ``(*spatial)`` or ``(N, *spatial)`` region, nearest-resized to the output.
     """
-    if out.dim() < 2:
-        raise ConvscopeError(f"{what} has shape {tuple(out.shape)}; it must be (N, K, *spatial)")
-    channels = int(out.shape[1])
-    if target is not None:
-        if not isinstance(target, (int, np.integer)) or not 0 <= int(target) < channels:
-            raise ConvscopeError(f"target must be a channel index of the output, 0..{channels - 1}; got {target!r}")
-        selected = out[:, int(target)]
-    elif channels == 1:
-        selected = out[:, 0]
-    else:
-        selected = out.max(dim=1).values
-    if mask is not None:
-        import torch
+    import torch
 
-        fitted = _fit_mask(mask, int(out.shape[0]), tuple(int(s) for s in selected.shape[1:]))
-        selected = selected * torch.from_numpy(fitted).to(device=selected.device, dtype=selected.dtype)
-    return selected.sum()
+    from ..core.merges import skip_cotangent
+
+    weights = skip_cotangent(_to_numpy(out), target, mask, what=what)
+    return (out * torch.from_numpy(weights).to(device=out.device, dtype=out.dtype)).sum()
+
+
+def torch_vjp(output: Any, inputs: list[Any], cotangent: np.ndarray) -> list[Any]:
+    """ONE backward pass: ``d sum(W * output) / d inputs`` (None where unused); ``.grad`` untouched."""
+    import torch
+
+    usable = [i for i, t in enumerate(inputs) if t.requires_grad]
+    grads: list[Any] = [None] * len(inputs)
+    if not output.requires_grad or not usable:
+        return grads
+    weights = torch.from_numpy(np.ascontiguousarray(cotangent)).to(device=output.device, dtype=output.dtype)
+    got = torch.autograd.grad(output, [inputs[i] for i in usable], grad_outputs=weights, allow_unused=True)
+    for i, g in zip(usable, got):
+        grads[i] = g
+    return grads
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:
@@ -654,11 +611,9 @@ def trace_torch(
         raise UnsupportedModelError(
             "TorchScript models cannot be traced op by op; load the eager (Python) model to analyse its dataflow"
         )
-    arr = np.asarray(batch)
-    if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
-        raise ConvscopeError(
-            f"batch must be a numeric (N, C, *spatial) array (channels first), got shape {arr.shape} {arr.dtype}"
-        )
+    from ._capture import check_batch
+
+    arr = check_batch(batch)
     want_grad = gradient_merges is not None
     retain_all = want_grad or callable(keep) or keep == "all"
     fixed_keep = set() if keep is None or retain_all else set(_as_id_list(keep))
@@ -728,8 +683,13 @@ def _merge_gradients(
     target: int | None,
     mask: Any,
 ) -> dict[str, tuple[float, ...]]:
-    """One backward pass; per merge input ``sum |x_i * g_i|`` (NaN where no gradient arrived)."""
-    import torch
+    """One backward pass; per merge input ``sum |x_i * g_i|`` (NaN where no gradient arrived).
+
+    The gradient at each merge output is caught by a pre-hook on the merge's ``grad_fn`` during
+    ONE VJP (cotangent :func:`~convscope.core.merges.skip_cotangent`); the split into inputs and the
+    sums are :func:`convscope.core.merges.merge_input_sums`.
+    """
+    from ..core.merges import merge_input_sums, nan_sums, skip_cotangent
 
     outputs = {}
     for tensor in tracer.tensors_in(output):
@@ -754,48 +714,23 @@ def _merge_gradients(
 
         handles.append(grad_fn.register_prehook(hook))
     try:
-        score = objective_score(outputs[obj], target, mask)
-        if score.requires_grad:
-            torch.autograd.grad(score, [x], allow_unused=True)
+        weights = skip_cotangent(_to_numpy(outputs[obj]), target, mask)
+        torch_vjp(outputs[obj], [x], weights)
     finally:
         for handle in handles:
             handle.remove()
     result: dict[str, tuple[float, ...]] = {}
     for merge in merges:
         node = graph.node(merge)
-        info = tracer.merge_info.get(merge)
         grad = received.get(merge)
-        if info is None or grad is None:
-            result[merge] = tuple(float("nan") for _ in node.inputs)
+        if grad is None or merge not in tracer.merge_info:
+            result[merge] = nan_sums(len(node.inputs))
             continue
-        sums = []
-        for source, part in zip(node.inputs, info):
-            value = tracer.values.get(source)
-            if value is None:
-                sums.append(float("nan"))
-                continue
-            branch = _branch_grad(grad, part)
-            sums.append(float((value.to(branch.dtype) * branch).abs().sum().item()))
-        result[merge] = tuple(sums)
+        values = [tracer.values.get(source) for source in node.inputs]
+        result[merge] = merge_input_sums(
+            _to_numpy(grad), [None if v is None else _to_numpy(v) for v in values], tracer.merge_info[merge]
+        )
     return result
-
-
-def _branch_grad(grad: Any, part: tuple[Any, ...]) -> Any:
-    kind = part[0]
-    if kind == "slice":
-        _, dim, start, size = part
-        return grad.narrow(dim, start, size)
-    if kind == "index":
-        _, dim, index = part
-        return grad.select(dim, index)
-    shape = part[1]
-    out = grad
-    while out.dim() > len(shape):
-        out = out.sum(dim=0)
-    for axis, size in enumerate(shape):
-        if size == 1 and out.shape[axis] != 1:
-            out = out.sum(dim=axis, keepdim=True)
-    return out
 
 
 def gradient_shares(

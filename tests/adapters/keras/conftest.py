@@ -1,4 +1,4 @@
-"""Keras tests run on the torch backend (set before keras is imported)."""
+"""Keras tests run on KERAS_BACKEND (torch unless set; the Makefile also runs them on tensorflow and jax)."""
 
 from __future__ import annotations
 

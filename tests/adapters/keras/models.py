@@ -1,4 +1,4 @@
-"""Small Keras models for the adapter tests (built on the torch backend in tests)."""
+"""Small Keras models for the adapter tests (built on whichever Keras backend the run uses)."""
 
 from __future__ import annotations
 
