@@ -325,7 +325,7 @@ def layout_flow_figure(
     for r in range(rows - 1):
         row_top.append(row_top[-1] + row_h[r] + row_gap)
 
-    legend_lines = legend.split("\n") if legend else []
+    legend_lines = [part for line in legend.split("\n") for part in wrap_text(line, 12, width - 2 * margin, lines=4)] if legend else []
     bar_room = 56 if colorbar_lut is not None else 0
     height = row_top[-1] + row_h[-1] + row_gap + 16 * len(legend_lines) + margin // 2 + bar_room
 
