@@ -155,7 +155,7 @@ def test_unet_labels_outlines_dice_and_volume_mask(tmp_path, scan):
     labels = (np.asarray(img.dataobj) >= F.MARK).astype(np.int16)  # stored like the scan (PSR)
     nib.save(nib.Nifti1Image(labels, img.affine), str(tmp_path / "seg.nii.gz"))
     out = tmp_path / "u"
-    r = convscope("unet", UNET, str(scan), "-o", str(out), "--kwargs", KW, "--labels", str(tmp_path / "seg.nii.gz"),
+    r = convscope("unet", UNET, str(scan), "-o", str(out), "--kwargs", KW, "--label-map", str(tmp_path / "seg.nii.gz"),
                   "--mask", str(tmp_path / "seg.nii.gz"), "--window", "500,1000")
     assert r.returncode == 0, r.stderr
     manifest = _manifest(out)
@@ -168,7 +168,7 @@ def test_unet_labels_outlines_dice_and_volume_mask(tmp_path, scan):
     assert (np.all(region == (255, 64, 64), axis=-1)).sum() > 10  # the label outline is drawn
     assert truth.sum() > 0
     bad = F.write_nifti(tmp_path / "small.nii.gz", F.marked_volume((6, 6, 6)))
-    one_line_error(convscope("unet", UNET, str(scan), "-o", str(tmp_path / "o"), "--kwargs", KW, "--labels", str(bad)),
+    one_line_error(convscope("unet", UNET, str(scan), "-o", str(tmp_path / "o"), "--kwargs", KW, "--label-map", str(bad)),
                    "not on the grid")
 
 

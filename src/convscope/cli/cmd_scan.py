@@ -27,7 +27,7 @@ def scan(
     workers: Annotated[int, typer.Option("--workers", help="decoding threads (they work ahead of the forward pass)")] = 2,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted scan from OUT/checkpoint.npz")] = False,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="write the checkpoint every N batches")] = 20,
-    engine: Annotated[str, typer.Option("--engine", help="local | ray (Ray Data actor pool; pip install 'convscope[ray]')")] = "local",
+    engine: Annotated[str, typer.Option("--engine", help="local | ray (Ray Data actor pool; needs convscope's ray extra)")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="existing Ray cluster (ray://host:10001 or auto); default: a local Ray")] = None,
     ray_actors: Annotated[int, typer.Option("--ray-actors", help="Ray actors (one model each)")] = 2,
     receptive_field: Annotated[str, typer.Option("--receptive-field", help="crops: theoretical | effective | none")] = "theoretical",

@@ -47,7 +47,7 @@ WindowOpt = Annotated[Optional[str], typer.Option("--window", help="display wind
 RoiOpt = Annotated[Optional[str], typer.Option("--roi", help="region of a volume fed to a 3D model: center | X,Y,Z (voxel centre, RAS+ array); needs --roi-size")]
 RoiSizeOpt = Annotated[Optional[str], typer.Option("--roi-size", help="ROI size X,Y,Z in voxels")]
 SliceOpt = Annotated[Optional[str], typer.Option("--slice", help="2D model, 3D volume: one slice, e.g. axial:40 (coronal:N, sagittal:N)")]
-LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="label map (NIfTI/DICOM on the scan's grid): outlines on every plane figure; Dice against the prediction in unet")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--label-map", help="label map (NIfTI/DICOM on the scan's grid): outlines on every plane figure; Dice against the prediction in unet")]
 SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane as a batch (axial | coronal | sagittal)")]
 
 
