@@ -411,9 +411,9 @@ def _parser_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[Ba
         if module is None:
             continue
         for attr, bucket in (("ClickException", usage), ("Exit", exits), ("Abort", aborts)):
-            cls = getattr(module, attr, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in bucket:
-                bucket.append(cls)
+            found = getattr(module, attr, None)
+            if isinstance(found, type) and issubclass(found, BaseException) and found not in bucket:
+                bucket.append(found)
     return tuple(usage), tuple(exits), tuple(aborts)
 
 

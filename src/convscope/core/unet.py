@@ -488,7 +488,7 @@ def find_unet(graph: Graph) -> UNetStructure:
     assert bottleneck_output is not None
     decoder_side = graph.descendants(bottleneck_output, include_self=True)
 
-    tags_used = sorted({tag[n] for n in order if tag[n] <= bottom})  # type: ignore[operator]
+    tags_used = sorted({t for n in order if (t := tag[n]) is not None and t <= bottom})
     rank = {t: i for i, t in enumerate(tags_used)}
     bottom_rank = rank[bottom]
 

@@ -84,10 +84,11 @@ def closest_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
 
     Axis permutation and flips only (a view where possible; the caller copies when it needs to).
     """
-    perm, flip, new_affine = canonical_transform(affine, tuple(data.shape[1:4]))  # type: ignore[arg-type]
+    perm, flip, new_affine = canonical_transform(affine, tuple(data.shape[1:4]))
     out = np.transpose(data, (0, *(p + 1 for p in perm)))
     index = tuple(slice(None, None, -1) if f else slice(None) for f in flip)
-    return out[(slice(None), *index)], new_affine
+    key = (slice(None), *index)
+    return out[key], new_affine
 
 
 @dataclass(frozen=True, eq=False)

@@ -121,7 +121,7 @@ def demo_weights_path(name: str) -> Any:
     Raises:
         ConvscopeError: unknown name.
     """
-    return resources.files(__name__).joinpath("weights", f"{_check_name(name)}.safetensors")
+    return resources.files(__name__).joinpath("weights").joinpath(f"{_check_name(name)}.safetensors")
 
 
 def build_demo_model(name: str) -> nn.Module:

@@ -239,7 +239,7 @@ def _parse_triple(text: str, what: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3:
         raise ImageInputError(f"{what} needs three integers X,Y,Z; got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,7 @@ def _roi_box(shape: tuple[int, int, int], options: VolumeOptions) -> tuple[tuple
     size = _parse_triple(options.roi_size, "--roi-size")
     if any(s < 1 for s in size):
         raise ImageInputError(f"--roi-size must be positive; got {options.roi_size!r}")
-    size = tuple(min(s, n) for s, n in zip(size, shape))
+    size = (min(size[0], shape[0]), min(size[1], shape[1]), min(size[2], shape[2]))
     if options.roi is None or options.roi.strip().lower() == "center":
         centre = tuple(n // 2 for n in shape)
     else:

@@ -159,7 +159,7 @@ class BatchScanner:
             if self.segmentation is None:
                 self.segmentation = classes is not None
             if classes is not None:
-                ncls = 2 if result.output is not None and result.output.shape[1] == 1 else int(result.output.shape[1])  # type: ignore[union-attr]
+                ncls = 2 if result.output is not None and result.output.shape[1] == 1 else int(result.output.shape[1])
                 for name in order:
                     act = keep.get(name)
                     if act is None:
