@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.volume import Volume
+from ..core.volume import Volume, as_triple
 from ..errors import ImageInputError
 
 __all__ = [
@@ -409,9 +409,9 @@ def _roi_box(shape: tuple[int, int, int], options: VolumeOptions) -> tuple[tuple
         centre = _parse_triple(options.roi, "--roi")
         if any(not 0 <= c < n for c, n in zip(centre, shape)):
             raise ImageInputError(f"--roi {options.roi} is outside the volume (shape {'x'.join(map(str, shape))})")
-    start = tuple(int(min(max(c - s // 2, 0), n - s)) for c, s, n in zip(centre, size, shape))
+    start = as_triple(int(min(max(c - s // 2, 0), n - s)) for c, s, n in zip(centre, size, shape))
     note = f"region of interest {'x'.join(map(str, size))} voxels at {','.join(map(str, start))} of {'x'.join(map(str, shape))}"
-    return start, size, [note]  # type: ignore[return-value]
+    return start, size, [note]
 
 
 def prepare_volume(

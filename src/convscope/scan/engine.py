@@ -172,10 +172,16 @@ class BatchScanner:
         return state
 
 
+class _StopEvent(threading.Event):
+    """Set by SIGINT/SIGTERM; ``signum`` says which signal (None until one came)."""
+
+    signum: int | None = None
+
+
 @contextmanager
-def _stop_signals() -> Iterator[threading.Event]:
+def _stop_signals() -> Iterator[_StopEvent]:
     """SIGINT/SIGTERM set an event (checked between batches) instead of killing the scan mid-write."""
-    stop = threading.Event()
+    stop = _StopEvent()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -183,7 +189,7 @@ def _stop_signals() -> Iterator[threading.Event]:
 
     def handler(signum: int, _frame: Any) -> None:
         stop.set()
-        stop.signum = signum  # type: ignore[attr-defined]
+        stop.signum = signum
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
