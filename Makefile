@@ -25,6 +25,8 @@ test: $(STAMP)
 	bash scripts/ensure-browser.sh
 	bash scripts/ensure-poppler.sh
 	$(VENV)/bin/ruff check src tests benchmarks scripts examples
+	# type check src/convscope (settings: [tool.mypy] in pyproject.toml; the package ships py.typed)
+	$(VENV)/bin/mypy --config-file pyproject.toml
 	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile
 	# the Keras suites again on Keras's other backends (TensorFlow is Keras's default)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --dist loadfile $(KERAS_TESTS)

@@ -14,12 +14,15 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .core import attribution as at
 from .core.objective import Objective
+
+if TYPE_CHECKING:
+    from .render.picture import Picture
 from .errors import ConvscopeError, UnsupportedModelError
 
 __all__ = ["CamResult", "CamSet", "compute_cams", "render_cam_row", "DEFAULT_SCORECAM_BUDGET_MB"]
@@ -234,7 +237,7 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
     def notes(self) -> list[str]:
         return [f"{r.method} at {r.layer}: {n}" for r in self._items.values() for n in r.notes]
 
-    def figure(self, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5, thumb: int = 112) -> Any:
+    def figure(self, *, sample: int = 0, cmap: str = "jet", alpha: float = 0.5, thumb: int = 112) -> Picture:
         """All maps of one sample: a row per method, a tile per layer, each row with its colour scale.
 
         With a shared scale (``shared=True``) the bar gives its values; with the default per-map

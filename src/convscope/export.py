@@ -91,11 +91,10 @@ def write_kernels(
             bank = banks[name]
             layer_rgb = rgb if not rgb else (bank.in_per_group == 3 and bank.groups == 1)
             stem = safe_filename(name)
-            meta = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
+            meta: dict[str, Any] = {"layer": name, "kind": "kernels", "shape": list(bank.shape)}
             bar.track(folder.add_rendered(
                 folder.unique_name(stem, KERNEL_SUFFIX + ".png"),
-                lambda bank=bank, layer_rgb=layer_rgb: bank.grid(scale=scale, normalize=normalize, cmap=cmap,
-                                                                  rgb=layer_rgb, labels=labels),
+                partial(bank.grid, scale=scale, normalize=normalize, cmap=cmap, rgb=layer_rgb, labels=labels),
                 **meta,
             ))
             if arrays:

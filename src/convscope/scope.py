@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from .loading import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from .cam import CamResult, CamSet
+    from .core.kernels import KernelBank
+    from .scan.result import ScanResult
+    from .unet_flow import UNetFlow
 
 __all__ = ["Scope", "LayerTable", "load"]
 
@@ -163,8 +166,8 @@ class Scope:
         if isinstance(image, (list, tuple)) and image and not isinstance(image[0], (int, float)):
             parts = [self.prepare(item, size=size, normalize=normalize) for item in image]
             batch = np.concatenate([p.batch for p in parts], axis=0)
-            displays = [p.display for p in parts]
-            display = None if any(d is None for d in displays) else np.concatenate(displays, axis=0)  # type: ignore[arg-type]
+            shown = [p.display for p in parts if p.display is not None]
+            display = np.concatenate(shown, axis=0) if len(shown) == len(parts) else None
             return PreparedInput(batch=batch, display=display, source=", ".join(p.source for p in parts))
         expected = spec.spatial_size
         return prepare_input(
@@ -254,7 +257,15 @@ class Scope:
         return [info.name for info in chosen]
 
     # -- kernels -------------------------------------------------------------------------------
-    def kernels(self, layers: LayerSpec = None, *, kind: str | None = None) -> Any:
+    @overload
+    def kernels(self, layers: str, *, kind: str | None = None) -> KernelBank | dict[str, KernelBank]: ...
+    @overload
+    def kernels(self, layers: list[str] | tuple[str, ...] | None = None, *,
+                kind: str | None = None) -> dict[str, KernelBank]: ...
+    @overload
+    def kernels(self, layers: LayerSpec = None, *, kind: str | None = None) -> KernelBank | dict[str, KernelBank]: ...
+
+    def kernels(self, layers: LayerSpec = None, *, kind: str | None = None) -> KernelBank | dict[str, KernelBank]:
         """Convolution kernels in canonical ``(out, in/groups, *k)`` layout.
 
         ``scope.kernels("enc1.conv")`` (one exact name) returns a :class:`KernelBank`; a glob, a list or
@@ -264,6 +275,7 @@ class Scope:
             not any(ch in layers for ch in "*?[") or any(info.name == layers for info in self.adapter.layers())
         )
         if exact:
+            assert isinstance(layers, str)
             self.select(layers, kernels=True)  # validates, with close-name suggestions
             return self.adapter.kernel(layers)
         return {name: self.adapter.kernel(name) for name in self.select(layers, kind=kind, kernels=True)}
@@ -300,10 +312,8 @@ class Scope:
             name: Activation(layer=name, data=data, source_dtype=result.dtypes.get(name, "float32"), input_display=display)
             for name, data in result.activations.items()
         }
-        acts = ActivationSet(items, output=result.output, input_batch=prepared.batch,
-                             not_executed=not_executed(names, result.shapes))
-        acts.input_display = prepared.display  # type: ignore[attr-defined]
-        return acts
+        return ActivationSet(items, output=result.output, input_batch=prepared.batch,
+                             not_executed=not_executed(names, result.shapes), input_display=prepared.display)
 
     # -- dataset scan --------------------------------------------------------------------------
     def scan(
@@ -321,7 +331,7 @@ class Scope:
         receptive_field: str = "theoretical",
         out: str | os.PathLike[str] | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> ScanResult:
         """Scan a dataset: per channel of ``layers`` (default: every convolution) its statistics and
         its top-k / bottom-k images, then (``crops=True``) the receptive-field crop of every example.
 
@@ -359,7 +369,7 @@ class Scope:
 
     # -- U-Net ---------------------------------------------------------------------------------
     def unet(self, image: Any, *, target: int | None = None, mask: Any = None, size: Any = None,
-             normalize: str | None = None) -> Any:
+             normalize: str | None = None) -> UNetFlow:
         """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`)."""
         from .unet_flow import build_unet_flow, unet_backend_for
 
@@ -370,6 +380,17 @@ class Scope:
                                adapter=self.adapter)
 
     # -- attribution ---------------------------------------------------------------------------
+    @overload
+    def cam(self, image: Any, layer: LayerSpec = None, target: Any = None, method: str | Sequence[str] = "gradcam", *,
+            relu: bool = True, cam_normalize: str = "max", shared: bool = False, size: Any = None,
+            normalize: str | None = None, scorecam_budget_mb: float | None = None, progress: bool = True,
+            as_set: Literal[True]) -> CamSet: ...
+    @overload
+    def cam(self, image: Any, layer: LayerSpec = None, target: Any = None, method: str | Sequence[str] = "gradcam", *,
+            relu: bool = True, cam_normalize: str = "max", shared: bool = False, size: Any = None,
+            normalize: str | None = None, scorecam_budget_mb: float | None = None, progress: bool = True,
+            as_set: bool = False) -> CamResult | CamSet: ...
+
     def cam(
         self,
         image: Any,
@@ -453,19 +474,19 @@ class Scope:
         return list(dict.fromkeys(names))
 
     # -- files ---------------------------------------------------------------------------------
-    def save_kernels(self, out: str | os.PathLike[str], layers: LayerSpec = None, **options: Any) -> Any:
+    def save_kernels(self, out: str | os.PathLike[str], layers: LayerSpec = None, **options: Any) -> Path:
         """Write kernel grids (and ``manifest.json``) into ``out``; see :func:`convscope.export.write_kernels`."""
         from .export import write_kernels
 
         return write_kernels(self, out, layers, **options)
 
-    def save_activations(self, image: Any, out: str | os.PathLike[str], layers: LayerSpec = None, **options: Any) -> Any:
+    def save_activations(self, image: Any, out: str | os.PathLike[str], layers: LayerSpec = None, **options: Any) -> Path:
         """Stream activation grids of one forward pass into ``out``; see :func:`convscope.export.write_activations`."""
         from .export import write_activations
 
         return write_activations(self, image, out, layers, **options)
 
-    def report(self, images: Any, out: str | os.PathLike[str], **options: Any) -> Any:
+    def report(self, images: Any, out: str | os.PathLike[str], **options: Any) -> Path:
         """Write a self-contained HTML report into ``out``; returns ``out/index.html``. See :func:`convscope.report.build_report`."""
         from .report.builder import build_report
 

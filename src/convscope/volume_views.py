@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .core.volume import as_triple
 from .io.volume_prep import VolumeInput, channel_window, dice_scores
 from .render.picture import Picture
 from .render.planes import render_planes
@@ -34,8 +35,8 @@ def _point(record: VolumeInput) -> tuple[int, int, int]:
     """Where every figure of a run cuts the volume: the label map's centroid when one is given
     (so the planes show the structure), else the centre of the region fed to the model."""
     if record.labels is not None and record.labels.any():
-        return tuple(int(round(float(c.mean()))) for c in np.nonzero(record.labels))  # type: ignore[return-value]
-    return tuple(int(s + n // 2) for s, n in zip(record.roi_start, record.roi_shape))  # type: ignore[return-value]
+        return as_triple(int(round(float(c.mean()))) for c in np.nonzero(record.labels))
+    return as_triple(int(s + n // 2) for s, n in zip(record.roi_start, record.roi_shape))
 
 
 def _roi(record: VolumeInput) -> Any:

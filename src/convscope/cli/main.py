@@ -95,11 +95,13 @@ def _volumes(scope: Any, series: str | None = None, channels: str | None = None,
 
 
 def _image_or_channels(image: str | None, channels: str | None) -> str:
-    if image is None and not channels:
-        raise ValueError("give an input IMAGE (a picture, .npy, NIfTI file or DICOM folder) or --channels a,b,...")
     if image is not None and channels:
         raise ValueError("give either an IMAGE or --channels, not both")
-    return image if image is not None else channels  # type: ignore[return-value]
+    if image is not None:
+        return image
+    if not channels:
+        raise ValueError("give an input IMAGE (a picture, .npy, NIfTI file or DICOM folder) or --channels a,b,...")
+    return channels
 
 
 def _echo(text: str) -> None:
@@ -411,9 +413,9 @@ def _parser_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[Ba
         if module is None:
             continue
         for attr, bucket in (("ClickException", usage), ("Exit", exits), ("Abort", aborts)):
-            cls = getattr(module, attr, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in bucket:
-                bucket.append(cls)
+            found = getattr(module, attr, None)
+            if isinstance(found, type) and issubclass(found, BaseException) and found not in bucket:
+                bucket.append(found)
     return tuple(usage), tuple(exits), tuple(aborts)
 
 

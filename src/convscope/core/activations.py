@@ -53,7 +53,7 @@ class _quiet_nan_warnings:
         self._ctx.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
 
 
@@ -291,10 +291,13 @@ class ActivationSet(Mapping[str, Activation]):
         output: np.ndarray | None = None,
         input_batch: np.ndarray | None = None,
         not_executed: Iterable[str] = (),
+        input_display: np.ndarray | None = None,
     ) -> None:
         self._items = dict(activations)
         self.output = output
         self.input_batch = input_batch
+        self.input_display = input_display
+        """``(N, H, W, 3)`` uint8 pictures of the un-normalised input (2D inputs), if known."""
         self.not_executed: tuple[str, ...] = tuple(not_executed)
         """Selected layer names that were not executed for this input (no activation exists)."""
 

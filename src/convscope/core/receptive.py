@@ -24,7 +24,7 @@ clipped to the input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,12 +46,13 @@ class Geometry:
     transposed: bool = False
 
 
-def _axes(value: object, dims: int, default: int) -> tuple[int, ...]:
+def _axes(value: int | Iterable[int] | None, dims: int, default: int) -> tuple[int, ...]:
+    """Per-axis values from ``LayerInfo`` (None -> ``default``, int -> repeated, sequence -> last ``dims``)."""
     if value is None:
         return (default,) * dims
     if isinstance(value, int):
         return (int(value),) * dims
-    seq = tuple(int(v) for v in value)  # type: ignore[union-attr]
+    seq = tuple(int(v) for v in value)
     if len(seq) == 1:
         return seq * dims
     return seq[-dims:]

@@ -350,7 +350,7 @@ class LayerStats:
 
     def copy(self) -> LayerStats:
         return LayerStats({k: v.copy() for k, v in self.to_arrays().items() if k in _ARRAY_FIELDS},
-                          spatial=self.spatial, score=self.score, k=self.k)  # type: ignore[arg-type]
+                          spatial=self.spatial, score=self.score, k=self.k)
 
     # -- reading ------------------------------------------------------------------------------
     def channel(self, c: int) -> ChannelStats:

@@ -191,7 +191,8 @@ class SegmentationTarget(Objective):
                 )
             if any(not 0 <= p < s for p, s in zip(self.pixel, spatial)):
                 raise ConvscopeError(f"pixel {self.pixel} lies outside the output of spatial size {spatial}")
-            region[(slice(None), *(int(v) for v in self.pixel))] = 1.0  # type: ignore[index]
+            key: tuple[slice | int, ...] = (slice(None), *(int(v) for v in self.pixel))
+            region[key] = 1.0
             return region
         if self.predicted:
             for i in range(n):

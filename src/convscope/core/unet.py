@@ -308,31 +308,44 @@ class _Finder:
                 continue
             best: tuple[float, str] | None = None
             for source in node.inputs:
-                if self.tag.get(source) is None:
+                source_size = self.size.get(source)
+                if self.tag.get(source) is None or source_size is None:  # a tagged tensor has a size
                     continue
-                distance = abs(_log_ratio(self.size[source], size))  # type: ignore[arg-type]
+                distance = abs(_log_ratio(source_size, size))
                 if best is None or distance < best[0]:
                     best = (distance, source)
             if best is None:
                 self.tag[node.id] = _step(input_size, size)
             else:
                 source = best[1]
+                source_size, source_tag = self.size[source], self.tag[source]
+                assert source_size is not None and source_tag is not None  # chosen among the tagged inputs
                 self.ref[node.id] = source
                 if _keeps_level(node):
                     step = 0
                 elif _is_event(node):
-                    step = _event_step(self.size[source], size)  # type: ignore[arg-type]
+                    step = _event_step(source_size, size)
                 else:
-                    step = _step(self.size[source], size)  # type: ignore[arg-type]
-                self.tag[node.id] = self.tag[source] + step  # type: ignore[operator]
+                    step = _step(source_size, size)
+                self.tag[node.id] = source_tag + step
+
+    def _levels(self, nid: str) -> tuple[int, int] | None:
+        """(level of ``nid``, level of its reference input), or None when it has no reference."""
+        r = self.ref[nid]
+        if r is None:
+            return None
+        level, ref_level = self.tag[nid], self.tag[r]
+        if level is None or ref_level is None:
+            return None
+        return level, ref_level
 
     def is_up(self, nid: str) -> bool:
-        r = self.ref[nid]
-        return r is not None and self.tag[nid] is not None and self.tag[nid] < self.tag[r]  # type: ignore[operator]
+        levels = self._levels(nid)
+        return levels is not None and levels[0] < levels[1]
 
     def is_down(self, nid: str) -> bool:
-        r = self.ref[nid]
-        return r is not None and self.tag[nid] is not None and self.tag[nid] > self.tag[r]  # type: ignore[operator]
+        levels = self._levels(nid)
+        return levels is not None and levels[0] > levels[1]
 
     def full_inputs(self, node: Node) -> list[str]:
         """Distinct inputs with exactly the node's spatial size (the branches of a merge)."""
@@ -488,7 +501,7 @@ def find_unet(graph: Graph) -> UNetStructure:
     assert bottleneck_output is not None
     decoder_side = graph.descendants(bottleneck_output, include_self=True)
 
-    tags_used = sorted({tag[n] for n in order if tag[n] <= bottom})  # type: ignore[operator]
+    tags_used = sorted({t for n in order if (t := tag[n]) is not None and t <= bottom})
     rank = {t: i for i, t in enumerate(tags_used)}
     bottom_rank = rank[bottom]
 

@@ -12,12 +12,21 @@ affine keeps off-diagonal terms); only the axis order and directions change.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["Volume", "axcodes", "closest_canonical", "canonical_transform", "LPS_TO_RAS"]
+__all__ = ["Volume", "axcodes", "closest_canonical", "canonical_transform", "LPS_TO_RAS", "as_triple"]
+
+_T = TypeVar("_T")
+
+
+def as_triple(values: Iterable[_T]) -> tuple[_T, _T, _T]:
+    """The three values of a per-axis ``(X, Y, Z)`` iterable as a 3-tuple (ValueError for any other count)."""
+    x, y, z = values
+    return x, y, z
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """DICOM patient coordinates are LPS+ (x to the Left, y Posterior); this maps them to RAS+."""
@@ -53,7 +62,7 @@ def _axis_assignment(affine: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ..
 def axcodes(affine: np.ndarray) -> tuple[str, str, str]:
     """Orientation codes of the voxel axes (``("L", "A", "S")`` ...), like ``nibabel.aff2axcodes``."""
     world_of, sign_of = _axis_assignment(affine)
-    return tuple((_POSITIVE if s > 0 else _NEGATIVE)[w] for w, s in zip(world_of, sign_of))  # type: ignore[return-value]
+    return as_triple((_POSITIVE if s > 0 else _NEGATIVE)[w] for w, s in zip(world_of, sign_of))
 
 
 def canonical_transform(affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], tuple[bool, bool, bool], np.ndarray]:
@@ -84,10 +93,11 @@ def closest_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
 
     Axis permutation and flips only (a view where possible; the caller copies when it needs to).
     """
-    perm, flip, new_affine = canonical_transform(affine, tuple(data.shape[1:4]))  # type: ignore[arg-type]
+    perm, flip, new_affine = canonical_transform(affine, tuple(data.shape[1:4]))
     out = np.transpose(data, (0, *(p + 1 for p in perm)))
     index = tuple(slice(None, None, -1) if f else slice(None) for f in flip)
-    return out[(slice(None), *index)], new_affine
+    key = (slice(None), *index)
+    return out[key], new_affine
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,11 +156,11 @@ class Volume:
         affine = np.asarray(affine, dtype=np.float64)
         codes = axcodes(affine)
         canon, new_affine = closest_canonical(arr, affine)
-        spacing = tuple(float(v) for v in np.linalg.norm(new_affine[:3, :3], axis=0))
+        spacing = as_triple(float(v) for v in np.linalg.norm(new_affine[:3, :3], axis=0))
         return cls(
             data=np.ascontiguousarray(canon, dtype=np.float32),
             affine=new_affine,
-            spacing=spacing,  # type: ignore[arg-type]
+            spacing=spacing,
             orientation=codes,
             source=source,
             units=units,
@@ -161,7 +171,7 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Spatial shape ``(X, Y, Z)``."""
-        return tuple(int(v) for v in self.data.shape[1:])  # type: ignore[return-value]
+        return as_triple(int(v) for v in self.data.shape[1:])
 
     @property
     def channels(self) -> int:

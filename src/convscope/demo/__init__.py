@@ -26,6 +26,8 @@ from ..errors import ConvscopeError, ModelLoadError, close_matches
 from .data import CLASS_NAMES, sample_image
 
 if TYPE_CHECKING:  # pragma: no cover
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
+
     from torch import nn
 
 __all__ = [
@@ -115,13 +117,13 @@ def _check_name(name: str) -> str:
     return key
 
 
-def demo_weights_path(name: str) -> Any:
+def demo_weights_path(name: str) -> Traversable:
     """The packaged weights resource of demo ``name`` (an ``importlib.resources`` Traversable).
 
     Raises:
         ConvscopeError: unknown name.
     """
-    return resources.files(__name__).joinpath("weights", f"{_check_name(name)}.safetensors")
+    return resources.files(__name__).joinpath("weights").joinpath(f"{_check_name(name)}.safetensors")
 
 
 def build_demo_model(name: str) -> nn.Module:

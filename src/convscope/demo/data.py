@@ -209,7 +209,7 @@ def _segmentation_chunk(rng: np.random.Generator, m: int, size: int) -> tuple[np
         + 0.08 * _smooth_noise(rng, (m,), 5, size)
         + 0.04 * _smooth_noise(rng, (m,), 12, size)
     )
-    img = (0.04 + (tissue - 0.04) * body).astype(np.float32)
+    img: np.ndarray = (0.04 + (tissue - 0.04) * body).astype(np.float32)
 
     # Distractors (not targets): thin bright lines and small bright dots.
     n_lines, n_dots = 3, 5

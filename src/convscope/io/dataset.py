@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +214,7 @@ def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any]
 
 
 def iter_batches(
-    chunks: Sequence[Sequence[DataFile]],
+    chunks: Sequence[Sequence[DataFile]] | Mapping[int, Sequence[DataFile]],
     *,
     prepare: dict[str, Any],
     workers: int = 2,
@@ -227,7 +227,7 @@ def iter_batches(
     on ``workers`` threads while the caller works on the current one.
 
     Args:
-        chunks: from :func:`chunk_files`.
+        chunks: from :func:`chunk_files` (or a mapping chunk index -> files, with ``only``).
         prepare: keyword arguments of :func:`prepare_input` (channels, spatial_dims, size, normalize,
             expected_size).
         start: first chunk index to decode (resume).

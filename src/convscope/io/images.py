@@ -185,8 +185,8 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], bool | None]:
         try:
             with open(path, "rb") as handle:
                 version = np.lib.format.read_magic(handle)
-                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = reader(handle)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(handle)
         except Exception:  # noqa: BLE001 - the full read reports it
             return _read_image_file(path)[0].shape, None
         _check_dtype(np.dtype(dtype), path.name)
@@ -202,7 +202,7 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], bool | None]:
     except ImageInputError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return _read_file(path)[0].shape, True  # raises the one-line error
+        return _read_image_file(path)[0].shape, True  # raises the one-line error
     return ((height, width) if bands == 1 else (height, width, bands)), True
 
 
@@ -394,7 +394,7 @@ def _match_channels(batch: np.ndarray, channels: int | None) -> np.ndarray:
         return batch
     if have == 3 and channels == 1:  # ITU-R 601-2 luma, as Pillow's "L"
         weights = np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, *([1] * (batch.ndim - 2)))
-        return np.sum(batch * weights, axis=1, keepdims=True, dtype=np.float32)
+        return np.asarray(np.sum(batch * weights, axis=1, keepdims=True, dtype=np.float32))
     if have == 1:
         return np.repeat(batch, channels, axis=1)
     raise ImageInputError(
@@ -411,7 +411,8 @@ def _resize(batch: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
         return batch
     if len(size) != 2:
         idx = [np.clip(np.round((np.arange(n) + 0.5) * s / n - 0.5).astype(int), 0, s - 1) for n, s in zip(size, spatial)]
-        return np.ascontiguousarray(batch[(slice(None), slice(None), *np.ix_(*idx))])
+        key = (slice(None), slice(None), *np.ix_(*idx))
+        return np.ascontiguousarray(batch[key])
     from PIL import Image
 
     n, c = batch.shape[:2]
@@ -575,7 +576,7 @@ def _prepare_volume(
         unit = np.stack([window(plane_slice(first, record.plane, i)) for i in record.slice_indices])
         rows, cols = batch.shape[2:]
         unit = np.pad(unit, [(0, 0), (0, rows - unit.shape[1]), (0, cols - unit.shape[2])])  # the padding, black
-        display = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
+        display: np.ndarray | None = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
     else:
         display = _display(batch)
     stats = parse_normalize(normalize, batch.shape[1])

@@ -213,7 +213,9 @@ class OutputDir:
     def add_arrays(self, rel: str, arrays: dict[str, np.ndarray], **meta: Any) -> Path:
         """Write arrays as an uncompressed ``.npz`` (readable with ``np.load(allow_pickle=False)``)."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        # typed Any: numpy's stubs match ``**`` against savez's ``allow_pickle: bool`` keyword
+        contiguous: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        np.savez(buf, **contiguous)
         meta.setdefault("arrays", {k: list(v.shape) for k, v in arrays.items()})
         self._record(rel, meta)
         atomic_write_bytes(self._target(rel), buf.getvalue())

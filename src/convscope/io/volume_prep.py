@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.volume import Volume
+from ..core.volume import Volume, as_triple
 from ..errors import ImageInputError
 
 __all__ = [
@@ -239,7 +239,7 @@ def _parse_triple(text: str, what: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3:
         raise ImageInputError(f"{what} needs three integers X,Y,Z; got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass(frozen=True)
@@ -402,16 +402,16 @@ def _roi_box(shape: tuple[int, int, int], options: VolumeOptions) -> tuple[tuple
     size = _parse_triple(options.roi_size, "--roi-size")
     if any(s < 1 for s in size):
         raise ImageInputError(f"--roi-size must be positive; got {options.roi_size!r}")
-    size = tuple(min(s, n) for s, n in zip(size, shape))
+    size = (min(size[0], shape[0]), min(size[1], shape[1]), min(size[2], shape[2]))
     if options.roi is None or options.roi.strip().lower() == "center":
         centre = tuple(n // 2 for n in shape)
     else:
         centre = _parse_triple(options.roi, "--roi")
         if any(not 0 <= c < n for c, n in zip(centre, shape)):
             raise ImageInputError(f"--roi {options.roi} is outside the volume (shape {'x'.join(map(str, shape))})")
-    start = tuple(int(min(max(c - s // 2, 0), n - s)) for c, s, n in zip(centre, size, shape))
+    start = as_triple(int(min(max(c - s // 2, 0), n - s)) for c, s, n in zip(centre, size, shape))
     note = f"region of interest {'x'.join(map(str, size))} voxels at {','.join(map(str, start))} of {'x'.join(map(str, shape))}"
-    return start, size, [note]  # type: ignore[return-value]
+    return start, size, [note]
 
 
 def prepare_volume(

@@ -322,11 +322,11 @@ def compose(
 
 
 def _x(item: Item) -> float:
-    return min(p[0] for p in item.points) if hasattr(item, "points") else item.x  # type: ignore[union-attr]
+    return min(p[0] for p in item.points) if hasattr(item, "points") else item.x
 
 
 def _y(item: Item) -> float:
-    return min(p[1] for p in item.points) if hasattr(item, "points") else item.y  # type: ignore[union-attr]
+    return min(p[1] for p in item.points) if hasattr(item, "points") else item.y
 
 
 def _shift_item(item: Item, dx: float, dy: float) -> Item:

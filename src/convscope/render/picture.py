@@ -14,6 +14,8 @@ import numpy as np
 from ..io.files import atomic_write_bytes
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from .scene import Scene
 
 __all__ = ["Picture", "encode_png"]
@@ -177,7 +179,7 @@ class Picture:
             raise ValueError(f"Picture.save writes .png, .svg or .pdf; give a path with one of those suffixes, not {target.name!r}")
         return atomic_write_bytes(target, self.encode(kind, compress_level))
 
-    def to_pil(self) -> Any:
+    def to_pil(self) -> Image.Image:
         from PIL import Image
 
         return Image.fromarray(self.pixels)

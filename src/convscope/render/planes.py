@@ -193,8 +193,8 @@ def render_planes(
             rgb = (rgb.astype(np.float32) * (1 - alpha) + colors * alpha + 0.5).astype(np.uint8)
         if labels is not None:
             lab = plane_slice(labels, plane, index)[grid].astype(np.int64)
-            edge = _outline(lab)
-            rgb[edge] = _LABEL_COLORS[(lab[edge] - 1) % len(_LABEL_COLORS)]
+            outline = _outline(lab)
+            rgb[outline] = _LABEL_COLORS[(lab[outline] - 1) % len(_LABEL_COLORS)]
         if roi_masks is not None and roi_masks[axis][index]:
             masks = [m for a, m in enumerate(roi_masks) if a != axis]
             box3 = np.broadcast_to(

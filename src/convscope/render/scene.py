@@ -461,7 +461,7 @@ def _item_bbox(item: Item) -> tuple[float, float, float, float]:
 
         patch = _label_patch(item.text)
         return item.x, item.y, item.x + patch.shape[1], item.y + patch.shape[0]
-    return item.x - 2, item.y - 2, item.x + item.w + 2, item.y + item.h + 2  # type: ignore[union-attr]
+    return item.x - 2, item.y - 2, item.x + item.w + 2, item.y + item.h + 2
 
 
 def paint_png(scene: Scene, scale: float = 1.0) -> np.ndarray:

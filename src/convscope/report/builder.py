@@ -19,9 +19,10 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from ..io.output import OutputDir
 
 if TYPE_CHECKING:
     from ..progress import Progress
+    from ..render.picture import Picture
     from ..scope import Scope
 
 __all__ = ["build_report", "select_report_layers", "DEFAULT_REPORT_KINDS", "DEFAULT_TOP"]
@@ -92,6 +94,14 @@ class _ImageItem:
     source_index: int
     sample: int
     input_rel: str | None = None
+
+
+class _SummaryRow(TypedDict):
+    """One row of the report's model summary table."""
+
+    info: LayerInfo
+    shape: tuple[int, ...] | None
+    anchor: str | None
 
 
 @dataclass
@@ -348,8 +358,13 @@ def _jinja_env() -> Any:
     return env
 
 
+def _ready(picture: Picture) -> Callable[[], Picture]:
+    """``picture`` as the render callable of :meth:`OutputDir.add_rendered` (already drawn; encoded on the pool)."""
+    return lambda: picture
+
+
 def _asset_bytes(name: str) -> bytes:
-    return resources.files("convscope.report").joinpath("assets", name).read_bytes()
+    return resources.files("convscope.report").joinpath("assets").joinpath(name).read_bytes()
 
 
 def build_report(
@@ -458,7 +473,7 @@ def build_report(
                 rel = folder.unique_name(name, ".png", "kernels")
                 section.kernel_rel = rel
                 prog.track(folder.add_rendered(
-                    rel, lambda bank=bank: bank.grid(max_side=kernel_max_side), layer=name, kind="kernels",
+                    rel, partial(bank.grid, max_side=kernel_max_side), layer=name, kind="kernels",
                     shape=list(bank.shape),
                 ))
 
@@ -514,9 +529,9 @@ def build_report(
                         entry["grid_rel"] = rel
                         prog.track(folder.add_rendered(
                             rel,
-                            lambda act=act, s=s, wide=wide: act.grid(
-                                top=top if wide else None, order="l2" if wide else "index", sample=s, cmap=cmap,
-                                labels=True, max_side=grid_max_side,
+                            partial(
+                                act.grid, top=top if wide else None, order="l2" if wide else "index", sample=s,
+                                cmap=cmap, labels=True, max_side=grid_max_side,
                             ),
                             layer=key, kind="activations", image=item.label, sample=s,
                         ))
@@ -525,7 +540,7 @@ def build_report(
                             entry["full_rel"] = rel_all
                             (folder.add_rendered(
                                 rel_all,
-                                lambda act=act, s=s: act.grid(order="index", sample=s, cmap=cmap, labels=True, max_side=4096),
+                                partial(act.grid, order="index", sample=s, cmap=cmap, labels=True, max_side=4096),
                                 layer=key, kind="activations-all", image=item.label, sample=s,
                             ))
                         if overlay and volume_record is not None and data.ndim == 5:  # maps on the scan's planes
@@ -540,7 +555,7 @@ def build_report(
                             entry["overlay_rel"] = rel_ov
                             base = display[s]
                             (folder.add_rendered(
-                                rel_ov, lambda act=act, s=s, base=base: act.overlay(base, sample=s),
+                                rel_ov, partial(act.overlay, base, sample=s),
                                 layer=key, kind="overlay", image=item.label, sample=s,
                             ))
                         section.images[item.index] = entry
@@ -571,7 +586,7 @@ def build_report(
                 ordered.append(sections[name])
                 ordered.extend(sec for key, sec in sections.items() if key != name and _base_name(key) == name)
 
-            summary_rows = []
+            summary_rows: list[_SummaryRow] = []
             total_params = 0
             for info in all_infos:
                 if not info.is_leaf:
@@ -646,7 +661,7 @@ def build_report(
                     "figure": asset(view.get("figure_rel"), f"U-Net flow for {view['label']}"),
                     "blocks": view["blocks"],
                     "hovers": view.get("hovers", []),
-                    "panels": [asset(rel, f"U-Net {caption} for {view['label']}") | {"caption": caption, "hovers": hovers}
+                    "panels": [(asset(rel, f"U-Net {caption} for {view['label']}") or {}) | {"caption": caption, "hovers": hovers}
                                for caption, rel, hovers in view["panels"] if rel in files],
                 }
                 for view in unet_views
@@ -784,10 +799,10 @@ def _unet_section(
             ]
             view["hovers"] = _hover_ctx(figure)
             view["figure_rel"] = f"unet/{stem}.flow.png"
-            prog.track(folder.add_rendered(view["figure_rel"], lambda figure=figure: figure, kind="unet-flow", image=label))
+            prog.track(folder.add_rendered(view["figure_rel"], _ready(figure), kind="unet-flow", image=label))
         for caption, picture in panels:
             rel = folder.unique_name(f"{stem}.{caption}", ".png", "unet")
-            prog.track(folder.add_rendered(rel, lambda picture=picture: picture, kind="unet-level", image=label, caption=caption))
+            prog.track(folder.add_rendered(rel, _ready(picture), kind="unet-level", image=label, caption=caption))
             view["panels"].append((caption, rel, _hover_ctx(picture)))
         _unet_cam_panel(flow, view, folder, prog, stem, label, notes)
         views.append(view)

@@ -52,13 +52,14 @@ def _prepare(scope: Any, size: Any, normalize: str | None) -> dict[str, Any]:
     return _prepare_kwargs(scope, size, normalize)
 
 
-def _example_arrays(result: ScanResult, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _example_arrays(result: ScanResult, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(example ids, which are filled, their ``(…, dims)`` arg-max coordinates or None for a non-spatial layer)."""
     stats = result.layer(layer)
     ids = stats.top_id
     valid = ids != b""
     spatial = stats.spatial
     coords = np.stack(np.unravel_index(np.where(valid, stats.top_pos, 0), spatial), axis=-1) if spatial else None
-    return ids, valid, coords  # type: ignore[return-value]
+    return ids, valid, coords
 
 
 def compute_crops(

@@ -159,7 +159,7 @@ class BatchScanner:
             if self.segmentation is None:
                 self.segmentation = classes is not None
             if classes is not None:
-                ncls = 2 if result.output is not None and result.output.shape[1] == 1 else int(result.output.shape[1])  # type: ignore[union-attr]
+                ncls = 2 if result.output is not None and result.output.shape[1] == 1 else int(result.output.shape[1])
                 for name in order:
                     act = keep.get(name)
                     if act is None:
@@ -172,10 +172,16 @@ class BatchScanner:
         return state
 
 
+class _StopEvent(threading.Event):
+    """Set by SIGINT/SIGTERM; ``signum`` says which signal (None until one came)."""
+
+    signum: int | None = None
+
+
 @contextmanager
-def _stop_signals() -> Iterator[threading.Event]:
+def _stop_signals() -> Iterator[_StopEvent]:
     """SIGINT/SIGTERM set an event (checked between batches) instead of killing the scan mid-write."""
-    stop = threading.Event()
+    stop = _StopEvent()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -183,7 +189,7 @@ def _stop_signals() -> Iterator[threading.Event]:
 
     def handler(signum: int, _frame: Any) -> None:
         stop.set()
-        stop.signum = signum  # type: ignore[attr-defined]
+        stop.signum = signum
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -90,7 +90,7 @@ def ray_partials(
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         items = [{"index": i, "files": json.dumps([[f.path, f.rel] for f in chunks[i]])} for i in todo]
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(1, actors) * 4))
+        ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=min(len(items), max(1, actors) * 4))
         ds = ds.map_batches(
             ScanActor,
             batch_size=1,

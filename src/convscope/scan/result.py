@@ -154,7 +154,8 @@ class ScanState:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, **self.to_arrays())
+        arrays: dict[str, Any] = self.to_arrays()  # Any: numpy's stubs match ``**`` against ``allow_pickle: bool``
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
     @classmethod

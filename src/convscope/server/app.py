@@ -216,8 +216,8 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 def _static_bytes(name: str) -> bytes:
     if name in SHARED_WITH_REPORT:  # one file for the report and the viewer: the same layer filter
-        return resources.files("convscope.report").joinpath("assets", name).read_bytes()
-    return resources.files("convscope.server").joinpath("static", name).read_bytes()
+        return resources.files("convscope.report").joinpath("assets").joinpath(name).read_bytes()
+    return resources.files("convscope.server").joinpath("static").joinpath(name).read_bytes()
 
 
 def _png(data: bytes) -> Response:

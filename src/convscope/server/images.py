@@ -142,7 +142,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             fmt = (img.format or "").upper()
             allowed = {"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "MPO"}
             if fmt not in allowed:

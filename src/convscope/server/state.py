@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,11 @@ class ImageEntry:
 
     def to_dict(self, image_id: str) -> dict[str, Any]:
         return {"id": image_id, "name": self.name, "origin": self.origin, "notes": list(self.notes), "size": self.size}
+
+
+def _keyed_by_image(image_id: object, key: object) -> bool:
+    """Whether a cache ``key`` is one of image ``image_id``'s entries (``(kind, image_id, ...)``)."""
+    return isinstance(key, tuple) and len(key) > 1 and key[1] == image_id
 
 
 def _finite_list(values: np.ndarray, digits: int = 6) -> list[float | None]:
@@ -199,7 +205,7 @@ class ViewerState:
         prepared = self._prepare(entry)  # refuse images the model cannot take, before registering
         image_id, evicted = self.images.add(entry)
         for old in evicted:
-            self.cache.discard_where(lambda key, old=old: isinstance(key, tuple) and len(key) > 1 and key[1] == old)
+            self.cache.discard_where(partial(_keyed_by_image, old))
         self.cache.put(("prep", image_id), prepared, int(prepared.batch.nbytes + (prepared.display.nbytes if prepared.display is not None else 0)))
         return image_id, entry
 
