@@ -236,7 +236,8 @@ class LayerStats:
         top_bin = np.float32(nbins + 1)
         # one pass over the activation, in channel chunks that stay in cache: every statistic of a chunk is
         # computed while it is there, into temporaries allocated once (no page faults per chunk)
-        step = max(1, _CHUNK_VALUES // max(1, total))
+        # (channel offsets + bins stay below 2**24: exact in float32)
+        step = max(1, min(_CHUNK_VALUES // max(1, total), (2**24 - 1) // (nbins + 2)))
         width = min(step, c)
         buf = np.empty((n, width, size), dtype=np.float32)
         keys = np.empty((n, width, size), dtype=np.int64)
@@ -244,7 +245,7 @@ class LayerStats:
         flag_bytes = flags.view(np.uint8)
         # per-row counts of 0/1 bytes: uint16 is exact while a row has fewer than 2**16 values
         flag_sum = np.uint16 if size < 2**16 else np.int64
-        offsets = (np.arange(width, dtype=np.int64) * (nbins + 2))[None, :, None]
+        offsets = (np.arange(width, dtype=np.float32) * np.float32(nbins + 2))[None, :, None]
         for c0 in range(0, c, step):
             c1 = min(c, c0 + step)
             w = c1 - c0
@@ -278,8 +279,11 @@ class LayerStats:
                 np.fmax(t, np.float32(0.0), out=t)
             else:
                 np.clip(t, np.float32(0.0), top_bin, out=t)
-            np.copyto(key, t, casting="unsafe")  # truncation = floor: t >= 0
-            key += offsets[:, :w]
+            # bin + channel offset: floor, then add the offset while still float32 (both are integers below
+            # 2**24: exact), one conversion to int64
+            np.floor(t, out=t)
+            t += offsets[:, :w]
+            np.copyto(key, t, casting="unsafe")
             hist[c0:c1] = np.bincount(key.reshape(-1), minlength=w * (nbins + 2)).reshape(w, nbins + 2)
         del buf, keys, flags
         mean = row_sum.astype(np.float64).sum(axis=0) / max(total, 1)
