@@ -145,13 +145,12 @@ class BatchScanner:
 
         seen: set[str] = set()
         futures: list[Any] = []
-        # while the statistics thread has activations queued, the forward pass leaves it a core (adapters
-        # that can: torch's OpenMP threads spin while they wait and would take the core numpy works on)
+        # the forward pass leaves the statistics thread a core (adapters that can: torch's OpenMP threads
+        # spin while they wait and would take the core numpy works on). The reduction is fixed for the
+        # whole scan, never switched by timing: a convolution's float result can depend on the thread
+        # count, and a scan must give the same numbers every time (resume, shards, engines)
         adapter = self.scope.adapter
-        sharing = (
-            adapter.sharing_cpu(1, lambda: pending[0] > 0) if isinstance(adapter, SupportsCpuSharing)
-            else contextlib.nullcontext()
-        )
+        sharing = adapter.sharing_cpu(1) if isinstance(adapter, SupportsCpuSharing) else contextlib.nullcontext()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convscope-scan-stats") as pool:
             try:
                 with sharing:
