@@ -68,6 +68,8 @@ def way(kind: str, data: str, batch_size: int, workers: int, threads: int) -> di
     scope = cs.Scope(model)
     files = list_files(data)
     start = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     if kind == "bare":
         chunks = chunk_files(files, batch_size)
         with torch.no_grad():
@@ -78,8 +80,11 @@ def way(kind: str, data: str, batch_size: int, workers: int, threads: int) -> di
         result = scope.scan(data, top_k=16, batch_size=batch_size, workers=workers, crops=False)
         images = result.images
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
-    return {"way": kind, "images": images, "seconds": seconds, "images_per_s": images / seconds, "peak_rss_mib": peak}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0  # all threads: decoding, forward, statistics
+    peak = usage.ru_maxrss / 1024  # KiB on Linux -> MiB
+    return {"way": kind, "images": images, "seconds": seconds, "images_per_s": images / seconds,
+            "cpu_s_per_image": cpu / max(images, 1), "peak_rss_mib": peak}
 
 
 def _spawn(kind: str, data: Path, args: argparse.Namespace) -> dict:
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_ratio": round(scan["images_per_s"] / bare["images_per_s"], 3),
         "runs_images_per_s": {"bare": [round(r["images_per_s"], 3) for r in bares],
                               "scan": [round(r["images_per_s"], 3) for r in scans]},
+        "runs_cpu_s_per_image": {"bare": [round(r["cpu_s_per_image"], 3) for r in bares],
+                                 "scan": [round(r["cpu_s_per_image"], 3) for r in scans]},
         "bare_peak_rss_mib": round(bare["peak_rss_mib"], 1),
         "scan_peak_rss_mib_by_images": {k: round(v, 1) for k, v in memory.items()},
     }

@@ -137,3 +137,52 @@ def test_selection_equals_the_full_lexicographic_order_with_many_ties():
             assert [(float(a), b, int(c)) for a, b, c in zip(s[row], i[row], p[row]) if b] == [
                 (float(a), b, int(c)) for a, b, c in want
             ]
+
+
+def test_channel_chunks_do_not_change_any_field(monkeypatch):
+    """The statistics are computed per cache-sized channel chunk; tiny chunks (one channel, and a
+    partial last chunk) give the same state, bit for bit, as a single chunk."""
+    import convscope.core.stats as stats
+
+    rng = np.random.default_rng(7)
+    acts = rng.normal(0.0, 2.0, size=(6, 7, 5, 9)).astype(np.float32)
+    acts[:, 2] = np.maximum(acts[:, 2], 0)  # exact zeros
+    acts[2, 5, 1, 1] = acts[4, 5, 3, 3] = acts[:, 5].max() + 1  # a tie on the max
+    ids = [f"x{i}@{i}" for i in range(6)]
+    edges = histogram_edges(acts[:2])
+    results = []
+    for chunk in (1 << 30, 6 * 45, 3 * 6 * 45 - 1):  # one chunk; one channel each; 2 channels, last one 1
+        monkeypatch.setattr(stats, "_CHUNK_VALUES", chunk)
+        for score in ("max", "mean"):
+            results.append(LayerStats.from_batch(acts, ids, k=3, score=score, edges=edges))
+    for again in results[2:]:
+        assert again.equal(results[0] if again.score == "max" else results[1])
+    # and the numbers are right: counts, zeros, positives, histogram of the interior bins
+    per = acts.transpose(1, 0, 2, 3).reshape(7, -1)
+    state = results[0]
+    np.testing.assert_array_equal(state.zeros, (per == 0).sum(axis=1))
+    np.testing.assert_array_equal(state.positive, (per > 0).sum(axis=1))
+    np.testing.assert_array_equal(state.max, per.max(axis=1))
+    best = per.reshape(7, 6, -1).max(axis=2).argmax(axis=1)  # first image with the max (ids ascend)
+    np.testing.assert_array_equal(state.top_pos[:, 0], per.reshape(7, 6, -1).argmax(axis=2)[np.arange(7), best])
+    for c in range(7):
+        counts, _ = np.histogram(per[c], bins=state.edges)
+        np.testing.assert_array_equal(state.hist[c, 1:-1], counts)
+        assert state.hist[c].sum() == per.shape[1]
+
+
+def test_non_finite_values_land_in_the_outer_bins():
+    acts = np.zeros((2, 2, 3, 3), dtype=np.float32)
+    acts[0, 0, 0, 0] = np.nan
+    acts[0, 0, 0, 1] = np.inf
+    acts[1, 0, 2, 2] = -np.inf
+    acts[1, 1] = -0.0  # negative zero is a zero, and not positive
+    acts[0, 1, 1, 1] = 0.5
+    edges = np.linspace(-1.0, 1.0, 9)
+    state = LayerStats.from_batch(acts, ["a@1", "b@2"], k=2, edges=edges)
+    assert np.isnan(state.min[0]) and state.min[1] == 0.0 and state.max[1] == 0.5
+    assert state.hist[0, 0] == 1 and state.hist[0, -1] == 2  # -inf under; +inf and NaN over
+    assert state.hist[0].sum() == 18 and state.hist[1].sum() == 18
+    assert state.zeros.tolist() == [15, 17] and state.positive.tolist() == [1, 1]
+    assert state.hist[1, 1 + 4] == 17 and state.hist[1, 1 + 6] == 1  # 0 in [0, .25), 0.5 in [.5, .75)
+    assert state.hist[0, 1 + 4] == 15

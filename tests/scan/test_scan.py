@@ -86,6 +86,30 @@ def test_scan_lists_bad_files_and_matches_direct_computation(scope, dataset):
     assert result.dead_channels("conv1") == [3]
 
 
+def test_forward_pass_leaves_the_statistics_thread_a_core(dataset, monkeypatch):
+    """Each batch's capture runs inside ``sharing_cpu(1)`` with no timing-dependent switching (a conv's
+    float result can depend on the thread count); torch's thread count is the same after the scan, and
+    the statistics are those of a plain scan."""
+    from convscope.adapters.torch_adapter import TorchAdapter
+
+    scope = cs.Scope(TinyNet().eval())
+    plain = scope.scan(dataset, top_k=3, batch_size=8, crops=False)
+    calls: list[tuple[int, bool]] = []
+    original = TorchAdapter.sharing_cpu
+
+    def recording(self, consumer_threads, busy=None):
+        calls.append((consumer_threads, busy))
+        return original(self, consumer_threads, busy)
+
+    monkeypatch.setattr(TorchAdapter, "sharing_cpu", recording)
+    threads = torch.get_num_threads()
+    shared = scope.scan(dataset, top_k=3, batch_size=8, crops=False)
+    assert torch.get_num_threads() == threads
+    assert calls == [(1, None)] * 4  # 26 files (2 of them bad) in chunks of 8
+    for name in plain.layers:
+        assert shared.state.layers[name].equal(plain.state.layers[name])
+
+
 def test_empty_and_missing_data_are_clear_errors(scope, tmp_path):
     with pytest.raises(cs.ConvscopeError, match="no images found"):
         scope.scan(tmp_path, crops=False)

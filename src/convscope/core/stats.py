@@ -222,13 +222,10 @@ class LayerStats:
 
         total = n * size
         count = np.full(c, total, dtype=np.int64)
-        # per image and channel (cheap, whole array): arg-max position, max, row sums (float32 pairwise)
-        position = np.argmax(flat, axis=2).astype(np.int64)  # (N, C), first occurrence
-        row_max = np.take_along_axis(flat, position[:, :, None], axis=2)[:, :, 0]
-        row_sum = flat.sum(axis=2)  # (N, C) float32, each row summed on its own (batch-independent)
-        mean = row_sum.astype(np.float64).sum(axis=0) / max(total, 1)
-        vmin = flat.min(axis=(0, 2)).astype(np.float64) if size else np.full(c, np.inf)
-        vmax = row_max.max(axis=0).astype(np.float64) if size else np.full(c, -np.inf)
+        position = np.empty((n, c), dtype=np.int64)  # flat arg-max per image and channel (first occurrence)
+        row_max = np.empty((n, c), dtype=np.float32)
+        row_sum = np.empty((n, c), dtype=np.float32)  # each row summed on its own (float32 pairwise): batch-independent
+        vmin = np.full(c, np.inf)
         m2 = np.zeros(c, dtype=np.float64)
         zeros = np.zeros(c, dtype=np.int64)
         positive = np.zeros(c, dtype=np.int64)
@@ -237,38 +234,60 @@ class LayerStats:
         inv = np.float32(nbins / (hi - lo))
         shift = np.float32(1.0 - lo * float(inv))
         top_bin = np.float32(nbins + 1)
-        mean32 = mean.astype(np.float32)
-        has_nan = bool(np.isnan(vmin).any())
-        step = max(1, _CHUNK_VALUES // max(1, total))
+        # one pass over the activation, in channel chunks that stay in cache: every statistic of a chunk is
+        # computed while it is there, into temporaries allocated once (no page faults per chunk)
+        # (channel offsets + bins stay below 2**24: exact in float32)
+        step = max(1, min(_CHUNK_VALUES // max(1, total), (2**24 - 1) // (nbins + 2)))
         width = min(step, c)
         buf = np.empty((n, width, size), dtype=np.float32)
-        offsets = (np.arange(width, dtype=np.int64) * (nbins + 2))[None, :, None]
-        for c0 in range(0, c, step):  # channel chunks: the temporaries stay small (cache-sized, no page faults)
+        keys = np.empty((n, width, size), dtype=np.int64)
+        flags = np.empty((n, width, size), dtype=np.bool_)
+        flag_bytes = flags.view(np.uint8)
+        # per-row counts of 0/1 bytes: uint16 is exact while a row has fewer than 2**16 values
+        flag_sum = np.uint16 if size < 2**16 else np.int64
+        offsets = (np.arange(width, dtype=np.float32) * np.float32(nbins + 2))[None, :, None]
+        for c0 in range(0, c, step):
             c1 = min(c, c0 + step)
             w = c1 - c0
             x = flat[:, c0:c1, :]
-            t = buf[:, :w]
-            zeros[c0:c1] = np.count_nonzero(x == 0, axis=(0, 2))
-            positive[c0:c1] = np.count_nonzero(x > 0, axis=(0, 2))
-            # squared deviations about the float32 mean, corrected to the float64 mean
-            np.subtract(x, mean32[None, c0:c1, None], out=t)
+            t, key, flag, fb = buf[:, :w], keys[:, :w], flags[:, :w], flag_bytes[:, :w]
+            pos = np.argmax(x, axis=2)
+            position[:, c0:c1] = pos
+            row_max[:, c0:c1] = np.take_along_axis(x, pos[:, :, None], axis=2)[:, :, 0]
+            np.sum(x, axis=2, out=row_sum[:, c0:c1])
+            if size:
+                vmin[c0:c1] = x.min(axis=(0, 2))
+            np.equal(x, 0, out=flag)
+            zeros[c0:c1] = fb.sum(axis=2, dtype=flag_sum).sum(axis=0, dtype=np.int64)
+            np.greater(x, 0, out=flag)
+            positive[c0:c1] = fb.sum(axis=2, dtype=flag_sum).sum(axis=0, dtype=np.int64)
+            # squared deviations about the float32 mean of the chunk's channels, corrected to the float64 mean
+            mean_c = row_sum[:, c0:c1].astype(np.float64).sum(axis=0) / max(total, 1)
+            mean32 = mean_c.astype(np.float32)
+            np.subtract(x, mean32[None, :, None], out=t)
             np.square(t, out=t)
             sq = t.sum(axis=2).astype(np.float64).sum(axis=0)
-            resid = (mean[c0:c1] - mean32[c0:c1].astype(np.float64)) * total  # sum(x - mean32), from the row sums
+            resid = (mean_c - mean32.astype(np.float64)) * total  # sum(x - mean32), from the row sums
             m2[c0:c1] = np.maximum(sq - resid * resid / max(total, 1), 0.0)
             # fixed-edge histogram, bins half-open [e_i, e_i+1); 0 = underflow (< e_0), nbins + 1 = overflow
-            # (>= e_last, and NaN)
+            # (>= e_last, and NaN): the bin index is arithmetic on the value, then one bincount per chunk
+            # over (channel, bin)
             np.multiply(x, inv, out=t)
             t += shift
-            if has_nan:  # fmin/fmax send NaN to the overflow bin
+            if np.isnan(vmin[c0:c1]).any():  # fmin/fmax (slower) send NaN to the overflow bin
                 np.fmin(t, top_bin, out=t)
                 np.fmax(t, np.float32(0.0), out=t)
             else:
                 np.clip(t, np.float32(0.0), top_bin, out=t)
-            idx = t.astype(np.int64)
-            idx += offsets[:, :w]
-            hist[c0:c1] = np.bincount(idx.ravel(), minlength=w * (nbins + 2)).reshape(w, nbins + 2)
-        del buf
+            # bin + channel offset: floor, then add the offset while still float32 (both are integers below
+            # 2**24: exact), one conversion to int64
+            np.floor(t, out=t)
+            t += offsets[:, :w]
+            np.copyto(key, t, casting="unsafe")
+            hist[c0:c1] = np.bincount(key.reshape(-1), minlength=w * (nbins + 2)).reshape(w, nbins + 2)
+        del buf, keys, flags
+        mean = row_sum.astype(np.float64).sum(axis=0) / max(total, 1)
+        vmax = row_max.max(axis=0).astype(np.float64) if size else np.full(c, -np.inf)
 
         if score == "max":
             scores = row_max.astype(np.float64)

@@ -10,6 +10,7 @@ in the same order, so both give the same state.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..adapters.base import SupportsCpuSharing
 from ..core.objective import fit_mask
 from ..core.stats import DEFAULT_BINS, LayerStats, histogram_edges
 from ..errors import ConvscopeError
@@ -143,9 +145,16 @@ class BatchScanner:
 
         seen: set[str] = set()
         futures: list[Any] = []
+        # the forward pass leaves the statistics thread a core (adapters that can: torch's OpenMP threads
+        # spin while they wait and would take the core numpy works on). The reduction is fixed for the
+        # whole scan, never switched by timing: a convolution's float result can depend on the thread
+        # count, and a scan must give the same numbers every time (resume, shards, engines)
+        adapter = self.scope.adapter
+        sharing = adapter.sharing_cpu(1) if isinstance(adapter, SupportsCpuSharing) else contextlib.nullcontext()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convscope-scan-stats") as pool:
             try:
-                result = self.scope.adapter.capture(batch.batch, cfg.layers, on_activation=on_activation)
+                with sharing:
+                    result = adapter.capture(batch.batch, cfg.layers, on_activation=on_activation)
             finally:
                 for future in futures:
                     future.result()
