@@ -588,15 +588,16 @@ class ViewerState:
             return record
 
     def _compute_cam(self, image_id: str, query: CamQuery) -> dict[str, Any]:
-        from ..adapters.base import SupportsGradients
+        from ..adapters.base import require
         from ..cam import compute_cams
         from ..core import targets as tg
         from ..core.attribution import PostProcess
+        from ..errors import UnsupportedModelError
 
-        if not isinstance(self.scope.adapter, SupportsGradients):
-            fw = self.scope.adapter.framework
-            raise ApiError(422, "no_gradients", f"{fw} models have no gradients here, so the viewer cannot draw "
-                           "gradient CAMs; use convscope cam --method eigencam or scorecam")
+        try:
+            require(self.scope.adapter, "gradients", what="the viewer's gradient CAMs")
+        except UnsupportedModelError as exc:
+            raise ApiError(422, "no_gradients", str(exc)) from None
         prepared = self.prepared(image_id)
         output = self.output(image_id)
         if output is None:
