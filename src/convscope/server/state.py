@@ -296,20 +296,13 @@ class ViewerState:
             return {"kind": "none", "top": []}
         if output.ndim > 2:
             return {"kind": "map", "top": [], "shape": list(output.shape[1:])}
-        scores = np.asarray(output[0], dtype=np.float64).reshape(-1)
-        if scores.size < 2:
+        from ..core.predictions import top_classes
+
+        top = top_classes(output[0], k)
+        if top is None:
             return {"kind": "none", "top": []}
         self._unet_known = False  # a vector output: not a U-Net, so the page need not ask
-        already = bool(np.all(scores >= 0) and abs(scores.sum() - 1.0) < 1e-3)
-        if already:
-            probs = scores
-        else:
-            shifted = np.exp(scores - scores.max())
-            probs = shifted / shifted.sum()
-        order = np.argsort(-probs, kind="stable")[:k]
-        return {"kind": "classes", "softmax": not already, "classes": int(scores.size),
-                "top": [{"index": int(i), "probability": round(float(probs[i]), 6), "score": round(float(scores[i]), 6)}
-                        for i in order]}
+        return {"kind": "classes", **top}
 
     def output(self, image_id: str) -> np.ndarray | None:
         """The model's output for the image (computed with the activations, cached)."""
