@@ -149,3 +149,22 @@ def _query(**kw: Any) -> Any:
     from convscope.server.state import CamQuery
 
     return CamQuery(**kw)
+
+
+def test_onnx_model_says_in_one_line_that_it_has_no_gradients(tmp_path: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    from torch import nn
+
+    from tests.adapters.onnx.nets import export_onnx
+
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3, padding=1)).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", (1, 1, 16, 16))
+    client, _token, _state = make_client(cs.load(str(path)))
+    with client:
+        image = (np.arange(256).reshape(16, 16) % 251).astype(np.uint8)
+        image_id = client.post("/api/images", files={"file": ("x.png", png_bytes(image), "image/png")}).json()["id"]
+        response = client.get(f"/api/images/{image_id}/cam?pixel=3,3")
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "no_gradients" and "\n" not in error["message"]
+        assert "not available for ONNX models: ONNX has no autograd" in error["message"]

@@ -504,8 +504,12 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy, scan: Any 
         channel: int | None = Query(None, ge=0, description="one channel (default: the channel mean)"),
         opacity: float = Query(0.6, ge=0.0, le=1.0, description="overlay opacity"),
         mip: bool = Query(False, description="maximum projection along the plane's normal"),
+        cam_map: int | None = Query(None, ge=0, description="overlay CAM number cam_map of GET /cam with the same "
+                                    "cls, pixel, box and method (instead of a layer)"),
+        cam: Annotated[CamQuery | None, Depends(cam_query)] = None,
     ) -> Response:
-        return _png(state.volume_slice_png(image_id, plane, index, layer_id=layer, channel=channel, opacity=opacity, mip=mip))
+        return _png(state.volume_slice_png(image_id, plane, index, layer_id=layer, channel=channel, opacity=opacity, mip=mip,
+                                           cam=(cam, cam_map) if cam_map is not None and cam is not None else None))
 
     @app.get("/api/status", tags=["model"], summary="Cache statistics and forward passes run")
     def status() -> dict[str, Any]:

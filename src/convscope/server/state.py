@@ -676,20 +676,31 @@ class ViewerState:
         return prepared.volume
 
     def volume_slice_png(self, image_id: str, plane: str, index: int, *, layer_id: str | None = None,
-                         channel: int | None = None, opacity: float = 0.6, mip: bool = False) -> bytes:
+                         channel: int | None = None, opacity: float = 0.6, mip: bool = False,
+                         cam: tuple[CamQuery, int] | None = None) -> bytes:
         """One plane of the scan (radiological, physical aspect), optionally with a layer's map
-        (one channel, or the channel mean) mapped onto the scan's grid; ``mip``: maximum projection."""
+        (one channel, or the channel mean) or a CAM (``cam``: the query and the map's index in
+        :meth:`cam`) mapped onto the scan's grid; ``mip``: maximum projection."""
         from ..io.volume_prep import channel_window
         from ..render.planes import render_plane
 
         record = self._volume_record(image_id)
         if plane not in ("axial", "coronal", "sagittal"):
             raise ApiError(422, "bad_plane", "plane must be axial, coronal or sagittal")
-        key = ("vol", image_id, plane, index, layer_id, channel, round(opacity, 2), mip)
+        key = ("vol", image_id, plane, index, layer_id, channel, round(opacity, 2), mip,
+               None if cam is None else (cam[0].key(), cam[1]))
 
         def render() -> Any:
             overlay = None
-            if layer_id is not None:
+            if cam is not None:
+                maps = self.cam(image_id, cam[0])["maps"]
+                if not 0 <= cam[1] < len(maps):
+                    raise ApiError(422, "map_out_of_range", f"map {cam[1]} is out of range (0..{len(maps) - 1})")
+                data = maps[cam[1]].data[0]
+                if data.ndim != 3:
+                    raise ApiError(422, "not_3d", "this CAM is not a 3D map")
+                overlay = record.to_volume(np.asarray(data, dtype=np.float32))
+            elif layer_id is not None:
                 maps = self.activation(image_id, layer_id)
                 if maps.ndim != 4:
                     raise ApiError(422, "not_3d", "this layer's output is not a 3D map")

@@ -142,6 +142,9 @@
     $("predictions").hidden = true;
     $("cam").hidden = true;
     cam.output = null;
+    var volumeCam = $("volume-cam");
+    while (volumeCam.options.length > 1) { volumeCam.remove(1); }
+    volumeCam.value = "";
     closeDetail();
     setBusy(true, "Computing the activations of " + (image ? image.name : "the image") + "…");
     preview.src = "/api/images/" + enc(imageId) + "/input.png";
@@ -277,6 +280,17 @@
       figure.appendChild(caption);
       box.appendChild(figure);
     });
+    var volumeCam = $("volume-cam");  // 3D inputs: any of these maps can be drawn on the three planes
+    var chosen = volumeCam.value;
+    while (volumeCam.options.length > 1) { volumeCam.remove(1); }
+    data.maps.forEach(function (m) {
+      var option = document.createElement("option");
+      option.value = String(m.index);
+      option.textContent = m.role;
+      volumeCam.appendChild(option);
+    });
+    volumeCam.value = chosen !== "" && chosen < data.maps.length ? chosen : "";
+    if (volume.info) { renderVolume(); }
     Object.keys(data.missing || {}).forEach(function (role) {
       var note = document.createElement("p");
       note.className = "hint";
@@ -343,6 +357,7 @@
       loadCam();
     });
     $("cam-method").addEventListener("change", function () { loadCam(); });
+    $("volume-cam").addEventListener("change", function () { renderVolume(); });
     $("cam-whole").addEventListener("click", function () {
       cam.pixel = null; cam.box = null;
       $("cam-box").hidden = true;
@@ -393,7 +408,12 @@
     var info = volume.info, X = info.shape[0], Y = info.shape[1], Z = info.shape[2], p = volume.point;
     var mip = $("volume-mip").checked;
     var params = [];
-    if ($("volume-overlay").checked && state.layerId) {
+    var camMap = $("volume-cam").value;
+    if (camMap !== "") {
+      params.push(camQuery());
+      params.push("cam_map=" + enc(camMap));
+      params.push("opacity=" + enc($("volume-opacity").value));
+    } else if ($("volume-overlay").checked && state.layerId) {
       params.push("layer=" + enc(state.layerId));
       params.push("opacity=" + enc($("volume-opacity").value));
     }
