@@ -110,3 +110,27 @@ def test_classifier_shows_a_cam_per_top5_class(page: Any, tmp_path: Path) -> Non
         assert page.problems == []
     finally:
         server.stop()
+
+
+def test_3d_unet_cam_drawn_on_the_linked_planes(page: Any, tmp_path: Path) -> None:
+    pytest.importorskip("nibabel")
+    from tests.volumes import files as F
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    F.write_nifti(folder / "scan.nii.gz", F.marked_volume((16, 12, 8)), "PSR")
+    server = _server(cs.Scope("demo:unet3d"), folder)
+    try:
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=true]")
+        page.wait_for_function(CAMS_LOADED)
+        page.wait_for_selector("#volume:not([hidden])")
+        options = page.evaluate("() => Array.from(document.querySelectorAll('#volume-cam option')).map(o => o.textContent)")
+        assert "decoder 0" in options and "bottleneck" in options
+        page.select_option("#volume-cam", label="decoder 0")
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('#volume .plane-box img')).every(
+          i => i.getAttribute('src').includes('cam_map=') && i.complete && i.naturalWidth > 0)""")
+        screenshot(page, "viewer-cam-volume")
+        assert page.problems == []
+    finally:
+        server.stop()
