@@ -193,19 +193,18 @@
     figure.className = "prediction-cam";
     figure.hidden = true;
     var img = document.createElement("img");
-    var caption = document.createElement("figcaption");
     figure.appendChild(img);
-    figure.appendChild(caption);
+    // the description is the picture's alt text and tooltip, so the list item's text stays "class K: P%"
     api("/api/images/" + enc(imageId) + "/cam?cls=" + cls).then(function (data) {
       if (state.imageId !== imageId || !data.maps.length) { return; }
       var m = data.maps[0];
       img.src = m.url;
       img.alt = data.method + " for class " + cls + " at " + m.layer;
+      img.title = img.alt + (m.notes.length ? " (" + m.notes[0] + ")" : "") + "; 1 = the map's maximum";
       img.setAttribute("data-cam-class", String(cls));
-      caption.textContent = data.method + " at " + m.layer + (m.notes.length ? " (" + m.notes[0] + ")" : "");
       figure.hidden = false;
     }).catch(function (err) {
-      if (err.code !== "no_gradients") { caption.textContent = "no CAM: " + err.message; figure.hidden = false; }
+      if (err.code !== "no_gradients") { figure.title = "no CAM: " + err.message; }
     });
     return figure;
   }
