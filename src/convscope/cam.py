@@ -23,9 +23,9 @@ from .core.objective import Objective
 
 if TYPE_CHECKING:
     from .render.picture import Picture
-from .errors import ConvscopeError, UnsupportedModelError
+from .errors import ConvscopeError
 
-__all__ = ["CamResult", "CamSet", "compute_cams", "render_cam_row", "DEFAULT_SCORECAM_BUDGET_MB"]
+__all__ = ["CamResult", "CamSet", "compute_cams", "render_cam_row", "fit_target_masks", "DEFAULT_SCORECAM_BUDGET_MB"]
 
 DEFAULT_SCORECAM_BUDGET_MB = 256
 """Score-CAM's memory budget for one chunk of masked inputs (their size x 16, a rough allowance for
@@ -266,17 +266,36 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
     def manifest(self) -> dict[str, Any]:
         return {"target": self.target, "passes": self.passes, "maps": [r.describe() for r in self._items.values()]}
 
-    def save(self, out_dir: str | os.PathLike[str], *, arrays: bool = False, cmap: str = "jet", alpha: float = 0.5) -> Path:
+    def save(self, out_dir: str | os.PathLike[str], *, arrays: bool = False, cmap: str = "jet", alpha: float = 0.5,
+             volume: Any = None) -> Path:
         """Write ``<layer>.<method>[.sN].png`` overlays (and with ``arrays`` ``<layer>.<method>.npz``
-        holding ``raw`` and ``cam``) plus ``manifest.json``; returns the manifest path."""
+        holding ``raw`` and ``cam``) plus ``manifest.json``; returns the manifest path.
+
+        ``volume``: the input's :class:`~convscope.io.volume_prep.VolumeInput` when it was a scan fed to
+        a 3D model: each map is also drawn over the original intensities in the axial, coronal and
+        sagittal planes (radiological, orientation letters, physical aspect) as
+        ``<layer>.<method>[.sN].planes.png``, and the manifest records the scan's geometry.
+        """
         from .io.output import OutputDir, safe_filename
 
-        with OutputDir(out_dir, info={"command": "cam", "target": self.target, "passes": self.passes}) as out:
+        info: dict[str, Any] = {"command": "cam", "target": self.target, "passes": self.passes}
+        if volume is not None:
+            info["volume"] = volume.describe()
+        with OutputDir(out_dir, info=info) as out:
             for r in self._items.values():
                 stem = safe_filename(f"{r.layer}.{r.method}")
                 for s in range(r.data.shape[0]):
                     rel = out.unique_name(stem + (f".s{s}" if r.data.shape[0] > 1 else ""), ".png")
                     out.add_picture(rel, r.overlay(sample=s, cmap=cmap, alpha=alpha), **_entry(r), sample=s)
+                    if volume is not None and volume.plane is None and r.data.ndim == 4:
+                        from .volume_views import map_planes
+
+                        pic = map_planes(volume, r.data[s], f"{r.method} at {r.layer}",
+                                         reduce=f"CAM, {r.post.describe()['normalize']}-normalised,")
+                        rel = out.unique_name(stem + (f".s{s}" if r.data.shape[0] > 1 else "") + ".planes", ".png")
+                        out.add_picture(rel, pic, **{**_entry(r), "kind": "cam_planes"}, sample=s,
+                                        convention="radiological",
+                                        geometry=volume.describe(), resampling=pic.meta.get("resampling"))
                 if arrays:
                     rel = out.unique_name(stem, ".npz")
                     out.add_arrays(rel, {"raw": r.raw, "cam": r.data}, **{**_entry(r), "kind": "cam_arrays"})
@@ -304,20 +323,38 @@ def _entry(r: CamResult) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
+def fit_target_masks(target: Objective, record: Any) -> Objective:
+    """``target`` with every mask file that is a volume (NIfTI, DICOM, ITK) read on the input volume's
+    grid and fitted like the input (:meth:`~convscope.io.volume_prep.VolumeInput.fit_region`: ROI crop,
+    zero padding, or a 2D model's slices). ``record``: the input's VolumeInput (None: ``target`` as is)."""
+    import dataclasses
+
+    from .core.targets import PerSample, SegmentationTarget
+
+    if record is None:
+        return target
+    if isinstance(target, PerSample):
+        return dataclasses.replace(target, targets=tuple(fit_target_masks(t, record) for t in target.targets))
+    if not isinstance(target, SegmentationTarget) or not isinstance(target.mask, (str, os.PathLike)):
+        return target
+    from .io.readers import reader_for_path
+    from .io.volume_prep import fit_mask_file
+
+    reader = reader_for_path(target.mask)
+    if reader is None or not reader.volume:
+        return target
+    fitted = fit_mask_file(str(target.mask), record, what="the mask")
+    if not fitted.any():
+        raise ConvscopeError(f"the mask {Path(target.mask).name} is empty inside the region fed to the model "
+                             "(--roi / --slice); choose a region that contains it")
+    return dataclasses.replace(target, _mask_array=fitted)
+
+
 def _split_call(name: str) -> tuple[str, int]:
     base, sep, k = name.rpartition("#")
     if sep and k.isdigit():
         return base, int(k)
     return name, 0
-
-
-def _no_autograd(adapter: Any, methods: Sequence[str]) -> UnsupportedModelError:
-    fw = str(getattr(adapter, "framework", "this"))
-    why = "ONNX models have no autograd" if fw.lower() == "onnx" else f"gradients are not available for {fw} models"
-    return UnsupportedModelError(
-        f"{why}, so {', '.join(methods)} cannot run; use --method eigencam or scorecam "
-        "(forward passes only), or load the PyTorch/Keras model"
-    )
 
 
 def _chunk_size(batch: np.ndarray, budget_mb: float) -> int:
@@ -354,7 +391,7 @@ def compute_cams(
     Passes: one forward + one backward for all gradient and input methods and Eigen-CAM; Score-CAM
     adds ``sum_layers N*C`` forward-passed masked inputs, batched.
     """
-    from .adapters.base import SupportsGradients
+    from .adapters.base import require
 
     post = post or at.PostProcess()
     names = at.check_methods(methods)
@@ -373,8 +410,7 @@ def compute_cams(
     lg = None
     output_name = "output"
     if grad_methods or input_methods:
-        if not isinstance(adapter, SupportsGradients):
-            raise _no_autograd(adapter, grad_methods + input_methods)
+        require(adapter, "gradients", what=", ".join(grad_methods + input_methods) + " (gradients)")
         # exact keys: "name#k" asks the adapter for that call only (no gradients kept for the module's other calls)
         lg = adapter.gradients(arr, keys if layer_methods else [], target, with_input=bool(input_methods))
         passes["forward"] += 1

@@ -427,7 +427,7 @@ class Scope:
             :class:`~convscope.cam.CamSet` keyed ``(layer, method)``. All gradient methods at all
             layers come from ONE forward + ONE backward pass.
         """
-        from .cam import DEFAULT_SCORECAM_BUDGET_MB, compute_cams
+        from .cam import DEFAULT_SCORECAM_BUDGET_MB, compute_cams, fit_target_masks
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
@@ -437,6 +437,7 @@ class Scope:
             target = tg.auto()
         elif isinstance(target, (list, tuple)):
             target = tg.per_sample(target)
+        target = fit_target_masks(target, prepared.volume)  # a NIfTI/DICOM mask: on the scan's grid, fitted like the input
         post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
         methods = check_methods(method)
         result = compute_cams(

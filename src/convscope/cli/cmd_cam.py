@@ -69,17 +69,37 @@ def build_target(
 
 def register(app: typer.Typer) -> None:
     """Add the ``cam`` command to ``app`` (called once from ``cli/main.py``)."""
-    from .main import DeviceOpt, KwargsOpt, ModelArg, NormalizeOpt, SizeOpt, TrustOpt, WeightsOpt, _echo, _scope
+    from .main import (
+        ChannelsOpt,
+        DeviceOpt,
+        IntensityOpt,
+        KwargsOpt,
+        MaxMemoryOpt,
+        ModelArg,
+        NormalizeOpt,
+        RoiOpt,
+        RoiSizeOpt,
+        SeriesOpt,
+        SizeOpt,
+        SliceOpt,
+        TrustOpt,
+        WeightsOpt,
+        WindowOpt,
+        _echo,
+        _image_or_channels,
+        _scope,
+        _volumes,
+    )
 
     @app.command()
     def cam(
         model: ModelArg,
-        image: Annotated[str, typer.Argument(help="input image (PNG/JPEG/TIFF) or .npy array")],
+        image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder", metavar="IMAGE")] = None,
         out: Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")] = Path("convscope-cam"),
         layer: Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name (name#k: k-th extra call), or glob (repeatable); default: the last convolution")] = None,
         method: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="gradcam | gradcam++ | hirescam | xgradcam | layercam | eigencam | scorecam | inputxgrad | saliency (repeatable)")] = None,
         cls: Annotated[Optional[int], typer.Option("--class", help="class (output channel); default: the predicted class / top-1")] = None,
-        mask: Annotated[Optional[str], typer.Option("--mask", help="region file (PNG or .npy, nonzero = inside)")] = None,
+        mask: Annotated[Optional[str], typer.Option("--mask", help="region file (PNG, .npy, or NIfTI/DICOM on the scan's grid; nonzero = inside), fitted like the input")] = None,
         region: Annotated[Optional[str], typer.Option("--region", help="box X0,Y0,X1,Y1 in output pixels (ends exclusive)")] = None,
         pixel: Annotated[Optional[str], typer.Option("--pixel", help="one position Y,X (Z,Y,X for volumes)")] = None,
         predicted: Annotated[bool, typer.Option("--predicted", help="region = where the clean pass predicts --class")] = False,
@@ -97,13 +117,29 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         size: SizeOpt = None,
         normalize: NormalizeOpt = None,
+        series: SeriesOpt = None,
+        channels: ChannelsOpt = None,
+        intensity: IntensityOpt = None,
+        window: WindowOpt = None,
+        roi: RoiOpt = None,
+        roi_size: RoiSizeOpt = None,
+        slice_: SliceOpt = None,
+        max_memory: MaxMemoryOpt = None,
     ) -> None:
-        """Class activation maps (Grad-CAM family) of a class in a region, at any layers, from one backward pass."""
+        """Class activation maps (Grad-CAM family) of a class in a region, at any layers, from one backward pass.
+
+        A 3D scan fed to a 3D model also gets <layer>.<method>.planes.png: the map over the original
+        intensities in the axial, coronal and sagittal planes (radiological), geometry in the manifest.
+        """
         target = build_target(cls, mask, region, pixel, predicted, largest, output, reduce)
-        scope = _scope(model, kwargs, weights, trust, device, normalize)
-        cams = scope.cam(image, layer=list(layer) if layer else None, target=target, method=list(method or ["gradcam"]),
-                           relu=relu, cam_normalize=norm, shared=shared, size=size, progress=progress, as_set=True)
-        manifest = cams.save(out, arrays=arrays)
+        source = _image_or_channels(image, channels)
+        scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity,
+                         window, roi, roi_size, slice_)
+        scope.check_memory(source, size=size, what="the CAM (activations and gradients)")
+        prepared = scope.prepare(source, size=size)  # a scan is read once (remembered for scope.cam)
+        cams = scope.cam(source, layer=list(layer) if layer else None, target=target, method=list(method or ["gradcam"]),
+                         relu=relu, cam_normalize=norm, shared=shared, size=size, progress=progress, as_set=True)
+        manifest = cams.save(out, arrays=arrays, volume=prepared.volume)
         for note in cams.notes:
             typer.echo(f"note: {note}", err=True)
         _echo(f"wrote {len(cams)} map(s) to {manifest.parent} (see {manifest.name})")

@@ -278,10 +278,9 @@ def _read_mask(path: str, prepared: Any = None) -> Any:
     from ..io.images import prepare_input
 
     if prepared is not None and prepared.volume is not None:
-        from ..io.volume_prep import read_labels
+        from ..io.volume_prep import fit_mask_file
 
-        region = prepared.volume.fit_region(read_labels(path, prepared.volume.volume) != 0)
-        return region[0] if prepared.volume.plane is not None and region.shape[0] == 1 else region
+        return fit_mask_file(path, prepared.volume)
 
     prepared = prepare_input(path, channels=None)
     return np.any(prepared.batch[0] != 0, axis=0)

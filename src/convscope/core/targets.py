@@ -39,13 +39,21 @@ __all__ = [
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """A mask file -> bool array (nonzero = inside): PNG/JPEG/TIFF (any channel nonzero) or ``.npy``."""
+    """A mask file -> bool array (nonzero = inside): PNG/JPEG/TIFF (any channel nonzero), ``.npy``, or a
+    volume through the reader registry (NIfTI, DICOM, ITK: ``(X, Y, Z)`` on the canonical RAS+ grid;
+    :meth:`convscope.Scope.cam` fits it to a volume input's ROI, padding or slices like the input)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConvscopeError(f"mask file {str(p)!r} does not exist; give a PNG or .npy mask (nonzero = inside)")
+    if not p.exists():
+        raise ConvscopeError(f"mask file {str(p)!r} does not exist; give a PNG, .npy or NIfTI mask (nonzero = inside)")
+    from ..io.readers import reader_for_path
+
+    reader = reader_for_path(p)
+    if reader is not None and reader.volume:
+        volume = reader.read(p)
+        return np.asarray(volume.data[0]) != 0
+    if p.is_dir():
+        raise ConvscopeError(f"mask {p.name} is a folder without a DICOM series; give a mask file")
     name = p.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        raise ConvscopeError(f"{p.name}: NIfTI masks are not supported yet; save the mask as .npy (np.save) instead")
     if name.endswith(".npy"):
         try:
             arr = np.load(p, allow_pickle=False)

@@ -44,6 +44,7 @@ __all__ = [
     "total_downsampling",
     "probe_downsampling",
     "channel_window",
+    "fit_mask_file",
 ]
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -521,7 +522,7 @@ def probe_downsampling(adapter: Any, channels: int | None, spatial_dims: int, pr
     return total_downsampling(adapter.layers())
 
 
-def read_labels(path: str, volume: Volume) -> np.ndarray:
+def read_labels(path: str, volume: Volume, *, what: str = "--labels") -> np.ndarray:
     """A label map file as ``(X, Y, Z)`` int32 on ``volume``'s grid (same shape and affine required)."""
     from pathlib import Path
 
@@ -530,10 +531,17 @@ def read_labels(path: str, volume: Volume) -> np.ndarray:
     labels = read_volume(Path(path))
     if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
         raise ImageInputError(
-            f"--labels {Path(path).name} ({'x'.join(map(str, labels.shape))}) is not on the grid of {volume.source} "
+            f"{what} {Path(path).name} ({'x'.join(map(str, labels.shape))}) is not on the grid of {volume.source} "
             f"({'x'.join(map(str, volume.shape))}, same affine needed); resample the label map to the scan first"
         )
     return np.rint(labels.data[0]).astype(np.int32)
+
+
+def fit_mask_file(path: str, record: VolumeInput, *, what: str = "--mask") -> np.ndarray:
+    """A mask file on the volume's grid -> bool, fitted like the input: ``(*padded_shape)`` for a 3D
+    model (ROI crop, zero padding), ``(N, rows, cols)`` for a 2D model's slices (``(rows, cols)`` for one)."""
+    region = record.fit_region(read_labels(path, record.volume, what=what) != 0)
+    return region[0] if record.plane is not None and region.shape[0] == 1 else region
 
 
 def dice_scores(prediction: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> dict[str, float | None]:

@@ -571,6 +571,11 @@ def build_report(
                 anchors = {key: sec.anchor for key, sec in sections.items()}
                 unet_views, unet_data = _unet_section(scope, items, image_items, folder, prog, size, normalize, notes, anchors)
 
+            # -- classifiers: the top-5 predictions and the CAM of the top-1 class ------------------
+            class_views: list[dict[str, Any]] = []
+            if not unet_views:
+                class_views = _class_section(scope, items, image_items, folder, prog, size, normalize, notes)
+
             folder.wait()
             files = {entry["file"]: entry for entry in folder.entries}
 
@@ -666,6 +671,11 @@ def build_report(
                 }
                 for view in unet_views
             ]
+            classes_ctx = [
+                {"label": view["label"], "top": view["top"], "softmax": view["softmax"], "classes": view["classes"],
+                 "cam": asset(view.get("cam_rel"), view.get("cam_alt", "")), "cam_caption": view.get("cam_caption", "")}
+                for view in class_views
+            ]
             from .._version import __version__
 
             context = {
@@ -680,6 +690,7 @@ def build_report(
                 "not_executed": [{"key": sec.key, "anchor": sec.anchor, "text": _not_executed_text(sec.not_executed, len(image_items))}
                                  for sec in ordered if sec.not_executed],
                 "unet": unet_ctx,
+                "classes": classes_ctx,
                 "notes": notes,
                 "top": top,
                 "dead_rel_tol": dead_rel_tol,
@@ -700,6 +711,7 @@ def build_report(
                     "layers": json_layers,
                     "not_executed": {"reason": NOT_EXECUTED, "layers": missing},
                     "unet": unet_data,
+                    "predictions": [{k: v for k, v in view.items() if k != "cam_alt"} for view in class_views],
                     "notes": notes,
                 },
                 kind="report-data",
@@ -748,6 +760,54 @@ def _unet_cam_panel(flow: Any, view: dict[str, Any], folder: OutputDir, prog: Pr
     rel = folder.unique_name(f"{stem}.cam", ".png", "unet")
     prog.track(folder.add_rendered(rel, lambda: picture, kind="unet-cam", image=label))
     view["panels"].append(("Grad-CAM of the predicted class at every level and skip branch (one shared scale)", rel, _hover_ctx(picture)))
+
+
+def _class_section(
+    scope: Scope,
+    items: list[Any],
+    image_items: list[_ImageItem],
+    folder: OutputDir,
+    prog: Progress,
+    size: Any,
+    normalize: str | None,
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """Per input sample of a classifier (an ``(N, K)`` output): its top-5 classes and the Grad-CAM of
+    its top-1 class at the last convolution (one forward + one backward pass per input). Empty for
+    other outputs; a note when the CAM cannot be drawn (e.g. a model without gradients)."""
+    from ..core import targets as tg
+    from ..core.predictions import top_classes
+    from ..errors import ConvscopeError
+
+    views: list[dict[str, Any]] = []
+    for source_index, image in enumerate(items):
+        prepared = scope.prepare(image, size=size, normalize=normalize)
+        output = scope.adapter.capture(prepared.batch, []).output
+        if output is None or np.asarray(output).ndim != 2:
+            return []
+        cam: Any = None
+        try:
+            cam = scope.cam(image, target=tg.classification(), size=size, normalize=normalize, progress=False)
+        except (ConvscopeError, ImportError) as exc:
+            note = f"classifier CAM not drawn: {exc}"
+            if note not in notes:
+                notes.append(note)
+        for item in (it for it in image_items if it.source_index == source_index):
+            top = top_classes(np.asarray(output)[item.sample])
+            if top is None:
+                return []
+            view: dict[str, Any] = {"label": item.label, **top}
+            if cam is not None and hasattr(cam, "overlay"):
+                cls = top["top"][0]["index"]
+                picture = cam.overlay(sample=item.sample)
+                rel = folder.unique_name(f"image-{item.index}.cam-top1", ".png", "cam")
+                prog.track(folder.add_rendered(rel, lambda picture=picture: picture, kind="classifier-cam",
+                                               image=item.label, method=cam.method, layer=cam.layer, target_class=cls))
+                view.update(cam_rel=rel, cam_layer=cam.layer, cam_method=cam.method, cam_class=cls,
+                            cam_alt=f"Grad-CAM of class {cls} at {cam.layer} for {item.label}",
+                            cam_caption=f"Grad-CAM of the top-1 class {cls} at {cam.layer} (ReLU, 1 = the map's maximum)")
+            views.append(view)
+    return views
 
 
 def _hover_ctx(picture: Any) -> list[dict[str, str]]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -24,7 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from .._version import __version__
 from ..errors import ConvscopeError
 from .security import SECURITY_HEADERS, HostPolicy, cookie_name, origin_allowed, tokens_equal
-from .state import ApiError, ViewerState
+from .state import ApiError, CamQuery, ViewerState, cam_public
 from .unet_view import unet_public
 
 __all__ = ["create_app", "STATIC_FILES"]
@@ -116,6 +116,51 @@ class UNetOut(BaseModel):
     panels: list[dict[str, Any]]
     levels: int
     data: Any = None
+
+
+class CamMapOut(BaseModel):
+    index: int
+    role: str = Field(description="U-Net role ('encoder 0', 'bottleneck', 'skip 1: skip branch', ...) or the layer name")
+    layer: str
+    layer_id: str | None = Field(description="the layer's viewer ID when the viewer lists it")
+    url: str = Field(description="PNG: the map over the input, with its colour scale")
+    scale: list[float] = Field(description="[lo, hi]: data = (relu(resampled raw) - lo) / (hi - lo)")
+    raw_range: list[float] = Field(description="min and max of the signed map before ReLU and normalisation")
+    notes: list[str] = Field(description="why a map is empty (e.g. the gradient is zero at this layer)")
+
+
+class CamOut(BaseModel):
+    image: str
+    mode: str = Field(description="'unet' (every level and skip branch, one shared scale) or 'layer' (the last convolution)")
+    method: str
+    target: dict[str, Any] = Field(description="class, region and reduction of the score the gradient starts from")
+    output_tensor: str | None = Field(description="the tensor the gradient started from (the logits before a final Sigmoid/Softmax)")
+    passes: dict[str, int]
+    scale: str
+    post_processing: dict[str, Any] | None
+    maps: list[CamMapOut]
+    missing: dict[str, str] = Field(description="U-Net roles without a map, with the reason")
+
+
+CamMethod = Literal["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"]
+CAM_PIXEL = r"^\d{1,6}(,\d{1,6}){1,2}$"
+CAM_BOX = r"^\d{1,6},\d{1,6},\d{1,6},\d{1,6}$"
+
+
+def cam_query(
+    cls: int | None = Query(None, ge=0, le=1_000_000, description="class index (default: the predicted class / top-1)"),
+    pixel: str | None = Query(None, pattern=CAM_PIXEL, description="'y,x' (2D) or 'z,y,x' (3D): one output pixel (segmentation outputs)"),
+    box: str | None = Query(None, pattern=CAM_BOX, description="'x0,y0,x1,y1': a box of output pixels, ends exclusive"),
+    method: Annotated[CamMethod, Query(description="gradient CAM method")] = "gradcam",
+) -> CamQuery:
+    """The validated CAM target of a request (FastAPI dependency)."""
+    if pixel is not None and box is not None:
+        raise ApiError(422, "bad_target", "give a pixel or a box, not both")
+    pos = tuple(int(v) for v in pixel.split(",")) if pixel else None
+    rect = tuple(int(v) for v in box.split(",")) if box else None
+    if rect is not None and (rect[2] <= rect[0] or rect[3] <= rect[1]):
+        raise ApiError(422, "bad_target", f"box {box} is empty: it needs x0 < x1 and y0 < y1")
+    return CamQuery(cls=cls, pixel=pos, box=rect, method=method)  # type: ignore[arg-type]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -433,6 +478,17 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy, scan: Any 
             raise ApiError(422, "panel_out_of_range", f"panel {index} is out of range (0..{len(panels) - 1})")
         return _png(panels[index]["png"])
 
+    @app.get("/api/images/{image_id}/cam", response_model=CamOut, responses=ERRORS, tags=["attribution"],
+             summary="CAMs for a target chosen in the page: every U-Net level, or the last convolution")
+    def cam(image_id: str, query: Annotated[CamQuery, Depends(cam_query)]) -> dict[str, Any]:
+        record = state.cam(image_id, query)
+        return cam_public(record, image_id, query, {entry.name: entry.id for entry in state.layers})
+
+    @app.get("/api/images/{image_id}/cam/{index}.png", responses=PNG_RESPONSE, tags=["attribution"],
+             summary="One CAM over the input (the same query as /cam)")
+    def cam_png(image_id: str, index: int, query: Annotated[CamQuery, Depends(cam_query)]) -> Response:
+        return _png(state.cam_png(image_id, query, index))
+
     @app.get("/api/images/{image_id}/volume", responses=ERRORS, tags=["volumes"],
              summary="Geometry of a 3-D scan input (404 for other inputs)")
     def volume_info(image_id: str) -> dict[str, Any]:
@@ -448,8 +504,12 @@ def create_app(state: ViewerState, *, token: str, policy: HostPolicy, scan: Any 
         channel: int | None = Query(None, ge=0, description="one channel (default: the channel mean)"),
         opacity: float = Query(0.6, ge=0.0, le=1.0, description="overlay opacity"),
         mip: bool = Query(False, description="maximum projection along the plane's normal"),
+        cam_map: int | None = Query(None, ge=0, description="overlay CAM number cam_map of GET /cam with the same "
+                                    "cls, pixel, box and method (instead of a layer)"),
+        cam: Annotated[CamQuery | None, Depends(cam_query)] = None,
     ) -> Response:
-        return _png(state.volume_slice_png(image_id, plane, index, layer_id=layer, channel=channel, opacity=opacity, mip=mip))
+        return _png(state.volume_slice_png(image_id, plane, index, layer_id=layer, channel=channel, opacity=opacity, mip=mip,
+                                           cam=(cam, cam_map) if cam_map is not None and cam is not None else None))
 
     @app.get("/api/status", tags=["model"], summary="Cache statistics and forward passes run")
     def status() -> dict[str, Any]:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..io.images import PreparedInput
     from ..scope import Scope
 
-__all__ = ["ApiError", "ServerLimits", "ViewerState", "LayerEntry", "ImageEntry"]
+__all__ = ["ApiError", "CamQuery", "ServerLimits", "ViewerState", "LayerEntry", "ImageEntry", "cam_public"]
 
 
 class ApiError(Exception):
@@ -62,6 +62,36 @@ class ServerLimits:
     max_file_bytes: int = 64 * 1024 * 1024
     cache_bytes: int = 512 * 1024 * 1024
     max_uploads: int = 64
+
+
+@dataclass(frozen=True)
+class CamQuery:
+    """A CAM target chosen in the page (validated by the API before it gets here).
+
+    Attributes:
+        cls: class index (None: the predicted class per pixel / the top-1 class).
+        pixel: ``(y, x)`` in output pixels (segmentation outputs), or None.
+        box: ``(x0, y0, x1, y1)`` in output pixels, ends exclusive, or None.
+        method: one of :data:`convscope.core.attribution.GRADIENT_METHODS`.
+    """
+
+    cls: int | None = None
+    pixel: tuple[int, ...] | None = None
+    box: tuple[int, int, int, int] | None = None
+    method: str = "gradcam"
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.cls, self.pixel, self.box, self.method)
+
+    def query_string(self) -> str:
+        parts = [f"method={self.method}"]
+        if self.cls is not None:
+            parts.append(f"cls={self.cls}")
+        if self.pixel is not None:
+            parts.append("pixel=" + ",".join(map(str, self.pixel)))
+        if self.box is not None:
+            parts.append("box=" + ",".join(map(str, self.box)))
+        return "&".join(parts).replace("+", "%2B")
 
 
 @dataclass(frozen=True)
@@ -272,20 +302,13 @@ class ViewerState:
             return {"kind": "none", "top": []}
         if output.ndim > 2:
             return {"kind": "map", "top": [], "shape": list(output.shape[1:])}
-        scores = np.asarray(output[0], dtype=np.float64).reshape(-1)
-        if scores.size < 2:
+        from ..core.predictions import top_classes
+
+        top = top_classes(output[0], k)
+        if top is None:
             return {"kind": "none", "top": []}
         self._unet_known = False  # a vector output: not a U-Net, so the page need not ask
-        already = bool(np.all(scores >= 0) and abs(scores.sum() - 1.0) < 1e-3)
-        if already:
-            probs = scores
-        else:
-            shifted = np.exp(scores - scores.max())
-            probs = shifted / shifted.sum()
-        order = np.argsort(-probs, kind="stable")[:k]
-        return {"kind": "classes", "softmax": not already, "classes": int(scores.size),
-                "top": [{"index": int(i), "probability": round(float(probs[i]), 6), "score": round(float(scores[i]), 6)}
-                        for i in order]}
+        return {"kind": "classes", **top}
 
     def output(self, image_id: str) -> np.ndarray | None:
         """The model's output for the image (computed with the activations, cached)."""
@@ -508,14 +531,135 @@ class ViewerState:
             except NotAUNet as exc:
                 self._unet_known = False
                 raise ApiError(422, "not_a_unet", str(exc)) from None
+            except MemoryBudgetError as exc:
+                raise ApiError(413, "too_large", str(exc)) from None
             except (ImportError, NotImplementedError, UnsupportedModelError) as exc:
                 raise ApiError(422, "unet_unavailable", f"the U-Net view is not available: {exc}") from None
             except ConvscopeError as exc:
                 raise ApiError(422, "forward_failed", str(exc)) from None
             self._unet_known = True
+            self._keep_flow(image_id, flow)
             view = unet_view(flow, {entry.name: entry.id for entry in self.layers})
             self.cache.put(key, view)
             return view
+
+    def _keep_flow(self, image_id: str, flow: Any) -> None:
+        values = getattr(flow, "values", {}) or {}
+        size = int(flow.batch.nbytes) + sum(int(getattr(v, "nbytes", 0)) for v in values.values())
+        self.cache.put(("flow", image_id), flow, size)
+
+    def _flow(self, image_id: str) -> Any:
+        """The image's :class:`~convscope.unet_flow.UNetFlow` (built by :meth:`unet`, cached; rebuilt if evicted)."""
+        hit = self.cache.get(("flow", image_id))
+        if hit is not None:
+            return hit
+        self.cache.discard_where(lambda key: key == ("unet", image_id))
+        self.unet(image_id)
+        hit = self.cache.get(("flow", image_id))
+        if hit is None:
+            raise ApiError(413, "too_large", "the U-Net flow of this image does not fit the viewer's cache; "
+                           "start convscope serve with a larger cache or a smaller image")
+        return hit
+
+    # -- attribution: CAMs for a target chosen in the page -----------------------------------------
+    def cam(self, image_id: str, query: CamQuery) -> dict[str, Any]:
+        """The CAMs of ``query`` for the image, computed once per (image, query) and cached.
+
+        U-Nets: one map per encoder level, bottleneck, decoder level and skip branch on one shared
+        scale (:meth:`~convscope.unet_flow.UNetFlow.cam`); other models: one map at the last
+        convolution. Segmentation outputs: the class's logits summed over the pixel / box / whole
+        output; classifiers: the class's logit (default top-1). Returns the record
+        ``{"mode", "method", "target", "output_tensor", "passes", "maps": [CamResult], "roles",
+        "missing"}`` (arrays included; :func:`cam_public` makes the JSON).
+        """
+        self.image(image_id)
+        key = ("cam", image_id, query.key())
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        with self.flights.hold(key):
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            record = self._compute_cam(image_id, query)
+            size = sum(int(c.raw.nbytes + c.data.nbytes) for c in record["maps"]) + 4096
+            self.cache.put(key, record, size)
+            return record
+
+    def _compute_cam(self, image_id: str, query: CamQuery) -> dict[str, Any]:
+        from ..adapters.base import require
+        from ..cam import compute_cams
+        from ..core import targets as tg
+        from ..core.attribution import PostProcess
+        from ..errors import UnsupportedModelError
+
+        try:
+            require(self.scope.adapter, "gradients", what="the viewer's gradient CAMs")
+        except UnsupportedModelError as exc:
+            raise ApiError(422, "no_gradients", str(exc)) from None
+        prepared = self.prepared(image_id)
+        output = self.output(image_id)
+        if output is None:
+            raise ApiError(422, "no_output", "the model returned no tensor, so there is no target to explain")
+        spatial = output.ndim > 2
+        if not spatial and (query.pixel is not None or query.box is not None):
+            raise ApiError(422, "bad_target", "this model's output is a vector of class scores: pick a class (cls), "
+                           "not a pixel or a box")
+        try:
+            if spatial:
+                target: Any = tg.segmentation(cls=query.cls, pixel=query.pixel, region=query.box)
+            else:
+                target = tg.classification(cls=query.cls)
+            target.cotangent(output)  # the target is checked against the output before any work
+        except ConvscopeError as exc:
+            raise ApiError(422, "bad_target", str(exc)) from None
+        unet = spatial and self._unet_known is not False
+        if unet:
+            try:
+                flow = self._flow(image_id)
+            except ApiError as exc:
+                if exc.code not in ("not_a_unet", "unet_unavailable"):
+                    raise
+                unet = False
+        try:
+            if unet:
+                self.scope.check_memory(prepared.batch[:1], None, what="the U-Net CAM (activations and gradients of every layer)")
+                with self.model_lock:
+                    self.captures += 1
+                    ucam = flow.cam(target=target, method=query.method, progress=False)
+                roles = list(ucam.maps)
+                maps = [ucam.maps[r] for r in roles]
+                cams, missing = ucam.cams, dict(ucam.missing)
+                scale = "one scale shared by every U-Net level and branch"
+            else:
+                layers = self.scope._cam_layers(None)
+                self.scope.check_memory(prepared.batch[:1], layers, what="the CAM's activations and gradients")
+                post = PostProcess(relu=True, normalize="max", scope="image")
+                with self.model_lock:
+                    self.captures += 1
+                    cams = compute_cams(self.scope.adapter, prepared.batch[:1], layers, target, [query.method], post=post,
+                                        display=prepared.display[:1] if prepared.display is not None else None,
+                                        progress=False)
+                maps = list(cams.values())
+                roles = [f"{m.layer}" for m in maps]
+                missing = {}
+                scale = "per map: 1 = the map's maximum"
+        except MemoryBudgetError as exc:
+            raise ApiError(413, "too_large", str(exc)) from None
+        except ConvscopeError as exc:
+            raise ApiError(422, "cam_failed", str(exc)) from None
+        return {"mode": "unet" if unet else "layer", "method": query.method, "target": cams.target,
+                "output_tensor": maps[0].output_name if maps else None, "passes": cams.passes, "scale": scale,
+                "roles": roles, "maps": maps, "missing": missing}
+
+    def cam_png(self, image_id: str, query: CamQuery, index: int) -> bytes:
+        """Map ``index`` of :meth:`cam` overlaid on the input (middle slice for 3D), with its colour scale."""
+        record = self.cam(image_id, query)
+        maps = record["maps"]
+        if not 0 <= index < len(maps):
+            raise ApiError(422, "map_out_of_range", f"map {index} is out of range (0..{len(maps) - 1})")
+        key = ("png", image_id, "cam", query.key(), index)
+        return self._png(key, lambda: maps[index].overlay(cmap="jet", alpha=0.5, colorbar=True))
 
     # -- volumes: three linked planes, one slice per request (lazy) ------------------------------
     def volume_info(self, image_id: str) -> dict[str, Any]:
@@ -538,20 +682,31 @@ class ViewerState:
         return prepared.volume
 
     def volume_slice_png(self, image_id: str, plane: str, index: int, *, layer_id: str | None = None,
-                         channel: int | None = None, opacity: float = 0.6, mip: bool = False) -> bytes:
+                         channel: int | None = None, opacity: float = 0.6, mip: bool = False,
+                         cam: tuple[CamQuery, int] | None = None) -> bytes:
         """One plane of the scan (radiological, physical aspect), optionally with a layer's map
-        (one channel, or the channel mean) mapped onto the scan's grid; ``mip``: maximum projection."""
+        (one channel, or the channel mean) or a CAM (``cam``: the query and the map's index in
+        :meth:`cam`) mapped onto the scan's grid; ``mip``: maximum projection."""
         from ..io.volume_prep import channel_window
         from ..render.planes import render_plane
 
         record = self._volume_record(image_id)
         if plane not in ("axial", "coronal", "sagittal"):
             raise ApiError(422, "bad_plane", "plane must be axial, coronal or sagittal")
-        key = ("vol", image_id, plane, index, layer_id, channel, round(opacity, 2), mip)
+        key = ("vol", image_id, plane, index, layer_id, channel, round(opacity, 2), mip,
+               None if cam is None else (cam[0].key(), cam[1]))
 
         def render() -> Any:
             overlay = None
-            if layer_id is not None:
+            if cam is not None:
+                maps = self.cam(image_id, cam[0])["maps"]
+                if not 0 <= cam[1] < len(maps):
+                    raise ApiError(422, "map_out_of_range", f"map {cam[1]} is out of range (0..{len(maps) - 1})")
+                data = maps[cam[1]].data[0]
+                if data.ndim != 3:
+                    raise ApiError(422, "not_3d", "this CAM is not a 3D map")
+                overlay = record.to_volume(np.asarray(data, dtype=np.float32))
+            elif layer_id is not None:
                 maps = self.activation(image_id, layer_id)
                 if maps.ndim != 4:
                     raise ApiError(422, "not_3d", "this layer's output is not a 3D map")
@@ -566,3 +721,18 @@ class ViewerState:
                 raise ApiError(422, "slice_out_of_range", str(exc)) from None
 
         return self._png(key, render)
+
+
+def cam_public(record: dict[str, Any], image_id: str, query: CamQuery, layer_ids: dict[str, str]) -> dict[str, Any]:
+    """The JSON the CAM route returns: target, passes, scale, and per map its role, layer and PNG URL."""
+    qs = query.query_string()
+    maps = []
+    for i, (role, cam) in enumerate(zip(record["roles"], record["maps"])):
+        lo, hi = (float(v) for v in cam.scale[0])
+        maps.append({"index": i, "role": role, "layer": cam.layer, "layer_id": layer_ids.get(cam.layer),
+                     "url": f"/api/images/{image_id}/cam/{i}.png?{qs}", "scale": [lo, hi],
+                     "raw_range": [float(cam.raw[0].min()), float(cam.raw[0].max())], "notes": list(cam.notes)})
+    return {"image": image_id, "mode": record["mode"], "method": record["method"], "target": record["target"],
+            "output_tensor": record["output_tensor"], "passes": record["passes"], "scale": record["scale"],
+            "post_processing": record["maps"][0].post.describe() if record["maps"] else None,
+            "maps": maps, "missing": record["missing"]}

@@ -140,6 +140,11 @@
     $("pager").hidden = true;
     $("unet").hidden = true;
     $("predictions").hidden = true;
+    $("cam").hidden = true;
+    cam.output = null;
+    var volumeCam = $("volume-cam");
+    while (volumeCam.options.length > 1) { volumeCam.remove(1); }
+    volumeCam.value = "";
     closeDetail();
     setBusy(true, "Computing the activations of " + (image ? image.name : "the image") + "…");
     preview.src = "/api/images/" + enc(imageId) + "/input.png";
@@ -149,7 +154,7 @@
     var done = function () { if (state.imageId === imageId) { setBusy(false); } };
     return loadLayer().then(loadPredictions).then(function () {
       return loadImages().then(function () { if (state.imageId === imageId) { showNotes(imageById(imageId)); } });
-    }).then(loadUNet).then(loadVolume).then(done, function (err) { done(); throw err; });
+    }).then(loadUNet).then(loadCam).then(loadVolume).then(done, function (err) { done(); throw err; });
   }
 
   // -- predictions (classifiers) -----------------------------------------------------------------
@@ -159,6 +164,7 @@
     var imageId = state.imageId;
     return api("/api/images/" + enc(imageId) + "/predictions").then(function (p) {
       if (state.imageId !== imageId) { return; }
+      if (p.kind === "map") { cam.output = p.shape; }
       if (p.kind !== "classes") { section.hidden = true; return; }
       if (state.model) { state.model.unet = false; }  // a classifier: no U-Net view to ask for
       var list = $("prediction-list");
@@ -172,12 +178,190 @@
         text.textContent = "class " + row.index + ": " + pct(row.probability);
         item.appendChild(text);
         item.appendChild(bar);
+        item.appendChild(predictionCam(imageId, row.index));
         list.appendChild(item);
       });
       $("prediction-note").textContent = "Top " + p.top.length + " of " + p.classes + " classes" +
         (p.softmax ? " (probabilities: softmax of the model's scores)" : " (the model's own probabilities)");
       section.hidden = false;
     }).catch(function (err) { showError(err.message); });
+  }
+
+  // a CAM of one predicted class (the last convolution), next to its probability
+  function predictionCam(imageId, cls) {
+    var figure = document.createElement("figure");
+    figure.className = "prediction-cam";
+    figure.hidden = true;
+    var img = document.createElement("img");
+    figure.appendChild(img);
+    // the description is the picture's alt text and tooltip, so the list item's text stays "class K: P%"
+    api("/api/images/" + enc(imageId) + "/cam?cls=" + cls).then(function (data) {
+      if (state.imageId !== imageId || !data.maps.length) { return; }
+      var m = data.maps[0];
+      img.src = m.url;
+      img.alt = data.method + " for class " + cls + " at " + m.layer;
+      img.title = img.alt + (m.notes.length ? " (" + m.notes[0] + ")" : "") + "; 1 = the map's maximum";
+      img.setAttribute("data-cam-class", String(cls));
+      figure.hidden = false;
+    }).catch(function (err) {
+      if (err.code !== "no_gradients") { figure.title = "no CAM: " + err.message; }
+    });
+    return figure;
+  }
+
+  // -- CAMs of a segmentation output: click a pixel or drag a box, pick a class ------------------------
+  var cam = { output: null, cls: null, pixel: null, box: null, request: 0, drag: null };
+
+  function camQuery() {
+    var q = "method=" + enc($("cam-method").value);
+    if (cam.cls !== null) { q += "&cls=" + cam.cls; }
+    if (cam.pixel) { q += "&pixel=" + cam.pixel.join(","); }
+    if (cam.box) { q += "&box=" + cam.box.join(","); }
+    return q;
+  }
+
+  function loadCam() {
+    var section = $("cam");
+    if (!state.imageId || !cam.output) { section.hidden = true; return Promise.resolve(); }
+    var imageId = state.imageId;
+    if (cam.for !== imageId) {  // a new image: fill the class list, reset the region
+      cam.for = imageId;
+      cam.cls = null; cam.pixel = null; cam.box = null;
+      var select = $("cam-class");
+      clear(select);
+      var classes = cam.output[0];
+      var first = document.createElement("option");
+      first.value = "";
+      first.textContent = classes > 1 ? "predicted class (per pixel)" : "class 0";
+      select.appendChild(first);
+      for (var k = 0; k < classes && classes > 1 && k < 256; k += 1) {
+        var option = document.createElement("option");
+        option.value = String(k);
+        option.textContent = "class " + k;
+        select.appendChild(option);
+      }
+      $("cam-input").src = "/api/images/" + enc(imageId) + "/input.png";
+      $("cam-box").hidden = true;
+    }
+    var request = ++cam.request;
+    $("cam-meta").textContent = "computing the maps\u2026";
+    return api("/api/images/" + enc(imageId) + "/cam?" + camQuery()).then(function (data) {
+      if (request !== cam.request || state.imageId !== imageId) { return; }
+      renderCam(data);
+    }).catch(function (err) {
+      if (request !== cam.request) { return; }
+      if (err.code === "no_gradients") { section.hidden = true; return; }
+      $("cam-meta").textContent = err.message;
+      section.hidden = false;
+    });
+  }
+
+  function renderCam(data) {
+    var t = data.target || {};
+    var region = t.region;
+    var where = typeof region === "string" ? region : Object.keys(region || {}).map(function (k) {
+      return k + " " + JSON.stringify(region[k]);
+    }).join(", ");
+    $("cam-meta").textContent = data.method + " for class " + t["class"] + " (" + t.reduce + " of the " + t.score +
+      " over " + where + "), from " + data.output_tensor + "; " + data.scale + "; " + data.passes.forward +
+      " forward + " + data.passes.backward + " backward pass";
+    var box = $("cam-maps");
+    clear(box);
+    data.maps.forEach(function (m) {
+      var figure = document.createElement("figure");
+      var img = document.createElement("img");
+      img.src = m.url;
+      img.alt = data.method + " at " + m.role + " (" + m.layer + ")";
+      img.setAttribute("data-role", m.role);
+      var caption = document.createElement("figcaption");
+      caption.textContent = m.role + (m.role !== m.layer ? " \u00b7 " + m.layer : "") + (m.notes.length ? " \u2014 " + m.notes[0] : "");
+      figure.appendChild(img);
+      figure.appendChild(caption);
+      box.appendChild(figure);
+    });
+    var volumeCam = $("volume-cam");  // 3D inputs: any of these maps can be drawn on the three planes
+    var chosen = volumeCam.value;
+    while (volumeCam.options.length > 1) { volumeCam.remove(1); }
+    data.maps.forEach(function (m) {
+      var option = document.createElement("option");
+      option.value = String(m.index);
+      option.textContent = m.role;
+      volumeCam.appendChild(option);
+    });
+    volumeCam.value = chosen !== "" && chosen < data.maps.length ? chosen : "";
+    if (volume.info) { renderVolume(); }
+    Object.keys(data.missing || {}).forEach(function (role) {
+      var note = document.createElement("p");
+      note.className = "hint";
+      note.textContent = "no map for " + role + ": " + data.missing[role];
+      box.appendChild(note);
+    });
+    $("cam").hidden = false;
+  }
+
+  // output pixel under a pointer event: the picture shows the input, scaled to the output's grid
+  function camPoint(event) {
+    var img = $("cam-input");
+    var rect = img.getBoundingClientRect();
+    var h = cam.output[cam.output.length - 2], w = cam.output[cam.output.length - 1];
+    var fx = Math.min(Math.max((event.clientX - rect.left) / rect.width, 0), 0.999999);
+    var fy = Math.min(Math.max((event.clientY - rect.top) / rect.height, 0), 0.999999);
+    return { x: Math.floor(fx * w), y: Math.floor(fy * h), px: event.clientX - rect.left, py: event.clientY - rect.top };
+  }
+
+  function drawCamBox(a, b) {
+    var el = $("cam-box");
+    var img = $("cam-input");
+    var rect = img.getBoundingClientRect();
+    var h = cam.output[cam.output.length - 2], w = cam.output[cam.output.length - 1];
+    var x0 = Math.min(a.x, b.x), y0 = Math.min(a.y, b.y), x1 = Math.max(a.x, b.x) + 1, y1 = Math.max(a.y, b.y) + 1;
+    el.style.left = (x0 / w * rect.width) + "px";
+    el.style.top = (y0 / h * rect.height) + "px";
+    el.style.width = Math.max(2, (x1 - x0) / w * rect.width) + "px";
+    el.style.height = Math.max(2, (y1 - y0) / h * rect.height) + "px";
+    el.hidden = false;
+    return [x0, y0, x1, y1];
+  }
+
+  function bindCam() {
+    var pick = document.querySelector(".cam-pick");
+    pick.addEventListener("pointerdown", function (event) {
+      if (!cam.output) { return; }
+      event.preventDefault();
+      cam.drag = camPoint(event);
+      if (pick.setPointerCapture) { pick.setPointerCapture(event.pointerId); }
+    });
+    pick.addEventListener("pointermove", function (event) {
+      if (cam.drag) { drawCamBox(cam.drag, camPoint(event)); }
+    });
+    pick.addEventListener("pointerup", function (event) {
+      if (!cam.drag) { return; }
+      var start = cam.drag;
+      var end = camPoint(event);
+      cam.drag = null;
+      var moved = Math.abs(end.px - start.px) + Math.abs(end.py - start.py) > 4;
+      var depth = cam.output.length === 4 ? cam.output[1] : null;  // 3D: the middle slice is shown
+      if (moved && depth === null) {
+        cam.box = drawCamBox(start, end);
+        cam.pixel = null;
+      } else {
+        drawCamBox(end, end);
+        cam.pixel = depth === null ? [end.y, end.x] : [Math.floor(depth / 2), end.y, end.x];
+        cam.box = null;
+      }
+      loadCam();
+    });
+    $("cam-class").addEventListener("change", function () {
+      cam.cls = this.value === "" ? null : parseInt(this.value, 10);
+      loadCam();
+    });
+    $("cam-method").addEventListener("change", function () { loadCam(); });
+    $("volume-cam").addEventListener("change", function () { renderVolume(); });
+    $("cam-whole").addEventListener("click", function () {
+      cam.pixel = null; cam.box = null;
+      $("cam-box").hidden = true;
+      loadCam();
+    });
   }
 
   // -- scans: three linked planes, one slice image per request (lazy) ------------------------------
@@ -223,7 +407,12 @@
     var info = volume.info, X = info.shape[0], Y = info.shape[1], Z = info.shape[2], p = volume.point;
     var mip = $("volume-mip").checked;
     var params = [];
-    if ($("volume-overlay").checked && state.layerId) {
+    var camMap = $("volume-cam").value;
+    if (camMap !== "") {
+      params.push(camQuery());
+      params.push("cam_map=" + enc(camMap));
+      params.push("opacity=" + enc($("volume-opacity").value));
+    } else if ($("volume-overlay").checked && state.layerId) {
       params.push("layer=" + enc(state.layerId));
       params.push("opacity=" + enc($("volume-opacity").value));
     }
@@ -670,6 +859,7 @@
 
   // -- events ------------------------------------------------------------------------------------
   function bind() {
+    bindCam();
     bindVolume();
     $("image-select").addEventListener("change", function () { selectImage(this.value); });
     $("upload-form").addEventListener("submit", upload);
