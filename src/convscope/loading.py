@@ -372,7 +372,7 @@ def _load_weights_into(loaded: LoadedModel, path: Path, trust: bool) -> None:
 
 
 def _to_device(loaded: LoadedModel, device: str) -> None:
-    from .adapters.torch_adapter import is_torch_module, resolve_device
+    from .adapters.torch.adapter import is_torch_module, resolve_device
 
     if is_torch_module(loaded.model):
         loaded.model.to(resolve_device(device))

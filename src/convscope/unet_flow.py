@@ -9,7 +9,7 @@
     flow.metrics                      # per-skip energy and gradient shares
 
 A framework plugs in by implementing :class:`UNetBackend` (one method). The torch backend is
-:class:`convscope.adapters.torch_graph.TorchUNetBackend`.
+:class:`convscope.adapters.torch.unet.TorchUNetBackend`.
 
 Skip metrics (computed over the whole batch):
 
@@ -107,7 +107,7 @@ def unet_backend_for(obj: Any, device: Any = None) -> UNetBackend:
 def __getattr__(name: str) -> Any:
     """``convscope.unet_flow.TorchUNetBackend`` without importing torch at module import time."""
     if name == "TorchUNetBackend":
-        from .adapters.torch_graph import TorchUNetBackend
+        from .adapters.torch.unet import TorchUNetBackend
 
         return TorchUNetBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -959,7 +959,7 @@ def build_unet_flow(
     structure = found.get("structure") or find_unet(capture.graph)
     metrics = skip_metrics(structure, capture.graph, capture.values, capture.input_x_gradient)
     if adapter is None and getattr(backend, "framework", None) == "torch" and hasattr(backend, "model"):
-        from .adapters.torch_adapter import TorchAdapter
+        from .adapters.torch.adapter import TorchAdapter
 
         adapter = TorchAdapter(backend.model)
     return UNetFlow(structure, capture.graph, capture.values, metrics, batch=arr, display=display, adapter=adapter)

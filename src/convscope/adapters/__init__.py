@@ -32,7 +32,7 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
 
         return ExportedProgramAdapter(model)
     if torch is not None and isinstance(model, torch.nn.Module):
-        from .torch_adapter import TorchAdapter
+        from .torch.adapter import TorchAdapter
 
         return TorchAdapter(model, device=device)
     onnx = sys.modules.get("onnx")

@@ -24,7 +24,7 @@ def activation_input_gradients(
     """``d act[n, channels[n], positions[n]] / d input[n]`` as ``(N, C_in, *spatial)`` float32.
 
     Args:
-        adapter: a torch :class:`~convscope.adapters.torch_adapter.TorchAdapter`.
+        adapter: a torch :class:`~convscope.adapters.torch.adapter.TorchAdapter`.
         batch: ``(N, C, *spatial)`` float32 input.
         layer: module name (``name#k``: its k-th extra call).
         channels: ``(N,)`` channel per sample; positions: ``(N, d)`` spatial index per sample.

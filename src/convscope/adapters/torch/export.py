@@ -520,7 +520,7 @@ class ExportedProgramAdapter(ModelAdapter):
 
         from ...core.objective import select_output
         from .._capture import named_outputs
-        from ..torch_graph import torch_vjp
+        from .graph import torch_vjp
 
         wanted = list(dict.fromkeys(layers))
         for name in wanted:
@@ -664,7 +664,7 @@ class ExportedProgramAdapter(ModelAdapter):
 
         from ...core.graph import CaptureRequest, Graph, GraphCapture, Node
         from ...core.merges import nan_sums, skip_cotangent
-        from ..torch_graph import torch_vjp
+        from .graph import torch_vjp
 
         units, owner, input_id = self._units()
         outputs = {unit.output: unit for unit in units}
@@ -727,7 +727,7 @@ class ExportedProgramAdapter(ModelAdapter):
 
 
 def _graph_op_of(node: Any, op_name: str) -> str:
-    from ..torch_graph import function_op_kind
+    from .graph import function_op_kind
 
     if op_name in ("convolution", "_convolution"):
         return "conv_transpose" if bool(_bind(node).get("transposed", False)) else "conv"

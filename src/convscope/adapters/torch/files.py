@@ -22,7 +22,7 @@ from ...core.layers import LayerInfo
 from ...errors import ConvscopeError, ModelLoadError, UnsupportedModelError
 from .._capture import Collector, call_key, first_line
 from ..base import ActivationCallback, CaptureResult, InputSpec
-from ..torch_adapter import TorchAdapter, _first_tensor
+from .adapter import TorchAdapter, _first_tensor
 from .state import host_copy, preserved_model_state
 
 __all__ = [
@@ -49,7 +49,7 @@ def is_torchscript_file(path: str | Path) -> bool:
 def kind_from_type_name(type_name: str, *, is_leaf: bool = True) -> str:
     """Layer kind (:data:`convscope.core.layers.KINDS`) from a torch class name or dotted path.
 
-    THE torch kind table (:mod:`.torch_kinds`), so TorchScript and ``.pt2`` agree with eager models.
+    THE torch kind table (:mod:`.kinds`), so TorchScript and ``.pt2`` agree with eager models.
 
     Args:
         type_name: ``"Conv2d"`` or ``"torch.nn.modules.conv.Conv2d"``.
