@@ -273,7 +273,7 @@ FILE_LOADERS.update(
         ".keras": _lazy(".adapters.keras.files", "load_keras_file"),
         ".h5": _lazy(".adapters.keras.files", "load_keras_file"),
         ".hdf5": _lazy(".adapters.keras.files", "load_keras_file"),
-        ".onnx": _lazy(".adapters.onnx_adapter", "load_onnx_file"),
+        ".onnx": _lazy(".adapters.onnx.files", "load_onnx_file"),
         ".pt2": _lazy(".adapters.torch.export", "load_pt2_file"),
     }
 )

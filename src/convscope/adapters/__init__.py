@@ -37,7 +37,7 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
         return TorchAdapter(model, device=device)
     onnx = sys.modules.get("onnx")
     if onnx is not None and isinstance(model, onnx.ModelProto):
-        from .onnx_adapter import OnnxAdapter  # type: ignore[import-not-found]
+        from .onnx.adapter import OnnxAdapter
 
         return OnnxAdapter(model)
     from .registry import plugin_for_model
