@@ -27,7 +27,7 @@ METHODS = ("theoretical", "effective", "none")
 def trace_graph(scope: Any, batch: np.ndarray) -> Graph | None:
     """The dataflow graph of one forward pass, or None when the framework cannot be traced."""
     from ..errors import UnsupportedModelError
-    from ..unet_flow import unet_backend_for
+    from ..unet import unet_backend_for
 
     try:
         backend = unet_backend_for(scope.adapter)
