@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...core.kernels import KernelBank, transposed_to_canonical
@@ -247,7 +249,7 @@ class OnnxAdapter(ModelAdapter):
             init = self._initializers.get(inp)
             if init is not None:
                 params += int(np.prod(init.dims, dtype=np.int64)) if len(init.dims) else 1
-        common = dict(name=name, kind=kind, type_name=type_name, params=params, is_leaf=True)
+        base = LayerInfo(name=name, kind=kind, type_name=type_name, params=params, is_leaf=True)
         if kind in ("conv", "conv_transpose"):
             dims = self._static_dims(node.input[1]) if len(node.input) > 1 else None
             group = int(attrs.get("group", 1))
@@ -259,8 +261,8 @@ class OnnxAdapter(ModelAdapter):
                     in_ch, out_ch = dims[0], dims[1] * group
             ksize = attrs.get("kernel_shape") or (dims[2:] if dims is not None else None)
             nd = len(ksize) if ksize is not None else None
-            return LayerInfo(
-                **common,
+            return replace(
+                base,
                 in_channels=in_ch,
                 out_channels=out_ch,
                 kernel_size=tuple(int(k) for k in ksize) if ksize is not None else None,
@@ -272,18 +274,18 @@ class OnnxAdapter(ModelAdapter):
             )
         if kind == "pool" and "kernel_shape" in attrs:
             ksize = tuple(int(k) for k in attrs["kernel_shape"])
-            return LayerInfo(**common, kernel_size=ksize, stride=tuple(int(s) for s in attrs.get("strides", [1] * len(ksize))))
+            return replace(base, kernel_size=ksize, stride=tuple(int(s) for s in attrs.get("strides", [1] * len(ksize))))
         if node.op_type in ("BatchNormalization", "InstanceNormalization") and len(node.input) > 1:
             dims = self._static_dims(node.input[1])
             if dims:
-                return LayerInfo(**common, in_channels=int(dims[0]), out_channels=int(dims[0]))
+                return replace(base, in_channels=int(dims[0]), out_channels=int(dims[0]))
         if node.op_type == "Gemm" and len(node.input) > 1:
             dims = self._static_dims(node.input[1])
             if dims is not None and len(dims) == 2:
                 trans_b = int(attrs.get("transB", 0))
                 k, n = (dims[1], dims[0]) if trans_b else (dims[0], dims[1])
-                return LayerInfo(**common, in_channels=int(k), out_channels=int(n))
-        return LayerInfo(**common)
+                return replace(base, in_channels=int(k), out_channels=int(n))
+        return base
 
     # -- ModelAdapter --------------------------------------------------------------------------
     @property

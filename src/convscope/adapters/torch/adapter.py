@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...core.kernels import KernelBank, transposed_to_canonical
@@ -83,7 +85,7 @@ class TorchAdapter(ModelAdapter):
 
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"TorchAdapter needs a torch.nn.Module, got {type(model).__name__}")
-        self._model = model
+        self._model: Any = model  # eager, compiled or scripted module (TorchScriptAdapter)
         here = self._model_device()
         wanted = resolve_device(device)
         if wanted is not None and here is not None and torch.device(wanted).type != here.type:
@@ -130,10 +132,10 @@ class TorchAdapter(ModelAdapter):
         kind = _kind_of(module)
         is_leaf = len(module._modules) == 0
         params = sum(p.numel() for p in module.parameters(recurse=not is_leaf) if not _is_lazy(p))
-        common = dict(name=name, kind=kind, type_name=type(module).__name__, params=int(params), is_leaf=is_leaf)
+        base = LayerInfo(name=name, kind=kind, type_name=type(module).__name__, params=int(params), is_leaf=is_leaf)
         if kind in ("conv", "conv_transpose"):
-            return LayerInfo(
-                **common,
+            return replace(
+                base,
                 in_channels=int(module.in_channels),
                 out_channels=int(module.out_channels),
                 kernel_size=_tuple(module.kernel_size),  # type: ignore[arg-type]
@@ -144,18 +146,18 @@ class TorchAdapter(ModelAdapter):
                 transposed=kind == "conv_transpose",
             )
         if isinstance(module, nn.Linear):
-            return LayerInfo(**common, in_channels=int(module.in_features), out_channels=int(module.out_features))
+            return replace(base, in_channels=int(module.in_features), out_channels=int(module.out_features))
         if isinstance(module, nn.modules.batchnorm._NormBase):
-            return LayerInfo(**common, in_channels=int(module.num_features), out_channels=int(module.num_features))
+            return replace(base, in_channels=int(module.num_features), out_channels=int(module.num_features))
         if kind == "pool" and hasattr(module, "kernel_size"):
-            return LayerInfo(
-                **common,
+            return replace(
+                base,
                 kernel_size=_tuple(module.kernel_size),  # type: ignore[arg-type]
                 stride=_tuple(module.stride),  # type: ignore[arg-type]
                 padding=_tuple(getattr(module, "padding", None)),
                 dilation=_tuple(getattr(module, "dilation", None)),  # type: ignore[arg-type]
             )
-        return LayerInfo(**common)
+        return base
 
     def input_spec(self) -> InputSpec:
         import torch

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...core.kernels import KernelBank, transposed_to_canonical
@@ -196,7 +198,7 @@ class TorchScriptAdapter(TorchAdapter):
         type_name = str(getattr(module, "original_name", type(module).__name__))
         kind = kind_from_type_name(type_name, is_leaf=is_leaf)
         params = sum(p.numel() for p in module.parameters(recurse=not is_leaf))
-        common = dict(name=name, kind=kind, type_name=type_name, params=int(params), is_leaf=is_leaf)
+        base = LayerInfo(name=name, kind=kind, type_name=type_name, params=int(params), is_leaf=is_leaf)
         if kind in ("conv", "conv_transpose") and getattr(module, "weight", None) is not None:
             facts = self._conv_args(name, module)
             weight = module.weight
@@ -205,8 +207,8 @@ class TorchScriptAdapter(TorchAdapter):
             in_ch = weight.shape[0] if transposed else weight.shape[1] * groups
             out_ch = weight.shape[1] * groups if transposed else weight.shape[0]
             padding = facts.get("padding")
-            return LayerInfo(
-                **common,
+            return replace(
+                base,
                 in_channels=int(in_ch),
                 out_channels=int(out_ch),
                 kernel_size=tuple(int(k) for k in weight.shape[2:]),
@@ -216,7 +218,7 @@ class TorchScriptAdapter(TorchAdapter):
                 groups=groups,
                 transposed=transposed,
             )
-        return LayerInfo(**common)
+        return base
 
     def input_spec(self) -> InputSpec:
         for info in self.layers():

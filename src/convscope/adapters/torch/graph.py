@@ -277,8 +277,7 @@ class _Tracer:
         if self.paused or self.leaf_depth or not self.active:
             return func(*args, **kwargs)
         flat = self.tensors_in((args, kwargs))
-        traced = [(t, self.lookup(t)) for t in flat]
-        traced = [(t, nid) for t, nid in traced if nid is not None]
+        traced: list[tuple[Any, str]] = [(t, nid) for t in flat if (nid := self.lookup(t)) is not None]
         if not traced:
             return func(*args, **kwargs)
         inplace = _maybe_inplace(func, args, kwargs)

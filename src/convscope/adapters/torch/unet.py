@@ -1,4 +1,4 @@
-"""U-Net support for eager torch models: the :class:`convscope.unet_flow.UNetBackend` protocol.
+"""U-Net support for eager torch models: the :class:`convscope.unet.backend.UNetBackend` protocol.
 
 Built on the op tracer (:func:`convscope.adapters.torch.graph.trace_torch`): one forward pass gives
 the dataflow graph and the node values, plus ONE backward pass when per-merge gradient shares are
@@ -44,7 +44,7 @@ def gradient_shares(
 
 
 class TorchUNetBackend:
-    """The torch implementation of :class:`convscope.unet_flow.UNetBackend`.
+    """The torch implementation of :class:`convscope.unet.backend.UNetBackend`.
 
     Args:
         model: an eager ``torch.nn.Module`` (never changed).
