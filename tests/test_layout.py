@@ -33,7 +33,7 @@ def test_old_module_names_are_the_new_modules():
         "pairs = [('torch_export', 'torch.export'), ('torch_files', 'torch.files'), ('torch_state', 'torch.state'),"
         " ('torch_kinds', 'torch.kinds'), ('keras_adapter', 'keras.adapter'), ('keras_graph', 'keras.graph'),"
         " ('keras_unet', 'keras.unet'), ('keras_grad', 'keras.grad'), ('torch_adapter', 'torch.adapter'),"
-        " ('torch_graph', 'torch.graph'), ('onnx_adapter', 'onnx.adapter')]\n"
+        " ('torch_graph', 'torch.graph'), ('torch_rf', 'torch.rf'), ('onnx_adapter', 'onnx.adapter')]\n"
         "print(all(importlib.import_module('convscope.adapters.' + a) is importlib.import_module('convscope.adapters.' + b)"
         " for a, b in pairs))"
     )

@@ -106,7 +106,7 @@ def _effective(
     scope: Any, result: ScanResult, layer: str, ids: np.ndarray, channels: np.ndarray, coords: np.ndarray,
     prepare: dict[str, Any], threshold: float, batch_size: int, dims: int,
 ) -> np.ndarray:
-    from ..adapters.torch_rf import activation_input_gradients
+    from ..adapters.torch.rf import activation_input_gradients
 
     out = np.empty((len(ids), 2 * dims), dtype=np.int64)
     cache: dict[str, np.ndarray] = {}

@@ -8,7 +8,8 @@
 - :mod:`.kinds`: THE torch kind table (eager, TorchScript and ``.pt2`` agree);
 - :mod:`.state`: ``preserved_model_state`` (the model is left exactly as it was) and host copies;
 - :mod:`.files`: TorchScript archives (:class:`~.files.TorchScriptAdapter`);
-- :mod:`.export`: ``.pt2`` programs (:class:`~.export.ExportedProgramAdapter`).
+- :mod:`.export`: ``.pt2`` programs (:class:`~.export.ExportedProgramAdapter`);
+- :mod:`.rf`: gradients of a layer's activation with respect to the input (receptive fields).
 
 Importing this package imports no torch.
 """

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConvscopeError, LayerNotFoundError
-from .torch_state import preserved_model_state
+from ...errors import ConvscopeError, LayerNotFoundError
+from .state import preserved_model_state
 
 __all__ = ["activation_input_gradients"]
 
