@@ -19,7 +19,8 @@ def run(code: str) -> str:
 def test_importing_the_layers_imports_no_framework():
     out = run(
         "import sys, convscope, convscope.adapters.base, convscope.adapters._capture, convscope.adapters.sniff, "
-        "convscope.adapters.registry, convscope.adapters.torch, convscope.adapters.keras, convscope.core.kinds, "
+        "convscope.adapters.registry, convscope.adapters.torch, convscope.adapters.keras, convscope.adapters.onnx, "
+        "convscope.adapters.onnx.kinds, convscope.adapters.torch.kinds, convscope.core.kinds, "
         "convscope.core.merges, convscope.unet_flow\n"
         "print(sorted(m for m in ('torch', 'keras', 'onnx', 'tensorflow', 'jax') if m in sys.modules))"
     )
@@ -31,7 +32,8 @@ def test_old_module_names_are_the_new_modules():
         "import importlib\n"
         "pairs = [('torch_export', 'torch.export'), ('torch_files', 'torch.files'), ('torch_state', 'torch.state'),"
         " ('torch_kinds', 'torch.kinds'), ('keras_adapter', 'keras.adapter'), ('keras_graph', 'keras.graph'),"
-        " ('keras_unet', 'keras.unet'), ('keras_grad', 'keras.grad')]\n"
+        " ('keras_unet', 'keras.unet'), ('keras_grad', 'keras.grad'), ('torch_adapter', 'torch.adapter'),"
+        " ('torch_graph', 'torch.graph'), ('torch_rf', 'torch.rf'), ('onnx_adapter', 'onnx.adapter')]\n"
         "print(all(importlib.import_module('convscope.adapters.' + a) is importlib.import_module('convscope.adapters.' + b)"
         " for a, b in pairs))"
     )

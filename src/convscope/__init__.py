@@ -25,7 +25,7 @@ from .errors import (
 from .render.picture import Picture
 from .scan.result import ScanResult
 from .scope import LayerTable, Scope, load
-from .unet_flow import UNetFlow
+from .unet import UNetFlow
 
 __all__ = [
     "__version__",

@@ -273,7 +273,7 @@ FILE_LOADERS.update(
         ".keras": _lazy(".adapters.keras.files", "load_keras_file"),
         ".h5": _lazy(".adapters.keras.files", "load_keras_file"),
         ".hdf5": _lazy(".adapters.keras.files", "load_keras_file"),
-        ".onnx": _lazy(".adapters.onnx_adapter", "load_onnx_file"),
+        ".onnx": _lazy(".adapters.onnx.files", "load_onnx_file"),
         ".pt2": _lazy(".adapters.torch.export", "load_pt2_file"),
     }
 )
@@ -372,7 +372,7 @@ def _load_weights_into(loaded: LoadedModel, path: Path, trust: bool) -> None:
 
 
 def _to_device(loaded: LoadedModel, device: str) -> None:
-    from .adapters.torch_adapter import is_torch_module, resolve_device
+    from .adapters.torch.adapter import is_torch_module, resolve_device
 
     if is_torch_module(loaded.model):
         loaded.model.to(resolve_device(device))

@@ -371,7 +371,7 @@ class Scope:
     def unet(self, image: Any, *, target: int | None = None, mask: Any = None, size: Any = None,
              normalize: str | None = None) -> UNetFlow:
         """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`)."""
-        from .unet_flow import build_unet_flow, unet_backend_for
+        from .unet import build_unet_flow, unet_backend_for
 
         self.check_memory(image, size=size, what="the U-Net flow (every layer)")
         prepared = self.prepare(image, size=size, normalize=normalize)

@@ -217,7 +217,7 @@ def test_a_level_without_skip_still_renders() -> None:
 
 def test_torch_backend_is_reachable_from_unet_flow() -> None:
     import convscope.unet_flow as uf
-    from convscope.adapters.torch_graph import TorchUNetBackend
+    from convscope.adapters.torch.unet import TorchUNetBackend
 
     assert uf.TorchUNetBackend is TorchUNetBackend
     assert isinstance(TorchUNetBackend(Z.UNet(2)), UNetBackend)

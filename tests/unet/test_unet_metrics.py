@@ -10,7 +10,7 @@ from convscope.errors import ConvscopeError
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from convscope.adapters.torch_graph import gradient_shares  # noqa: E402
+from convscope.adapters.torch.unet import gradient_shares  # noqa: E402
 from convscope.unet_flow import build_unet_flow, unet_backend_for  # noqa: E402
 
 from . import unet_zoo as Z  # noqa: E402

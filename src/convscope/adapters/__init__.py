@@ -32,12 +32,12 @@ def adapter_for(model: Any, *, device: str | None = None) -> ModelAdapter:
 
         return ExportedProgramAdapter(model)
     if torch is not None and isinstance(model, torch.nn.Module):
-        from .torch_adapter import TorchAdapter
+        from .torch.adapter import TorchAdapter
 
         return TorchAdapter(model, device=device)
     onnx = sys.modules.get("onnx")
     if onnx is not None and isinstance(model, onnx.ModelProto):
-        from .onnx_adapter import OnnxAdapter  # type: ignore[import-not-found]
+        from .onnx.adapter import OnnxAdapter
 
         return OnnxAdapter(model)
     from .registry import plugin_for_model

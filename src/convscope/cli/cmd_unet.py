@@ -54,7 +54,7 @@ def run_unet(
         NotAUNet: the model is not U-Net shaped (print the message: it says what was found).
     """
     from ..render.scene import parse_formats
-    from ..unet_flow import build_unet_flow, unet_backend_for
+    from ..unet import build_unet_flow, unet_backend_for
 
     from ..progress import Progress
 

@@ -3,7 +3,7 @@ kinds are both derived from that one answer here, so the forms of one model cann
 
 Each framework has ONE table from its own class or op names to a :data:`KIND` value
 (``adapters/torch/kinds.py`` for eager, TorchScript and ``.pt2`` torch alike;
-``adapters/keras/kinds.py`` for Keras; ``adapters/onnx_adapter.py`` for ONNX). A kind is a graph
+``adapters/keras/kinds.py`` for Keras; ``adapters/onnx/kinds.py`` for ONNX). A kind is a graph
 op kind (:data:`convscope.core.graph.OP_KINDS`) or ``"join"`` (an element-wise join of branches that
 is not a skip merge: Keras ``Average``/``Maximum``/``Minimum``/``Dot``, ONNX ``Mean``/``Max``/``Min``).
 

@@ -801,7 +801,7 @@ def _class_section(
                 cls = top["top"][0]["index"]
                 picture = cam.overlay(sample=item.sample)
                 rel = folder.unique_name(f"image-{item.index}.cam-top1", ".png", "cam")
-                prog.track(folder.add_rendered(rel, lambda picture=picture: picture, kind="classifier-cam",
+                prog.track(folder.add_rendered(rel, _ready(picture), kind="classifier-cam",
                                                image=item.label, method=cam.method, layer=cam.layer, target_class=cls))
                 view.update(cam_rel=rel, cam_layer=cam.layer, cam_method=cam.method, cam_class=cls,
                             cam_alt=f"Grad-CAM of class {cls} at {cam.layer} for {item.label}",

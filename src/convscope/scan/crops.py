@@ -27,7 +27,7 @@ METHODS = ("theoretical", "effective", "none")
 def trace_graph(scope: Any, batch: np.ndarray) -> Graph | None:
     """The dataflow graph of one forward pass, or None when the framework cannot be traced."""
     from ..errors import UnsupportedModelError
-    from ..unet_flow import unet_backend_for
+    from ..unet import unet_backend_for
 
     try:
         backend = unet_backend_for(scope.adapter)
@@ -107,7 +107,7 @@ def _effective(
     scope: Any, result: ScanResult, layer: str, ids: np.ndarray, channels: np.ndarray, coords: np.ndarray,
     prepare: dict[str, Any], threshold: float, batch_size: int, dims: int,
 ) -> np.ndarray:
-    from ..adapters.torch_rf import activation_input_gradients
+    from ..adapters.torch.rf import activation_input_gradients
 
     out = np.empty((len(ids), 2 * dims), dtype=np.int64)
     cache: dict[str, np.ndarray] = {}

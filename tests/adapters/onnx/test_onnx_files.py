@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import convscope
-from convscope.adapters import onnx_adapter
+from convscope.adapters.onnx import files as onnx_files
 from convscope.adapters.onnx_adapter import OnnxAdapter, read_onnx_model
 from convscope.errors import ModelLoadError
 
@@ -110,7 +110,7 @@ def test_no_byte_is_read_when_any_location_is_refused(tmp_path, monkeypatch):
     save_with_external_data(tmp_path / "outside")
     path = save_with_external_data(tmp_path / "m", {"B": "../outside/data.bin"})  # W stays valid
     reads = []
-    monkeypatch.setattr(onnx_adapter, "_read_external", lambda *args: reads.append(args) or b"")
+    monkeypatch.setattr(onnx_files, "_read_external", lambda *args: reads.append(args) or b"")
     with pytest.raises(ModelLoadError):
         read_onnx_model(path)
     assert reads == []

@@ -601,7 +601,7 @@ class KerasAdapter(ModelAdapter):
         key = tuple(entry.name for entry in entries)
         capture_model = self._capture_models.get(key)
         if capture_model is None:
-            graph = self._root_graph()
+            graph = self._needs_graph("capture activations")  # checked by _check_capturable: never raises here
             first = self._first_nodes(graph)
             tensors = []
             for entry in entries:
@@ -702,7 +702,7 @@ class KerasAdapter(ModelAdapter):
 
     # -- U-Net ---------------------------------------------------------------------------------
     def unet_backend(self) -> Any:
-        """The :mod:`convscope.unet_flow` backend for this model (see :mod:`.keras_unet`)."""
+        """The :mod:`convscope.unet` backend for this model (see :mod:`.unet`)."""
         from .unet import KerasUNetBackend
 
         self._needs_graph("find a U-Net in")

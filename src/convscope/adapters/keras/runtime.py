@@ -97,8 +97,9 @@ _RUNNER: list[Any] = []
 def _runner_class() -> Any:
     if not _RUNNER:
         keras = _keras()
+        layer_base: Any = keras.layers.Layer  # a class known only at run time (the backend's Keras)
 
-        class _ConvscopeRun(keras.layers.Layer):
+        class _ConvscopeRun(layer_base):
             fn: Any = None
 
             def call(self, inputs: Any, training: Any = None) -> Any:

@@ -1,4 +1,4 @@
-"""U-Net support for Keras 3 functional models: the :class:`convscope.unet_flow.UNetBackend` protocol.
+"""U-Net support for Keras 3 functional models: the :class:`convscope.unet.backend.UNetBackend` protocol.
 
 The dataflow :class:`~convscope.core.graph.Graph` comes from the functional graph's nodes (the
 inbound nodes Keras records for every call), walked in ONE eager forward pass that enters nested
@@ -46,7 +46,7 @@ class _Value:
 
 
 class KerasUNetBackend:
-    """The Keras implementation of :class:`convscope.unet_flow.UNetBackend`.
+    """The Keras implementation of :class:`convscope.unet.backend.UNetBackend`.
 
     Args:
         adapter: the :class:`~convscope.adapters.keras.adapter.KerasAdapter` of a functional model

@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -302,7 +302,7 @@ class ExportedProgramAdapter(ModelAdapter):
             int(p.numel()) for fqn, p in self._parameters.items()
             if fqn.startswith(prefix) and (not is_leaf or "." not in fqn[len(prefix):])
         )
-        common = dict(name=path, kind=kind, type_name=short, params=params, is_leaf=is_leaf)
+        base = LayerInfo(name=path, kind=kind, type_name=short, params=params, is_leaf=is_leaf)
         if kind in ("conv", "conv_transpose"):
             node = self._conv_node(path)
             if node is not None:
@@ -318,8 +318,8 @@ class ExportedProgramAdapter(ModelAdapter):
                         out_ch, in_ch = int(weight.shape[0]), int(weight.shape[1]) * groups
                 nd = len(ksize) if ksize else None
                 padding = facts["padding"]
-                return LayerInfo(
-                    **common,
+                return replace(
+                    base,
                     in_channels=in_ch,
                     out_channels=out_ch,
                     kernel_size=ksize,
@@ -331,10 +331,10 @@ class ExportedProgramAdapter(ModelAdapter):
                 )
         weight = self._parameters.get(prefix + "weight")
         if weight is not None and kind == "norm" and weight.dim() == 1:
-            return LayerInfo(**common, in_channels=int(weight.shape[0]), out_channels=int(weight.shape[0]))
+            return replace(base, in_channels=int(weight.shape[0]), out_channels=int(weight.shape[0]))
         if weight is not None and kind == "linear" and weight.dim() == 2:
-            return LayerInfo(**common, in_channels=int(weight.shape[1]), out_channels=int(weight.shape[0]))
-        return LayerInfo(**common)
+            return replace(base, in_channels=int(weight.shape[1]), out_channels=int(weight.shape[0]))
+        return base
 
     # -- ModelAdapter --------------------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
@@ -520,7 +520,7 @@ class ExportedProgramAdapter(ModelAdapter):
 
         from ...core.objective import select_output
         from .._capture import named_outputs
-        from ..torch_graph import torch_vjp
+        from .graph import torch_vjp
 
         wanted = list(dict.fromkeys(layers))
         for name in wanted:
@@ -620,12 +620,11 @@ class ExportedProgramAdapter(ModelAdapter):
             if leaf_key is not None:
                 key, path, short = leaf_key
                 uid = call_name.get(key, path)
-                unit = units.get(uid)
-                if unit is None:
+                if uid not in units:
                     op = graph_op_of(torch_kind_of_name(short) or "other")
-                    unit = units[uid] = _Unit(uid, op, short, [])
+                    units[uid] = _Unit(uid, op, short, [])
                     names_used[uid] = names_used.get(uid, 0) + 1
-                unit.nodes.append(node)
+                units[uid].nodes.append(node)
                 owner[node] = uid
                 continue
             op_name = _op_name(node.target)
@@ -664,7 +663,7 @@ class ExportedProgramAdapter(ModelAdapter):
 
         from ...core.graph import CaptureRequest, Graph, GraphCapture, Node
         from ...core.merges import nan_sums, skip_cotangent
-        from ..torch_graph import torch_vjp
+        from .graph import torch_vjp
 
         units, owner, input_id = self._units()
         outputs = {unit.output: unit for unit in units}
@@ -716,18 +715,18 @@ class ExportedProgramAdapter(ModelAdapter):
             grad_of = {id(t): g for t, g in zip(merge_outputs, grads)}
             for merge in merges:
                 node = graph.node(merge)
-                unit = by_id.get(merge)
+                merge_unit = by_id.get(merge)
                 value = kept.get(merge)
                 grad = grad_of.get(id(value)) if value is not None else None
-                if unit is None or unit.merge_node is None or grad is None:
+                if merge_unit is None or merge_unit.merge_node is None or grad is None:
                     gradients[merge] = nan_sums(len(node.inputs))
                     continue
-                gradients[merge] = _merge_input_sums(unit, owner, kept, host_copy(grad), node.inputs)
+                gradients[merge] = _merge_input_sums(merge_unit, owner, kept, host_copy(grad), node.inputs)
         return GraphCapture(graph=graph, values=values, input_x_gradient=gradients)
 
 
 def _graph_op_of(node: Any, op_name: str) -> str:
-    from ..torch_graph import function_op_kind
+    from .graph import function_op_kind
 
     if op_name in ("convolution", "_convolution"):
         return "conv_transpose" if bool(_bind(node).get("transposed", False)) else "conv"

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...core.kernels import KernelBank, transposed_to_canonical
@@ -22,7 +24,7 @@ from ...core.layers import LayerInfo
 from ...errors import ConvscopeError, ModelLoadError, UnsupportedModelError
 from .._capture import Collector, call_key, first_line
 from ..base import ActivationCallback, CaptureResult, InputSpec
-from ..torch_adapter import TorchAdapter, _first_tensor
+from .adapter import TorchAdapter, _first_tensor
 from .state import host_copy, preserved_model_state
 
 __all__ = [
@@ -49,7 +51,7 @@ def is_torchscript_file(path: str | Path) -> bool:
 def kind_from_type_name(type_name: str, *, is_leaf: bool = True) -> str:
     """Layer kind (:data:`convscope.core.layers.KINDS`) from a torch class name or dotted path.
 
-    THE torch kind table (:mod:`.torch_kinds`), so TorchScript and ``.pt2`` agree with eager models.
+    THE torch kind table (:mod:`.kinds`), so TorchScript and ``.pt2`` agree with eager models.
 
     Args:
         type_name: ``"Conv2d"`` or ``"torch.nn.modules.conv.Conv2d"``.
@@ -196,7 +198,7 @@ class TorchScriptAdapter(TorchAdapter):
         type_name = str(getattr(module, "original_name", type(module).__name__))
         kind = kind_from_type_name(type_name, is_leaf=is_leaf)
         params = sum(p.numel() for p in module.parameters(recurse=not is_leaf))
-        common = dict(name=name, kind=kind, type_name=type_name, params=int(params), is_leaf=is_leaf)
+        base = LayerInfo(name=name, kind=kind, type_name=type_name, params=int(params), is_leaf=is_leaf)
         if kind in ("conv", "conv_transpose") and getattr(module, "weight", None) is not None:
             facts = self._conv_args(name, module)
             weight = module.weight
@@ -205,8 +207,8 @@ class TorchScriptAdapter(TorchAdapter):
             in_ch = weight.shape[0] if transposed else weight.shape[1] * groups
             out_ch = weight.shape[1] * groups if transposed else weight.shape[0]
             padding = facts.get("padding")
-            return LayerInfo(
-                **common,
+            return replace(
+                base,
                 in_channels=int(in_ch),
                 out_channels=int(out_ch),
                 kernel_size=tuple(int(k) for k in weight.shape[2:]),
@@ -216,7 +218,7 @@ class TorchScriptAdapter(TorchAdapter):
                 groups=groups,
                 transposed=transposed,
             )
-        return LayerInfo(**common)
+        return base
 
     def input_spec(self) -> InputSpec:
         for info in self.layers():

@@ -1,0 +1,87 @@
+"""Building a :class:`~convscope.unet.flow.UNetFlow`: find the U-Net in one forward pass and capture its
+flow and skip metrics (at most one backward pass, for the gradient shares).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..core.graph import CaptureRequest, Graph
+from ..core.unet import UNetStructure, find_unet
+from ..errors import ConvscopeError
+from .backend import UNetBackend
+from .flow import UNetFlow
+from .metrics import skip_metrics
+
+__all__ = ["build_unet_flow"]
+
+
+def _needed_nodes(structure: UNetStructure, graph: Graph) -> set[str]:
+    ids = {structure.input, structure.output, structure.bottleneck_output}
+    for lvl in structure.levels:
+        ids.update(n for n in (lvl.encoder_output, lvl.decoder_output) if n is not None)
+    for skip in structure.skips:
+        ids.update((skip.source, skip.skip_input, skip.decoder_input, skip.merge))
+        ids.update(graph.node(skip.merge).inputs)
+    return ids
+
+
+def build_unet_flow(
+    backend: UNetBackend,
+    batch: np.ndarray,
+    display_image: np.ndarray | None = None,
+    *,
+    target: int | None = None,
+    mask: Any = None,
+    adapter: Any = None,
+) -> UNetFlow:
+    """Find the U-Net in one forward pass of ``batch`` and capture its flow and skip metrics.
+
+    Args:
+        backend: a :class:`UNetBackend` (see :func:`unet_backend_for`).
+        batch: ``(N, C, *spatial)`` float32 input, channels first (1 to 3 spatial axes).
+        display_image: ``(H, W, 3)`` uint8 picture of sample 0 (or ``(N, H, W, 3)``), for the figure.
+        target: output channel for the gradient share's score (default: the predicted class).
+        mask: ``(*spatial)`` 0/1 region for the score (default: every pixel).
+        adapter: the model adapter, kept for :meth:`UNetFlow.cam` (default: derived from a torch backend).
+
+    Returns:
+        :class:`UNetFlow`.
+
+    Raises:
+        NotAUNet: the model is not U-Net shaped (the message says what was found).
+        ConvscopeError: bad batch, display image, target or mask.
+    """
+    arr = np.asarray(batch)
+    if arr.ndim not in (3, 4, 5) or not np.issubdtype(arr.dtype, np.floating):
+        raise ConvscopeError(
+            f"batch must be a float (N, C, *spatial) array with 1 to 3 spatial axes, got shape {arr.shape} {arr.dtype}; "
+            "prepare images with scope.prepare(image)"
+        )
+    display = None
+    if display_image is not None:
+        display = np.asarray(display_image)
+        if display.ndim == 4:
+            display = display[0]
+        if display.dtype != np.uint8 or display.ndim != 3 or display.shape[2] != 3:
+            raise ConvscopeError(
+                f"display_image must be an (H, W, 3) uint8 picture, got shape {display.shape} {display.dtype}"
+            )
+    found: dict[str, UNetStructure] = {}
+
+    def request(graph: Graph) -> CaptureRequest:
+        structure = find_unet(graph)
+        found["structure"] = structure
+        merges = tuple(dict.fromkeys(s.merge for s in structure.skips))
+        return CaptureRequest(values=frozenset(_needed_nodes(structure, graph)), merges=merges, objective=structure.objective or structure.output)
+
+    capture = backend.capture_graph(arr, request, target=target, mask=mask)
+    structure = found.get("structure") or find_unet(capture.graph)
+    metrics = skip_metrics(structure, capture.graph, capture.values, capture.input_x_gradient)
+    if adapter is None and getattr(backend, "framework", None) == "torch" and hasattr(backend, "model"):
+        from ..adapters.torch.adapter import TorchAdapter
+
+        adapter = TorchAdapter(backend.model)
+    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=arr, display=display, adapter=adapter)
