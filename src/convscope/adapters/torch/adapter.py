@@ -315,23 +315,7 @@ class TorchAdapter(ModelAdapter):
                 for name in dict.fromkeys(layers):
                     handles.append(modules[name].register_forward_hook(make_hook(name)))
                 inputs = self.to_tensor(batch)
-                try:
-                    output = self._model(inputs)
-                except ConvscopeError:
-                    raise
-                except TypeError as exc:
-                    if "positional argument" in str(exc) or "required" in str(exc):
-                        raise ConvscopeError(
-                            f"the model's forward takes more than one input ({str(exc).strip().splitlines()[0]}); "
-                            f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
-                        ) from exc
-                    raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
-                except (RuntimeError, ValueError, IndexError) as exc:
-                    first = _first_line(exc)
-                    raise ConvscopeError(
-                        f"the model's forward pass failed on an input of shape {tuple(batch.shape)}: {first}. "
-                        f"Check the image size and channels (--size, or a different image)"
-                    ) from exc
+                output = run_forward(lambda: self._model(inputs), tuple(batch.shape))
                 out_tensor = _first_tensor(output)
                 if out_tensor is not None:
                     result.output = host_copy(out_tensor)
@@ -363,6 +347,30 @@ class TorchAdapter(ModelAdapter):
         The user's own exceptions from ``forward`` propagate unchanged.
         """
         return _torch_gradients(self, batch, layers, objective, with_input=with_input)
+
+
+def run_forward(call: Callable[[], Any], shape: tuple[int, ...]) -> Any:
+    """Run ``call()`` (the model's forward pass on a batch of ``shape``) for capture and gradients alike.
+
+    Framework errors (shape mismatches, a forward that takes several inputs) become one
+    ``ConvscopeError`` line that says what to do; the user's own exception classes propagate as they are.
+    """
+    try:
+        return call()
+    except ConvscopeError:
+        raise
+    except TypeError as exc:
+        if "positional argument" in str(exc) or "required" in str(exc):
+            raise ConvscopeError(
+                f"the model's forward takes more than one input ({str(exc).strip().splitlines()[0]}); "
+                f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
+            ) from exc
+        raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ConvscopeError(
+            f"the model's forward pass failed on an input of shape {shape}: {_first_line(exc)}. "
+            f"Check the image size and channels (--size, or a different image)"
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -574,24 +582,8 @@ def _torch_gradients(
             # our own leaf tensor (a fresh clone, never an inference tensor): every activation then has a
             # grad_fn even when the user froze all parameters; parameters are never differentiated
             x = adapter.to_tensor(arr).clone().requires_grad_(True)
-            try:
-                with mode:
-                    output = model(x)
-            except ConvscopeError:
-                raise
-            except TypeError as exc:
-                if "positional argument" in str(exc) or "required" in str(exc):
-                    raise ConvscopeError(
-                        f"the model's forward takes more than one input ({str(exc).strip().splitlines()[0]}); "
-                        f"convscope feeds one image batch: wrap the model in a module whose forward(x) calls it"
-                    ) from exc
-                raise ConvscopeError(f"the model's forward pass failed: {_first_line(exc)}") from exc
-            # builtin errors (shape mismatches...) become one line; the user's own exception classes propagate as is
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise ConvscopeError(
-                    f"the model's forward pass failed on an input of shape {tuple(arr.shape)}: {_first_line(exc)}. "
-                    f"Check the image size and channels (--size, or a different image)"
-                ) from exc
+            with mode:
+                output = run_forward(lambda: model(x), tuple(arr.shape))
         finally:
             for handle in handles:
                 handle.remove()
