@@ -28,7 +28,7 @@ from ..io.volume_prep import PLANES, plane_slice, plane_spacing, window_function
 from .colormap import apply_colormap
 from .picture import Picture
 
-__all__ = ["render_planes", "render_plane", "PLANE_EDGES", "letter_patch"]
+__all__ = ["render_planes", "render_plane", "render_plane_stack", "PLANE_EDGES", "letter_patch"]
 
 PLANE_EDGES: dict[str, dict[str, str]] = {
     "axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
@@ -317,3 +317,49 @@ def render_plane(
             rgb = (rgb.astype(np.float32) * (1 - alpha) + colors * alpha + 0.5).astype(np.uint8)
             meta["overlay_range"] = [lo, hi]
     return Picture(np.ascontiguousarray(rgb), meta=meta)
+
+
+def render_plane_stack(
+    volume: Volume,
+    plane: str,
+    indices: Sequence[int],
+    *,
+    window: str | None = None,
+    channel: int = 0,
+    size: int = 256,
+) -> tuple[list[Picture], Picture]:
+    """Slices ``indices`` of one plane and its maximum projection, as bare images (for the report's
+    linked planes), drawn as :func:`render_plane` draws them but with the display window computed
+    once for the whole stack (a percentile window is not recomputed per slice).
+
+    Returns ``(slices, mip)``: one :class:`Picture` per index (``meta`` as :func:`render_plane`'s)
+    and the maximum projection along the plane's normal.
+    """
+    if plane not in PLANES:
+        raise ValueError(f"plane must be one of {', '.join(PLANES)}; got {plane!r}")
+    axis = _SLICE_AXIS[plane]
+    data = volume.data[channel]
+    count = data.shape[axis]
+    win, win_label = window_function(window, volume.units, data)
+    extents_mm = [n * s for n, s in zip(volume.shape, volume.spacing)]
+    mm_per_px = min(max(max(extents_mm) / size, 1e-9), min(volume.spacing))
+    row_mm, col_mm = plane_spacing(volume.spacing, plane)
+
+    def draw(gray: np.ndarray, index: int, mip: bool) -> Picture:
+        rows = max(1, int(round(gray.shape[0] * row_mm / mm_per_px)))
+        cols = max(1, int(round(gray.shape[1] * col_mm / mm_per_px)))
+        grid = np.ix_(_nearest(gray.shape[0], rows), _nearest(gray.shape[1], cols))
+        unit = win(gray)[grid]
+        rgb = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
+        return Picture(np.ascontiguousarray(rgb), meta={
+            "plane": plane, "index": int(index), "mip": mip, "rows": int(gray.shape[0]), "cols": int(gray.shape[1]),
+            "mm_per_pixel": mm_per_px, "edges": dict(PLANE_EDGES[plane]), "window": win_label})
+
+    slices = []
+    for index in indices:
+        if not 0 <= int(index) < count:
+            raise ValueError(f"{plane} slice {index} is out of range 0..{count - 1}")
+        slices.append(draw(plane_slice(data, plane, int(index)), int(index), False))
+    with np.errstate(invalid="ignore"):
+        proj = np.nanmax(data, axis=axis, keepdims=True) if np.isnan(data).any() else data.max(axis=axis, keepdims=True)
+    return slices, draw(plane_slice(proj, plane, 0), 0, True)

@@ -87,6 +87,14 @@ def _image_list(images: Any) -> list[Any]:
     return items
 
 
+def _script_json(obj: Any) -> str:
+    """``obj`` as JSON safe inside a ``<script type="application/json">`` block (``<``, ``>``, ``&`` escaped)."""
+    import json
+
+    text = json.dumps(obj, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 @dataclass
 class _ImageItem:
     index: int
@@ -94,6 +102,7 @@ class _ImageItem:
     source_index: int
     sample: int
     input_rel: str | None = None
+    planes: dict[str, Any] | None = None
 
 
 class _SummaryRow(TypedDict):
@@ -496,6 +505,10 @@ def build_report(
 
                         item.input_rel = f"inputs/image-{item.index}.png"
                         folder.add_picture(item.input_rel, input_planes(record), kind="input", image=item.label)
+                        if s == 0:  # linked orthogonal planes (slice PNGs loaded lazily by report.js)
+                            from .linked_planes import write_linked_planes
+
+                            item.planes = write_linked_planes(folder, record, item.index)
                     elif prepared.display is not None:
                         from ..render.picture import Picture
 
@@ -658,7 +671,9 @@ def build_report(
                 notes.append(f"{len(missing)} selected layer(s) {NOT_EXECUTED}: {', '.join(missing)}")
                 folder.info["not_executed"] = {"reason": NOT_EXECUTED, "layers": missing}
             inputs_ctx = [
-                {"label": item.label, "img": asset(item.input_rel, f"Input {item.label}")} for item in image_items
+                {"label": item.label, "img": asset(item.input_rel, f"Input {item.label}"), "index": item.index,
+                 "planes": item.planes, "planes_json": None if item.planes is None else _script_json(item.planes)}
+                for item in image_items
             ]
             unet_ctx = [
                 {

@@ -1,3 +1,77 @@
+// convscope report: linked orthogonal planes of 3D scan inputs (sliders, shared crosshair,
+// click in one plane moves the others, maximum-projection toggle). Data comes from a
+// <script type="application/json" class="planes-data"> block; a slice PNG is requested only when shown.
+(function () {
+  "use strict";
+  // per plane: [slice axis, row axis, column axis] of the RAS+ voxel grid; rows and columns are
+  // both reversed (radiological: rows A->P or S->I, columns R->L or A->P)
+  var AXES = { axial: [2, 1, 0], coronal: [1, 2, 0], sagittal: [0, 2, 1] };
+
+  function nearest(indices, value) {
+    var best = 0;
+    for (var i = 1; i < indices.length; i++) {
+      if (Math.abs(indices[i] - value) < Math.abs(indices[best] - value)) { best = i; }
+    }
+    return best;
+  }
+
+  function setup(section) {
+    var holder = section.querySelector("script.planes-data");
+    if (!holder) { return; }
+    var data;
+    try { data = JSON.parse(holder.textContent); } catch (e) { return; }
+    var point = data.point.slice();
+    var mipBox = section.querySelector(".planes-mip");
+    var figures = Array.prototype.slice.call(section.querySelectorAll("figure.plane"));
+
+    function render() {
+      var mip = mipBox && mipBox.checked;
+      figures.forEach(function (fig) {
+        var name = fig.getAttribute("data-plane");
+        var plane = data.planes[name];
+        var axes = AXES[name];
+        var slider = fig.querySelector(".plane-slider");
+        var pos = nearest(plane.indices, point[axes[0]]);
+        slider.value = String(pos);
+        var src = mip ? plane.mip : plane.files[pos];
+        var img = fig.querySelector(".plane-img");
+        if (img.getAttribute("src") !== src) { img.setAttribute("src", src); }
+        fig.setAttribute("data-index", String(plane.indices[pos]));
+        fig.querySelector(".plane-index").textContent = mip ? "MIP" : String(plane.indices[pos]);
+        var nr = data.shape[axes[1]], nc = data.shape[axes[2]];
+        var h = fig.querySelector(".cross-h"), v = fig.querySelector(".cross-v");
+        h.style.top = ((nr - 1 - point[axes[1]] + 0.5) / nr * 100) + "%";
+        v.style.left = ((nc - 1 - point[axes[2]] + 0.5) / nc * 100) + "%";
+      });
+    }
+
+    figures.forEach(function (fig) {
+      var name = fig.getAttribute("data-plane");
+      var plane = data.planes[name];
+      var axes = AXES[name];
+      fig.querySelector(".plane-slider").addEventListener("input", function () {
+        point[axes[0]] = plane.indices[Number(this.value)];
+        if (mipBox) { mipBox.checked = false; }
+        render();
+      });
+      fig.querySelector(".plane-box").addEventListener("click", function (event) {
+        var rect = this.getBoundingClientRect();
+        if (!rect.width || !rect.height) { return; }
+        var fr = Math.min(Math.max((event.clientY - rect.top) / rect.height, 0), 0.999999);
+        var fc = Math.min(Math.max((event.clientX - rect.left) / rect.width, 0), 0.999999);
+        var nr = data.shape[axes[1]], nc = data.shape[axes[2]];
+        point[axes[1]] = nr - 1 - Math.floor(fr * nr);
+        point[axes[2]] = nc - 1 - Math.floor(fc * nc);
+        render();
+      });
+    });
+    if (mipBox) { mipBox.addEventListener("change", render); }
+    render();
+  }
+
+  Array.prototype.slice.call(document.querySelectorAll("section.linked-planes")).forEach(setup);
+})();
+
 // convscope report: layer filter, keyboard navigation, current-layer highlight.
 // Plain JavaScript, no dependencies; only textContent/attributes are written (never HTML).
 (function () {
