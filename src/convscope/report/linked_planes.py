@@ -61,7 +61,7 @@ def write_linked_planes(folder: Any, record: Any, image_index: int, *, cap: int 
                          "height": slices[0].height if slices else mip.height,
                          "edges": dict(PLANE_EDGES[plane])}
     return {
-        "shape": shape, "spacing_mm": [float(s) for s in vol.spacing],
+        "shape": shape, "spacing_mm": [float(f"{s:.6g}") for s in vol.spacing],
         "counts": {p: planes[p]["count"] for p in planes}, "point": [n // 2 for n in shape],
         "window": slices[0].meta["window"] if slices else "", "cap": cap, "sampled": sampled, "planes": planes,
         "convention": "radiological: patient right on the image's left (axial, coronal)",
