@@ -61,3 +61,32 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 # Note: pages run under a CSP without 'unsafe-eval', so page.wait_for_function must be given
 # functions ("() => ..."), never bare expressions (Playwright evaluates those with eval()).
+
+
+@pytest.fixture
+def unet_server(tmp_path: Path) -> Iterator[Any]:
+    """A live viewer of a small U-Net with one image in its ``--images`` folder."""
+    from PIL import Image
+
+    import convscope as cs
+    from convscope.server.run import ViewerServer
+    from tests.report.nets import small_unet, unet_image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(unet_image(0)).save(folder / "first.png")
+    server = ViewerServer.create(cs.Scope(small_unet()), images=folder, host="127.0.0.1", port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def select_layer(page: Any, name: str) -> None:
+    """Choose layer ``name`` in the viewer's layer menu and wait until its view is shown."""
+    value = page.evaluate(
+        "name => Array.from(document.querySelectorAll('#layer-select option')).find(o => o.textContent.startsWith(name + '  ')).value",
+        name,
+    )
+    page.select_option("#layer-select", value)
+    page.wait_for_function("name => document.getElementById('layer-title').textContent === name", arg=name)

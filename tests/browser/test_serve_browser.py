@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 import convscope as cs
-from tests.browser.conftest import screenshot
-from tests.report.nets import EVIL, evil_net, rgb_image, small_unet, unet_image
+from tests.browser.conftest import screenshot, select_layer
+from tests.report.nets import EVIL, evil_net, rgb_image, unet_image
 from tests.server.conftest import png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -22,35 +19,12 @@ THUMBS_LOADED = """() => {
 }"""
 
 
-@pytest.fixture
-def unet_server(tmp_path: Path) -> Iterator[Any]:
-    from convscope.server.run import ViewerServer
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    Image.fromarray(unet_image(0)).save(folder / "first.png")
-    server = ViewerServer.create(cs.Scope(small_unet()), images=folder, host="127.0.0.1", port=0).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _select_layer(page: Any, name: str) -> None:
-    value = page.evaluate(
-        "name => Array.from(document.querySelectorAll('#layer-select option')).find(o => o.textContent.startsWith(name + '  ')).value",
-        name,
-    )
-    page.select_option("#layer-select", value)
-    page.wait_for_function("name => document.getElementById('layer-title').textContent === name", arg=name)
-
-
 def test_viewer_layer_channel_detail_and_upload(page: Any, unet_server: Any) -> None:
     page.goto(unet_server.url)
     page.wait_for_selector("body[data-ready=true]")
     assert "token=" not in page.url  # the secret leaves the address bar once the cookie is set
 
-    _select_layer(page, "enc2.conv")
+    select_layer(page, "enc2.conv")
     page.wait_for_function("() => document.querySelectorAll('#channel-grid button.channel').length === 16")
     page.wait_for_function(THUMBS_LOADED)
     assert page.is_hidden("#slice-control")  # 2-D maps: no slice slider

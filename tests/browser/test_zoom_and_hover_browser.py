@@ -3,7 +3,6 @@ sharp pixels, and the report's hover regions over shortened names and skip label
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,33 +11,9 @@ import pytest
 from PIL import Image
 
 import convscope as cs
-from tests.browser.conftest import screenshot
-from tests.report.nets import small_unet, unet_image
+from tests.browser.conftest import screenshot, select_layer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def unet_server(tmp_path: Path) -> Iterator[Any]:
-    from convscope.server.run import ViewerServer
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    Image.fromarray(unet_image(0)).save(folder / "first.png")
-    server = ViewerServer.create(cs.Scope(small_unet()), images=folder, host="127.0.0.1", port=0).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _select_layer(page: Any, name: str) -> None:
-    value = page.evaluate(
-        "name => Array.from(document.querySelectorAll('#layer-select option')).find(o => o.textContent.startsWith(name + '  ')).value",
-        name,
-    )
-    page.select_option("#layer-select", value)
-    page.wait_for_function("name => document.getElementById('layer-title').textContent === name", arg=name)
 
 
 SIZES = """() => { const i = document.getElementById('kernel-img'); const f = document.getElementById('kernel-frame');
@@ -51,7 +26,7 @@ SIZES = """() => { const i = document.getElementById('kernel-img'); const f = do
 def test_kernel_matrix_zooms_on_click_and_stays_sharp(page: Any, unet_server: Any) -> None:
     page.goto(unet_server.url)
     page.wait_for_selector("body[data-ready=true]")
-    _select_layer(page, "head")  # 1x1 kernels: drawn as one out x in matrix
+    select_layer(page, "head")  # 1x1 kernels: drawn as one out x in matrix
     page.wait_for_function("() => document.getElementById('kernel-img').naturalWidth > 0")
     fitted = page.evaluate(SIZES)
     assert not fitted["zoomed"] and fitted["rendering"] == "pixelated"
@@ -95,7 +70,7 @@ def test_kernel_matrix_zooms_on_click_and_stays_sharp(page: Any, unet_server: An
     back = page.evaluate(SIZES)
     assert not back["zoomed"] and back["shown"] == pytest.approx(fitted["shown"], abs=1)
 
-    _select_layer(page, "enc1.conv")  # another layer starts fitted again
+    select_layer(page, "enc1.conv")  # another layer starts fitted again
     page.wait_for_function("() => !document.getElementById('kernel-frame').classList.contains('zoomed')")
     assert page.problems == []
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 
@@ -11,26 +9,16 @@ pytest.importorskip("nibabel")
 pytest.importorskip("fastapi")
 pytest.importorskip("torch")
 
-from PIL import Image  # noqa: E402
-
-import convscope as cs  # noqa: E402
-from tests.server.conftest import make_client  # noqa: E402
-
-from . import files as F  # noqa: E402
+from .conftest import png_rgb  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vimgs")
-    F.write_nifti(root / "scan.nii.gz", F.marked_volume((16, 12, 8)), "PSR")
-    client, _token, state = make_client(cs.Scope("demo:unet3d"), root)
-    with client:
-        yield client, state
+def client(scan_client):
+    return scan_client
 
 
 def _png(response) -> np.ndarray:
-    assert response.status_code == 200, response.text
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int).mean(axis=-1)
+    return png_rgb(response).mean(axis=-1)
 
 
 def test_volume_info_and_planes(client):
