@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,3 +64,19 @@ def unet_image(seed: int = 0) -> np.ndarray:
 def rgb_image(seed: int = 0, size: int = 24) -> np.ndarray:
     """``(size, size, 3)`` uint8 random RGB picture."""
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+class _StartTags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def html_tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    """Every start tag of ``html`` with its attributes, in document order."""
+    parser = _StartTags()
+    parser.feed(html)
+    return parser.tags

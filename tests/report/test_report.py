@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +11,7 @@ import pytest
 
 import convscope as cs
 from convscope.errors import ConvscopeError
-from tests.report.nets import EVIL, evil_net, rgb_image, small_unet, unet_image
-
-
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
-    parser = _Tags()
-    parser.feed(html)
-    return parser.tags
+from tests.report.nets import EVIL, evil_net, html_tags, rgb_image, small_unet, unet_image
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +41,7 @@ def test_report_folder_has_index_assets_and_manifest(evil_report: Path) -> None:
 
 def test_every_referenced_file_exists_and_nothing_is_external(evil_report: Path) -> None:
     html = evil_report.read_text()
-    refs = [attrs.get("src") or attrs.get("href") for _tag, attrs in _tags(html) if attrs.get("src") or attrs.get("href")]
+    refs = [attrs.get("src") or attrs.get("href") for _tag, attrs in html_tags(html) if attrs.get("src") or attrs.get("href")]
     assert refs
     for ref in refs:
         assert ref is not None
@@ -70,12 +54,12 @@ def test_layer_names_are_escaped(evil_report: Path) -> None:
     html = evil_report.read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert EVIL not in html
-    assert not [attrs for tag, attrs in _tags(html) if tag == "img" and attrs.get("src") == "x"]
+    assert not [attrs for tag, attrs in html_tags(html) if tag == "img" and attrs.get("src") == "x"]
 
 
 def test_page_has_a_strict_csp_and_no_inline_script_or_style(evil_report: Path) -> None:
     html = evil_report.read_text()
-    tags = _tags(html)
+    tags = html_tags(html)
     csp = [a.get("content") for t, a in tags if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"]
     assert csp and "script-src 'self'" in csp[0] and "default-src 'none'" in csp[0]
     assert all(a.get("src") for t, a in tags if t == "script"), "inline <script> found"
@@ -85,7 +69,7 @@ def test_page_has_a_strict_csp_and_no_inline_script_or_style(evil_report: Path) 
 
 def test_wide_layer_shows_top_k_and_lazy_full_grid(evil_report: Path) -> None:
     html = evil_report.read_text()
-    tags = _tags(html)
+    tags = html_tags(html)
     wide_imgs = [a for t, a in tags if t == "img" and "of layer wide" in (a.get("alt") or "")]
     assert any("top 16 of 80 channels" in (a.get("alt") or "") for a in wide_imgs)
     full = [a for a in wide_imgs if (a.get("alt") or "").startswith("All 80 channels")]
@@ -114,7 +98,7 @@ def test_dead_filter_is_flagged_in_the_page(evil_report: Path) -> None:
 def test_unet_report_has_flow_figure_panels_and_block_links(unet_report: Path) -> None:
     folder = unet_report.parent
     html = unet_report.read_text()
-    tags = _tags(html)
+    tags = html_tags(html)
     assert 'id="unet"' in html
     assert (folder / "unet" / "image-0.flow.png").is_file()
     panels = [a for t, a in tags if t == "img" and (a.get("src") or "").startswith("unet/") and "level" in (a.get("src") or "")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +18,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("jinja2")
 
 from tests.unet import unet_zoo as Z  # noqa: E402
+from tests.report.nets import html_tags  # noqa: E402
 
 X = np.random.default_rng(0).random((8, 8, 3), dtype=np.float32)
-
-
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
-    parser = _Tags()
-    parser.feed(html)
-    return parser.tags
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +31,7 @@ def aux_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_lists_the_selected_layers_that_did_not_run(aux_report: Path) -> None:
     html = aux_report.read_text()
-    tags = _tags(html)
+    tags = html_tags(html)
     assert "Selected layers not executed for this input" in html
     listed = [a.get("title") for t, a in tags if t == "a" and (a.get("href") or "").startswith("#layer-")
               and a.get("title") in ("aux", "unused")]
@@ -99,7 +84,7 @@ def long_names_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_flow_figure_has_a_hover_region_for_every_skip_and_shortened_name(long_names_report: Path) -> None:
     html = long_names_report.read_text()
-    notes = [a for t, a in _tags(html) if t == "span" and a.get("class") == "flow-note"]
+    notes = [a for t, a in html_tags(html) if t == "span" and a.get("class") == "flow-note"]
     titles = [a.get("title") or "" for a in notes]
     skips = json.loads((long_names_report.parent / "report.json").read_text())["unet"][0]["skips"]
     for skip in skips:  # each skip's label has its full sentence on hover
@@ -109,7 +94,7 @@ def test_flow_figure_has_a_hover_region_for_every_skip_and_shortened_name(long_n
         assert len(box) == 4 and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
     assert sum("skip:" in t for t in titles) == len(skips) == 3  # one region per skip label (its two lines)
     # every picture names its layer on hover
-    imgs = [a for t, a in _tags(html) if t == "img" and not (a.get("src") or "").endswith(".flow.png")]
+    imgs = [a for t, a in html_tags(html) if t == "img" and not (a.get("src") or "").endswith(".flow.png")]
     assert imgs and all(a.get("title") for a in imgs)
     assert "flow-note" in (long_names_report.parent / "assets" / "report.js").read_text()
 
