@@ -168,6 +168,24 @@ def test_png_encoder_writes_a_valid_zlib_stream_at_every_level() -> None:
         assert np.array_equal(decode(data), image)
 
 
+@pytest.mark.parametrize("backend", ["isal", "zlib"])
+def test_png_encoder_round_trips_with_either_deflate(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope.render import picture
+
+    if backend == "isal":
+        pytest.importorskip("isal")
+        assert picture._isal_zlib() is not None
+    else:
+        monkeypatch.setattr(picture, "_isal_zlib", lambda: None)
+    rng = np.random.default_rng(3)
+    image = np.repeat(rng.integers(0, 256, (300, 257, 3), dtype=np.uint8), 2, axis=0)
+    for level in (1, 2, 3, 6):
+        data = encode_png(image, level)
+        assert np.array_equal(decode(data), image)
+    kind = type(picture._compressor(1)).__module__
+    assert ("isal" in kind) == (backend == "isal")
+
+
 def test_png_encoder_refuses_what_png_cannot_hold() -> None:
     with pytest.raises(TypeError, match="uint8"):
         encode_png(np.zeros((2, 2, 3), np.float32))

@@ -407,6 +407,23 @@ def test_big_grids_are_capped_by_averaging_blocks_of_each_cell() -> None:
     assert full.meta["downsample"] == 1 and full.meta["cell_size"] == [100, 100]
 
 
+@pytest.mark.parametrize("shape, step", [((3, 12, 12), 3), ((2, 13, 10), 4), ((1, 5, 7), 2), ((2, 4, 9), 5)])
+def test_block_mean_equals_the_mean_of_each_block_edges_included(shape: tuple[int, int, int], step: int) -> None:
+    from convscope.render.grid import _block_mean
+
+    maps = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    maps[0, 0, 0] = np.nan  # a NaN spoils its own block only
+    got = _block_mean(maps, step)
+    count, height, width = shape
+    assert got.shape == (count, -(-height // step), -(-width // step)) and got.dtype == np.float32
+    for c in range(count):
+        for i in range(got.shape[1]):
+            for j in range(got.shape[2]):
+                want = maps[c, i * step : (i + 1) * step, j * step : (j + 1) * step].mean()
+                np.testing.assert_allclose(got[c, i, j], want, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[0, 0, 0]) and np.isfinite(got[0, 1:, :]).all()
+
+
 def test_small_cells_are_kept_near_native_size_when_asked() -> None:
     picture = render_activation_grid(_maps(0, (64, 7, 7)), min_cell=16)
     assert picture.meta["scale_factor"] == 3 and picture.meta["cell_size"] == [21, 21]

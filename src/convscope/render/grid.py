@@ -367,18 +367,27 @@ def _physical_box(
 
 def _block_mean(maps: np.ndarray, step: int) -> np.ndarray:
     """``(C, H, W)`` -> ``(C, ceil(H / step), ceil(W / step))`` float32: the mean of each
-    ``step x step`` block (edge blocks average what they hold). One pass, no per-cell loop."""
+    ``step x step`` block (edge blocks average what they hold; a NaN in a block gives NaN).
+
+    ``step**2`` strided additions (one per offset inside a block), each a flat vectorised pass over
+    a ``1 / step**2`` share of the maps: about one read of the input in all, instead of numpy's
+    slow reduction over two short inner axes of a 5-D view.
+    """
     count, height, width = maps.shape
     out_h, out_w = math.ceil(height / step), math.ceil(width / step)
-    if height % step or width % step:
-        padded = np.full((count, out_h * step, out_w * step), np.nan, dtype=np.float32)
-        padded[:, :height, :width] = maps
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            blocks = padded.reshape(count, out_h, step, out_w, step)
-            return np.ascontiguousarray(np.nanmean(blocks, axis=(2, 4)), dtype=np.float32)
-    blocks = maps.reshape(count, out_h, step, out_w, step)
-    return np.ascontiguousarray(blocks.mean(axis=(2, 4), dtype=np.float32), dtype=np.float32)
+    total = np.zeros((count, out_h, out_w), dtype=np.float32)
+    for dy in range(min(step, height)):
+        rows = math.ceil((height - dy) / step)
+        for dx in range(min(step, width)):
+            cols = math.ceil((width - dx) / step)
+            total[:, :rows, :cols] += maps[:, dy::step, dx::step]
+    if height % step or width % step:  # edge blocks hold fewer values
+        per_row = np.minimum(step, height - np.arange(out_h) * step).astype(np.float32)
+        per_col = np.minimum(step, width - np.arange(out_w) * step).astype(np.float32)
+        total /= per_row[:, None] * per_col[None, :]
+    else:
+        total *= np.float32(1.0 / (step * step))
+    return total
 
 
 def _check_common(cols: int | None, max_side: int) -> None:

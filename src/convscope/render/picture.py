@@ -6,6 +6,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,29 @@ if TYPE_CHECKING:
 __all__ = ["Picture", "encode_png"]
 
 DEFAULT_COMPRESS_LEVEL = 1
-"""zlib level for PNG: 1 is the fastest level that compresses (several times faster than 6)."""
+"""Deflate level for PNG: 1 is the fastest level that compresses (several times faster than 6)."""
+
+_FAST_LEVELS = (1, 2, 3)
+"""Levels served by ISA-L's deflate (``isal``, the ``[fast]`` extra, in ``[cli]``) when installed:
+about 3x faster than zlib at level 1 for convscope's grids, files 5-20% larger. Higher levels use zlib."""
+
+
+@lru_cache(maxsize=1)
+def _isal_zlib() -> Any:
+    """``isal.isal_zlib`` (the same compressobj API as :mod:`zlib`), or None when not installed."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return None
+    return isal_zlib
+
+
+def _compressor(level: int) -> Any:
+    """A deflate compressobj writing a zlib stream (what PNG's IDAT holds) at ``level``."""
+    fast = _isal_zlib() if level in _FAST_LEVELS else None
+    if fast is not None:
+        return fast.compressobj(level)
+    return zlib.compressobj(level)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -36,8 +59,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
     """Encode an ``(H, W, 3|4)`` or ``(H, W)`` ``uint8`` array as PNG bytes (8 bits per sample).
 
-    A direct encoder (numpy + zlib, which releases the GIL, so images encode in parallel on a
-    thread pool). Each row is filtered with Up when it repeats the row above (nearest-upscaled
+    A direct encoder (numpy + deflate, which releases the GIL, so images encode in parallel on a
+    thread pool; ISA-L's deflate for levels 1-3 when ``isal`` is installed, else zlib). Each row is filtered with Up when it repeats the row above (nearest-upscaled
     grids: the row becomes zeros, which deflate quickly) and with None otherwise. That is about 3x
     faster than Pillow's per-row trial of all five filters at the same zlib level, and the files
     are smaller for convscope's grids. Any PNG reader (Pillow included) decodes it to exactly
@@ -56,7 +79,7 @@ def encode_png(pixels: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL)
     height, width, channels = arr.shape
     rows = np.ascontiguousarray(arr).reshape(height, width * channels)
     line = rows.shape[1]
-    compressor = zlib.compressobj(level)
+    compressor = _compressor(level)
     block = max(1, _BLOCK_BYTES // (line + 1))
     buf = np.empty((min(block, height), line + 1), dtype=np.uint8)
     repeat = np.zeros(min(block, height), dtype=bool)
