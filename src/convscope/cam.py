@@ -509,7 +509,8 @@ def _scorecam(
     total = at.scorecam_passes(shapes) - 1
     chunk = _chunk_size(arr, budget_mb)
     batches = sum(-(-int(s[0]) * int(s[1]) // chunk) for s in shapes)
-    echo(f"Score-CAM: {total} masked inputs in {batches} forward pass(es) of up to {chunk} (budget {budget_mb:g} MiB)")
+    echo(f"Score-CAM: {total} masked inputs in at least {batches} forward pass(es) of up to {chunk} "
+         f"(budget {budget_mb:g} MiB; the batch size is tuned for throughput within it)")
     bar = None
     if progress:
         try:
@@ -528,16 +529,21 @@ def _scorecam(
         return (w.reshape(len(sample), -1).astype(np.float64) * out.reshape(len(sample), -1)).sum(axis=1)
 
     out = []
+    sizes: list[int] = []
     try:
         for key in keys:
             if key not in acts:
                 continue
-            raw = at.scorecam(acts[key], arr, score, baseline, chunk=chunk, progress=bar.update if bar else None)
+            plan = at.ChunkPlan(chunk)
+            raw = at.scorecam(acts[key], arr, score, baseline, chunk=plan, progress=bar.update if bar else None)
+            sizes.append(plan.largest)
             out.append((key, "scorecam", raw, at.map_notes(raw, relu=post.relu),
                         "output (as returned: forward-only methods score the model's first output, after any final Sigmoid/Softmax)"))
     finally:
         if bar is not None:
             bar.close()
+    if sizes:
+        passes["scorecam_batch"] = max(sizes)  # the most masked inputs one forward pass held
     return out
 
 
