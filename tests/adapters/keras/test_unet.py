@@ -121,3 +121,63 @@ def test_subclassed_model_says_it_needs_a_functional_model():
     model(np.zeros((1, 8, 8, 3), dtype=np.float32))
     with pytest.raises(UnsupportedModelError, match="functional"):
         Scope(model).unet(image())
+
+
+def unet_plus_plus(data_format: str = "channels_last", nested: bool = False, depth: int = 3) -> keras.Model:
+    """UNet++ (dense nested skips): X[i][j] = block(cat(X[i][0..j-1], up(X[i+1][j-1]))); 10 skips at depth 3.
+    ``nested``: the dense inputs concatenated pairwise, ``cat([cat([x0, x1]), up])`` (one dense merge each)."""
+    keras.utils.set_random_seed(0)
+    cf = data_format == "channels_first"
+    axis = 1 if cf else -1
+    inputs = keras.Input((1, 16, 16) if cf else (16, 16, 1), name="scan")
+    conv = lambda c, name: L.Conv2D(c, 3, padding="same", activation="relu", data_format=data_format, name=name)  # noqa: E731
+    X: dict[tuple[int, int], object] = {}
+    for j in range(depth + 1):
+        for i in range(depth + 1 - j):
+            c = 4 * 2**i
+            if j == 0:
+                src = inputs if i == 0 else L.MaxPooling2D(data_format=data_format, name=f"pool{i}")(X[i - 1, 0])
+                X[i, 0] = conv(c, f"x{i}0")(src)
+                continue
+            up = L.UpSampling2D(data_format=data_format, name=f"up{i}{j}")(X[i + 1, j - 1])
+            if nested:
+                acc = X[i, 0]
+                for k in range(1, j):
+                    acc = L.Concatenate(axis=axis, name=f"acc{i}{j}_{k}")([acc, X[i, k]])
+                merged = L.Concatenate(axis=axis, name=f"cat{i}{j}")([acc, up])
+            else:
+                merged = L.Concatenate(axis=axis, name=f"cat{i}{j}")([*(X[i, k] for k in range(j)), up])
+            X[i, j] = conv(c, f"x{i}{j}")(merged)
+    head = L.Conv2D(2, 1, data_format=data_format, name="head")(X[0, depth])
+    return keras.Model(inputs, head, name="unetpp")
+
+
+# the torch zoo's UNet++ skips (tests/unet/test_unet_finder.py UNETPP_SKIPS) in these layer names
+KERAS_UNETPP_SKIPS = [
+    (0, "x00", "cat01"), (0, "x00", "cat02"), (0, "x01", "cat02"), (0, "x00", "cat03"), (0, "x01", "cat03"),
+    (0, "x02", "cat03"), (1, "x10", "cat11"), (1, "x10", "cat12"), (1, "x11", "cat12"), (2, "x20", "cat21"),
+]
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("nested", [False, True], ids=["flat-concat", "nested-concat"])
+def test_keras_unet_plus_plus_has_every_dense_skip_in_either_layout(data_format: str, nested: bool) -> None:
+    if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow's CPU convolutions do not run channels_first")
+    flow = Scope(unet_plus_plus(data_format, nested)).unet(scan())
+    s = flow.structure
+    got = sorted((k.level, k.source.split(".")[-1], k.merge.split(".")[-1]) for k in s.skips)
+    assert got == sorted(KERAS_UNETPP_SKIPS)
+    assert len({k.merge for k in s.skips}) == 6  # one dense merge per decoder node, nested concats folded
+    assert s.depth == 3
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_keras_concat_axes_are_recorded_in_host_order(data_format: str) -> None:
+    if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow's CPU convolutions do not run channels_first")
+    graph = Scope(unet_plus_plus(data_format, nested=True)).unet(scan()).graph
+    concats = [n for n in graph.nodes if n.op == "concat"]
+    assert len(concats) == 10  # 6 dense merges + 4 inner pairwise concats
+    assert {n.attrs["dim"] for n in concats} == {1}  # the host's channel axis, whatever the Keras layout
+    assert {n.attrs["axis"] for n in concats} == {-1 if data_format == "channels_last" else 1}

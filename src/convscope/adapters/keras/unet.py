@@ -138,6 +138,9 @@ class KerasUNetBackend:
                     value = getattr(site.op, attr, None)
                     if value is not None and isinstance(value, (int, str, tuple, list)):
                         attrs[attr] = value
+                if kind == "concat" and "axis" in attrs and inputs and values[inputs[0]] is not None:
+                    # the finder reads ``dim`` in host axes (channels first), like torch's and ONNX's graphs
+                    attrs["dim"] = self._host_axis(site.op, int(attrs["axis"]), len(values[inputs[0]].shape))
                 out_kind = kind
                 if kind == "upsample" and type(site.op).__name__ in ("Resize", "Resizing") and flat:
                     out_kind = _resize_kind(self._host_shape(flat[0], site.op), [nodes_by_id[i].shape for i in inputs[:1]])
@@ -211,10 +214,7 @@ class KerasUNetBackend:
         ndim = len(shapes[0])
 
         def host_axis(axis: int) -> int:
-            axis %= ndim
-            if first or ndim < 3 or axis == 0:
-                return axis
-            return 1 if axis == ndim - 1 else axis + 1
+            return self._host_axis(op, axis, ndim)
 
         def host_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
             if first or len(shape) < 3:
@@ -229,6 +229,14 @@ class KerasUNetBackend:
                 return None  # a new axis among channels-last axes: no host equivalent, left NaN
             return stack_parts(len(shapes), int(getattr(op, "axis", 0)) % (ndim + 1))
         return add_parts([host_shape(s) for s in shapes])
+
+    def _host_axis(self, op: Any, axis: int, ndim: int) -> int:
+        """A Keras axis of a rank-``ndim`` tensor (batch included) in host (channels-first) order: a
+        channels-last ``axis=-1`` concat is the host's channel axis 1; spatial axes shift by one."""
+        axis %= ndim
+        if self.adapter.channels_first(op) or ndim < 3 or axis == 0:
+            return axis
+        return 1 if axis == ndim - 1 else axis + 1
 
     def _host_shape(self, tensor: Any, op: Any) -> tuple[int, ...] | None:
         shape = tuple(int(s) for s in tensor.shape[1:]) if hasattr(tensor, "shape") else None
