@@ -11,7 +11,7 @@ import numpy as np
 
 from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet, not_executed
-from .core.budget import MemoryEstimate
+from .core.budget import ChunkPlan, MemoryEstimate
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .io.volume_prep import VolumeOptions, probe_downsampling
@@ -196,12 +196,60 @@ class Scope:
         raise :class:`~convscope.core.budget.MemoryBudgetError` when it is above :attr:`max_memory`.
 
         Runs before the image is decoded (its size comes from the file header) and before the
-        forward pass; see :mod:`convscope.core.budget` for what is counted.
+        forward pass; see :mod:`convscope.core.budget` for what is counted. The whole batch is one
+        pass here; :meth:`plan_slices` splits the slices of a volume (``--slices``) into chunks instead.
         """
         from .core.budget import check_capture
+
+        shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
+        return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
+                             fixed=self.adapter.input_spec().spatial_size, budget=self.max_memory, mode=mode,
+                             what=label, hint=hint)
+
+    def plan_slices(
+        self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
+        what: str | None = None, chunked: bool = True, why_whole: str = "",
+    ) -> ChunkPlan:
+        """How many samples go through the model per forward pass: the slices of a volume fed to a
+        2D model (``--slices PLANE``) in chunks sized to :attr:`max_memory`, anything else in one pass.
+
+        The per-sample capture estimate of :mod:`convscope.core.budget` gives the chunk size (the
+        whole stack when it fits); a chunk holds its own captures only, so memory is bounded by one
+        chunk plus what the command keeps. ``chunked=False`` (batch statistics in training mode,
+        results that need every slice at once) checks the whole batch like :meth:`check_memory`,
+        ``why_whole`` saying why in the refusal. Raises
+        :class:`~convscope.core.budget.MemoryBudgetError` when not even one slice fits.
+        """
+        from .core.budget import check_capture, plan_chunks
+
+        shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
+        fixed = self.adapter.input_spec().spatial_size
+        record = self._slice_record(image, size)
+        if record is None or not chunked:
+            estimate = check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
+                                     budget=self.max_memory, mode=mode, what=label,
+                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""))
+            return ChunkPlan(total=int(shape[0]), size=max(1, int(shape[0])), estimate=estimate)
+        return plan_chunks(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
+                           budget=self.max_memory, mode=mode, what=f"{label} of one {record.plane} slice",
+                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory")
+
+    def _slice_record(self, image: Any, size: Any) -> Any:
+        """The input's VolumeInput when it is several slices of a volume for a 2D model, else None."""
+        if self._volume_key(image, size, None) is None:
+            return None
+        record = self.prepare(image, size=size).volume
+        if record is None or record.plane is None or len(record.slice_indices) < 2:
+            return None
+        return record
+
+    def _budget_inputs(
+        self, image: Any, layers: Sequence[str] | None, size: Any, what: str | None
+    ) -> tuple[tuple[int, ...], list[str], dict[str, int | None], str, str]:
         from .io.images import planned_shape
 
         spec = self.adapter.input_spec()
+        record = self._slice_record(image, size)
         if self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
             image = self.prepare(image, size=size).batch      # (fit, ROI, slices); the read is remembered
         shape = planned_shape(image, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
@@ -211,8 +259,8 @@ class Scope:
         for name in chosen:
             channels.setdefault(name, None)
         label = what or f"the activations of {len(chosen)} layer{'s' if len(chosen) != 1 else ''}"
-        return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
-                             fixed=spec.spatial_size, budget=self.max_memory, mode=mode, what=label)
+        hint = f"; or feed one slice with --slice {record.plane}:N" if record is not None else ""
+        return tuple(int(v) for v in shape), chosen, channels, label, hint
 
     def _probe_shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
         """Per-sample output shapes of every leaf layer from one forward pass on zeros of ``shape`` (cached)."""

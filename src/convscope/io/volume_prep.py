@@ -351,9 +351,16 @@ class VolumeInput:
     def to_volume(self, amap: np.ndarray) -> np.ndarray:
         """A 3D model's ``(a, b, c)`` map (any resolution over the padded box) -> ``(X, Y, Z)`` on the
         volume's grid: nearest-neighbour upsampling to the padded box, cropped back to the box,
-        NaN outside the box (drawn as "no data")."""
+        NaN outside the box (drawn as "no data").
+
+        For a 2D model's slices (``plane`` set) ``amap`` is ``(N, a, b)``, one map per slice of
+        ``slice_indices`` (any resolution over the padded slice): each is upsampled (nearest) to the
+        padded slice, cropped back, and put back where its slice came from (the inverse of
+        :func:`plane_slice`); the slices not fed to the model are NaN."""
         if amap.ndim != 3:
             raise ValueError(f"to_volume needs a 3D map, got shape {amap.shape}")
+        if self.plane is not None:
+            return self._slices_to_volume(amap)
         idx = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1)
                for n, m in zip(self.padded_shape, amap.shape)]
         up = amap[np.ix_(*idx)][tuple(slice(0, s) for s in self.roi_shape)]
@@ -361,6 +368,23 @@ class VolumeInput:
         x0, y0, z0 = self.roi_start
         sx, sy, sz = self.roi_shape
         full[x0:x0 + sx, y0:y0 + sy, z0:z0 + sz] = up
+        return full
+
+
+    def _slices_to_volume(self, amap: np.ndarray) -> np.ndarray:
+        plane = self.plane
+        assert plane is not None
+        if amap.shape[0] != len(self.slice_indices):
+            raise ValueError(f"{amap.shape[0]} slice maps for {len(self.slice_indices)} slices")
+        rows, cols = plane_slice(np.empty(self.volume.shape, dtype=np.bool_), plane, 0).shape
+        idx = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1)
+               for n, m in zip(self.padded_shape, amap.shape[1:])]
+        views = amap[:, idx[0][:rows, None], idx[1][None, :cols]].astype(np.float32)  # (N, rows, cols)
+        stored = np.swapaxes(views, -1, -2)[:, ::-1, ::-1]  # the inverse of plane_slice: (N, a, b) of the volume
+        full = np.full(self.volume.shape, np.nan, dtype=np.float32)
+        where = list(self.slice_indices)
+        axis = _PLANE_AXIS[plane]
+        np.moveaxis(full, axis, 0)[where] = stored
         return full
 
 

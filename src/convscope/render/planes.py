@@ -208,7 +208,8 @@ def render_planes(
     heights = [_TITLE * (2 if stamp else 1) if title or stamp else 0]
     top = heights[0]
     cell_w = [p[3].shape[1] + 2 * _MARGIN for p in panels]
-    width = sum(cell_w)
+    texts = [t for t in (title, stamp) if t]  # a tall, narrow scan: the canvas is widened to its text lines
+    width = max([sum(cell_w)] + [letter_patch(t, _FG).shape[1] + 8 for t in texts])
     height = top + _HEADER + panel_h + 2 * _MARGIN + 14
     canvas = np.empty((height, width, 3), dtype=np.uint8)
     canvas[:] = _BG
