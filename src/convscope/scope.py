@@ -418,14 +418,18 @@ class Scope:
     # -- U-Net ---------------------------------------------------------------------------------
     def unet(self, image: Any, *, target: int | None = None, mask: Any = None, size: Any = None,
              normalize: str | None = None) -> UNetFlow:
-        """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`)."""
+        """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`).
+
+        The slices of a volume fed to a 2D U-Net (``volume_options.slices``) go in chunks that fit
+        :attr:`max_memory` (:meth:`plan_slices`): the skip metrics cover every slice, the flow keeps
+        the values of the first chunk."""
         from .unet import build_unet_flow, unet_backend_for
 
-        self.check_memory(image, size=size, what="the U-Net flow (every layer)")
+        plan = self.plan_slices(image, size=size, what="the U-Net flow (every layer)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
-                               adapter=self.adapter)
+                               adapter=self.adapter, chunks=plan.ranges() if plan.chunks > 1 else None)
 
     # -- attribution ---------------------------------------------------------------------------
     @overload
@@ -479,6 +483,8 @@ class Scope:
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
+        if self._slice_record(image, size) is not None:  # every slice of a plane: CAMs in one pass, checked whole
+            self.check_memory(image, size=size, what="the CAMs of every slice (activations and gradients in one pass)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         names = self._cam_layers(layer)
         if target is None:

@@ -318,6 +318,8 @@ class VolumeInput:
     notes: tuple[str, ...] = field(default_factory=tuple)
     labels: np.ndarray | None = None
     """``(X, Y, Z)`` int32 label map on the volume's grid (``--labels``), or None."""
+    label_names: dict[int, str] = field(default_factory=dict)
+    """Label value -> name (a DICOM SEG's SegmentLabel per SegmentNumber); empty when the file has none."""
 
     def fit_region(self, region: np.ndarray) -> np.ndarray:
         """A ``(X, Y, Z)`` map on the volume's grid (a mask, labels) -> the batch's spatial layout:
