@@ -45,6 +45,8 @@ __all__ = [
     "probe_downsampling",
     "channel_window",
     "fit_mask_file",
+    "read_labels",
+    "read_label_map",
 ]
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -348,6 +350,8 @@ class VolumeInput:
             out["slices"] = list(self.slice_indices)
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.label_names:
+            out["label_names"] = {str(k): v for k, v in sorted(self.label_names.items())}
         return out
 
     def to_volume(self, amap: np.ndarray) -> np.ndarray:
@@ -456,7 +460,8 @@ def prepare_volume(
     _check_batch_bytes(volume, options, spatial_dims, factor)
     values = apply_intensity(volume.data, intensity)
     notes: list[str] = []
-    labels = read_labels(options.labels, volume) if options.labels else None
+    labels, label_names, label_notes = (read_label_map(options.labels, volume) if options.labels
+                                        else (None, {}, ()))
     if spatial_dims == 3:
         if options.slice or options.slices:
             raise ImageInputError("--slice/--slices are for 2D models; this model takes 3D volumes")
@@ -472,7 +477,8 @@ def prepare_volume(
             )
         batch = np.ascontiguousarray(box[None], dtype=np.float32)
         record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=start,
-                             roi_shape=shape, padded_shape=padded, notes=tuple(notes), labels=labels)
+                             roi_shape=shape, padded_shape=padded, notes=tuple(notes) + label_notes, labels=labels,
+                             label_names=label_names)
         return batch, record
     if spatial_dims != 2:
         raise ImageInputError(f"a volume cannot be fed to a {spatial_dims}D model")
@@ -501,7 +507,7 @@ def prepare_volume(
                      "the model's total downsampling)")
     record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=(0, 0, 0),
                          roi_shape=volume.shape, padded_shape=tuple(stack.shape[2:]), plane=plane, slice_indices=indices,
-                         notes=tuple(notes), labels=labels)
+                         notes=tuple(notes) + label_notes, labels=labels, label_names=label_names)
     return np.ascontiguousarray(stack, dtype=np.float32), record
 
 
@@ -548,19 +554,35 @@ def probe_downsampling(adapter: Any, channels: int | None, spatial_dims: int, pr
     return total_downsampling(adapter.layers())
 
 
-def read_labels(path: str, volume: Volume, *, what: str = "--labels") -> np.ndarray:
-    """A label map file as ``(X, Y, Z)`` int32 on ``volume``'s grid (same shape and affine required)."""
+def read_label_map(path: str, volume: Volume, *, what: str = "--label-map") -> tuple[np.ndarray, dict[int, str], tuple[str, ...]]:
+    """A label map file on ``volume``'s grid: ``(labels (X, Y, Z) int32, names, notes)``.
+
+    A NIfTI/DICOM/ITK volume must have the scan's shape and affine (values rounded to integers; no
+    names). A DICOM Segmentation object (SEG) is placed on the scan's slices by its frames'
+    positions (:func:`convscope.io.dicom_seg.read_dicom_seg`): label value = SegmentNumber, names =
+    SegmentLabel, notes = how it was read (BINARY, or FRACTIONAL and its threshold).
+    """
     from pathlib import Path
 
+    from .dicom_seg import is_dicom_seg, read_dicom_seg
     from .volumes import read_volume
 
+    if is_dicom_seg(path):
+        seg = read_dicom_seg(path, volume, what=what)
+        return seg.labels, seg.names, seg.notes
     labels = read_volume(Path(path))
     if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
         raise ImageInputError(
             f"{what} {Path(path).name} ({'x'.join(map(str, labels.shape))}) is not on the grid of {volume.source} "
             f"({'x'.join(map(str, volume.shape))}, same affine needed); resample the label map to the scan first"
         )
-    return np.rint(labels.data[0]).astype(np.int32)
+    return np.rint(labels.data[0]).astype(np.int32), {}, ()
+
+
+def read_labels(path: str, volume: Volume, *, what: str = "--labels") -> np.ndarray:
+    """A label map file as ``(X, Y, Z)`` int32 on ``volume``'s grid (same shape and affine required;
+    a DICOM SEG is placed by its frames' positions): see :func:`read_label_map`."""
+    return read_label_map(path, volume, what=what)[0]
 
 
 def fit_mask_file(path: str, record: VolumeInput, *, what: str = "--mask") -> np.ndarray:
