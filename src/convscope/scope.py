@@ -477,14 +477,17 @@ class Scope:
         Returns:
             :class:`~convscope.cam.CamResult` for one exact layer and one method, else a
             :class:`~convscope.cam.CamSet` keyed ``(layer, method)``. All gradient methods at all
-            layers come from ONE forward + ONE backward pass.
+            layers come from ONE forward + ONE backward pass (one per chunk for the slices of a volume
+            fed to a 2D model, ``volume_options.slices``: chunks sized to :attr:`max_memory` by
+            :meth:`plan_slices`, joined into the maps of every slice; ``.chunks`` says how).
         """
-        from .cam import DEFAULT_SCORECAM_BUDGET_MB, compute_cams, fit_target_masks
+        from .cam import DEFAULT_SCORECAM_BUDGET_MB, chunk_target, compute_cams, fit_target_masks, merge_cam_sets
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
-        if self._slice_record(image, size) is not None:  # every slice of a plane: CAMs in one pass, checked whole
-            self.check_memory(image, size=size, what="the CAMs of every slice (activations and gradients in one pass)")
+        plan = None
+        if self._slice_record(image, size) is not None:  # every slice of a plane: chunks that fit the budget
+            plan = self.plan_slices(image, size=size, what="the CAMs (activations and gradients)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         names = self._cam_layers(layer)
         if target is None:
@@ -494,10 +497,22 @@ class Scope:
         target = fit_target_masks(target, prepared.volume)  # a NIfTI/DICOM mask: on the scan's grid, fitted like the input
         post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
         methods = check_methods(method)
-        result = compute_cams(
-            self.adapter, prepared.batch, names, target, methods, post=post, display=prepared.display,
-            scorecam_budget_mb=scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB, progress=progress,
-        )
+        budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
+
+        def run(batch: np.ndarray, goal: Any, display: np.ndarray | None) -> CamSet:
+            return compute_cams(self.adapter, batch, names, goal, methods, post=post, display=display,
+                                scorecam_budget_mb=budget_mb, progress=progress)
+
+        if plan is None or plan.chunks == 1:
+            result = run(prepared.batch, target, prepared.display)
+        else:  # independent slices: chunk by chunk, joined (a shared scale recomputed over all of them)
+            total = int(prepared.batch.shape[0])
+            parts = [(start, run(prepared.batch[start:stop], chunk_target(target, start, stop, total),
+                                 prepared.display[start:stop] if prepared.display is not None else None))
+                     for start, stop in plan.ranges()]
+            result = merge_cam_sets(parts, post)
+        if plan is not None:
+            result.chunks = plan.describe()
         single_layer = isinstance(layer, str) and not any(ch in layer for ch in "*?[")
         if not as_set and (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
             return next(iter(result.values()))

@@ -247,3 +247,86 @@ def test_cli_chunks_printed_and_refused(tmp_path, scan):
     assert f"40 axial slices in {chunks['chunks']} chunks of up to {chunks['chunk_size']}" in r.stdout
     one_line_error(convscope(*args, "-o", str(tmp_path / "b"), "--max-memory", "8K"), "--slice axial:N", "--max-memory")
     assert not (tmp_path / "b").exists()
+
+
+class Segmenter(torch.nn.Module):
+    """A 2-class 2D segmenter (for CAMs) that records the largest batch its forward pass saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 6, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.head = torch.nn.Conv2d(6, 2, 1)
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        self.seen.append(int(x.shape[0]))
+        return self.head(self.relu(self.conv2(self.relu(self.conv1(x)))))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_cams_chunked_equal_one_batch(tmp_path, scan, shared):
+    image, seg = scan
+    torch.manual_seed(1)
+    model = Segmenter().eval()
+    before = fingerprint(model)
+    methods = ["gradcam", "hirescam", "eigencam", "inputxgrad"]
+    one = _scope(model).cam(image, layer=["conv1", "conv2"], method=methods, shared=shared, as_set=True)
+    scope = _scope(model)
+    scope.max_memory = _small_budget(scope, image, None, "hold", 0.3)
+    model.seen.clear()
+    chunked = scope.cam(image, layer=["conv1", "conv2"], method=methods, shared=shared, as_set=True)
+    assert chunked.chunks is not None and chunked.chunks["chunks"] > 1 and one.chunks["chunks"] == 1
+    assert max(model.seen) == chunked.chunks["chunk_size"] < 40
+    assert chunked.passes["backward"] == chunked.chunks["chunks"] and one.passes["backward"] == 1
+    assert list(one) == list(chunked)
+    for key in one:
+        a, b = one[key], chunked[key]
+        assert a.data.shape == b.data.shape == (40, 12, 16)
+        np.testing.assert_allclose(a.raw, b.raw, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a.scale, b.scale, rtol=1e-4, atol=1e-6)
+        assert a.notes == b.notes
+    manifest = json.loads(chunked.save(tmp_path / "c", volume=scope.prepare(image).volume).read_text())
+    assert manifest["chunks"] == chunked.chunks
+    planes = [e for e in manifest["files"] if e["kind"] == "cam_planes"]
+    assert len(planes) == len(list(one)) and all(e["file"].endswith(".planes.png") for e in planes)
+    assert_same_fingerprint(before, fingerprint(model))
+
+
+def test_cam_target_mask_cut_per_chunk(scan):
+    """A mask per slice (the label map fitted to the slices) is cut to each chunk: the same maps as one pass."""
+    import convscope as cs
+
+    image, seg = scan
+    torch.manual_seed(2)
+    model = Segmenter().eval()
+    scope = _scope(model, labels=str(seg))
+    record = scope.prepare(image).volume
+    mask = record.fit_region(record.labels != 0)
+    keep = [i for i in range(40) if mask[i].any()]
+    assert 3 < len(keep) < 40
+    per = cs.targets.per_sample([cs.targets.segmentation(1, mask=mask[i]) if mask[i].any() else cs.targets.segmentation(1)
+                                 for i in range(40)])
+    full = mask.copy()
+    full[:, :2, :2] = True  # every slice has a region: one (40, rows, cols) mask for the whole stack
+    whole = cs.targets.segmentation(1, mask=full)
+    one = [scope.cam(image, layer="conv2", target=t) for t in (per, whole)]
+    scope.max_memory = _small_budget(scope, image, None, "hold", 0.3)
+    chunked = [scope.cam(image, layer="conv2", target=t) for t in (per, whole)]
+    for a, b in zip(one, chunked):
+        np.testing.assert_allclose(a.raw, b.raw, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(one[0].raw, one[1].raw)  # the two targets differ: the masks were used
+
+
+def test_cli_cam_slices_streamed(tmp_path, scan):
+    image, _ = scan
+    out = tmp_path / "cam"
+    r = convscope("cam", "tests.cli.models:TinyNet", str(image), "--kwargs", '{"in_channels": 1}', "--slices", "axial",
+                  "--layer", "conv1", "-o", str(out), "--max-memory", "300K")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["chunks"]["chunks"] > 1 and manifest["passes"]["backward"] == manifest["chunks"]["chunks"]
+    assert f"40 axial slices in {manifest['chunks']['chunks']} chunks" in r.stdout
+    assert (out / "conv1.gradcam.planes.png").is_file() and (out / "conv1.gradcam.s39.png").is_file()

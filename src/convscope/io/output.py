@@ -345,7 +345,7 @@ class ArrayStream:
         self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._member = self._zip.open(f"{key}.npy", "w", force_zip64=True)
         header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_2_0(self._member, header)  # type: ignore[no-untyped-call]
+        np.lib.format.write_array_header_2_0(self._member, header)
 
     def write(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
