@@ -51,7 +51,7 @@ def input_planes(record: VolumeInput, *, labels: np.ndarray | None = None, chann
     title = f"input {record.volume.source}" if record.volume.channels == 1 else \
         f"input channel {channel}: {names[channel] if channel < len(names) else channel}"
     pic = render_planes(record.volume, point=_point(record), window=_window(record, channel), channel=channel,
-                        labels=labels, roi=_roi(record), title=title, stamp=stamp(record, channel))
+                        labels=labels, label_names=record.label_names, roi=_roi(record), title=title, stamp=stamp(record, channel))
     pic.meta["channel"] = channel
     pic.meta["volume"] = record.describe()
     return pic
@@ -65,7 +65,7 @@ def map_planes(record: VolumeInput, maps: np.ndarray, name: str, *, labels: np.n
     amap = maps.astype(np.float32).mean(axis=0) if maps.ndim == 4 else maps.astype(np.float32)
     overlay = record.to_volume(amap)
     pic = render_planes(record.volume, point=_point(record), window=_window(record), overlay=overlay, overlay_name=name,
-                        labels=labels, roi=_roi(record), title=f"{name}: {reduce} {list(maps.shape)}", stamp=stamp(record))
+                        labels=labels, label_names=record.label_names, roi=_roi(record), title=f"{name}: {reduce} {list(maps.shape)}", stamp=stamp(record))
     pic.meta.update({"layer": name, "reduce": reduce, "map_shape": list(maps.shape),
                      "resampling": "nearest to the input grid, padding cropped"})
     return pic
@@ -88,7 +88,7 @@ def _output_picture(record: VolumeInput, classes: np.ndarray, rule: str, output_
     if record.labels is not None:  # the truth as outlines, the prediction as an overlay; Dice inside the ROI
         overlay = grid.astype(np.float32)
         pic = render_planes(record.volume, point=_point(record), window=_window(record), overlay=overlay,
-                            overlay_name="prediction", overlay_cmap="viridis", labels=record.labels, roi=_roi(record),
+                            overlay_name="prediction", overlay_cmap="viridis", labels=record.labels, label_names=record.label_names, roi=_roi(record),
                             title=f"output {output_name}: prediction ({rule}), labels as outlines", stamp=stamp(record))
         x0, y0, z0 = record.roi_start
         sx, sy, sz = record.roi_shape

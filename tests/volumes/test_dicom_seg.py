@@ -150,3 +150,23 @@ def test_unet_with_a_seg_label_map(tmp_path, series):
     entry = next(e for e in manifest["files"] if e["file"] == "output.planes.png")
     assert entry["label_names"] == {"1": "marker", "2": "corner"}
     assert {"1", "2"} <= set(entry["dice"]) and all(v is None or 0 <= v <= 1 for v in entry["dice"].values())
+
+
+def test_segment_names_drawn_as_a_legend(tmp_path, series):
+    """Plane figures with a SEG label map carry a legend: each SegmentLabel in its outline colour."""
+    from convscope.volume_views import input_planes
+
+    volume = read_volume(series)
+    seg = F.write_seg(tmp_path / "seg.dcm", _truth(), SEGMENTS)
+    _batch, record = prepare_volume(volume, VolumeOptions(labels=str(seg)), spatial_dims=3, factor=1)
+    pic = input_planes(record)
+    legend = pic.meta["legend"]
+    assert {k: v["name"] for k, v in legend.items()} == {"1": "marker", "2": "corner"}
+    for entry in legend.values():
+        x, y, w, h = entry["at"]
+        patch = pic.pixels[y:y + h, x:x + w].reshape(-1, 3).astype(int)
+        near = np.all(np.abs(patch - np.asarray(entry["color"])) <= 12, axis=1)  # antialiased text
+        assert near.sum() > 5  # the name is written in its label's colour
+    assert legend["1"]["color"] != legend["2"]["color"]
+    plain = input_planes(prepare_volume(volume, VolumeOptions(), spatial_dims=3, factor=1)[1])
+    assert "legend" not in plain.meta

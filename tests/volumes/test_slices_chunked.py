@@ -222,17 +222,19 @@ def test_unet_slice_dice_matches_the_prediction(tmp_path, scan):
     assert plan.chunks > 1
 
 
-def test_train_mode_and_cam_check_the_whole_stack(tmp_path, scan):
+def test_train_mode_and_report_check_the_whole_stack_cam_one_slice(tmp_path, scan):
     image, _ = scan
     scope = _scope(Counting().eval())
     names = scope.select(None)
     scope.max_memory = _small_budget(scope, image, names, "stream", 0.3)
     with pytest.raises(MemoryBudgetError, match=r"--slice axial:N.*--train-mode"):
         scope.save_activations(image, tmp_path / "t", train=True)
-    scope.max_memory = 4096
-    with pytest.raises(MemoryBudgetError, match="--slice axial:N"):
+    with pytest.raises(MemoryBudgetError, match=r"--slice axial:N"):  # the report checks the whole stack
+        scope.report(image, tmp_path / "r", unet=False)
+    scope.max_memory = 4096  # not even one slice fits: the CAMs are refused before any pass
+    with pytest.raises(MemoryBudgetError, match="of one axial slice.*--slice axial:N or raise --max-memory"):
         scope.cam(image)
-    assert not (tmp_path / "t").exists()
+    assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()
 
 
 def test_cli_chunks_printed_and_refused(tmp_path, scan):
