@@ -332,3 +332,24 @@ def test_cli_cam_slices_streamed(tmp_path, scan):
     assert manifest["chunks"]["chunks"] > 1 and manifest["passes"]["backward"] == manifest["chunks"]["chunks"]
     assert f"40 axial slices in {manifest['chunks']['chunks']} chunks" in r.stdout
     assert (out / "conv1.gradcam.planes.png").is_file() and (out / "conv1.gradcam.s39.png").is_file()
+
+
+def test_array_stream_writes_an_npz_in_blocks(tmp_path):
+    from convscope.io.output import OutputDir
+
+    data = np.arange(7 * 3 * 5, dtype=np.float32).reshape(7, 3, 5)
+    with OutputDir(tmp_path / "o", info={"command": "t"}) as out:
+        stream = out.open_array_stream("a.npz", "activation", data.shape, data.dtype, kind="activation-array")
+        for start in range(0, 7, 3):
+            stream.write(data[start:start + 3])
+        with pytest.raises(ValueError, match="does not continue"):
+            stream.write(np.zeros((1, 3, 4), dtype=np.float32))
+        stream.close()
+        short = out.open_array_stream("b.npz", "x", (4, 2), np.float32)
+        short.write(np.zeros((3, 2), dtype=np.float32))
+        with pytest.raises(ValueError, match="3 of 4 rows"):
+            short.close()
+    with np.load(tmp_path / "o" / "a.npz", allow_pickle=False) as loaded:
+        np.testing.assert_array_equal(loaded["activation"], data)
+    entry = next(e for e in json.loads((tmp_path / "o" / "manifest.json").read_text())["files"] if e["file"] == "a.npz")
+    assert entry["arrays"] == {"activation": [7, 3, 5]}
