@@ -9,7 +9,9 @@ holds results (:class:`CamResult`, :class:`CamSet`) and draws them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
     from .render.picture import Picture
 from .errors import ConvscopeError
 
-__all__ = ["CamResult", "CamSet", "compute_cams", "render_cam_row", "fit_target_masks", "DEFAULT_SCORECAM_BUDGET_MB"]
+__all__ = ["CamResult", "CamSet", "compute_cams", "render_cam_row", "fit_target_masks", "chunk_target", "merge_cam_sets",
+           "DEFAULT_SCORECAM_BUDGET_MB"]
 
 DEFAULT_SCORECAM_BUDGET_MB = 256
 """Score-CAM's memory budget for one chunk of masked inputs (their size x 16, a rough allowance for
@@ -203,10 +206,13 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
         passes: forward/backward passes used (``{"forward": F, "backward": B}``).
     """
 
-    def __init__(self, results: Sequence[CamResult], *, passes: dict[str, int], target: dict[str, Any]) -> None:
+    def __init__(self, results: Sequence[CamResult], *, passes: dict[str, int], target: dict[str, Any],
+                 chunks: dict[str, Any] | None = None) -> None:
         self._items = {(r.layer, r.method): r for r in results}
         self.passes = dict(passes)
         self.target = target
+        self.chunks = chunks
+        """How the batch went through the model when it was split (``ChunkPlan.describe()``), else None."""
 
     def __getitem__(self, key: tuple[str, str]) -> CamResult:
         if key not in self._items:
@@ -281,6 +287,9 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
         info: dict[str, Any] = {"command": "cam", "target": self.target, "passes": self.passes}
         if volume is not None:
             info["volume"] = volume.describe()
+        if self.chunks is not None:
+            info["chunks"] = self.chunks
+        stack = volume is not None and volume.plane is not None and len(volume.slice_indices) > 1
         with OutputDir(out_dir, info=info) as out:
             for r in self._items.values():
                 stem = safe_filename(f"{r.layer}.{r.method}")
@@ -296,6 +305,14 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
                         out.add_picture(rel, pic, **{**_entry(r), "kind": "cam_planes"}, sample=s,
                                         convention="radiological",
                                         geometry=volume.describe(), resampling=pic.meta.get("resampling"))
+                if stack and r.data.ndim == 3:  # a 2D model's CAM of every slice: the stack on the scan's planes
+                    from .volume_views import map_planes
+
+                    pic = map_planes(volume, r.data, f"{r.method} at {r.layer}",
+                                     reduce=f"CAM of each slice, {r.post.describe()['normalize']}-normalised,")
+                    rel = out.unique_name(stem + ".planes", ".png")
+                    out.add_picture(rel, pic, **{**_entry(r), "kind": "cam_planes"}, convention="radiological",
+                                    geometry=volume.describe(), resampling="nearest to the input grid, padding cropped")
                 if arrays:
                     rel = out.unique_name(stem, ".npz")
                     out.add_arrays(rel, {"raw": r.raw, "cam": r.data}, **{**_entry(r), "kind": "cam_arrays"})
@@ -348,6 +365,53 @@ def fit_target_masks(target: Objective, record: Any) -> Objective:
         raise ConvscopeError(f"the mask {Path(target.mask).name} is empty inside the region fed to the model "
                              "(--roi / --slice); choose a region that contains it")
     return dataclasses.replace(target, _mask_array=fitted)
+
+
+def chunk_target(target: Objective, start: int, stop: int, total: int) -> Objective:
+    """``target`` for samples ``start..stop`` of a batch of ``total`` fed in chunks: per-sample targets
+    and per-sample masks (``(total, *spatial)``, e.g. a label map fitted to a volume's slices) are cut
+    to the chunk; targets that treat every sample alike are returned as they are."""
+    import dataclasses
+
+    from .core.targets import PerSample, SegmentationTarget
+
+    if isinstance(target, PerSample) and len(target.targets) == total:
+        return dataclasses.replace(target, targets=tuple(target.targets[start:stop]))
+    if isinstance(target, SegmentationTarget) and target._mask_array is not None:
+        arr = np.asarray(target._mask_array)
+        if arr.ndim >= 3 and arr.shape[0] == total and total > 1:
+            return dataclasses.replace(target, _mask_array=arr[start:stop])
+    return target
+
+
+_SAMPLE_NOTE = re.compile(r"^sample (\d+):")
+
+
+def merge_cam_sets(parts: Sequence[tuple[int, CamSet]], post: at.PostProcess) -> CamSet:
+    """CAM sets of consecutive chunks of one batch (``[(start, CamSet)]``) as the set of the whole batch:
+    every map's ``raw``, ``data`` and ``scale`` joined along the batch axis, per-sample notes renumbered,
+    passes added. A ``shared`` scale is recomputed over every map of the whole batch (the raw maps are
+    kept), so the result equals one pass over the batch."""
+    first = parts[0][1]
+    results: list[CamResult] = []
+    for key, head in first._items.items():
+        pieces = [(start, cams[key]) for start, cams in parts]
+        notes: list[str] = []
+        for start, r in pieces:
+            for note in r.notes:
+                match = _SAMPLE_NOTE.match(note)
+                text = _SAMPLE_NOTE.sub(f"sample {int(match.group(1)) + start}:", note) if match else note
+                if text not in notes:
+                    notes.append(text)
+        display = None if any(r.display is None for _, r in pieces) else np.concatenate([r.display for _, r in pieces])
+        results.append(dataclasses.replace(
+            head, raw=np.concatenate([r.raw for _, r in pieces]), data=np.concatenate([r.data for _, r in pieces]),
+            scale=np.concatenate([r.scale for _, r in pieces]), notes=tuple(notes), display=display))
+    if post.scope == "shared" and results:
+        data, scales = at.postprocess([r.raw for r in results], tuple(results[0].data.shape[1:]), post)
+        results = [dataclasses.replace(r, data=d, scale=sc) for r, d, sc in zip(results, data, scales)]
+    passes = {k: sum(cams.passes.get(k, 0) for _, cams in parts) for k in first.passes}
+    return CamSet(results, passes=passes, target=first.target)
 
 
 def _split_call(name: str) -> tuple[str, int]:

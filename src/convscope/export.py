@@ -209,7 +209,10 @@ def write_activations(
 
     chosen_formats = parse_formats(formats)
     names = scope.select(layers, kind=kind)
-    scope.check_memory(image, names, size=size, mode="stream")  # before the image is decoded
+    # before the image is decoded; the slices of a volume fed to a 2D model go in chunks sized to the
+    # budget (not in --train-mode: batch statistics need every slice in one pass)
+    plan = scope.plan_slices(image, names, size=size, mode="stream", chunked=not train,
+                             why_whole="--train-mode computes batch statistics over every slice in one pass")
     prepared = scope.prepare(image, size=size, normalize=input_normalize)
     batch_size = prepared.batch.shape[0]
     chosen = list(range(batch_size)) if samples is None else list(samples)
@@ -217,9 +220,15 @@ def write_activations(
         if not 0 <= s < batch_size:
             raise ValueError(f"sample {s} is out of range: the input batch has {batch_size} sample(s)")
     record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
+    # a 2D model on every slice of a plane: each layer's channel mean per slice is kept (only that:
+    # N small maps) and drawn on the scan's planes when the last chunk has run
+    stack = prepared.volume if (prepared.volume is not None and prepared.volume.plane is not None
+                                and len(prepared.volume.slice_indices) > 1) else None
     info: dict[str, Any] = {"command": "activations", "model": scope.name, "input": prepared.source}
     if prepared.volume is not None:
         info["volume"] = prepared.volume.describe()
+    if stack is not None:
+        info["chunks"] = plan.describe()
     if overlay:
         info["overlay"] = {"cmap": overlay_cmap, "alpha": alpha}
     from .progress import Progress
@@ -227,50 +236,71 @@ def write_activations(
     # one step per (layer, sample) grid; a layer that runs twice (name#1) adds none, the end fills to 100%
     with Progress(len(names) * len(chosen), "convscope activations", unit="grid", enabled=progress) as bar, \
             OutputDir(out, info=info, formats=chosen_formats) as folder:
-        if record is not None:  # the input's three planes; each 3D map gets LAYER.planes.png on them
+        if record is not None or stack is not None:  # the input's three planes; each 3D map gets LAYER.planes.png on them
             from .volume_views import input_planes
 
-            folder.add_picture("input.planes.png", input_planes(record), kind="volume_planes", layer=None)
-            for c in range(1, record.volume.channels):  # each modality in its own display window
-                folder.add_picture(f"input.c{c}.planes.png", input_planes(record, channel=c), kind="volume_planes", layer=None)
+            shown = record if record is not None else stack
+            assert shown is not None
+            folder.add_picture("input.planes.png", input_planes(shown), kind="volume_planes", layer=None)
+            for c in range(1, shown.volume.channels):  # each modality in its own display window
+                folder.add_picture(f"input.c{c}.planes.png", input_planes(shown, channel=c), kind="volume_planes", layer=None)
+        streams: dict[str, Any] = {}   # layer -> its .npz written chunk by chunk
+        means: dict[str, np.ndarray] = {}  # layer -> (N, h, w) channel mean per slice (2D model, --slices)
+        shapes: dict[str, list[int]] = {}  # layer -> (N, C, *spatial) of the whole batch
+        offset = 0
 
         def on_activation(name: str, data: np.ndarray) -> None:
             # Called from the forward pass. Flat maps are only queued: drawing, statistics and PNG
             # encoding run on the output folder's threads while the forward pass goes on. A volume
             # (N, C, D, H, W) is drawn right here instead (that reads three slices or three
             # projections) and only its picture is queued, so no job holds a volume: memory stays
-            # near the forward pass's own however big the volumes are.
+            # near the forward pass's own however big the volumes are. With chunks, ``data`` holds
+            # samples ``offset..offset + len(data)`` of the batch.
             act = Activation(layer=name, data=data)
             stem = safe_filename(name)
             volume_now = data.ndim == 5
+            whole = [batch_size, *data.shape[1:]]
+            shapes[name] = whole
             for s in chosen:
+                local = s - offset
+                if not 0 <= local < data.shape[0]:
+                    continue
                 suffix = ".png" if batch_size == 1 else f".s{s}.png"
-                meta = {"layer": name, "kind": "activations", "shape": list(data.shape), "sample": s}
-                render = partial(_grid_with_stats, act, s, top=top, order=order, cmap=cmap, scale=scale,
+                meta = {"layer": name, "kind": "activations", "shape": whole, "sample": s}
+                render = partial(_grid_with_stats, act, local, top=top, order=order, cmap=cmap, scale=scale,
                                  normalize=normalize, labels=labels, volume=volume, min_cell=GRID_MIN_CELL,
                                  max_side=None if full_resolution else GRID_MAX_SIDE)
                 bar.track(folder.add_rendered(
                     folder.unique_name(stem, suffix),
                     _drawn_now(render) if volume_now else render,
-                    nbytes=0 if volume_now else data[s].nbytes,
+                    nbytes=0 if volume_now else data[local].nbytes,
                     **meta,
                 ))
                 if overlay and prepared.display is not None and data.ndim in (4, 5):
-                    render = partial(act.overlay, prepared.display[s], sample=s, cmap=overlay_cmap, alpha=alpha)
+                    render = partial(act.overlay, prepared.display[s], sample=local, cmap=overlay_cmap, alpha=alpha)
                     folder.add_rendered(
                         folder.unique_name(stem, ".overlay.png" if batch_size == 1 else f".s{s}.overlay.png"),
                         _drawn_now(render) if volume_now else render,
-                        nbytes=0 if volume_now else data[s].nbytes,
-                        layer=name, kind="overlay", sample=s, shape=list(data.shape),
+                        nbytes=0 if volume_now else data[local].nbytes,
+                        layer=name, kind="overlay", sample=s, shape=whole,
                     )
             if record is not None and data.ndim == 5 and 0 in chosen:
                 from .volume_views import map_planes
 
                 folder.add_picture(folder.unique_name(stem, ".planes.png"), map_planes(record, data[0], name),
                                    layer=name, kind="activation_planes", sample=0, shape=list(data.shape))
-            if arrays:
+            if stack is not None and data.ndim == 4:
+                if name not in means:
+                    means[name] = np.full((batch_size, *data.shape[2:]), np.nan, dtype=np.float32)
+                means[name][offset:offset + data.shape[0]] = data.mean(axis=1, dtype=np.float32)
+            if arrays and plan.chunks == 1:
                 folder.add_arrays(folder.unique_name(stem, ".npz"), {"activation": data}, layer=name,
                                   kind="activation-array", shape=list(data.shape))
+            elif arrays:  # written chunk by chunk: the file grows, memory does not
+                if name not in streams:
+                    streams[name] = folder.open_array_stream(folder.unique_name(stem, ".npz"), "activation", whole,
+                                                             data.dtype, layer=name, kind="activation-array", shape=whole)
+                streams[name].write(data)
 
         # the forward pass leaves cores to the folder's rendering threads while they have activations
         # to draw (adapters that can; volumes, drawn in the forward pass, leave nothing queued)
@@ -278,9 +308,28 @@ def write_activations(
 
         sharing = scope.adapter.sharing_cpu if isinstance(scope.adapter, SupportsCpuSharing) else None
         busy = lambda: folder.pending_bytes > 0  # noqa: E731
-        with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
-            result = scope.adapter.capture(prepared.batch, names, on_activation=on_activation, train_mode=train)
-        missing = not_executed(names, result.shapes)
+        missing: list[str] = list(names)
+        try:
+            with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
+                for start, stop in plan.ranges():
+                    offset = start
+                    part = prepared.batch if plan.chunks == 1 else prepared.batch[start:stop]
+                    result = scope.adapter.capture(part, names, on_activation=on_activation, train_mode=train)
+                    missing = [m for m in not_executed(names, result.shapes) if m in missing]
+                    del result
+        except BaseException:
+            for writer in streams.values():
+                writer.close(check=False)
+            raise
+        for writer in streams.values():
+            writer.close()
         if missing:  # listed, never silently left out
             folder.info["not_executed"] = {"reason": NOT_EXECUTED, "layers": list(missing)}
+        if stack is not None:
+            from .volume_views import map_planes
+
+            for name, amap in means.items():
+                folder.add_picture(folder.unique_name(safe_filename(name), ".planes.png"),
+                                   map_planes(stack, amap, name, reduce="channel mean of each slice"),
+                                   layer=name, kind="activation_planes", shape=shapes[name])
     return folder.path / "manifest.json"

@@ -11,7 +11,7 @@ import numpy as np
 
 from .adapters import ModelAdapter, adapter_for
 from .core.activations import Activation, ActivationSet, not_executed
-from .core.budget import MemoryEstimate
+from .core.budget import ChunkPlan, MemoryEstimate
 from .core.layers import TABLE_HEADER, LayerInfo, format_layer_table, layer_row, select_layers
 from .io.images import PreparedInput, prepare_input
 from .io.volume_prep import VolumeOptions, probe_downsampling
@@ -196,12 +196,60 @@ class Scope:
         raise :class:`~convscope.core.budget.MemoryBudgetError` when it is above :attr:`max_memory`.
 
         Runs before the image is decoded (its size comes from the file header) and before the
-        forward pass; see :mod:`convscope.core.budget` for what is counted.
+        forward pass; see :mod:`convscope.core.budget` for what is counted. The whole batch is one
+        pass here; :meth:`plan_slices` splits the slices of a volume (``--slices``) into chunks instead.
         """
         from .core.budget import check_capture
+
+        shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
+        return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
+                             fixed=self.adapter.input_spec().spatial_size, budget=self.max_memory, mode=mode,
+                             what=label, hint=hint)
+
+    def plan_slices(
+        self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
+        what: str | None = None, chunked: bool = True, why_whole: str = "",
+    ) -> ChunkPlan:
+        """How many samples go through the model per forward pass: the slices of a volume fed to a
+        2D model (``--slices PLANE``) in chunks sized to :attr:`max_memory`, anything else in one pass.
+
+        The per-sample capture estimate of :mod:`convscope.core.budget` gives the chunk size (the
+        whole stack when it fits); a chunk holds its own captures only, so memory is bounded by one
+        chunk plus what the command keeps. ``chunked=False`` (batch statistics in training mode,
+        results that need every slice at once) checks the whole batch like :meth:`check_memory`,
+        ``why_whole`` saying why in the refusal. Raises
+        :class:`~convscope.core.budget.MemoryBudgetError` when not even one slice fits.
+        """
+        from .core.budget import check_capture, plan_chunks
+
+        shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
+        fixed = self.adapter.input_spec().spatial_size
+        record = self._slice_record(image, size)
+        if record is None or not chunked:
+            estimate = check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
+                                     budget=self.max_memory, mode=mode, what=label,
+                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""))
+            return ChunkPlan(total=int(shape[0]), size=max(1, int(shape[0])), estimate=estimate)
+        return plan_chunks(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
+                           budget=self.max_memory, mode=mode, what=f"{label} of one {record.plane} slice",
+                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory")
+
+    def _slice_record(self, image: Any, size: Any) -> Any:
+        """The input's VolumeInput when it is several slices of a volume for a 2D model, else None."""
+        if self._volume_key(image, size, None) is None:
+            return None
+        record = self.prepare(image, size=size).volume
+        if record is None or record.plane is None or len(record.slice_indices) < 2:
+            return None
+        return record
+
+    def _budget_inputs(
+        self, image: Any, layers: Sequence[str] | None, size: Any, what: str | None
+    ) -> tuple[tuple[int, ...], list[str], dict[str, int | None], str, str]:
         from .io.images import planned_shape
 
         spec = self.adapter.input_spec()
+        record = self._slice_record(image, size)
         if self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
             image = self.prepare(image, size=size).batch      # (fit, ROI, slices); the read is remembered
         shape = planned_shape(image, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
@@ -211,8 +259,8 @@ class Scope:
         for name in chosen:
             channels.setdefault(name, None)
         label = what or f"the activations of {len(chosen)} layer{'s' if len(chosen) != 1 else ''}"
-        return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
-                             fixed=spec.spatial_size, budget=self.max_memory, mode=mode, what=label)
+        hint = f"; or feed one slice with --slice {record.plane}:N" if record is not None else ""
+        return tuple(int(v) for v in shape), chosen, channels, label, hint
 
     def _probe_shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
         """Per-sample output shapes of every leaf layer from one forward pass on zeros of ``shape`` (cached)."""
@@ -370,14 +418,18 @@ class Scope:
     # -- U-Net ---------------------------------------------------------------------------------
     def unet(self, image: Any, *, target: int | None = None, mask: Any = None, size: Any = None,
              normalize: str | None = None) -> UNetFlow:
-        """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`)."""
+        """Find the U-Net anatomy and capture its flow for ``image`` (see :mod:`convscope.unet_flow`).
+
+        The slices of a volume fed to a 2D U-Net (``volume_options.slices``) go in chunks that fit
+        :attr:`max_memory` (:meth:`plan_slices`): the skip metrics cover every slice, the flow keeps
+        the values of the first chunk."""
         from .unet import build_unet_flow, unet_backend_for
 
-        self.check_memory(image, size=size, what="the U-Net flow (every layer)")
+        plan = self.plan_slices(image, size=size, what="the U-Net flow (every layer)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
-                               adapter=self.adapter)
+                               adapter=self.adapter, chunks=plan.ranges() if plan.chunks > 1 else None)
 
     # -- attribution ---------------------------------------------------------------------------
     @overload
@@ -425,12 +477,17 @@ class Scope:
         Returns:
             :class:`~convscope.cam.CamResult` for one exact layer and one method, else a
             :class:`~convscope.cam.CamSet` keyed ``(layer, method)``. All gradient methods at all
-            layers come from ONE forward + ONE backward pass.
+            layers come from ONE forward + ONE backward pass (one per chunk for the slices of a volume
+            fed to a 2D model, ``volume_options.slices``: chunks sized to :attr:`max_memory` by
+            :meth:`plan_slices`, joined into the maps of every slice; ``.chunks`` says how).
         """
-        from .cam import DEFAULT_SCORECAM_BUDGET_MB, compute_cams, fit_target_masks
+        from .cam import DEFAULT_SCORECAM_BUDGET_MB, chunk_target, compute_cams, fit_target_masks, merge_cam_sets
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
+        plan = None
+        if self._slice_record(image, size) is not None:  # every slice of a plane: chunks that fit the budget
+            plan = self.plan_slices(image, size=size, what="the CAMs (activations and gradients)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         names = self._cam_layers(layer)
         if target is None:
@@ -440,10 +497,22 @@ class Scope:
         target = fit_target_masks(target, prepared.volume)  # a NIfTI/DICOM mask: on the scan's grid, fitted like the input
         post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
         methods = check_methods(method)
-        result = compute_cams(
-            self.adapter, prepared.batch, names, target, methods, post=post, display=prepared.display,
-            scorecam_budget_mb=scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB, progress=progress,
-        )
+        budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
+
+        def run(batch: np.ndarray, goal: Any, display: np.ndarray | None) -> CamSet:
+            return compute_cams(self.adapter, batch, names, goal, methods, post=post, display=display,
+                                scorecam_budget_mb=budget_mb, progress=progress)
+
+        if plan is None or plan.chunks == 1:
+            result = run(prepared.batch, target, prepared.display)
+        else:  # independent slices: chunk by chunk, joined (a shared scale recomputed over all of them)
+            total = int(prepared.batch.shape[0])
+            parts = [(start, run(prepared.batch[start:stop], chunk_target(target, start, stop, total),
+                                 prepared.display[start:stop] if prepared.display is not None else None))
+                     for start, stop in plan.ranges()]
+            result = merge_cam_sets(parts, post)
+        if plan is not None:
+            result.chunks = plan.describe()
         single_layer = isinstance(layer, str) and not any(ch in layer for ch in "*?[")
         if not as_set and (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
             return next(iter(result.values()))

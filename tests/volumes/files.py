@@ -160,3 +160,94 @@ def write_multiframe(path: Path, canonical_hu: np.ndarray, *, spacing=SPACING, s
     extra = {"SharedFunctionalGroupsSequence": [shared], "PerFrameFunctionalGroupsSequence": per}
     return _dataset(path, stored, series_uid="1.2.3.4.200", instance=1, position=[0, 0, 0],
                     orientation=[1, 0, 0, 0, 1, 0], spacing=(sy, sx), frames=z, extra=extra)
+
+
+def write_seg(path: Path, canonical_labels: np.ndarray, segments: dict[int, str], *, spacing=SPACING,
+              kind: str = "BINARY", fractions: np.ndarray | None = None, seed: int = 2, z_shift_mm: float = 0.0,
+              frame_size: tuple[int, int] | None = None, pixel_spacing: tuple[float, float] | None = None) -> Path:
+    """A DICOM Segmentation (SEG) drawn on the series :func:`write_dicom_series` writes for a volume of
+    ``canonical_labels``' shape: one frame per (segment, slice) where the segment is present, frames in
+    shuffled order, positions and segment numbers in the per-frame functional groups, orientation and
+    spacing in the shared ones. BINARY frames are bit-packed (1 bit per pixel, LSB first, frames not
+    byte-aligned when rows x cols is not a multiple of 8); FRACTIONAL frames are 8-bit
+    ``round(fractions * 255)`` (``fractions``: ``(X, Y, Z)`` in [0, 1], used where the label is the segment).
+
+    A segment's mask may overlap another's when ``canonical_labels`` is a dict ``{segment: (X, Y, Z) bool}``.
+    """
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    masks = canonical_labels if isinstance(canonical_labels, dict) else {s: canonical_labels == s for s in segments}
+    shape = next(iter(masks.values())).shape
+    x, y, z = shape
+    sx, sy, sz = spacing
+    frames, items = [], []
+    for number in sorted(masks):
+        for k in range(z):
+            mask = masks[number][::-1, ::-1, k].T  # the DICOM axial layout: rows A->P, columns R->L
+            if not mask.any():
+                continue
+            if kind == "FRACTIONAL":
+                frac = np.ones(shape) if fractions is None else fractions
+                frame = np.where(mask, np.round(frac[::-1, ::-1, k].T * 255), 0).astype(np.uint8)
+            else:
+                frame = mask.astype(np.uint8)
+            if frame_size is not None:
+                frame = np.zeros(frame_size, dtype=np.uint8)
+                frame[: min(frame_size[0], mask.shape[0]), : min(frame_size[1], mask.shape[1])] = 1
+            frames.append(frame)
+            items.append((number, [-(x - 1) * sx, -(y - 1) * sy, k * sz + z_shift_mm]))
+    order = np.random.default_rng(seed).permutation(len(frames))
+    frames = [frames[i] for i in order]
+    items = [items[i] for i in order]
+
+    def seq(**values):
+        item = Dataset()
+        for key, value in values.items():
+            setattr(item, key, value)
+        return [item]
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "SEG"
+    ds.SegmentationType = kind
+    if kind == "FRACTIONAL":
+        ds.SegmentationFractionalType = "PROBABILITY"
+        ds.MaximumFractionalValue = 255
+    ds.SegmentSequence = [seq(SegmentNumber=n, SegmentLabel=label, SegmentAlgorithmType="MANUAL")[0]
+                          for n, label in sorted(segments.items())]
+    rows, cols = frames[0].shape
+    shared = Dataset()
+    shared.PlaneOrientationSequence = seq(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])
+    shared.PixelMeasuresSequence = seq(PixelSpacing=list(pixel_spacing or (sy, sx)), SliceThickness=sz)
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per = []
+    for number, position in items:
+        item = Dataset()
+        item.PlanePositionSequence = seq(ImagePositionPatient=position)
+        item.SegmentIdentificationSequence = seq(ReferencedSegmentNumber=number)
+        per.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelRepresentation = 0
+    stack = np.stack(frames)
+    if kind == "BINARY":
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+        packed = np.packbits(stack.reshape(-1), bitorder="little").tobytes()  # DICOM PS3.5 8.1.1: LSB first
+        ds.PixelData = packed + b"\0" * (len(packed) % 2)
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        raw = stack.tobytes()
+        ds.PixelData = raw + b"\0" * (len(raw) % 2)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path

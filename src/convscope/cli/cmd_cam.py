@@ -82,10 +82,12 @@ def register(app: typer.Typer) -> None:
         SeriesOpt,
         SizeOpt,
         SliceOpt,
+        SlicesOpt,
         TrustOpt,
         WeightsOpt,
         WindowOpt,
         _echo,
+        _echo_chunks,
         _image_or_channels,
         _scope,
         _volumes,
@@ -124,6 +126,7 @@ def register(app: typer.Typer) -> None:
         roi: RoiOpt = None,
         roi_size: RoiSizeOpt = None,
         slice_: SliceOpt = None,
+        slices: SlicesOpt = None,
         max_memory: MaxMemoryOpt = None,
     ) -> None:
         """Class activation maps (Grad-CAM family) of a class in a region, at any layers, from one backward pass.
@@ -134,8 +137,8 @@ def register(app: typer.Typer) -> None:
         target = build_target(cls, mask, region, pixel, predicted, largest, output, reduce)
         source = _image_or_channels(image, channels)
         scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity,
-                         window, roi, roi_size, slice_)
-        scope.check_memory(source, size=size, what="the CAM (activations and gradients)")
+                         window, roi, roi_size, slice_, slices)
+        plan = scope.plan_slices(source, size=size, what="the CAM (activations and gradients)")  # --slices: chunks
         prepared = scope.prepare(source, size=size)  # a scan is read once (remembered for scope.cam)
         cams = scope.cam(source, layer=list(layer) if layer else None, target=target, method=list(method or ["gradcam"]),
                          relu=relu, cam_normalize=norm, shared=shared, size=size, progress=progress, as_set=True)
@@ -143,3 +146,4 @@ def register(app: typer.Typer) -> None:
         for note in cams.notes:
             typer.echo(f"note: {note}", err=True)
         _echo(f"wrote {len(cams)} map(s) to {manifest.parent} (see {manifest.name})")
+        _echo_chunks(plan.describe(), prepared.volume.plane if prepared.volume is not None else "")

@@ -29,6 +29,7 @@ def run_unet(
     volume: Any = None,
     progress: bool | None = None,
     cam_classes: Any = None,
+    chunks: Any = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -46,6 +47,9 @@ def run_unet(
         volume: ``prepare(...).volume`` for scans: adds three-plane figures and the geometry.
         progress: one bar over the two steps (None: when stderr is a terminal; see convscope.progress).
         cam_classes: add a Grad-CAM row per class (``[None]``: the predicted class), see ``UNetFlow.cam``.
+        chunks: a :class:`~convscope.core.budget.ChunkPlan` (``Scope.plan_slices``): the slices of a
+            volume fed to a 2D U-Net go through the model chunk by chunk (skip metrics, input channel
+            shares and the plane figures cover every slice; the flow and level figures show slice 0).
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -65,20 +69,32 @@ def run_unet(
     adapter = model_adapter_or_backend if isinstance(model_adapter_or_backend, ModelAdapter) else None
     # one bar, two steps known up front: the analysis (forward + backward pass), then drawing and writing
     with Progress(2, "convscope unet", unit="step", enabled=progress) as bar:
-        flow = build_unet_flow(backend, batch, display, target=target, mask=mask, adapter=adapter)
+        ranges = chunks.ranges() if chunks is not None else None
+        stack = None
+        if volume is not None and volume.plane is not None and len(volume.slice_indices) > 1:
+            from ..volume_views import SliceStack  # a 2D U-Net on every slice: keep per-slice reductions only
+
+            stack = SliceStack(int(batch.shape[0]))
+        flow = build_unet_flow(backend, batch, display, target=target, mask=mask, adapter=adapter, chunks=ranges,
+                               on_chunk=stack)
         cams = []
         if cam_classes is not None:
             from ..core import targets
 
             cams = [flow.cam(target=targets.segmentation(cls, mask=mask)) for cls in (list(cam_classes) or [None])]
         info: dict[str, Any] = {}
+        if stack is not None and chunks is not None:
+            info["chunks"] = chunks.describe()
         if batch.shape[1] > 1:  # several input channels (modalities): each one's share of the attribution
             from ..volume_views import input_channel_shares
 
             names = volume.volume.channel_names if volume is not None else None
-            shares = input_channel_shares(model_adapter_or_backend, batch, target=target, mask=mask, names=names)
+            shares = input_channel_shares(model_adapter_or_backend, batch, target=target, mask=mask, names=names,
+                                          chunks=ranges)
             info["input_channel_shares"] = (
                 shares if shares is not None else "needs an adapter with gradients (SupportsGradients)"
             )
         bar.advance()
-        return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info, cams=cams)
+        planes = stack.planes(volume) if stack is not None else None
+        return flow.save(out_dir, thumbnail=thumbnail, top=top, formats=chosen, volume=volume, info=info, cams=cams,
+                         planes=planes)

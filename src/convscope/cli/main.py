@@ -259,13 +259,14 @@ def unet(
     image = _image_or_channels(image, channels)
     scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
                      roi_size, slice_, slices, labels_map)
-    scope.check_memory(image, size=size, what="the U-Net flow (every layer)")
+    plan = scope.plan_slices(image, size=size, what="the U-Net flow (every layer)")  # --slices: chunks that fit
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
                      out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume,
-                     progress=progress, cam_classes=(cam_class or []) if cam else None)
+                     progress=progress, cam_classes=(cam_class or []) if cam else None, chunks=plan)
     _echo(f"wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out}: " + ", ".join(Path(p).name for p in paths))
+    _echo_chunks(plan.describe(), prepared.volume.plane if prepared.volume is not None else "")
 
 
 def _read_mask(path: str, prepared: Any = None) -> Any:
@@ -391,6 +392,14 @@ def _report_written(manifest: Path) -> None:
     missing = data.get("not_executed")
     if missing:
         _echo(f"{len(missing['layers'])} selected layer(s) {missing['reason']}: {', '.join(missing['layers'])}")
+    _echo_chunks(data.get("chunks"), (data.get("volume") or {}).get("plane", ""))
+
+
+def _echo_chunks(chunks: Any, plane: str) -> None:
+    """One line when the slices of a volume went through the model in several chunks."""
+    if chunks and chunks.get("chunks", 1) > 1:
+        _echo(f"{chunks['samples']} {plane} slices in {chunks['chunks']} chunks of up to {chunks['chunk_size']} "
+              f"(about {chunks['estimate']} per chunk, within --max-memory)")
 
 
 def _parser_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

@@ -48,6 +48,8 @@ __all__ = [
     "estimate_capture",
     "check_capture",
     "probe_sizes",
+    "ChunkPlan",
+    "plan_chunks",
 ]
 
 DEFAULT_FRACTION = 0.5
@@ -255,6 +257,7 @@ def check_capture(
     budget: int | None = None,
     mode: str = "hold",
     what: str = "this capture",
+    hint: str = "",
 ) -> MemoryEstimate:
     """Estimate a capture and raise :class:`MemoryBudgetError` when it is above ``budget``.
 
@@ -268,6 +271,7 @@ def check_capture(
         budget: bytes (default :func:`default_budget`).
         mode: ``"hold"`` or ``"stream"`` (see the module docstring).
         what: how the message names the work (``"the activations of 12 layers"``).
+        hint: more advice appended to the refusal (``"; or one slice with --slice axial:N"``).
     Returns:
         The estimate (``method`` says how it was obtained).
     """
@@ -282,7 +286,7 @@ def check_capture(
         estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input")
     if estimate.total <= limit:
         return estimate
-    raise MemoryBudgetError(_refusal(estimate, limit, what, budget is None))
+    raise MemoryBudgetError(_refusal(estimate, limit, what, budget is None) + hint)
 
 
 def _refusal(estimate: MemoryEstimate, limit: int, what: str, default: bool) -> str:
@@ -298,3 +302,98 @@ def _refusal(estimate: MemoryEstimate, limit: int, what: str, default: bool) -> 
     return (f"{what} at {spatial} would need about {format_bytes(estimate.total)} of memory{largest}, over the budget of "
             f"{format_bytes(limit)} ({source}); use --size {suggestion} or smaller, fewer --layer{batch}, "
             f"or raise --max-memory")
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a batch of independent samples (the slices of a volume fed to a 2D model) goes through the
+    model: ``size`` samples per forward pass, so a capture holds one chunk, never the whole stack.
+
+    Attributes:
+        total: samples in the batch.
+        size: samples per chunk (``total``: one pass, as without chunking).
+        estimate: the estimate of one chunk's capture (its ``input`` part counts the whole stack,
+            which stays in memory: it is the size of the volume itself).
+        reason: why the batch is split (empty for one chunk).
+    """
+
+    total: int
+    size: int
+    estimate: MemoryEstimate
+    reason: str = ""
+
+    @property
+    def chunks(self) -> int:
+        """Number of forward passes."""
+        return -(-self.total // self.size) if self.total else 0
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` sample ranges, in order, covering ``0..total``."""
+        return [(a, min(a + self.size, self.total)) for a in range(0, self.total, self.size)]
+
+    def describe(self) -> dict[str, object]:
+        """For the manifest: samples, chunk size, number of chunks, the estimate per chunk, why."""
+        out: dict[str, object] = {"samples": self.total, "chunk_size": self.size, "chunks": self.chunks,
+                                  "estimate_bytes": self.estimate.total, "estimate": format_bytes(self.estimate.total),
+                                  "method": self.estimate.method}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def plan_chunks(
+    batch_shape: Sequence[int],
+    chosen: Sequence[str],
+    *,
+    channels_by_layer: Mapping[str, int | None],
+    probe: ProbeFn | None = None,
+    fixed: Sequence[int] | None = None,
+    budget: int | None = None,
+    mode: str = "hold",
+    what: str = "this capture",
+    hint: str = "",
+) -> ChunkPlan:
+    """The largest number of samples per forward pass whose capture fits ``budget``.
+
+    The samples must be independent (eval mode: one sample's outputs do not depend on the others),
+    as the slices of a volume fed to a 2D model are. The whole batch in one pass when its (free)
+    bound fits; otherwise the per-sample sizes from the shape probe (the bound without one), and the
+    largest ``n`` whose estimate plus the rest of the input stack (``(N - n)`` samples of input, held
+    for the next chunks) fits. Raises :class:`MemoryBudgetError` (``hint`` appended) when even one
+    sample does not fit.
+    """
+    limit = default_budget() if budget is None else int(budget)
+    total = int(batch_shape[0])
+    rest = tuple(int(v) for v in batch_shape[1:])
+    sample_input = math.prod(rest) * 4
+
+    def need(n: int, sizes: Mapping[str, int], method: str) -> MemoryEstimate:
+        est = estimate_capture((n, *rest), sizes, chosen, mode=mode, method=method)
+        parts = dict(est.parts)
+        parts["input"] = parts["input"] + (total - n) * sample_input
+        return MemoryEstimate(total=sum(parts.values()), parts=parts, largest_layer=est.largest_layer,
+                              largest_bytes=est.largest_bytes, batch_shape=est.batch_shape, method=method,
+                              layers=est.layers, per_layer=est.per_layer)
+
+    bound = bound_sizes(channels_by_layer, batch_shape)
+    whole = need(total, bound, "bound")
+    if whole.total <= limit:
+        return ChunkPlan(total=total, size=max(total, 1), estimate=whole)
+    sizes: Mapping[str, int] | None = probe_sizes(probe, batch_shape, fixed) if probe is not None else None
+    method = "probe" if sizes is not None else "bound"
+    sizes = sizes if sizes is not None else bound
+    one = need(1, sizes, method)
+    if one.total > limit:
+        raise MemoryBudgetError(_refusal(one, limit, what, budget is None) + hint)
+    lo, hi = 1, total  # need(lo) fits; find the largest n that fits (need grows with n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if need(mid, sizes, method).total <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    estimate = need(lo, sizes, method)
+    reason = "" if lo >= total else (
+        f"{total} samples at once would need about {format_bytes(need(total, sizes, method).total)}, over the budget of "
+        f"{format_bytes(limit)}; {lo} per forward pass fit")
+    return ChunkPlan(total=total, size=lo, estimate=estimate, reason=reason)

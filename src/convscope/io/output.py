@@ -24,7 +24,7 @@ from .files import atomic_write_bytes, atomic_write_json
 if TYPE_CHECKING:
     from ..render.picture import Picture
 
-__all__ = ["OutputDir", "OutputFolderError", "safe_filename", "MANIFEST_NAME", "STAGE_PREFIX"]
+__all__ = ["OutputDir", "OutputFolderError", "ArrayStream", "safe_filename", "MANIFEST_NAME", "STAGE_PREFIX"]
 
 MANIFEST_NAME = "manifest.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -221,6 +221,20 @@ class OutputDir:
         atomic_write_bytes(self._target(rel), buf.getvalue())
         return self.final_path(rel)
 
+    def open_array_stream(self, rel: str, key: str, array_shape: Sequence[int], dtype: Any = np.float32,
+                          **meta: Any) -> ArrayStream:
+        """An uncompressed ``.npz`` holding one array ``key`` of ``shape``, written in pieces along axis 0
+        (:meth:`ArrayStream.write`), so the whole array is never in memory (``array_shape``: the whole array's). The file reads like
+        :meth:`add_arrays`'s (``np.load(allow_pickle=False)[key]``); :meth:`ArrayStream.close`
+        checks that every row was written. It is staged like every file and committed by :meth:`close`."""
+        if self._closed:
+            raise RuntimeError("output folder already closed")
+        meta.setdefault("arrays", {key: [int(v) for v in array_shape]})
+        self._record(rel, meta)
+        target = self._target(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return ArrayStream(target, key, tuple(int(v) for v in array_shape), np.dtype(dtype))
+
     def add_bytes(self, rel: str, data: bytes, **meta: Any) -> Path:
         self._record(rel, meta)
         atomic_write_bytes(self._target(rel), data)
@@ -316,6 +330,37 @@ class OutputDir:
 
 STAGE_PREFIX = ".convscope-run-"
 """Name prefix of the staging folder a run writes into before it is committed."""
+
+
+class ArrayStream:
+    """One ``.npy`` member of an uncompressed ``.npz``, written row block by row block (see
+    :meth:`OutputDir.open_array_stream`). ``write(block)`` appends ``block`` (``(k, *shape[1:])``);
+    ``close()`` finishes the file and raises ``ValueError`` unless exactly ``shape[0]`` rows came."""
+
+    def __init__(self, path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        import zipfile
+
+        self.path, self.key, self.shape, self.dtype = path, key, shape, dtype
+        self.rows = 0
+        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._member = self._zip.open(f"{key}.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self._member, header)
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if tuple(block.shape[1:]) != self.shape[1:] or self.rows + block.shape[0] > self.shape[0]:
+            raise ValueError(f"array block {block.shape} does not continue {self.shape} after {self.rows} rows")
+        self._member.write(block.tobytes())
+        self.rows += int(block.shape[0])
+
+    def close(self, check: bool = True) -> None:
+        if self._zip.fp is None:
+            return
+        self._member.close()
+        self._zip.close()
+        if check and self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} of {self.shape[0]} rows were written")
 
 
 class OutputFolderError(ConvscopeError, OSError):

@@ -45,6 +45,8 @@ __all__ = [
     "probe_downsampling",
     "channel_window",
     "fit_mask_file",
+    "read_labels",
+    "read_label_map",
 ]
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -318,6 +320,8 @@ class VolumeInput:
     notes: tuple[str, ...] = field(default_factory=tuple)
     labels: np.ndarray | None = None
     """``(X, Y, Z)`` int32 label map on the volume's grid (``--labels``), or None."""
+    label_names: dict[int, str] = field(default_factory=dict)
+    """Label value -> name (a DICOM SEG's SegmentLabel per SegmentNumber); empty when the file has none."""
 
     def fit_region(self, region: np.ndarray) -> np.ndarray:
         """A ``(X, Y, Z)`` map on the volume's grid (a mask, labels) -> the batch's spatial layout:
@@ -346,14 +350,23 @@ class VolumeInput:
             out["slices"] = list(self.slice_indices)
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.label_names:
+            out["label_names"] = {str(k): v for k, v in sorted(self.label_names.items())}
         return out
 
     def to_volume(self, amap: np.ndarray) -> np.ndarray:
         """A 3D model's ``(a, b, c)`` map (any resolution over the padded box) -> ``(X, Y, Z)`` on the
         volume's grid: nearest-neighbour upsampling to the padded box, cropped back to the box,
-        NaN outside the box (drawn as "no data")."""
+        NaN outside the box (drawn as "no data").
+
+        For a 2D model's slices (``plane`` set) ``amap`` is ``(N, a, b)``, one map per slice of
+        ``slice_indices`` (any resolution over the padded slice): each is upsampled (nearest) to the
+        padded slice, cropped back, and put back where its slice came from (the inverse of
+        :func:`plane_slice`); the slices not fed to the model are NaN."""
         if amap.ndim != 3:
             raise ValueError(f"to_volume needs a 3D map, got shape {amap.shape}")
+        if self.plane is not None:
+            return self._slices_to_volume(amap)
         idx = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1)
                for n, m in zip(self.padded_shape, amap.shape)]
         up = amap[np.ix_(*idx)][tuple(slice(0, s) for s in self.roi_shape)]
@@ -361,6 +374,23 @@ class VolumeInput:
         x0, y0, z0 = self.roi_start
         sx, sy, sz = self.roi_shape
         full[x0:x0 + sx, y0:y0 + sy, z0:z0 + sz] = up
+        return full
+
+
+    def _slices_to_volume(self, amap: np.ndarray) -> np.ndarray:
+        plane = self.plane
+        assert plane is not None
+        if amap.shape[0] != len(self.slice_indices):
+            raise ValueError(f"{amap.shape[0]} slice maps for {len(self.slice_indices)} slices")
+        rows, cols = plane_slice(np.empty(self.volume.shape, dtype=np.bool_), plane, 0).shape
+        idx = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1)
+               for n, m in zip(self.padded_shape, amap.shape[1:])]
+        views = amap[:, idx[0][:rows, None], idx[1][None, :cols]].astype(np.float32)  # (N, rows, cols)
+        stored = np.swapaxes(views, -1, -2)[:, ::-1, ::-1]  # the inverse of plane_slice: (N, a, b) of the volume
+        full = np.full(self.volume.shape, np.nan, dtype=np.float32)
+        where = list(self.slice_indices)
+        axis = _PLANE_AXIS[plane]
+        np.moveaxis(full, axis, 0)[where] = stored
         return full
 
 
@@ -430,7 +460,8 @@ def prepare_volume(
     _check_batch_bytes(volume, options, spatial_dims, factor)
     values = apply_intensity(volume.data, intensity)
     notes: list[str] = []
-    labels = read_labels(options.labels, volume) if options.labels else None
+    labels, label_names, label_notes = (read_label_map(options.labels, volume) if options.labels
+                                        else (None, {}, ()))
     if spatial_dims == 3:
         if options.slice or options.slices:
             raise ImageInputError("--slice/--slices are for 2D models; this model takes 3D volumes")
@@ -446,7 +477,8 @@ def prepare_volume(
             )
         batch = np.ascontiguousarray(box[None], dtype=np.float32)
         record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=start,
-                             roi_shape=shape, padded_shape=padded, notes=tuple(notes), labels=labels)
+                             roi_shape=shape, padded_shape=padded, notes=tuple(notes) + label_notes, labels=labels,
+                             label_names=label_names)
         return batch, record
     if spatial_dims != 2:
         raise ImageInputError(f"a volume cannot be fed to a {spatial_dims}D model")
@@ -475,7 +507,7 @@ def prepare_volume(
                      "the model's total downsampling)")
     record = VolumeInput(volume=volume, intensity=intensity, window=options.window or "auto", roi_start=(0, 0, 0),
                          roi_shape=volume.shape, padded_shape=tuple(stack.shape[2:]), plane=plane, slice_indices=indices,
-                         notes=tuple(notes), labels=labels)
+                         notes=tuple(notes) + label_notes, labels=labels, label_names=label_names)
     return np.ascontiguousarray(stack, dtype=np.float32), record
 
 
@@ -522,19 +554,35 @@ def probe_downsampling(adapter: Any, channels: int | None, spatial_dims: int, pr
     return total_downsampling(adapter.layers())
 
 
-def read_labels(path: str, volume: Volume, *, what: str = "--labels") -> np.ndarray:
-    """A label map file as ``(X, Y, Z)`` int32 on ``volume``'s grid (same shape and affine required)."""
+def read_label_map(path: str, volume: Volume, *, what: str = "--label-map") -> tuple[np.ndarray, dict[int, str], tuple[str, ...]]:
+    """A label map file on ``volume``'s grid: ``(labels (X, Y, Z) int32, names, notes)``.
+
+    A NIfTI/DICOM/ITK volume must have the scan's shape and affine (values rounded to integers; no
+    names). A DICOM Segmentation object (SEG) is placed on the scan's slices by its frames'
+    positions (:func:`convscope.io.dicom_seg.read_dicom_seg`): label value = SegmentNumber, names =
+    SegmentLabel, notes = how it was read (BINARY, or FRACTIONAL and its threshold).
+    """
     from pathlib import Path
 
+    from .dicom_seg import is_dicom_seg, read_dicom_seg
     from .volumes import read_volume
 
+    if is_dicom_seg(path):
+        seg = read_dicom_seg(path, volume, what=what)
+        return seg.labels, seg.names, seg.notes
     labels = read_volume(Path(path))
     if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
         raise ImageInputError(
             f"{what} {Path(path).name} ({'x'.join(map(str, labels.shape))}) is not on the grid of {volume.source} "
             f"({'x'.join(map(str, volume.shape))}, same affine needed); resample the label map to the scan first"
         )
-    return np.rint(labels.data[0]).astype(np.int32)
+    return np.rint(labels.data[0]).astype(np.int32), {}, ()
+
+
+def read_labels(path: str, volume: Volume, *, what: str = "--labels") -> np.ndarray:
+    """A label map file as ``(X, Y, Z)`` int32 on ``volume``'s grid (same shape and affine required;
+    a DICOM SEG is placed by its frames' positions): see :func:`read_label_map`."""
+    return read_label_map(path, volume, what=what)[0]
 
 
 def fit_mask_file(path: str, record: VolumeInput, *, what: str = "--mask") -> np.ndarray:

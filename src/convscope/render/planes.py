@@ -17,7 +17,7 @@ Input volumes are :class:`~convscope.core.volume.Volume` (``(C, X, Y, Z)`` RAS+)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -125,6 +125,7 @@ def render_planes(
     title: str = "",
     stamp: str = "",
     size: int = 256,
+    label_names: Mapping[int, str] | None = None,
 ) -> Picture:
     """Axial, coronal and sagittal planes through ``point`` side by side, as one :class:`Picture`.
 
@@ -136,6 +137,8 @@ def render_planes(
             the whole volume (one scale for the three planes) and blended with opacity
             ``overlay_alpha * value`` so weak values leave the anatomy visible.
         labels: ``(X, Y, Z)`` integer label map, drawn as coloured outlines.
+        label_names: label value -> name (a DICOM SEG's SegmentLabel): a legend line under the planes,
+            each name in its outline colour (``meta["legend"]``).
         roi: ``(start, shape)`` voxel box drawn as a cyan outline where a plane cuts it.
         title / stamp: first line of the figure / second line (window and intensity).
         size: the longest panel side in pixels (at least one pixel per voxel is kept).
@@ -208,8 +211,13 @@ def render_planes(
     heights = [_TITLE * (2 if stamp else 1) if title or stamp else 0]
     top = heights[0]
     cell_w = [p[3].shape[1] + 2 * _MARGIN for p in panels]
-    width = sum(cell_w)
-    height = top + _HEADER + panel_h + 2 * _MARGIN + 14
+    legend = [(int(v), str(n), tuple(int(c) for c in _LABEL_COLORS[(int(v) - 1) % len(_LABEL_COLORS)]))
+              for v, n in sorted((label_names or {}).items()) if int(v) > 0] if labels is not None else []
+    legend_patches = [letter_patch(f"{v}: {n}", color) for v, n, color in legend]
+    texts = [t for t in (title, stamp) if t]  # a tall, narrow scan: the canvas is widened to its text lines
+    width = max([sum(cell_w)] + [letter_patch(t, _FG).shape[1] + 8 for t in texts]
+                + [sum(p.shape[1] + 10 for p in legend_patches) + 4])
+    height = top + _HEADER + panel_h + 2 * _MARGIN + 14 + (_TITLE if legend else 0)
     canvas = np.empty((height, width, 3), dtype=np.uint8)
     canvas[:] = _BG
     if title:
@@ -252,6 +260,14 @@ def render_planes(
         "kind": "planes", "planes": meta_planes, "point": list(centre), "window": win_label,
         "spacing_mm": list(spacing), "convention": "radiological (patient right on image left in axial/coronal)",
     }
+    if legend:  # one line under the scale bars: "1: liver" in label 1's outline colour, ...
+        x_leg, y_leg = 4, height - _TITLE + 1
+        entries = {}
+        for (value, name, color), patch in zip(legend, legend_patches):
+            x_at, y_at = _blit(canvas, patch, x_leg, y_leg)
+            entries[str(value)] = {"name": name, "color": list(color), "at": [x_at, y_at, patch.shape[1], patch.shape[0]]}
+            x_leg += patch.shape[1] + 10
+        meta["legend"] = entries
     if overlay is not None:
         meta["overlay"] = {"name": overlay_name, "range": [ov_lo, ov_hi], "cmap": overlay_cmap, "alpha": overlay_alpha}
     return Picture(np.ascontiguousarray(canvas), meta=meta)

@@ -530,13 +530,15 @@ class UNetFlow:
     def save(
         self, out_dir: str | os.PathLike[str], *, thumbnail: str = "mean", top: int = 8,
         formats: str | Sequence[str] = ("png",), volume: Any = None, info: dict[str, Any] | None = None,
-        cams: Sequence[UNetCam] = (),
+        cams: Sequence[UNetCam] = (), planes: Sequence[tuple[str, Any]] | None = None,
     ) -> list[Path]:
         """Write ``flow.png``, ``level-N.png`` (one per level), ``unet.json`` and ``manifest.json``
         (and per :meth:`cam` result in ``cams`` a CAM row ``cam[-class-C].png`` with ``cam[-class-C].json``).
 
         ``formats`` (``"png"``, ``"svg"``, ``"pdf"`` or several, ``"pdf,svg"``) writes each figure in
         each format (``flow.pdf``, ``level-0.pdf``...): one page per figure, text as text.
+        ``planes``: ``[(file name, Picture)]`` plane figures made elsewhere (a 2D U-Net on a volume's
+        slices: :class:`convscope.volume_views.SliceStack`), written instead of a 3D scan's.
         Every file is written atomically; the manifest lists each file with its ``kind``
         (``unet_flow``, ``unet_level``, ``unet_json``), ``layer`` (node name) and ``shape``.
 
@@ -552,10 +554,12 @@ class UNetFlow:
         if volume is not None:  # a VolumeInput (3D scan): geometry, intensity and window in the manifest
             info["volume"] = volume.describe()
         with OutputDir(out_dir, info=info, formats=chosen) as out:
-            if volume is not None and self.structure.spatial_dims == 3:
+            if planes is None and volume is not None and self.structure.spatial_dims == 3:
                 from ..volume_views import unet_planes
 
-                for rel, picture in unet_planes(self, volume):
+                planes = unet_planes(self, volume)
+            if planes is not None:
+                for rel, picture in planes:
                     out.add_picture(rel, picture, kind="volume_planes", layer=picture.meta.get("layer"))
                     written.append(out.path / rel)
             out.add_picture("flow.png", self.figure(thumbnail=thumbnail), kind="unet_flow",

@@ -22,7 +22,7 @@ import numpy as np
 from ..core.graph import Graph
 from ..core.unet import UNetStructure
 
-__all__ = ["SkipMetrics", "SkipMetricsList", "skip_metrics", "skip_table"]
+__all__ = ["SkipMetrics", "SkipMetricsList", "SkipSums", "skip_metrics", "skip_sums", "metrics_from_sums", "skip_table"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,81 @@ def _energy(value: np.ndarray | None) -> float:
     return float(np.sum(flat * flat))
 
 
+@dataclass(frozen=True)
+class SkipSums:
+    """The raw sums behind one skip's metrics; they add up over batches (:meth:`plus`), so a batch fed in
+    chunks gives the metrics of the whole batch.
+
+    Attributes:
+        energies: ``sum x**2`` of each input of the merge (NaN: not captured).
+        own: ``sum x**2`` of the skip branch itself (differs from ``energies[skip_position]`` when the
+            branch is part of a nested concat folded into this merge).
+        gradients: per merge input ``sum |x * grad|`` (None: no gradient shares).
+    """
+
+    energies: tuple[float, ...]
+    own: float
+    gradients: tuple[float, ...] | None
+
+    def plus(self, other: SkipSums) -> SkipSums:
+        grads = None if self.gradients is None or other.gradients is None or len(self.gradients) != len(other.gradients) \
+            else tuple(a + b for a, b in zip(self.gradients, other.gradients))
+        return SkipSums(energies=tuple(a + b for a, b in zip(self.energies, other.energies)), own=self.own + other.own,
+                        gradients=grads)
+
+
+def skip_sums(
+    structure: UNetStructure,
+    graph: Graph,
+    values: dict[str, np.ndarray],
+    input_x_gradient: dict[str, tuple[float, ...]] | None,
+) -> list[SkipSums]:
+    """The raw sums of every skip of ``structure`` (in ``structure.skips`` order) for one capture."""
+    out = []
+    for skip in structure.skips:
+        node = graph.node(skip.merge)
+        energies = tuple(_energy(values.get(i)) for i in node.inputs)
+        folded = node.inputs[skip.skip_position] != skip.skip_input
+        own = _energy(values.get(skip.skip_input)) if folded else energies[skip.skip_position]
+        sums = (input_x_gradient or {}).get(skip.merge)
+        out.append(SkipSums(energies=energies, own=own, gradients=tuple(float(v) for v in sums) if sums is not None else None))
+    return out
+
+
+def metrics_from_sums(structure: UNetStructure, graph: Graph, sums: list[SkipSums]) -> list[SkipMetrics]:
+    """Energy and gradient shares from :func:`skip_sums` (of one capture, or added over chunks)."""
+    out = []
+    for skip, raw in zip(structure.skips, sums):
+        node = graph.node(skip.merge)
+        energies = list(raw.energies)
+        total = float(np.nansum(energies)) if any(math.isfinite(e) for e in energies) else float("nan")
+        mine = raw.own
+        folded = node.inputs[skip.skip_position] != skip.skip_input  # a branch of a nested concat folded into this merge
+        if not math.isfinite(mine) or any(not math.isfinite(e) for e in energies):
+            energy_share = None
+        else:
+            energy_share = mine / total if total > 0 else None
+        gradient_share = None
+        grads = raw.gradients
+        if not folded and grads is not None and len(grads) == len(node.inputs) and math.isfinite(grads[skip.skip_position]):
+            g_total = float(sum(s for s in grads if math.isfinite(s)))
+            gradient_share = grads[skip.skip_position] / g_total if g_total > 0 else None
+        out.append(
+            SkipMetrics(
+                level=skip.level,
+                source=graph.name_of(skip.source),
+                merge=graph.name_of(skip.merge),
+                merge_kind=skip.merge_kind,
+                energy_share=energy_share,
+                gradient_share=gradient_share,
+                skip_energy=mine,
+                decoder_energy=energies[skip.decoder_position],
+                merge_energy=total,
+            )
+        )
+    return out
+
+
 def skip_metrics(
     structure: UNetStructure,
     graph: Graph,
@@ -117,35 +192,4 @@ def skip_metrics(
     Returns:
         One :class:`SkipMetrics` per skip, in ``structure.skips`` order.
     """
-    out = []
-    for skip in structure.skips:
-        node = graph.node(skip.merge)
-        energies = [_energy(values.get(i)) for i in node.inputs]
-        total = float(np.nansum(energies)) if any(math.isfinite(e) for e in energies) else float("nan")
-        mine = energies[skip.skip_position]
-        folded = node.inputs[skip.skip_position] != skip.skip_input  # a branch of a nested concat folded into this merge
-        if folded:
-            mine = _energy(values.get(skip.skip_input))  # concat energies add up: the branch's own part
-        if not math.isfinite(mine) or any(not math.isfinite(e) for e in energies):
-            energy_share = None
-        else:
-            energy_share = mine / total if total > 0 else None
-        gradient_share = None
-        sums = (input_x_gradient or {}).get(skip.merge)
-        if not folded and sums is not None and len(sums) == len(node.inputs) and math.isfinite(sums[skip.skip_position]):
-            g_total = float(sum(s for s in sums if math.isfinite(s)))
-            gradient_share = sums[skip.skip_position] / g_total if g_total > 0 else None
-        out.append(
-            SkipMetrics(
-                level=skip.level,
-                source=graph.name_of(skip.source),
-                merge=graph.name_of(skip.merge),
-                merge_kind=skip.merge_kind,
-                energy_share=energy_share,
-                gradient_share=gradient_share,
-                skip_energy=mine,
-                decoder_energy=energies[skip.decoder_position],
-                merge_energy=total,
-            )
-        )
-    return out
+    return metrics_from_sums(structure, graph, skip_sums(structure, graph, values, input_x_gradient))
