@@ -598,7 +598,7 @@ def _scorecam(
         for key in keys:
             if key not in acts:
                 continue
-            plan = at.ChunkPlan(chunk)
+            plan = at.BatchTuner(chunk)
             raw = at.scorecam(acts[key], arr, score, baseline, chunk=plan, progress=bar.update if bar else None)
             sizes.append(plan.largest)
             out.append((key, "scorecam", raw, at.map_notes(raw, relu=post.relu),

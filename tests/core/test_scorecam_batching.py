@@ -37,8 +37,8 @@ def _reference(acts: np.ndarray, batch: np.ndarray, weights: np.ndarray, baselin
     return out
 
 
-def test_chunk_plan_doubles_while_faster_then_keeps_the_best_size() -> None:
-    plan = at.ChunkPlan(64, start=4)
+def test_batch_tuner_doubles_while_faster_then_keeps_the_best_size() -> None:
+    plan = at.BatchTuner(64, start=4)
     sizes = []
     for per_input in (1.0, 0.5, 0.3, 0.31):  # 4 -> 8 -> 16 -> 32 is no better than 16: back to 16
         sizes.append(plan.size)
@@ -49,18 +49,18 @@ def test_chunk_plan_doubles_while_faster_then_keeps_the_best_size() -> None:
     assert plan.size == 16 and plan.passes == 5
 
 
-def test_chunk_plan_never_exceeds_its_cap_and_fixed_uses_the_cap() -> None:
-    plan = at.ChunkPlan(6, start=4)
+def test_batch_tuner_never_exceeds_its_cap_and_fixed_uses_the_cap() -> None:
+    plan = at.BatchTuner(6, start=4)
     plan.record(4, 4.0)
     assert plan.size == 6
     plan.record(6, 0.1)
     assert plan.size == 6
-    assert at.ChunkPlan(12, fixed=True).size == 12
-    assert at.ChunkPlan(3, start=8).size == 3
+    assert at.BatchTuner(12, fixed=True).size == 12
+    assert at.BatchTuner(3, start=8).size == 3
 
 
 def test_a_short_last_pass_does_not_steer_the_plan() -> None:
-    plan = at.ChunkPlan(64, start=8)
+    plan = at.BatchTuner(64, start=8)
     plan.record(3, 100.0)  # a remainder pass, slow per input: ignored
     assert plan.size == 8
 
@@ -72,7 +72,7 @@ def test_scorecam_is_the_same_for_every_chunking_and_equals_the_per_mask_formula
     weights = rng.standard_normal((3, 8, 10)).astype(np.float32)
     baseline = np.array([0.5, -0.25])
     want = _reference(acts, batch, weights, baseline)
-    for chunk in (1, 3, 14, at.ChunkPlan(14, start=2)):
+    for chunk in (1, 3, 14, at.BatchTuner(14, start=2)):
         score, _ = _linear_score(weights)
         got = at.scorecam(acts, batch, score, baseline, chunk=chunk)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -303,7 +303,7 @@ def _minmax_channels(a: np.ndarray) -> np.ndarray:
     return np.divide(a - lo, span, out=np.zeros_like(a), where=span > 0).astype(np.float32)
 
 
-class ChunkPlan:
+class BatchTuner:
     """Masked inputs per forward pass for Score-CAM: tuned for throughput, never above ``cap``.
 
     On a CPU a bigger batch is not always faster per input (the activations of a big batch leave
@@ -347,7 +347,7 @@ def scorecam(
     score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     baseline: np.ndarray,
     *,
-    chunk: int | ChunkPlan = 32,
+    chunk: int | BatchTuner = 32,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Score-CAM map of one layer. ``acts`` ``(N, C, *S)``, ``batch`` ``(N, Cin, *In)``.
@@ -357,7 +357,7 @@ def scorecam(
             (one forward pass of the batch ``masked_inputs``); ``sample_index[b]`` is the sample
             whose frozen target applies.
         baseline: ``(N,)`` the clean scores.
-        chunk: masked inputs per forward pass (an int, or a :class:`ChunkPlan` sized to a memory
+        chunk: masked inputs per forward pass (an int, or a :class:`BatchTuner` sized to a memory
             budget and tuned for throughput).
         progress: called with the number of masked inputs done after each pass.
 
@@ -379,7 +379,7 @@ def scorecam(
     masks = _minmax_channels(a).reshape(n * c, *a.shape[2:])
     sample = np.repeat(np.arange(n), c)
     scores = np.zeros(n * c, dtype=np.float64)
-    plan = chunk if isinstance(chunk, ChunkPlan) else ChunkPlan(int(chunk), fixed=True)
+    plan = chunk if isinstance(chunk, BatchTuner) else BatchTuner(int(chunk), fixed=True)
     live = np.flatnonzero(~constant)
     dead_samples = np.unique(sample[constant])
     if dead_samples.size:  # one all-zero input per sample with a dead channel
