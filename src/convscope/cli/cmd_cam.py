@@ -69,31 +69,11 @@ def build_target(
 
 def register(app: typer.Typer) -> None:
     """Add the ``cam`` command to ``app`` (called once from ``cli/main.py``)."""
-    from .main import (
-        ChannelsOpt,
-        DeviceOpt,
-        IntensityOpt,
-        KwargsOpt,
-        MaxMemoryOpt,
-        ModelArg,
-        NormalizeOpt,
-        RoiOpt,
-        RoiSizeOpt,
-        SeriesOpt,
-        SizeOpt,
-        SliceOpt,
-        SlicesOpt,
-        TrustOpt,
-        WeightsOpt,
-        WindowOpt,
-        _echo,
-        _echo_chunks,
-        _image_or_channels,
-        _scope,
-        _volumes,
-    )
+    from .main import ModelArg, _echo, _echo_chunks, _image_or_channels
+    from .options import INPUT, MODEL, NO_SHARED, SharedOptions, shared_options
 
     @app.command()
+    @shared_options(*MODEL, *INPUT, "series", "channels", "intensity", "window", "roi", "roi_size", "slice_", "slices")
     def cam(
         model: ModelArg,
         image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder", metavar="IMAGE")] = None,
@@ -113,21 +93,7 @@ def register(app: typer.Typer) -> None:
         shared: Annotated[bool, typer.Option("--shared", help="one colour scale across all maps of this run (default: per map)")] = False,
         arrays: Annotated[bool, typer.Option("--arrays", help="also write <layer>.<method>.npz with raw and cam arrays")] = False,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Score-CAM progress bar on stderr")] = True,
-        kwargs: KwargsOpt = None,
-        weights: WeightsOpt = None,
-        trust: TrustOpt = False,
-        device: DeviceOpt = None,
-        size: SizeOpt = None,
-        normalize: NormalizeOpt = None,
-        series: SeriesOpt = None,
-        channels: ChannelsOpt = None,
-        intensity: IntensityOpt = None,
-        window: WindowOpt = None,
-        roi: RoiOpt = None,
-        roi_size: RoiSizeOpt = None,
-        slice_: SliceOpt = None,
-        slices: SlicesOpt = None,
-        max_memory: MaxMemoryOpt = None,
+        opts: SharedOptions = NO_SHARED,
     ) -> None:
         """Class activation maps (Grad-CAM family) of a class in a region, at any layers, from one backward pass.
 
@@ -135,13 +101,12 @@ def register(app: typer.Typer) -> None:
         intensities in the axial, coronal and sagittal planes (radiological), geometry in the manifest.
         """
         target = build_target(cls, mask, region, pixel, predicted, largest, output, reduce)
-        source = _image_or_channels(image, channels)
-        scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity,
-                         window, roi, roi_size, slice_, slices)
-        plan = scope.plan_slices(source, size=size, what="the CAM (activations and gradients)")  # --slices: chunks
-        prepared = scope.prepare(source, size=size)  # a scan is read once (remembered for scope.cam)
+        source = _image_or_channels(image, opts.channels)
+        scope = opts.scope(model)
+        plan = scope.plan_slices(source, size=opts.size, what="the CAM (activations and gradients)")  # --slices: chunks
+        prepared = scope.prepare(source, size=opts.size)  # a scan is read once (remembered for scope.cam)
         cams = scope.cam(source, layer=list(layer) if layer else None, target=target, method=list(method or ["gradcam"]),
-                         relu=relu, cam_normalize=norm, shared=shared, size=size, progress=progress, as_set=True)
+                         relu=relu, cam_normalize=norm, shared=shared, size=opts.size, progress=progress, as_set=True)
         manifest = cams.save(out, arrays=arrays, volume=prepared.volume)
         for note in cams.notes:
             typer.echo(f"note: {note}", err=True)

@@ -12,9 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from .options import MODEL, NO_SHARED, SharedOptions, shared_options
+
 __all__ = ["register", "scan"]
 
 
+@shared_options(*MODEL, "size", "normalize")
 def scan(
     model: Annotated[str, typer.Argument(help="demo:cnn | demo:unet | package.module:Factory | a model file", metavar="MODEL")],
     data: Annotated[list[str], typer.Argument(help="folders (recursive), globs ('data/**/*.png') or .txt lists of images", metavar="DATA...")],
@@ -34,17 +37,11 @@ def scan(
     cards: Annotated[bool, typer.Option("--cards/--no-cards", help="draw one channel card PNG per channel (pass 2)")] = True,
     edges_from: Annotated[Optional[Path], typer.Option("--edges-from", help="reuse the histogram edges of this scan folder (for shards you will merge)")] = None,
     bins: Annotated[int, typer.Option("--bins", help="histogram bins per layer")] = 64,
-    kwargs: Annotated[Optional[str], typer.Option("--kwargs", help="JSON keyword arguments for the factory")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="state dict file, loaded with weights_only=True")] = None,
-    trust: Annotated[bool, typer.Option("--trust", help="allow model files that can run code when loaded")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N | mps")] = None,
-    size: Annotated[Optional[str], typer.Option("--size", help="resize every image: 64 or 64x96")] = None,
-    normalize: Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD")] = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """Scan a dataset: every channel's statistics, its top-k images with receptive-field crops, channel cards."""
     from ..errors import ConvscopeError
     from ..scan.engine import ScanInterrupted
-    from ..scope import Scope
 
     if receptive_field not in ("theoretical", "effective", "none"):
         raise ConvscopeError(f"--receptive-field must be theoretical, effective or none, got {receptive_field!r}")
@@ -54,9 +51,8 @@ def scan(
         raise ConvscopeError(f"-o {out} exists and is not a folder; choose another -o")
     if not resume and (out / "checkpoint.npz").exists():
         raise ConvscopeError(f"{out} holds an unfinished scan (checkpoint.npz): continue it with --resume or choose another -o")
-    scope = Scope(model, kwargs=kwargs, weights=weights, trust=trust, device=device)
-    if normalize is not None:
-        scope.normalize = normalize
+    scope = opts.scope(model)
+    size, normalize = opts.size, opts.normalize
     started = time.perf_counter()
     last = [0.0]
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .options import INPUT, MODEL, NO_SHARED, VOLUME, SharedOptions, shared_options
+
 app = typer.Typer(
     name="convscope",
     help="See what a CNN learned (kernels) and what it does with an input (activations); U-Nets first-class.",
@@ -22,33 +24,15 @@ app = typer.Typer(
 )
 
 ModelArg = Annotated[str, typer.Argument(help="demo:cnn | demo:unet | package.module:Factory | a model file", metavar="MODEL")]
-KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON keyword arguments for the factory, e.g. '{\"in_channels\": 1}'")]
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="state dict file (.safetensors, .pt, .pth), loaded with weights_only=True")]
-TrustOpt = Annotated[bool, typer.Option("--trust", help="allow files that can run code when loaded (pickled whole models, TorchScript, .pt2, Keras .h5 models and Lambda layers). Only for files you trust")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N | mps (default: cpu)")]
-SizeOpt = Annotated[Optional[str], typer.Option("--size", help="resize the input: 64 or 64x96 (DxHxW for volumes)")]
-NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="imagenet | none | MEAN,STD | m1:m2:m3,s1:s2:s3")]
 LayerOpt = Annotated[Optional[list[str]], typer.Option("--layer", "-l", help="layer name or glob (repeatable); default: all convolutions")]
 ViewLayerOpt = Annotated[Optional[list[str]], typer.Option(
     "--layer", "-l", help="layer name or glob (repeatable); default: convolutions and activation layers")]
 KindOpt = Annotated[Optional[str], typer.Option("--kind", help="layer kind: conv, conv_transpose, activation, norm, pool, all ...")]
-MaxMemoryOpt = Annotated[Optional[str], typer.Option(
-    "--max-memory", help="memory budget of one capture: 4G, 512M or 60%; estimated before the forward pass "
-    "and refused above it (default: 50% of the available memory)")]
 ProgressOpt = Annotated[Optional[bool], typer.Option(
     "--progress/--no-progress", help="one progress bar on stderr, shown when the command takes over a second "
     "(default: when stderr is a terminal)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; only files of this run are written)")]
 FormatOpt = Annotated[str, typer.Option("--format", help="picture format: png | svg | pdf, or several comma-separated (png,svg,pdf)")]
-SeriesOpt = Annotated[Optional[str], typer.Option("--series", help="DICOM folder with several series: the SeriesInstanceUID to read")]
-ChannelsOpt = Annotated[Optional[str], typer.Option("--channels", help="volumes stacked as input channels: t1.nii.gz,t2.nii.gz,... (same grid)")]
-IntensityOpt = Annotated[Optional[str], typer.Option("--intensity", help="model input transform of volumes: none | clip:LO,HI | zscore-nonzero | percentile:P,Q (';' per channel)")]
-WindowOpt = Annotated[Optional[str], typer.Option("--window", help="display window of volumes (never fed to the model): auto | brain | subdural | stroke | lung | mediastinum | soft-tissue | liver | bone | L,W | percentile:P,Q")]
-RoiOpt = Annotated[Optional[str], typer.Option("--roi", help="region of a volume fed to a 3D model: center | X,Y,Z (voxel centre, RAS+ array); needs --roi-size")]
-RoiSizeOpt = Annotated[Optional[str], typer.Option("--roi-size", help="ROI size X,Y,Z in voxels")]
-SliceOpt = Annotated[Optional[str], typer.Option("--slice", help="2D model, 3D volume: one slice, e.g. axial:40 (coronal:N, sagittal:N)")]
-LabelsOpt = Annotated[Optional[str], typer.Option("--label-map", help="label map (NIfTI/DICOM on the scan's grid): outlines on every plane figure; Dice against the prediction in unet")]
-SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane as a batch (axial | coronal | sagittal)")]
 
 
 def _show_version(value: bool) -> None:
@@ -69,31 +53,6 @@ def _root(
     """See what a CNN learned (kernels) and what it does with an input (activations); U-Nets first-class."""
 
 
-def _scope(model: str, kwargs: str | None, weights: Path | None, trust: bool, device: str | None,
-           normalize: str | None = None, max_memory: str | None = None) -> Any:
-    from ..core.budget import parse_memory
-    from ..scope import Scope
-
-    budget = parse_memory(max_memory) if max_memory is not None else None  # checked before the model loads
-    scope = Scope(model, kwargs=kwargs, weights=weights, trust=trust, device=device)
-    if normalize is not None:
-        scope.normalize = normalize
-    scope.max_memory = budget
-    return scope
-
-
-def _volumes(scope: Any, series: str | None = None, channels: str | None = None, intensity: str | None = None,
-             window: str | None = None, roi: str | None = None, roi_size: str | None = None, slice_: str | None = None,
-             slices: str | None = None, labels: str | None = None) -> Any:
-    """Set how volume inputs become model input (checked before anything is read)."""
-    from ..io.volume_prep import VolumeOptions
-
-    parts = tuple(p.strip() for p in channels.split(",") if p.strip()) if channels else ()
-    scope.volume_options = VolumeOptions(series=series, channels=parts, intensity=intensity, window=window, roi=roi,
-                                         roi_size=roi_size, slice=slice_, slices=slices, labels=labels)
-    return scope
-
-
 def _image_or_channels(image: str | None, channels: str | None) -> str:
     if image is not None and channels:
         raise ValueError("give either an IMAGE or --channels, not both")
@@ -109,25 +68,18 @@ def _echo(text: str) -> None:
 
 
 @app.command()
+@shared_options(*MODEL, *INPUT, "series", "slice_")
 def layers(
     model: ModelArg,
     image: Annotated[Optional[str], typer.Argument(help="optional input, to show output shapes", metavar="[IMAGE]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     containers: Annotated[bool, typer.Option("--containers", help="also list blocks/Sequentials")] = False,
     kind: KindOpt = None,
-    kwargs: KwargsOpt = None,
-    weights: WeightsOpt = None,
-    trust: TrustOpt = False,
-    device: DeviceOpt = None,
-    size: SizeOpt = None,
-    normalize: NormalizeOpt = None,
-    series: SeriesOpt = None,
-    slice_: SliceOpt = None,
-    max_memory: MaxMemoryOpt = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """List the layers: name, kind, kernel, stride, groups, output shape, parameters."""
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, slice_=slice_)
-    table = scope.layers(image, kind=kind, containers=containers, size=size)
+    scope = opts.scope(model)
+    table = scope.layers(image, kind=kind, containers=containers, size=opts.size)
     if as_json:
         _echo(json.dumps({"model": scope.name, "framework": scope.adapter.framework, "layers": table.to_json()}, indent=2))
     else:
@@ -135,6 +87,7 @@ def layers(
 
 
 @app.command()
+@shared_options(*MODEL)
 def kernels(
     model: ModelArg,
     out: OutOpt = Path("convscope-kernels"),
@@ -150,19 +103,17 @@ def kernels(
     arrays: Annotated[bool, typer.Option("--arrays", help="also write raw weights as .npz")] = False,
     fmt: FormatOpt = "png",
     progress: ProgressOpt = None,
-    kwargs: KwargsOpt = None,
-    weights: WeightsOpt = None,
-    trust: TrustOpt = False,
-    device: DeviceOpt = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """Write one kernel grid per convolution layer into OUT, plus manifest.json."""
-    scope = _scope(model, kwargs, weights, trust, device)
+    scope = opts.scope(model)
     manifest = scope.save_kernels(out, layer or None, kind=kind, scale=scale, normalize=per, cmap=cmap, rgb=rgb,
                                   labels=labels, arrays=arrays, formats=fmt, progress=progress)
     _report_written(manifest)
 
 
 @app.command()
+@shared_options(*MODEL, *INPUT, *VOLUME)
 def activations(
     model: ModelArg,
     image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder", metavar="IMAGE")] = None,
@@ -185,33 +136,17 @@ def activations(
     full_resolution: Annotated[bool, typer.Option("--full-resolution", help="never downsample grids (default: cells averaged down so a grid is at most 1024 px per side; --arrays always has every value)")] = False,
     train: Annotated[bool, typer.Option("--train-mode", help="capture in training mode (state restored after)")] = False,
     progress: ProgressOpt = None,
-    kwargs: KwargsOpt = None,
-    weights: WeightsOpt = None,
-    trust: TrustOpt = False,
-    device: DeviceOpt = None,
-    size: SizeOpt = None,
-    normalize: NormalizeOpt = None,
-    series: SeriesOpt = None,
-    channels: ChannelsOpt = None,
-    intensity: IntensityOpt = None,
-    window: WindowOpt = None,
-    roi: RoiOpt = None,
-    roi_size: RoiSizeOpt = None,
-    slice_: SliceOpt = None,
-    slices: SlicesOpt = None,
-    labels_map: LabelsOpt = None,
-    max_memory: MaxMemoryOpt = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """Capture the chosen layers in ONE forward pass and write their channel grids into OUT.
 
     3D scans also get input.planes.png and LAYER.planes.png (axial/coronal/sagittal, radiological).
     """
-    image = _image_or_channels(image, channels)
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
-                     roi_size, slice_, slices, labels_map)
+    image = _image_or_channels(image, opts.channels)
+    scope = opts.scope(model)
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
-        scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=size,
+        scale=scale, normalize=per, labels=labels, overlay=overlay, volume=volume, arrays=arrays, size=opts.size,
         train=train, formats=fmt, overlay_cmap=overlay_cmap, overlay_alpha=overlay_alpha,
         full_resolution=full_resolution, progress=progress,
     )
@@ -219,6 +154,7 @@ def activations(
 
 
 @app.command()
+@shared_options(*MODEL, *INPUT, *VOLUME)
 def unet(
     model: ModelArg,
     image: Annotated[Optional[str], typer.Argument(help="input: image (PNG/JPEG/TIFF), .npy, NIfTI (.nii/.nii.gz), DICOM file or series folder", metavar="IMAGE")] = None,
@@ -231,22 +167,7 @@ def unet(
     progress: ProgressOpt = None,
     cam: Annotated[bool, typer.Option("--cam", help="add a Grad-CAM row (every level, both skip branches, one scale): cam.png")] = False,
     cam_class: Annotated[Optional[list[int]], typer.Option("--class", help="with --cam: class to explain (repeatable; default the predicted class)")] = None,
-    kwargs: KwargsOpt = None,
-    weights: WeightsOpt = None,
-    trust: TrustOpt = False,
-    device: DeviceOpt = None,
-    size: SizeOpt = None,
-    normalize: NormalizeOpt = None,
-    series: SeriesOpt = None,
-    channels: ChannelsOpt = None,
-    intensity: IntensityOpt = None,
-    window: WindowOpt = None,
-    roi: RoiOpt = None,
-    roi_size: RoiSizeOpt = None,
-    slice_: SliceOpt = None,
-    slices: SlicesOpt = None,
-    labels_map: LabelsOpt = None,
-    max_memory: MaxMemoryOpt = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """Find the U-Net's encoder, bottleneck, decoder and skips; write flow.png, level-N.png, unet.json.
 
@@ -256,11 +177,10 @@ def unet(
 
     if cam_class and not cam:
         raise ValueError("--class chooses the class of the CAM row; add --cam (or use --target for the gradient share)")
-    image = _image_or_channels(image, channels)
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
-                     roi_size, slice_, slices, labels_map)
-    plan = scope.plan_slices(image, size=size, what="the U-Net flow (every layer)")  # --slices: chunks that fit
-    prepared = scope.prepare(image, size=size)
+    image = _image_or_channels(image, opts.channels)
+    scope = opts.scope(model)
+    plan = scope.plan_slices(image, size=opts.size, what="the U-Net flow (every layer)")  # --slices: chunks that fit
+    prepared = scope.prepare(image, size=opts.size)
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
                      out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume,
@@ -288,6 +208,7 @@ def _read_mask(path: str, prepared: Any = None) -> Any:
 
 
 @app.command()
+@shared_options(*MODEL, *INPUT, "series", "intensity", "window", "roi", "roi_size", "slice_")
 def report(
     model: ModelArg,
     images: Annotated[list[str], typer.Argument(help="input images (PNG/JPEG/TIFF) or .npy arrays", metavar="IMAGE...")],
@@ -298,33 +219,21 @@ def report(
     cmap: Annotated[str, typer.Option("--cmap", help="colormap of activation grids")] = "viridis",
     unet: Annotated[bool, typer.Option("--unet/--no-unet", help="add the U-Net flow when the model is a U-Net")] = True,
     progress: ProgressOpt = None,
-    kwargs: KwargsOpt = None,
-    weights: WeightsOpt = None,
-    trust: TrustOpt = False,
-    device: DeviceOpt = None,
-    size: SizeOpt = None,
-    normalize: NormalizeOpt = None,
-    series: SeriesOpt = None,
-    intensity: IntensityOpt = None,
-    window: WindowOpt = None,
-    roi: RoiOpt = None,
-    roi_size: RoiSizeOpt = None,
-    slice_: SliceOpt = None,
-    max_memory: MaxMemoryOpt = None,
     scan: Annotated[Optional[Path], typer.Option("--scan", help="a `convscope scan` folder: adds a channel atlas page")] = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """Write a self-contained HTML report (index.html + images, works offline) into OUT.
 
     Default layers: convolutions and activation layers (--layer / --kind to choose).
     """
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, None, intensity, window, roi,
-                     roi_size, slice_, None)
-    index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=size,
+    scope = opts.scope(model)
+    index = scope.report(images, out, layers=layer or None, kind=kind, top=top, cmap=cmap, unet=unet, size=opts.size,
                          progress=progress, echo=_echo, scan=scan)
     _echo(f"wrote {index} (open it in a browser; every file is listed in {index.parent / 'manifest.json'})")
 
 
 @app.command()
+@shared_options(*MODEL, *INPUT, "intensity", "window", "roi", "roi_size", "slice_")
 def serve(
     model: ModelArg,
     images: Annotated[Optional[Path], typer.Option("--images", help="folder of images to choose from (only files inside it are served)")] = None,
@@ -335,18 +244,7 @@ def serve(
     cache_mb: Annotated[int, typer.Option("--cache-mb", help="memory budget of the activation cache (MiB)")] = 512,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="largest accepted upload (MiB)")] = 20,
     scan: Annotated[Optional[Path], typer.Option("--scan", help="a `convscope scan` folder: clicking a channel shows its dataset examples")] = None,
-    kwargs: KwargsOpt = None,
-    weights: WeightsOpt = None,
-    trust: TrustOpt = False,
-    device: DeviceOpt = None,
-    size: SizeOpt = None,
-    normalize: NormalizeOpt = None,
-    intensity: IntensityOpt = None,
-    window: WindowOpt = None,
-    roi: RoiOpt = None,
-    roi_size: RoiSizeOpt = None,
-    slice_: SliceOpt = None,
-    max_memory: MaxMemoryOpt = None,
+    opts: SharedOptions = NO_SHARED,
 ) -> None:
     """Live viewer in the browser: choose or upload an image, browse layers and channels, see the U-Net flow.
 
@@ -360,10 +258,9 @@ def serve(
     if cache_mb < 1 or max_upload_mb < 1:
         raise ValueError("--cache-mb and --max-upload-mb must be at least 1")
     check_address(host, port)  # before the model is loaded
-    scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), None, None, intensity, window, roi,
-                     roi_size, slice_, None)
+    scope = opts.scope(model)
     limits = ServerLimits(cache_bytes=cache_mb * 1024 * 1024, max_upload_bytes=max_upload_mb * 1024 * 1024)
-    run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=size, limits=limits,
+    run_server(scope, images=images, host=host, port=port, layers=layer or None, kind=kind, size=opts.size, limits=limits,
                echo=_echo, warn=lambda text: typer.echo(text, err=True), scan=scan)
 
 
