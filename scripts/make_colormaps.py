@@ -9,26 +9,13 @@ Each entry of the archive is a ``(256, 3)`` ``uint8`` array named after the matp
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
-NAMES = (
-    "viridis",
-    "magma",
-    "inferno",
-    "plasma",
-    "cividis",
-    "gray",
-    "RdBu_r",
-    "coolwarm",
-    "seismic",
-    "bwr",
-    "PiYG",
-    "turbo",
-    "jet",
-    "hot",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from convscope.render.colormap import BUNDLED_COLORMAPS as NAMES  # noqa: E402  (one list of names)
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "convscope" / "render" / "colormaps.npz"
 
