@@ -134,6 +134,19 @@ def test_kwargs_with_a_demo_model_is_an_error():
                           "--kwargs applies to package.module:Factory models")
 
 
+@pytest.mark.parametrize("command, options, needle", [
+    ("activations", ["--slices", "axial"], "--slices applies to NIfTI/DICOM volumes, but in.png is a 2D image"),
+    ("unet", ["--window", "lung", "--roi", "center"], "--window, --roi apply to NIfTI/DICOM volumes"),
+    ("cam", ["--slice", "axial:3"], "--slice applies to NIfTI/DICOM volumes"),
+    ("layers", ["--series", "1.2.3"], "--series applies to NIfTI/DICOM volumes"),
+])
+def test_volume_options_with_a_2d_image_are_refused_not_ignored(tmp_path, png, command, options, needle):
+    out = tmp_path / "out"
+    args = [command, "demo:unet", str(png), *options] + (["-o", str(out)] if command != "layers" else [])
+    assert_one_line_error(cli(*args), needle, "leave")
+    assert not out.exists()
+
+
 def test_out_below_an_existing_file_is_one_line(tmp_path, png):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("mine")

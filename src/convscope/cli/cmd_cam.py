@@ -70,7 +70,7 @@ def build_target(
 def register(app: typer.Typer) -> None:
     """Add the ``cam`` command to ``app`` (called once from ``cli/main.py``)."""
     from .main import ModelArg, _echo, _echo_chunks, _image_or_channels
-    from .options import INPUT, MODEL, NO_SHARED, SharedOptions, shared_options
+    from .options import INPUT, MODEL, NO_SHARED, SharedOptions, check_volume_input, shared_options
 
     @app.command()
     @shared_options(*MODEL, *INPUT, "series", "channels", "intensity", "window", "roi", "roi_size", "slice_", "slices")
@@ -102,6 +102,7 @@ def register(app: typer.Typer) -> None:
         """
         target = build_target(cls, mask, region, pixel, predicted, largest, output, reduce)
         source = _image_or_channels(image, opts.channels)
+        check_volume_input(opts, source)
         scope = opts.scope(model)
         plan = scope.plan_slices(source, size=opts.size, what="the CAM (activations and gradients)")  # --slices: chunks
         prepared = scope.prepare(source, size=opts.size)  # a scan is read once (remembered for scope.cam)

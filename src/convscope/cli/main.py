@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .options import INPUT, MODEL, NO_SHARED, VOLUME, SharedOptions, shared_options
+from .options import INPUT, MODEL, NO_SHARED, VOLUME, SharedOptions, check_volume_input, shared_options
 
 app = typer.Typer(
     name="convscope",
@@ -78,6 +78,8 @@ def layers(
     opts: SharedOptions = NO_SHARED,
 ) -> None:
     """List the layers: name, kind, kernel, stride, groups, output shape, parameters."""
+    if image is not None:
+        check_volume_input(opts, image)
     scope = opts.scope(model)
     table = scope.layers(image, kind=kind, containers=containers, size=opts.size)
     if as_json:
@@ -143,6 +145,7 @@ def activations(
     3D scans also get input.planes.png and LAYER.planes.png (axial/coronal/sagittal, radiological).
     """
     image = _image_or_channels(image, opts.channels)
+    check_volume_input(opts, image)
     scope = opts.scope(model)
     manifest = scope.save_activations(
         image, out, layer or None, kind=kind, top=top, order=order, samples=sample or None, cmap=cmap,
@@ -178,6 +181,7 @@ def unet(
     if cam_class and not cam:
         raise ValueError("--class chooses the class of the CAM row; add --cam (or use --target for the gradient share)")
     image = _image_or_channels(image, opts.channels)
+    check_volume_input(opts, image)
     scope = opts.scope(model)
     plan = scope.plan_slices(image, size=opts.size, what="the U-Net flow (every layer)")  # --slices: chunks that fit
     prepared = scope.prepare(image, size=opts.size)

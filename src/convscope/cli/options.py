@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-__all__ = ["SharedOptions", "NO_SHARED", "shared_options", "MODEL", "INPUT", "VOLUME", "SHARED"]
+__all__ = ["SharedOptions", "NO_SHARED", "shared_options", "check_volume_input", "MODEL", "INPUT", "VOLUME", "SHARED"]
 
 KwargsOpt = Annotated[Optional[str], typer.Option("--kwargs", help="JSON keyword arguments for the factory, e.g. '{\"in_channels\": 1}'")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="state dict file (.safetensors, .pt, .pth), loaded with weights_only=True")]
@@ -104,6 +104,28 @@ class SharedOptions:
 
 NO_SHARED = SharedOptions()
 """The default of a command's ``opts`` parameter (typer never sees it: :func:`shared_options` fills it)."""
+
+
+_VOLUME_FLAGS = {"series": "--series", "intensity": "--intensity", "window": "--window", "roi": "--roi",
+                 "roi_size": "--roi-size", "slice_": "--slice", "slices": "--slices", "labels_map": "--label-map"}
+
+
+def check_volume_input(opts: SharedOptions, image: Any) -> None:
+    """Refuse volume options (``--slices``, ``--window`` ...) given with an input that is not a scan:
+    they would be silently ignored. ``--channels`` makes the input a volume stack itself."""
+    from ..errors import ImageInputError
+    from ..io.readers import reader_for_path
+
+    given = [flag for name, flag in _VOLUME_FLAGS.items() if opts.values.get(name) is not None]
+    if not given or opts.channels or not isinstance(image, str):
+        return
+    path = Path(image)
+    reader = reader_for_path(path) if path.exists() else None
+    if reader is not None and not reader.volume:
+        raise ImageInputError(
+            f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to NIfTI/DICOM volumes, but {path.name} is a "
+            f"{'2D image' if path.suffix.lower() != '.npy' else 'numpy array'}; leave {'it' if len(given) == 1 else 'them'} out"
+        )
 
 
 def shared_options(*names: str) -> Callable[[F], F]:
