@@ -280,7 +280,8 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
                       r.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False).pixels) for r in cams]
             shared = cams[0].post.scope == "shared" or len(cams) == 1
             lo, hi = (float(v) for v in cams[0].scale[sample])
-            rows.append(render_cam_row(tiles, title=f"{method}", cmap=cmap, lo=lo, hi=hi, thumb=thumb,
+            where = f" - {(cams[0].view or FIRST_AXIS).label()}" if cams[0].data.ndim == 4 else ""
+            rows.append(render_cam_row(tiles, title=f"{method}{where}", cmap=cmap, lo=lo, hi=hi, thumb=thumb,
                                        labels=None if shared else ("0", "1 = each map's max")).pixels)
         width = max(r.shape[1] for r in rows)
         canvas = np.full((sum(r.shape[0] for r in rows), width, 3), 255, dtype=np.uint8)

@@ -132,9 +132,11 @@ class Scope:
     def prepare(self, image: Any, *, size: Any = None, normalize: str | None = None) -> PreparedInput:
         """Turn ``image`` (path, array, PIL image, tensor, or a list of them) into a model batch.
 
-        A volume file (NIfTI, DICOM) is read once: the last one prepared is remembered (by path,
+        A :class:`PreparedInput` is returned as it is. A volume file (NIfTI, DICOM) is read once: the last one prepared is remembered (by path,
         modification time and options), so :meth:`check_memory` and the command share one read.
         """
+        if isinstance(image, PreparedInput):  # prepared already (a viewer's cached input): as it is
+            return image
         key = self._volume_key(image, size, normalize)
         if key is not None and self._volume_cache is not None and self._volume_cache[0] == key:
             return self._volume_cache[1]

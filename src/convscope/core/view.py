@@ -107,6 +107,11 @@ class MiddleView:
     def _full(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         return self.spatial if self.spatial is not None else _triple(shape[-3:])
 
+    def depth(self, shape: tuple[int, ...]) -> int:
+        """How many slices the view can show of an array whose last three axes are ``shape[-3:]``
+        (along Z for the axial view, along the first axis otherwise)."""
+        return int(shape[-3] if self.plane is None else shape[-1])
+
     def index(self, shape: tuple[int, ...]) -> int:
         """The slice index (along Z for the axial view, the first axis otherwise) in an array whose
         last three axes are ``shape[-3:]``."""
@@ -134,12 +139,15 @@ class MiddleView:
         ey = _nearest(self.region[1] - 1, b, self.spatial[1]) + 1
         return slice(0, ex), slice(0, ey)
 
-    def take(self, arr: np.ndarray) -> np.ndarray:
-        """``(..., a, b, c)`` -> ``(..., rows, cols)``: the view's slice (a numpy view, not a copy)."""
+    def take(self, arr: np.ndarray, index: int | None = None) -> np.ndarray:
+        """``(..., a, b, c)`` -> ``(..., rows, cols)``: the view's slice (a numpy view, not a copy).
+
+        ``index``: another slice of the same plane (``0 <= index <`` :meth:`depth`), e.g. a viewer's
+        slider; default the middle of the fed region (:meth:`index`)."""
         data = np.asarray(arr)
         if data.ndim < 3:
             raise ValueError(f"a middle view needs an array with 3 spatial axes, got shape {data.shape}")
-        k = self.index(data.shape)
+        k = self.index(data.shape) if index is None else int(index)
         if self.plane is None:
             return data[..., k, :, :]
         sx, sy = self._crop(data.shape)
@@ -170,6 +178,10 @@ class MiddleView:
         return np.ascontiguousarray(picture[:, cols])
 
     # -- words -----------------------------------------------------------------------------------
+    def axis_text(self) -> str:
+        """What a slice index of this view counts: ``"z (axial, radiological)"`` or ``"D (first axis)"``."""
+        return "z (axial, radiological)" if self.plane == "axial" else "D (first spatial axis)"
+
     def label(self, shape: tuple[int, ...] | None = None) -> str:
         """What :meth:`take` of an array of ``shape`` shows, e.g. ``"axial slice z=40 of the input"``."""
         if self.plane is None:

@@ -20,7 +20,7 @@ from .readers import Reader, reader_for_path, register_reader
 from .volume_prep import VolumeInput, VolumeOptions
 
 __all__ = [
-    "PreparedInput", "prepare_input", "input_layout", "planned_shape", "to_display_image", "parse_size",
+    "PreparedInput", "prepare_input", "input_layout", "planned_shape", "to_display_image", "volume_display", "parse_size",
     "parse_normalize", "IMAGE_SUFFIXES",
 ]
 
@@ -588,7 +588,7 @@ def _prepare_volume(
         display: np.ndarray | None = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
     elif spatial_dims == 3 and batch.ndim == 5:
         view = MiddleView.of_volume(record)
-        display = _volume_display(volume, record, view, tuple(batch.shape[2:]))
+        display = volume_display(record, view, tuple(batch.shape[2:]))
     else:
         display = _display(batch)
     stats = parse_normalize(normalize, batch.shape[1])
@@ -600,25 +600,30 @@ def _prepare_volume(
                          volume=record, view=view)
 
 
-def _volume_display(volume: Volume, record: VolumeInput, view: MiddleView, spatial: tuple[int, ...]) -> np.ndarray:
+def volume_display(record: VolumeInput, view: MiddleView, spatial: tuple[int, ...], *,
+                   index: int | None = None) -> np.ndarray:
     """``(1, rows, cols, 3)`` uint8: the first channel's ORIGINAL intensities through the display window
-    (never the model's intensity transform) on ``view``'s axial slice of the region fed to a 3D model.
+    (never the model's intensity transform) on ``view``'s axial slice of the region fed to a 3D model
+    (``spatial``: the batch's spatial shape; ``index``: another batch z than the middle one).
 
     Only that one slice is windowed. Without ``--size`` it is :meth:`MiddleView.take` of the fed box
     (padding cropped); with ``--size`` the box's voxels picked by the same nearest-neighbour indices
-    as the batch's resize (padding, if any, black)."""
+    as the batch's resize."""
     from .volume_prep import channel_window, plane_slice, window_function
 
+    volume = record.volume
     first = volume.data[0]
     window, _ = window_function(channel_window(record.window, 0), volume.units, first)
     (x0, y0, z0), (sx, sy, sz) = record.roi_start, record.roi_shape
+    k = view.index(spatial) if index is None else int(index)
     if view.region is not None:  # the fed box at the batch's resolution: the slice as take() cuts it
-        k = view.index(spatial)
+        if k >= sz:  # a slice of the zero padding: black
+            return np.zeros((1, sy, sx, 3), dtype=np.uint8)
         plane = first[x0:x0 + sx, y0:y0 + sy, z0 + k]
     else:  # resized by --size: the nearest source voxel of each batch voxel (as _resize picks them)
         idx = [np.clip(np.round((np.arange(n) + 0.5) * s / n - 0.5).astype(int), 0, s - 1)
                for n, s in zip(spatial, (sx, sy, sz))]
-        kz = int(idx[2][view.index(spatial)])
+        kz = int(idx[2][k])
         plane = first[x0:x0 + sx, y0:y0 + sy, z0 + kz][np.ix_(idx[0], idx[1])]
     unit = window(plane_slice(np.asarray(plane)[..., None], "axial", 0))
     return np.repeat((unit[None, ..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)

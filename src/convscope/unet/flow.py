@@ -682,6 +682,8 @@ class UNetCam:
         first = next(iter(self.maps.values()), None)
         lo, hi = (0.0, 1.0) if first is None else (float(v) for v in first.scale[sample])
         title = f"{self.method} for {_target_text(self.cams.target)}, from {first.output_name if first else '?'}"
+        if first is not None and first.data.ndim == 4:  # 3D maps: say which plane the tiles show
+            title += f" - {(first.view or FIRST_AXIS).label()}"
         picture = render_cam_row(tiles, title=title, cmap=cmap, lo=lo, hi=hi, thumb=thumb,
                                  footer=[f"no map for {r}: {why}" for r, why in self.missing.items()])
         picture.meta.update(kind="unet_cam", method=self.method, sample=sample)
