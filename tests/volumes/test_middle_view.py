@@ -261,3 +261,40 @@ def test_size_resize_shows_the_whole_resized_batch(scans):
     assert prepared.display.shape == (1, 8, 8, 3)
     row, col = _marker_quadrant(prepared.display[0])
     assert row < 0.5 and col > 0.5
+
+
+def test_roi_view_names_the_volume_slice_and_crops_the_box(scans):
+    truth, iso, _ = scans
+    torch.manual_seed(0)
+    scope = cs.Scope(UNet(levels=3, dims=3).eval())
+    scope.volume_options = VolumeOptions(roi="center", roi_size="6,6,3")
+    prepared = scope.prepare(str(iso))
+    record, view = prepared.volume, prepared.view
+    (x0, y0, z0), (sx, sy, sz) = record.roi_start, record.roi_shape
+    assert (sx, sy, sz) == (6, 6, 3) and prepared.batch.shape[2:] == (8, 8, 4)  # padded to 4
+    z = z0 + sz // 2
+    assert view.label() == f"axial slice z={z} of the input" and view.describe()["z"] == z
+    full = _windowed(truth, z)  # window over the whole scan; then the box, in radiological order
+    rows = slice(truth.shape[1] - (y0 + sy), truth.shape[1] - y0)
+    cols = slice(truth.shape[0] - (x0 + sx), truth.shape[0] - x0)
+    np.testing.assert_array_equal(prepared.display[0], full[rows, cols])
+
+
+def test_cli_unet_and_cam_manifests_name_the_view(tmp_path, scans):
+    from .test_cli_volumes import KW, UNET, convscope
+
+    _truth, iso, _ = scans
+    out = tmp_path / "unet"
+    r = convscope("unet", UNET, str(iso), "--kwargs", KW, "--cam", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    for kind in ("unet_flow", "unet_level", "unet_cam"):
+        entry = next(e for e in files if e.get("kind") == kind)
+        assert entry["view"]["plane"] == "axial" and entry["view"]["z"] == Z_MID, kind
+    out = tmp_path / "cam"
+    r = convscope("cam", UNET, str(iso), "--kwargs", KW, "--layer", "down.1.0", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["view"]["label"] == f"axial slice z={Z_MID} of the input"
+    entry = next(e for e in manifest["files"] if e.get("kind") == "cam")
+    assert entry["view"]["plane"] == "axial" and f"axial slice z={Z_MID}" in entry["title"]

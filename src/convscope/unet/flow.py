@@ -687,6 +687,8 @@ class UNetCam:
         picture = render_cam_row(tiles, title=title, cmap=cmap, lo=lo, hi=hi, thumb=thumb,
                                  footer=[f"no map for {r}: {why}" for r, why in self.missing.items()])
         picture.meta.update(kind="unet_cam", method=self.method, sample=sample)
+        if first is not None and first.data.ndim == 4:
+            picture.meta["view"] = (first.view or FIRST_AXIS).describe()
         return picture
 
 
