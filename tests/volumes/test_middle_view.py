@@ -216,7 +216,11 @@ def test_activation_overlay_of_a_volume_uses_the_view(scans):
     act = acts["down.0.0"]
     assert act.view is not None and act.view.plane == "axial"
     pic = act.overlay(channel="mean")
-    assert pic.pixels.shape[:2] == (SHAPE[1], SHAPE[0])
+    assert pic.meta["view"]["plane"] == "axial" and pic.meta["view"]["z"] == Z_MID
+    # the map's slice is the axial view (drawn over the display of the same shape)
+    np.testing.assert_array_equal(act.view.take(act.channel_map("mean", 0)),
+                                  _level_slice(act.channel_map("mean", 0), tuple(act.data.shape[2:])))
+    assert act.input_display.shape[:2] == act.view.take(act.channel_map("mean", 0)).shape
 
 
 def test_a_plain_3d_array_keeps_the_first_axis_middle_slice(tmp_path):

@@ -255,15 +255,20 @@ class Activation:
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"overlays need 2D or 3D maps; {self.layer!r} has {self.spatial_dims} spatial axes")
         amap = self.channel_map(channel, sample)
+        where = ""
         if self.spatial_dims == 3:
-            amap = (self.view or FIRST_AXIS).take(amap)
+            view = self.view or FIRST_AXIS
+            where = f", {view.label(amap.shape)}"
+            amap = view.take(amap)
         base = self.input_display if image is None else to_display_image(image, sample=sample)
         if base is None:
             raise ValueError("no input image to overlay on: pass image=... (the input given to activations())")
         picture = render_overlay(base, amap, cmap=cmap, alpha=alpha, scale=scale,
-                                 title=f"{self.layer} ({channel if isinstance(channel, str) else f'channel {channel}'})"
+                                 title=f"{self.layer} ({channel if isinstance(channel, str) else f'channel {channel}'}{where})"
                                  if title is None else title)
         picture.meta.update(layer=self.layer, kind="overlay", channel=channel, sample=sample, shape=list(self.shape))
+        if self.spatial_dims == 3:
+            picture.meta["view"] = (self.view or FIRST_AXIS).describe()
         return picture
 
     def _repr_png_(self) -> bytes:
