@@ -254,7 +254,9 @@ class Scope:
 
         spec = self.adapter.input_spec()
         record = self._slice_record(image, size)
-        if self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
+        if isinstance(image, PreparedInput):  # prepared already: its batch is the model input
+            image = image.batch
+        elif self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
             image = self.prepare(image, size=size).batch      # (fit, ROI, slices); the read is remembered
         shape = planned_shape(image, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
         leaves = [info for info in self.adapter.layers() if info.is_leaf]
