@@ -22,6 +22,7 @@ import numpy as np
 
 from .core import attribution as at
 from .core.objective import Objective
+from .core.view import FIRST_AXIS, MiddleView
 
 if TYPE_CHECKING:
     from .render.picture import Picture
@@ -50,7 +51,10 @@ class CamResult:
         output_name: the tensor the gradient (or score) started from.
         post: the post-processing.
         notes: why a map is empty, per sample (e.g. the gradient is zero at this layer).
-        display: ``(N, H, W, 3)`` uint8 pictures of the input (middle slice in 3D), or None.
+        display: ``(N, H, W, 3)`` uint8 pictures of the input (3D: :attr:`view`'s slice), or None.
+        view: for 3D maps, how they become pictures (:class:`~convscope.core.view.MiddleView`: a
+            volume's axial middle plane in radiological view); None: the middle slice along the
+            first spatial axis.
     """
 
     layer: str
@@ -63,6 +67,7 @@ class CamResult:
     post: at.PostProcess
     notes: tuple[str, ...] = ()
     display: np.ndarray | None = field(default=None, repr=False)
+    view: MiddleView | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -86,12 +91,14 @@ class CamResult:
         }
 
     def slice2d(self, sample: int = 0) -> tuple[np.ndarray, str]:
-        """``(h, w)`` map of one sample to draw and what it is (middle slice for 3D, a strip for 1D)."""
+        """``(h, w)`` map of one sample to draw and what it is (3D: :attr:`view`'s slice, e.g. "axial slice
+        z=40 of the input"; 1D: a strip)."""
         if not -self.data.shape[0] <= sample < self.data.shape[0]:
             raise ConvscopeError(f"sample {sample} is out of range: the batch has {self.data.shape[0]} sample(s)")
         m = self.data[sample]
         if m.ndim == 3:
-            return m[m.shape[0] // 2], f"middle slice {m.shape[0] // 2} of {m.shape[0]}"
+            view = self.view or FIRST_AXIS
+            return view.take(m), view.label(m.shape)
         if m.ndim == 1:
             return np.repeat(m[None], max(8, m.shape[0] // 8), axis=0), "1D map"
         return m, ""
@@ -128,10 +135,19 @@ class CamResult:
 
             image = to_display_image(image)
         lo, hi = (float(v) for v in self.scale[sample])
+        meta: dict[str, Any] = {"kind": "cam", "method": self.method, "layer": self.layer, "sample": sample}
+        aspect = None
+        if self.data.ndim == 4:
+            view = self.view or FIRST_AXIS
+            meta["view"] = view.describe()
+            shape = tuple(self.data.shape[1:])
+
+            def aspect(pixels: np.ndarray) -> np.ndarray:
+                return view.stretch(pixels, shape)
         return _overlay_picture(
             np.asarray(image), amap, fixed=self.post.normalize != "none", lo=lo, hi=hi, cmap=cmap, alpha=alpha,
             colorbar=colorbar, title=f"{self.method} at {self.layer}" + (f" ({what})" if what else ""),
-            meta={"kind": "cam", "method": self.method, "layer": self.layer, "sample": sample},
+            meta=meta, aspect=aspect,
         )
 
 
@@ -147,9 +163,11 @@ def _overlay_picture(
     colorbar: bool,
     title: str,
     meta: dict[str, Any],
+    aspect: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
     """Blend ``amap`` over ``image``: with ``fixed``, ``amap`` is already in ``[0, 1]`` (the CAM's own
-    scale, drawn as is); otherwise :func:`render_overlay` normalises it on its own range."""
+    scale, drawn as is); otherwise :func:`render_overlay` normalises it on its own range. ``aspect``:
+    applied to the blended picture (a 3D view's physical aspect) before the colour bar."""
     from .render.colormap import apply_colormap, get_colormap
     from .render.flow import blend
     from .render.grid import render_overlay
@@ -169,6 +187,8 @@ def _overlay_picture(
         pixels = pic.pixels
         finite = amap[np.isfinite(amap)]
         value_lo, value_hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if aspect is not None:
+        pixels = aspect(pixels)
     if colorbar:
         pixels = _with_colorbar(pixels, get_colormap(cmap), value_lo, value_hi)
     info = dict(meta)
@@ -207,8 +227,10 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
     """
 
     def __init__(self, results: Sequence[CamResult], *, passes: dict[str, int], target: dict[str, Any],
-                 chunks: dict[str, Any] | None = None) -> None:
+                 chunks: dict[str, Any] | None = None, view: MiddleView | None = None) -> None:
         self._items = {(r.layer, r.method): r for r in results}
+        self.view = view
+        """For 3D maps: how they are drawn (:class:`~convscope.core.view.MiddleView`), else None."""
         self.passes = dict(passes)
         self.target = target
         self.chunks = chunks
@@ -258,7 +280,8 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
                       r.overlay(sample=sample, cmap=cmap, alpha=alpha, colorbar=False).pixels) for r in cams]
             shared = cams[0].post.scope == "shared" or len(cams) == 1
             lo, hi = (float(v) for v in cams[0].scale[sample])
-            rows.append(render_cam_row(tiles, title=f"{method}", cmap=cmap, lo=lo, hi=hi, thumb=thumb,
+            where = f" - {(cams[0].view or FIRST_AXIS).label()}" if cams[0].data.ndim == 4 else ""
+            rows.append(render_cam_row(tiles, title=f"{method}{where}", cmap=cmap, lo=lo, hi=hi, thumb=thumb,
                                        labels=None if shared else ("0", "1 = each map's max")).pixels)
         width = max(r.shape[1] for r in rows)
         canvas = np.full((sum(r.shape[0] for r in rows), width, 3), 255, dtype=np.uint8)
@@ -270,7 +293,10 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
                                             "layers": self.layers})
 
     def manifest(self) -> dict[str, Any]:
-        return {"target": self.target, "passes": self.passes, "maps": [r.describe() for r in self._items.values()]}
+        out = {"target": self.target, "passes": self.passes, "maps": [r.describe() for r in self._items.values()]}
+        if self.view is not None:
+            out["view"] = self.view.describe()
+        return out
 
     def save(self, out_dir: str | os.PathLike[str], *, arrays: bool = False, cmap: str = "jet", alpha: float = 0.5,
              volume: Any = None) -> Path:
@@ -289,6 +315,8 @@ class CamSet(Mapping[tuple[str, str], CamResult]):
             info["volume"] = volume.describe()
         if self.chunks is not None:
             info["chunks"] = self.chunks
+        if self.view is not None and any(r.data.ndim == 4 for r in self._items.values()):
+            info["view"] = self.view.describe()
         stack = volume is not None and volume.plane is not None and len(volume.slice_indices) > 1
         with OutputDir(out_dir, info=info) as out:
             for r in self._items.values():
@@ -411,7 +439,7 @@ def merge_cam_sets(parts: Sequence[tuple[int, CamSet]], post: at.PostProcess) ->
         data, scales = at.postprocess([r.raw for r in results], tuple(results[0].data.shape[1:]), post)
         results = [dataclasses.replace(r, data=d, scale=sc) for r, d, sc in zip(results, data, scales)]
     passes = {k: sum(cams.passes.get(k, 0) for _, cams in parts) for k in first.passes}
-    return CamSet(results, passes=passes, target=first.target)
+    return CamSet(results, passes=passes, target=first.target, view=first.view)
 
 
 def _split_call(name: str) -> tuple[str, int]:
@@ -438,6 +466,7 @@ def compute_cams(
     scorecam_budget_mb: float = DEFAULT_SCORECAM_BUDGET_MB,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    view: MiddleView | None = None,
 ) -> CamSet:
     """Every ``method`` at every layer of ``layers`` for ``target`` on ``batch``.
 
@@ -452,6 +481,8 @@ def compute_cams(
         scorecam_budget_mb: memory budget of one chunk of Score-CAM's masked inputs.
         progress: Score-CAM progress bar on stderr.
         echo: where to print Score-CAM's pass count (default stderr).
+        view: for a 3D batch, how its maps are drawn (``PreparedInput.view``: a volume's axial middle
+            plane); None: the middle slice along the first spatial axis.
     Passes: one forward + one backward for all gradient and input methods and Eigen-CAM; Score-CAM
     adds ``sum_layers N*C`` forward-passed masked inputs, batched.
     """
@@ -545,10 +576,10 @@ def compute_cams(
     described = target.describe()
     results = [
         CamResult(layer=layer, method=m, raw=raw, data=d, scale=s, target=described, output_name=oname, post=post,
-                  notes=tuple(notes), display=display)
+                  notes=tuple(notes), display=display, view=view if arr.ndim == 5 else None)
         for (layer, m, raw, notes, oname), d, s in zip(raws, data, scales)
     ]
-    return CamSet(results, passes=passes, target=described)
+    return CamSet(results, passes=passes, target=described, view=view if arr.ndim == 5 else None)
 
 
 def _scorecam(

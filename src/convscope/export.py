@@ -256,7 +256,7 @@ def write_activations(
             # projections) and only its picture is queued, so no job holds a volume: memory stays
             # near the forward pass's own however big the volumes are. With chunks, ``data`` holds
             # samples ``offset..offset + len(data)`` of the batch.
-            act = Activation(layer=name, data=data)
+            act = Activation(layer=name, data=data, view=prepared.view)  # 3D: the display's plane (a scan: axial)
             stem = safe_filename(name)
             volume_now = data.ndim == 5
             whole = [batch_size, *data.shape[1:]]

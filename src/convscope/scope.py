@@ -132,9 +132,11 @@ class Scope:
     def prepare(self, image: Any, *, size: Any = None, normalize: str | None = None) -> PreparedInput:
         """Turn ``image`` (path, array, PIL image, tensor, or a list of them) into a model batch.
 
-        A volume file (NIfTI, DICOM) is read once: the last one prepared is remembered (by path,
+        A :class:`PreparedInput` is returned as it is. A volume file (NIfTI, DICOM) is read once: the last one prepared is remembered (by path,
         modification time and options), so :meth:`check_memory` and the command share one read.
         """
+        if isinstance(image, PreparedInput):  # prepared already (a viewer's cached input): as it is
+            return image
         key = self._volume_key(image, size, normalize)
         if key is not None and self._volume_cache is not None and self._volume_cache[0] == key:
             return self._volume_cache[1]
@@ -168,7 +170,9 @@ class Scope:
             batch = np.concatenate([p.batch for p in parts], axis=0)
             shown = [p.display for p in parts if p.display is not None]
             display = np.concatenate(shown, axis=0) if len(shown) == len(parts) else None
-            return PreparedInput(batch=batch, display=display, source=", ".join(p.source for p in parts))
+            views = {p.view for p in parts}  # 3D parts: one view for all of them (else the batch cannot be one)
+            return PreparedInput(batch=batch, display=display, source=", ".join(p.source for p in parts),
+                                 view=views.pop() if len(views) == 1 else None)
         expected = spec.spatial_size
         return prepare_input(
             image,
@@ -250,7 +254,9 @@ class Scope:
 
         spec = self.adapter.input_spec()
         record = self._slice_record(image, size)
-        if self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
+        if isinstance(image, PreparedInput):  # prepared already: its batch is the model input
+            image = image.batch
+        elif self._volume_key(image, size, None) is not None:  # a volume's model input depends on its read
             image = self.prepare(image, size=size).batch      # (fit, ROI, slices); the read is remembered
         shape = planned_shape(image, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
         leaves = [info for info in self.adapter.layers() if info.is_leaf]
@@ -357,7 +363,8 @@ class Scope:
         result = self.adapter.capture(prepared.batch, names, train_mode=train)
         display = prepared.display[0] if prepared.display is not None else None
         items = {
-            name: Activation(layer=name, data=data, source_dtype=result.dtypes.get(name, "float32"), input_display=display)
+            name: Activation(layer=name, data=data, source_dtype=result.dtypes.get(name, "float32"), input_display=display,
+                             view=prepared.view)
             for name, data in result.activations.items()
         }
         return ActivationSet(items, output=result.output, input_batch=prepared.batch,
@@ -429,7 +436,8 @@ class Scope:
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
-                               adapter=self.adapter, chunks=plan.ranges() if plan.chunks > 1 else None)
+                               adapter=self.adapter, chunks=plan.ranges() if plan.chunks > 1 else None,
+                               view=prepared.view)
 
     # -- attribution ---------------------------------------------------------------------------
     @overload
@@ -501,7 +509,7 @@ class Scope:
 
         def run(batch: np.ndarray, goal: Any, display: np.ndarray | None) -> CamSet:
             return compute_cams(self.adapter, batch, names, goal, methods, post=post, display=display,
-                                scorecam_budget_mb=budget_mb, progress=progress)
+                                scorecam_budget_mb=budget_mb, progress=progress, view=prepared.view)
 
         if plan is None or plan.chunks == 1:
             result = run(prepared.batch, target, prepared.display)

@@ -30,6 +30,7 @@ def run_unet(
     progress: bool | None = None,
     cam_classes: Any = None,
     chunks: Any = None,
+    view: Any = None,
 ) -> list[Path]:
     """Find the U-Net, draw its flow and level panels, and write them with ``unet.json``.
 
@@ -50,6 +51,8 @@ def run_unet(
         chunks: a :class:`~convscope.core.budget.ChunkPlan` (``Scope.plan_slices``): the slices of a
             volume fed to a 2D U-Net go through the model chunk by chunk (skip metrics, input channel
             shares and the plane figures cover every slice; the flow and level figures show slice 0).
+        view: how 3D maps are drawn (``prepare(...).view``); None: a 3D ``volume``'s axial middle plane
+            (:meth:`~convscope.core.view.MiddleView.of_volume`), else the middle slice along the first axis.
 
     Returns:
         The written paths: ``flow.png``, ``level-N.png``..., ``unet.json``, ``manifest.json``.
@@ -75,8 +78,12 @@ def run_unet(
             from ..volume_views import SliceStack  # a 2D U-Net on every slice: keep per-slice reductions only
 
             stack = SliceStack(int(batch.shape[0]))
+        if view is None and volume is not None and volume.plane is None and np.ndim(batch) == 5:
+            from ..core.view import MiddleView
+
+            view = MiddleView.of_volume(volume)
         flow = build_unet_flow(backend, batch, display, target=target, mask=mask, adapter=adapter, chunks=ranges,
-                               on_chunk=stack)
+                               on_chunk=stack, view=view)
         cams = []
         if cam_classes is not None:
             from ..core import targets

@@ -75,7 +75,7 @@ def _volume_demo(out: Path, *, seed: int, echo: Callable[[str], None]) -> dict[s
     layers = ["enc1.2", "enc2.5", "bottleneck.5", "dec2.5", "dec1.5", "head"]
     manifest = write_activations(scope, str(scan), out / "activations", layers)
     prepared = scope.prepare(str(scan))
-    run_unet(scope.adapter, prepared.batch, None, out / "unet", volume=prepared.volume)
+    run_unet(scope.adapter, prepared.batch, None, out / "unet", volume=prepared.volume, view=prepared.view)
     import json
 
     unet_files = json.loads((out / "unet" / "manifest.json").read_text())["files"]

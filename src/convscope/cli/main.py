@@ -188,7 +188,8 @@ def unet(
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
                      out, target=target, mask=mask_array, thumbnail=thumbnail, top=top, formats=fmt, volume=prepared.volume,
-                     progress=progress, cam_classes=(cam_class or []) if cam else None, chunks=plan)
+                     progress=progress, cam_classes=(cam_class or []) if cam else None, chunks=plan,
+                     view=prepared.view)
     _echo(f"wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out}: " + ", ".join(Path(p).name for p in paths))
     _echo_chunks(plan.describe(), prepared.volume.plane if prepared.volume is not None else "")
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .view import FIRST_AXIS, MiddleView
+
 if TYPE_CHECKING:
     from ..render.picture import Picture
 
@@ -85,6 +87,9 @@ class Activation:
     data: np.ndarray
     source_dtype: str = "float32"
     input_display: np.ndarray | None = field(default=None, repr=False)
+    view: MiddleView | None = field(default=None, repr=False)
+    """3D maps: how they become pictures (:class:`~convscope.core.view.MiddleView`, a volume's axial
+    middle plane); None: the middle slice along the first spatial axis."""
 
     def __post_init__(self) -> None:
         if self.data.ndim < 2:
@@ -241,7 +246,8 @@ class Activation:
                 use the input recorded at capture time.
             channel: channel index, or ``"mean"``/``"max"``/``"l2"`` across channels.
             alpha: weight of the heat map (0 = only the image, 1 = only the map).
-        For 3D activations the middle slice along the first spatial axis is used.
+        For 3D activations the :attr:`view`'s slice is used (a volume's axial middle plane in
+        radiological view; without a view the middle slice along the first spatial axis).
         """
         from ..io.images import to_display_image
         from ..render.grid import render_overlay
@@ -249,15 +255,20 @@ class Activation:
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"overlays need 2D or 3D maps; {self.layer!r} has {self.spatial_dims} spatial axes")
         amap = self.channel_map(channel, sample)
+        where = ""
         if self.spatial_dims == 3:
-            amap = amap[amap.shape[0] // 2]
+            view = self.view or FIRST_AXIS
+            where = f", {view.label(amap.shape)}"
+            amap = view.take(amap)
         base = self.input_display if image is None else to_display_image(image, sample=sample)
         if base is None:
             raise ValueError("no input image to overlay on: pass image=... (the input given to activations())")
         picture = render_overlay(base, amap, cmap=cmap, alpha=alpha, scale=scale,
-                                 title=f"{self.layer} ({channel if isinstance(channel, str) else f'channel {channel}'})"
+                                 title=f"{self.layer} ({channel if isinstance(channel, str) else f'channel {channel}'}{where})"
                                  if title is None else title)
         picture.meta.update(layer=self.layer, kind="overlay", channel=channel, sample=sample, shape=list(self.shape))
+        if self.spatial_dims == 3:
+            picture.meta["view"] = (self.view or FIRST_AXIS).describe()
         return picture
 
     def _repr_png_(self) -> bytes:

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from ..core.view import FIRST_AXIS, MiddleView
 from ..core.volume import Volume
 from ..errors import ImageInputError
 from .readers import Reader, reader_for_path, register_reader
 from .volume_prep import VolumeInput, VolumeOptions
 
 __all__ = [
-    "PreparedInput", "prepare_input", "input_layout", "planned_shape", "to_display_image", "parse_size",
+    "PreparedInput", "prepare_input", "input_layout", "planned_shape", "to_display_image", "volume_display", "parse_size",
     "parse_normalize", "IMAGE_SUFFIXES",
 ]
 
@@ -37,10 +38,14 @@ class PreparedInput:
 
     Attributes:
         batch: ``(N, C, *spatial)`` float32, normalised as requested, channels first.
-        display: ``(N, H, W, 3)`` uint8 pictures of the un-normalised input (2D inputs; middle
-            slice for 3D), or None for 1D signals.
+        display: ``(N, H, W, 3)`` uint8 pictures of the un-normalised input (2D inputs; for 3D
+            inputs the :attr:`view`'s slice: a volume's axial slice in its display window), or None
+            for 1D signals.
         source: a short description (file name or ``"array"``) for manifests.
         volume: :class:`~convscope.io.volume_prep.VolumeInput` for volume inputs, else None.
+        view: for 3D inputs, how every 3D array of this input becomes a picture
+            (:class:`~convscope.core.view.MiddleView`: a volume's axial middle plane in radiological
+            view, else the middle slice along the first spatial axis); None for 1D/2D inputs.
     """
 
     batch: np.ndarray
@@ -48,6 +53,7 @@ class PreparedInput:
     source: str
     volume: VolumeInput | None = None
     """For volume inputs (NIfTI, DICOM, ITK): the volume and how it became ``batch``."""
+    view: MiddleView | None = None
 
 
 def parse_size(size: int | str | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
@@ -424,13 +430,14 @@ def _resize(batch: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def _display(batch: np.ndarray) -> np.ndarray | None:
-    """(N, C, *spatial) un-normalised float -> (N, H, W, 3) uint8, or None for 1D."""
+def _display(batch: np.ndarray, view: MiddleView = FIRST_AXIS) -> np.ndarray | None:
+    """(N, C, *spatial) un-normalised float -> (N, H, W, 3) uint8 (min-max over the batch), or None
+    for 1D; a 3D batch through ``view`` (default the middle slice along the first spatial axis)."""
     if batch.ndim == 3:
         return None
     maps = batch
     if batch.ndim == 5:
-        maps = batch[:, :, batch.shape[2] // 2]
+        maps = view.take(batch)
     channels = maps.shape[1]
     rgb = maps[:, :3] if channels >= 3 else np.repeat(maps[:, :1], 3, axis=1)
     rgb = np.moveaxis(rgb, 1, -1)
@@ -501,7 +508,8 @@ def prepare_input(
         mean, std = stats
         shape = (1, -1) + (1,) * (batch.ndim - 2)
         batch = (batch - mean.reshape(shape)) / std.reshape(shape)
-    return PreparedInput(batch=np.ascontiguousarray(batch, dtype=np.float32), display=display, source=source)
+    return PreparedInput(batch=np.ascontiguousarray(batch, dtype=np.float32), display=display, source=source,
+                         view=FIRST_AXIS if batch.ndim == 5 else None)
 
 
 def _as_volume(image: Any, options: VolumeOptions | None) -> Volume | None:
@@ -569,6 +577,7 @@ def _prepare_volume(
             f"the model takes {want} inputs but the volume gives {'x'.join(map(str, batch.shape[2:]))}; "
             f"pass --size {want} or --roi center --roi-size {','.join(map(str, expected_size))}"
         )
+    view: MiddleView | None = None
     if spatial_dims == 2 and record.plane is not None and wanted is None:
         # the picture under overlays: the same slices, original intensities through the display window
         first = volume.data[0]
@@ -577,6 +586,9 @@ def _prepare_volume(
         rows, cols = batch.shape[2:]
         unit = np.pad(unit, [(0, 0), (0, rows - unit.shape[1]), (0, cols - unit.shape[2])])  # the padding, black
         display: np.ndarray | None = np.repeat((unit[..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
+    elif spatial_dims == 3 and batch.ndim == 5:
+        view = MiddleView.of_volume(record)
+        display = volume_display(record, view, tuple(batch.shape[2:]))
     else:
         display = _display(batch)
     stats = parse_normalize(normalize, batch.shape[1])
@@ -585,7 +597,36 @@ def _prepare_volume(
         shape = (1, -1) + (1,) * (batch.ndim - 2)
         batch = (batch - mean.reshape(shape)) / std.reshape(shape)
     return PreparedInput(batch=np.ascontiguousarray(batch, dtype=np.float32), display=display, source=volume.source,
-                         volume=record)
+                         volume=record, view=view)
+
+
+def volume_display(record: VolumeInput, view: MiddleView, spatial: tuple[int, ...], *,
+                   index: int | None = None) -> np.ndarray:
+    """``(1, rows, cols, 3)`` uint8: the first channel's ORIGINAL intensities through the display window
+    (never the model's intensity transform) on ``view``'s axial slice of the region fed to a 3D model
+    (``spatial``: the batch's spatial shape; ``index``: another batch z than the middle one).
+
+    Only that one slice is windowed. Without ``--size`` it is :meth:`MiddleView.take` of the fed box
+    (padding cropped); with ``--size`` the box's voxels picked by the same nearest-neighbour indices
+    as the batch's resize."""
+    from .volume_prep import channel_window, plane_slice, window_function
+
+    volume = record.volume
+    first = volume.data[0]
+    window, _ = window_function(channel_window(record.window, 0), volume.units, first)
+    (x0, y0, z0), (sx, sy, sz) = record.roi_start, record.roi_shape
+    k = view.index(spatial) if index is None else int(index)
+    if view.region is not None:  # the fed box at the batch's resolution: the slice as take() cuts it
+        if k >= sz:  # a slice of the zero padding: black
+            return np.zeros((1, sy, sx, 3), dtype=np.uint8)
+        plane = first[x0:x0 + sx, y0:y0 + sy, z0 + k]
+    else:  # resized by --size: the nearest source voxel of each batch voxel (as _resize picks them)
+        idx = [np.clip(np.round((np.arange(n) + 0.5) * s / n - 0.5).astype(int), 0, s - 1)
+               for n, s in zip(spatial, (sx, sy, sz))]
+        kz = int(idx[2][k])
+        plane = first[x0:x0 + sx, y0:y0 + sy, z0 + kz][np.ix_(idx[0], idx[1])]
+    unit = window(plane_slice(np.asarray(plane)[..., None], "axial", 0))
+    return np.repeat((unit[None, ..., None] * 255.0 + 0.5).astype(np.uint8), 3, axis=-1)
 
 
 def to_display_image(image: Any, *, sample: int = 0) -> np.ndarray:

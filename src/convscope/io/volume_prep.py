@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.view import PLANES, plane_slice, plane_spacing
 from ..core.volume import Volume, as_triple
 from ..errors import ImageInputError
 
@@ -40,6 +41,7 @@ __all__ = [
     "parse_window",
     "window_unit",
     "plane_slice",
+    "plane_spacing",
     "prepare_volume",
     "total_downsampling",
     "probe_downsampling",
@@ -61,7 +63,6 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 }
 """CT display windows as (level, width) in HU."""
 
-PLANES = ("axial", "coronal", "sagittal")
 MAX_BATCH_BYTES = 4 * 1024**3
 """Refuse to build a model input larger than this (float32), before building it."""
 _PERCENTILE_SAMPLES = 2_000_000
@@ -206,28 +207,7 @@ def window_unit(values: np.ndarray, spec: str | None, units: str = "", reference
 # ------------------------------------------------------------------------------------------------
 
 
-def plane_slice(data: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """``(..., X, Y, Z)`` RAS+ data -> ``(..., rows, cols)`` slice ``index`` of ``plane`` in radiological view.
-
-    axial (index along Z): rows A->P, cols R->L. coronal (index along Y): rows S->I, cols R->L.
-    sagittal (index along X): rows S->I, cols A->P. Permutes and flips only (a view).
-    """
-    if plane == "axial":
-        sl = data[..., :, :, index]  # (..., X, Y)
-        return np.swapaxes(sl[..., ::-1, ::-1], -1, -2)
-    if plane == "coronal":
-        sl = data[..., :, index, :]  # (..., X, Z)
-        return np.swapaxes(sl[..., ::-1, ::-1], -1, -2)
-    if plane == "sagittal":
-        sl = data[..., index, :, :]  # (..., Y, Z)
-        return np.swapaxes(sl[..., ::-1, ::-1], -1, -2)
-    raise ImageInputError(f"plane must be one of {', '.join(PLANES)}; got {plane!r}")
-
-
-def plane_spacing(spacing: tuple[float, float, float], plane: str) -> tuple[float, float]:
-    """(row height, column width) in mm of a :func:`plane_slice` view."""
-    sx, sy, sz = spacing
-    return {"axial": (sy, sx), "coronal": (sz, sx), "sagittal": (sz, sy)}[plane]
+# plane_slice / plane_spacing live in convscope.core.view (numpy only, usable by render/); re-exported here.
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.view import FIRST_AXIS, MiddleView
 from ..errors import ConvscopeError
 from .picture import Picture
 from .scene import (
@@ -151,16 +152,17 @@ class PanelColumn:
 # ------------------------------------------------------------------------------------------------
 
 
-def map_to_2d(maps: np.ndarray, mode: str = "mean") -> np.ndarray:
+def map_to_2d(maps: np.ndarray, mode: str = "mean", view: MiddleView | None = None) -> np.ndarray:
     """One 2-D float map from ``(C, *spatial)`` activations.
 
     Args:
         maps: ``(C, L)``, ``(C, H, W)`` or ``(C, D, H, W)`` real array.
         mode: ``"mean"`` (channel mean) or ``"top"`` (the channel with the largest mean).
+        view: how a 3-D map becomes 2-D (:class:`~convscope.core.view.MiddleView`: a volume's axial
+            middle plane in radiological view); default the middle slice along the first spatial axis.
 
     Returns:
-        ``(H, W)`` float32: 3-D maps give their middle slice along D; 1-D maps a strip
-        ``(max(4, L // 8), L)``.
+        ``(H, W)`` float32: 3-D maps give ``view``'s slice; 1-D maps a strip ``(max(4, L // 8), L)``.
     """
     arr = np.asarray(maps, dtype=np.float32)
     if arr.ndim < 2 or arr.ndim > 4:
@@ -175,7 +177,7 @@ def map_to_2d(maps: np.ndarray, mode: str = "mean") -> np.ndarray:
     else:
         raise ConvscopeError(f"thumbnail must be 'mean' (channel mean) or 'top' (strongest channel), not {mode!r}")
     if flat.ndim == 3:
-        flat = flat[flat.shape[0] // 2]
+        flat = (view or FIRST_AXIS).take(flat)
     if flat.ndim == 1:
         flat = np.repeat(flat[None], max(4, flat.shape[0] // 8), axis=0)
     return np.ascontiguousarray(flat, dtype=np.float32)

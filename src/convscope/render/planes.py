@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.volume import Volume
-from ..io.volume_prep import PLANES, plane_slice, plane_spacing, window_function
+from ..core.view import PLANES, plane_slice, plane_spacing
 from .colormap import apply_colormap
 from .picture import Picture
 
@@ -153,6 +153,8 @@ def render_planes(
     if len(centre) != 3 or any(not 0 <= c < n for c, n in zip(centre, shape)):
         raise ValueError(f"point {centre} is outside the volume {shape}")
     spacing = volume.spacing
+    from ..io.volume_prep import window_function  # lazy: render/ imports no io at module level
+
     win, win_label = window_function(window, volume.units, data)
     ov_lo = ov_hi = 0.0
     if overlay is not None:
@@ -300,6 +302,8 @@ def render_plane(
     count = data.shape[axis]
     if not 0 <= index < count:
         raise ValueError(f"{plane} slice {index} is out of range 0..{count - 1}")
+    from ..io.volume_prep import window_function  # lazy: render/ imports no io at module level
+
     win, win_label = window_function(window, volume.units, data)
 
     def cut(arr: np.ndarray) -> np.ndarray:
@@ -356,6 +360,8 @@ def render_plane_stack(
     axis = _SLICE_AXIS[plane]
     data = volume.data[channel]
     count = data.shape[axis]
+    from ..io.volume_prep import window_function  # lazy: render/ imports no io at module level
+
     win, win_label = window_function(window, volume.units, data)
     extents_mm = [n * s for n, s in zip(volume.shape, volume.spacing)]
     mm_per_px = min(max(max(extents_mm) / size, 1e-9), min(volume.spacing))

@@ -517,19 +517,20 @@ def build_report(
                     image_items.append(item)
                 group = image_items[first:]
                 display = prepared.display
+                view = prepared.view
                 volume_record = prepared.volume if prepared.volume is not None and prepared.batch.ndim == 5 else None
 
                 ran: set[str] = set()
 
                 def on_activation(key: str, data: np.ndarray, group: list[_ImageItem] = group, display: Any = display,
-                                  volume_record: Any = volume_record, ran: set[str] = ran) -> None:
+                                  volume_record: Any = volume_record, ran: set[str] = ran, view: Any = view) -> None:
                     ran.add(key)
                     summary_shapes.setdefault(key, tuple(int(v) for v in data.shape[1:]))
                     if _base_name(key) not in selected_set:
                         return
                     section = section_for(key)
                     section.shape = tuple(int(v) for v in data.shape[1:])
-                    act = Activation(layer=key, data=data)
+                    act = Activation(layer=key, data=data, view=view)  # 3D: the display's plane
                     channels = act.channels
                     wide = channels > top
                     type_name = section.info.type_name if section.info is not None else None

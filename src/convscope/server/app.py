@@ -104,7 +104,11 @@ class ActivationOut(BaseModel):
     shape: list[int] = Field(description="(C, *spatial) of the activation")
     channels: int
     spatial_dims: int
-    slices: int | None = Field(description="depth of 3-D maps (slice slider range), else null")
+    slices: int | None = Field(description="slices of 3-D maps (slice slider range: a scan's axial z, else the "
+                               "first spatial axis), else null")
+    slice_axis: str | None = Field(None, description="what the slice index counts: 'z (axial, radiological)' for a "
+                                   "scan, 'D (first spatial axis)' for other 3-D inputs; null for 1-D/2-D")
+    slice_middle: int | None = Field(None, description="the default slice: the middle of the region fed to the model")
     health: dict[str, Any] = Field(description="zero fraction, dead channels, saturation (see docs)")
     channel_stats: dict[str, list[float | None]] = Field(description="per channel: min, max, mean, std, zero_fraction")
 

@@ -9,6 +9,8 @@ shared by every request that needs them. All methods are thread-safe.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import threading
@@ -392,13 +394,16 @@ class ViewerState:
         stats = channel_stats(maps)
         health = activation_health(maps, layer=layer.name, type_name=layer.info.type_name if layer.info else None)
         spatial = list(maps.shape[1:])
+        view = self._view(image_id)
         summary = {
             "image": image_id,
             "layer": layer.to_dict(),
             "shape": [int(s) for s in maps.shape],
             "channels": int(maps.shape[0]),
             "spatial_dims": len(spatial),
-            "slices": int(spatial[0]) if len(spatial) == 3 else None,
+            "slices": view.depth(tuple(spatial)) if len(spatial) == 3 else None,
+            "slice_axis": view.axis_text() if len(spatial) == 3 else None,
+            "slice_middle": view.index(tuple(spatial)) if len(spatial) == 3 else None,
             "health": health.to_dict(),
             "channel_stats": {k: _finite_list(v) for k, v in stats.items()},
         }
@@ -419,14 +424,24 @@ class ViewerState:
         if not 0 <= channel < maps.shape[0]:
             raise ApiError(422, "channel_out_of_range", f"channel {channel} is out of range: the layer has {maps.shape[0]} channels (0..{maps.shape[0] - 1})")
 
-    def _slice_map(self, maps2: np.ndarray, slice_index: int | None) -> np.ndarray:
-        """One channel ``(*spatial)`` -> a 1-D or 2-D map (3-D: the requested slice along depth)."""
+    def _view(self, image_id: str) -> Any:
+        """How the image's 3-D arrays become pictures (a scan's axial plane, else the first axis)."""
+        from ..core.view import FIRST_AXIS
+
+        return self.prepared(image_id).view or FIRST_AXIS
+
+    def _slice_map(self, maps2: np.ndarray, slice_index: int | None, view: Any = None) -> np.ndarray:
+        """One channel ``(*spatial)`` -> a 1-D or 2-D map (3-D: the requested slice of ``view``, a scan's
+        axial slices in radiological view, else slices along the first axis; default its middle)."""
         if maps2.ndim == 3:
-            depth = maps2.shape[0]
-            k = depth // 2 if slice_index is None else slice_index
+            from ..core.view import FIRST_AXIS
+
+            view = view or FIRST_AXIS
+            depth = view.depth(maps2.shape)
+            k = view.index(maps2.shape) if slice_index is None else slice_index
             if not 0 <= k < depth:
                 raise ApiError(422, "slice_out_of_range", f"slice {k} is out of range: the volume has {depth} slices (0..{depth - 1})")
-            return maps2[k]
+            return view.take(maps2, k)
         if slice_index is not None:
             raise ApiError(422, "not_a_volume", "this layer's maps are not 3-D volumes; omit slice")
         return maps2
@@ -445,23 +460,30 @@ class ViewerState:
         layer = self.layer(layer_id)
         maps = self.activation(image_id, layer_id)
         self._check_channel(maps, channel)
-        amap = self._slice_map(maps[channel], slice_index)
+        amap = self._slice_map(maps[channel], slice_index, self._view(image_id))
         key = ("png", image_id, layer.name, channel, "full" if full else "thumb", slice_index)
         min_cell, max_side = (320, 1024) if full else (64, 160)
         return self._png(key, lambda: render_activation_grid(amap[None], cols=1, cmap=self.cmap, min_cell=min_cell, max_side=max_side))
 
     def input_display(self, image_id: str, slice_index: int | None = None, depth_of: int | None = None) -> np.ndarray:
-        """``(H, W, 3)`` uint8 picture of the input (3-D inputs: slice ``slice_index`` of ``depth_of`` slices)."""
+        """``(H, W, 3)`` uint8 picture of the input (3-D inputs: slice ``slice_index`` of ``depth_of`` slices
+        of the image's view: a scan's axial slices, original intensities in the display window; an
+        array's slices along its first axis)."""
         prepared = self.prepared(image_id)
         batch = prepared.batch[0]
-        if batch.ndim == 4:  # (C, D, H, W)
-            depth = batch.shape[1]
+        if batch.ndim == 4:  # (C, a, b, c)
+            plane = self._view(image_id)
+            depth = plane.depth(batch.shape)
             if slice_index is None:
-                k = depth // 2
+                k = plane.index(batch.shape)
             else:
                 total = depth_of or depth
                 k = int(np.clip(round((slice_index + 0.5) * depth / total - 0.5), 0, depth - 1))
-            view = batch[:, k]
+            if prepared.volume is not None and plane.plane == "axial":
+                from ..io.images import volume_display
+
+                return volume_display(prepared.volume, plane, tuple(batch.shape[1:]), index=k)[0]
+            view = plane.take(batch, k)
             rgb = view[:3] if view.shape[0] >= 3 else np.repeat(view[:1], 3, axis=0)
             rgb = np.moveaxis(rgb, 0, -1)
             finite = np.isfinite(rgb)
@@ -487,8 +509,9 @@ class ViewerState:
         self._check_channel(maps, channel)
         if maps.ndim - 1 == 1:
             raise ApiError(422, "no_overlay", "overlays need 2-D or 3-D maps; this layer is 1-D")
-        amap = self._slice_map(maps[channel], slice_index)
-        depth = maps.shape[1] if maps.ndim == 4 else None
+        view = self._view(image_id)
+        amap = self._slice_map(maps[channel], slice_index, view)
+        depth = view.depth(maps.shape) if maps.ndim == 4 else None
         key = ("png", image_id, layer.name, channel, "overlay", slice_index)
         return self._png(key, lambda: render_overlay(self.input_display(image_id, slice_index, depth), amap, alpha=0.5))
 
@@ -527,7 +550,9 @@ class ViewerState:
             prepared = self.prepared(image_id)
             try:
                 with self.model_lock:
-                    flow = self.scope.unet(prepared.batch[:1], normalize="none")
+                    first = dataclasses.replace(prepared, batch=prepared.batch[:1],  # the prepared input as is:
+                                                display=None if prepared.display is None else prepared.display[:1])
+                    flow = self.scope.unet(first)  # its display and view (a scan's axial plane) carried along
             except NotAUNet as exc:
                 self._unet_known = False
                 raise ApiError(422, "not_a_unet", str(exc)) from None
@@ -639,7 +664,7 @@ class ViewerState:
                     self.captures += 1
                     cams = compute_cams(self.scope.adapter, prepared.batch[:1], layers, target, [query.method], post=post,
                                         display=prepared.display[:1] if prepared.display is not None else None,
-                                        progress=False)
+                                        progress=False, view=prepared.view)
                 maps = list(cams.values())
                 roles = [f"{m.layer}" for m in maps]
                 missing = {}

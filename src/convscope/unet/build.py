@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.graph import CaptureRequest, Graph
 from ..core.unet import UNetStructure, find_unet
+from ..core.view import MiddleView
 from ..errors import ConvscopeError
 from .backend import UNetBackend
 from .flow import UNetFlow
@@ -39,6 +40,7 @@ def build_unet_flow(
     adapter: Any = None,
     chunks: Sequence[tuple[int, int]] | None = None,
     on_chunk: Callable[[int, UNetStructure, Graph, dict[str, np.ndarray]], None] | None = None,
+    view: MiddleView | None = None,
 ) -> UNetFlow:
     """Find the U-Net in one forward pass of ``batch`` and capture its flow and skip metrics.
 
@@ -57,6 +59,8 @@ def build_unet_flow(
         mask: ``(*spatial)`` 0/1 region for the score (default: every pixel).
         adapter: the model adapter, kept for :meth:`UNetFlow.cam` (default: derived from a torch backend).
         chunks / on_chunk: see above (None: one pass over the whole batch).
+        view: how a 3D batch's maps are drawn (``PreparedInput.view``: a volume's axial middle plane in
+            radiological view); None: the middle slice along the first spatial axis.
 
     Returns:
         :class:`UNetFlow`.
@@ -109,4 +113,5 @@ def build_unet_flow(
     capture, structure, kept = first
     assert totals is not None
     metrics = metrics_from_sums(structure, capture.graph, totals)
-    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=kept, display=display, adapter=adapter)
+    return UNetFlow(structure, capture.graph, capture.values, metrics, batch=kept, display=display, adapter=adapter,
+                    view=view)

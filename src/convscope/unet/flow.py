@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.graph import Graph
+from ..core.view import FIRST_AXIS, MiddleView
 from ..core.unet import Level, Skip, UNetStructure
 from ..errors import ConvscopeError, UnsupportedModelError
 from .metrics import SkipMetrics, SkipMetricsList, skip_table
@@ -128,7 +129,7 @@ class LevelView:
                     maps, channels=order, cmap=cmap, labels=True, cols=min(4, len(order)), max_side=1024
                 ).pixels
                 caption = f"top {len(order)} of {maps.shape[0]} channels by mean, each on its own min-max"
-            mean_map = map_to_2d(maps, "mean")
+            mean_map = map_to_2d(maps, "mean", self.flow.view)
             finite = maps[np.isfinite(maps)]
             stats = f" | mean {finite.mean():.3g} | max {finite.max():.3g}" if finite.size else ""
             columns.append(
@@ -136,7 +137,7 @@ class LevelView:
                     title=title,
                     name=self.flow.name(nid),
                     subtitle=_shape_text(maps.shape) + stats,
-                    mean_image=colorize_map(mean_map, cmap),
+                    mean_image=self.flow._stretch(colorize_map(mean_map, cmap), maps.shape),
                     mean_range=_finite_range(mean_map),
                     lut=get_colormap(cmap),
                     grid_image=grid,
@@ -161,6 +162,10 @@ class LevelView:
                 "fraction of |input x gradient| of the output score"
             )
         spatial = "x".join(map(str, self.level.spatial))
+        if self.flow.structure.spatial_dims == 3:
+            footer.append(f"3D maps shown as the {self.flow.view.label()}"
+                          + (" (radiological: patient left on the image's right, anterior at the top)"
+                             if self.flow.view.plane else ""))
         what = "encoder | skip | upsampled decoder | merged" if chosen else "no skip connection at this level"
         if chosen is not None and len(self.skips) > 1:  # say which of the level's skips these panels show
             k = self.skips.index(chosen)
@@ -176,6 +181,8 @@ class LevelView:
             shape=list(self.level.shape),
             sample=sample,
         )
+        if self.flow.structure.spatial_dims == 3:
+            picture.meta["view"] = self.flow.view.describe()
         return picture
 
 
@@ -195,6 +202,9 @@ class UNetFlow:
         values: node id -> ``(N, *shape)`` float32 for the nodes the figures need.
         batch: the ``(N, C, *spatial)`` input.
         display: ``(H, W, 3)`` uint8 picture of the input (sample 0), or None.
+        view: for a 3D U-Net, how every 3D map becomes a picture (:class:`~convscope.core.view.MiddleView`;
+            :meth:`convscope.Scope.unet` sets a volume's axial middle plane); default the middle slice
+            along the first spatial axis.
     """
 
     def __init__(
@@ -207,7 +217,9 @@ class UNetFlow:
         batch: np.ndarray,
         display: np.ndarray | None = None,
         adapter: Any = None,
+        view: MiddleView | None = None,
     ) -> None:
+        self.view: MiddleView = view or FIRST_AXIS
         self.adapter = adapter  # the model adapter, for flow.cam (gradients at the levels)
         self.structure = structure
         self.graph = graph
@@ -280,7 +292,13 @@ class UNetFlow:
     def _thumb(self, node_id: str, mode: str, cmap: str, sample: int) -> np.ndarray:
         from ..render.flow import colorize_map, map_to_2d
 
-        return colorize_map(map_to_2d(self.sample_maps(node_id, sample), mode), cmap)
+        return colorize_map(map_to_2d(self.sample_maps(node_id, sample), mode, self.view), cmap)
+
+    def _stretch(self, picture: np.ndarray, shape: Sequence[int] | None = None) -> np.ndarray:
+        """A 3D map's picture at the physical aspect of :attr:`view` (``shape``: the map's, default the batch's)."""
+        if self.structure.spatial_dims != 3:
+            return picture
+        return self.view.stretch(picture, tuple(shape) if shape is not None else tuple(self.batch.shape[2:]))
 
     def prediction_image(self, sample: int = 0, *, overlay: bool = True) -> np.ndarray:
         """``(h, w, 3)`` uint8 picture of the main output: class colours (argmax) for several channels,
@@ -291,12 +309,12 @@ class UNetFlow:
         if maps.shape[0] > 1:
             labels = np.argmax(np.nan_to_num(maps, nan=-np.inf), axis=0)
             if labels.ndim == 3:
-                labels = labels[labels.shape[0] // 2]
+                labels = self.view.take(labels)
             if labels.ndim == 1:
                 labels = np.repeat(labels[None], max(4, labels.shape[0] // 8), axis=0)
             picture = label_image(labels).astype(np.uint8)
         else:
-            picture = colorize_map(map_to_2d(maps, "mean"), "magma")
+            picture = colorize_map(map_to_2d(maps, "mean", self.view), "magma")
         if overlay and self.display is not None and self.structure.spatial_dims >= 2:
             return blend(self.display, resize_nearest(picture, *self.display.shape[:2]), 0.5)
         return picture
@@ -306,7 +324,7 @@ class UNetFlow:
 
         if self.display is not None and sample == 0:
             return self.display
-        return colorize_map(map_to_2d(self.batch[sample], "mean"), "gray")
+        return colorize_map(map_to_2d(self.batch[sample], "mean", self.view), "gray")
 
     def _block(self, key: str, column: str, level: int, node_id: str, pixels: np.ndarray, role: str,
                shape: Sequence[int] | None = None) -> Any:
@@ -341,14 +359,14 @@ class UNetFlow:
 
         def picture_of(node_id: str, role: str) -> np.ndarray:
             if cam is not None and role in cam.maps:
-                return cam.maps[role].overlay(sample=sample, colorbar=False).pixels
-            return self._thumb(node_id, thumbnail, cmap, sample)
+                return cam.maps[role].overlay(sample=sample, colorbar=False).pixels  # stretched by the CAM's view
+            return self._stretch(self._thumb(node_id, thumbnail, cmap, sample), self.sample_maps(node_id, sample).shape)
 
         blocks = [
             FlowBlock("input", "input", 0, f"input {self.name(s.input)}" if self.name(s.input) != "input" else "input",
-                      _shape_text(self.graph.node(s.input).shape), self._input_image(sample)),
+                      _shape_text(self.graph.node(s.input).shape), self._stretch(self._input_image(sample))),
             FlowBlock("output", "output", 0, f"output: {self.name(s.output)}",
-                      _shape_text(self.graph.node(s.output).shape), self.prediction_image(sample)),
+                      _shape_text(self.graph.node(s.output).shape), self._stretch(self.prediction_image(sample))),
         ]
         links: list[FlowLink] = []
         previous = "input"
@@ -407,12 +425,17 @@ class UNetFlow:
             + (" (the loop at the bottleneck: the bottom level's skip)" if s.bottom_skip else "")
             + "\nE = energy share, G = gradient share of the skip branch at its merge (0: unused, 0.5: as much as the decoder)"
         )
+        if s.spatial_dims == 3:
+            legend += (f"\n3D maps shown as the {self.view.label()}"
+                       + (" (radiological: patient left on the image's right, anterior at the top)" if self.view.plane else ""))
         from ..render.colormap import get_colormap
 
         picture = render_flow_figure(blocks, links, depth=s.depth, title=title, thumb=thumb, legend=legend,
                                      colorbar_lut=get_colormap("jet" if cam is not None else cmap))  # CAM thumbnails: jet overlays
         picture.meta.update(kind="unet_flow", layer=self.name(s.output), thumbnail="cam" if cam else thumbnail,
                             sample=sample)
+        if s.spatial_dims == 3:
+            picture.meta["view"] = self.view.describe()
         return picture
 
     # -- attribution ---------------------------------------------------------------------------
@@ -476,7 +499,8 @@ class UNetFlow:
         post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared")  # type: ignore[arg-type]
         display = None if self.display is None else self.display[None]
         cams = compute_cams(adapter, self.batch, list(dict.fromkeys(layer_of.values())), target, [name], post=post,
-                            display=display, progress=progress)
+                            display=display, progress=progress,
+                            view=self.view if self.structure.spatial_dims == 3 else None)
         by_role = {role: cams[(layer, name)] for role, layer in layer_of.items()}
         return UNetCam(flow=self, maps=by_role, missing=missing, cams=cams, method=name)
 
@@ -658,9 +682,13 @@ class UNetCam:
         first = next(iter(self.maps.values()), None)
         lo, hi = (0.0, 1.0) if first is None else (float(v) for v in first.scale[sample])
         title = f"{self.method} for {_target_text(self.cams.target)}, from {first.output_name if first else '?'}"
+        if first is not None and first.data.ndim == 4:  # 3D maps: say which plane the tiles show
+            title += f" - {(first.view or FIRST_AXIS).label()}"
         picture = render_cam_row(tiles, title=title, cmap=cmap, lo=lo, hi=hi, thumb=thumb,
                                  footer=[f"no map for {r}: {why}" for r, why in self.missing.items()])
         picture.meta.update(kind="unet_cam", method=self.method, sample=sample)
+        if first is not None and first.data.ndim == 4:
+            picture.meta["view"] = (first.view or FIRST_AXIS).describe()
         return picture
 
 

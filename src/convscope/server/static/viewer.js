@@ -555,6 +555,14 @@
     });
   }
 
+  // the slider's text: which axis a 3-D map's slices run along (a scan: axial z, radiological view)
+  function sliceText(s, k) {
+    var axis = s && s.slice_axis ? s.slice_axis : "D (first spatial axis)";
+    var name = axis.split(" ")[0];
+    var plane = name === "z" ? " (axial, radiological: patient left on the right)" : " (H×W plane)";
+    return name + " = " + k + " of 0–" + ((s && s.slices ? s.slices : 1) - 1) + plane;
+  }
+
   function renderSummary() {
     var s = state.summary, layer = s.layer, h = s.health;
     $("layer-meta").textContent = layer.type + " · " + layer.kind + " · activation " + s.shape.join("×");
@@ -569,9 +577,11 @@
     if (s.slices) {
       var slider = $("slice-slider");
       slider.max = String(s.slices - 1);
-      if (state.slice === null || state.slice >= s.slices) { state.slice = Math.floor(s.slices / 2); }
+      if (state.slice === null || state.slice >= s.slices) {
+        state.slice = s.slice_middle !== undefined && s.slice_middle !== null ? s.slice_middle : Math.floor(s.slices / 2);
+      }
       slider.value = String(state.slice);
-      $("slice-value").textContent = "D = " + state.slice + " of 0–" + (s.slices - 1) + " (H×W plane)";
+      $("slice-value").textContent = sliceText(s, state.slice);
       control.hidden = false;
     } else {
       state.slice = null;
@@ -875,7 +885,7 @@
     var sliceTimer = null;
     $("slice-slider").addEventListener("input", function () {
       state.slice = Number(this.value);
-      $("slice-value").textContent = "D = " + state.slice + " of 0–" + this.max + " (H×W plane)";
+      $("slice-value").textContent = sliceText(state.summary, state.slice);
       clearTimeout(sliceTimer);
       sliceTimer = setTimeout(function () {
         renderGrid();
