@@ -302,3 +302,24 @@ def test_cli_unet_and_cam_manifests_name_the_view(tmp_path, scans):
     assert manifest["view"]["label"] == f"axial slice z={Z_MID} of the input"
     entry = next(e for e in manifest["files"] if e.get("kind") == "cam")
     assert entry["view"]["plane"] == "axial" and f"axial slice z={Z_MID}" in entry["title"]
+
+
+def test_3d_grids_of_a_scan_show_sagittal_coronal_axial_planes_radiologically(scans):
+    """A scan's 3D activation grid: the three views per channel are plane_slice's sagittal, coronal
+    and axial planes (the same pixels as a grid of those planes); a plain array keeps array axes."""
+    from convscope.render.grid import _volume_views
+
+    _truth, iso, _ = scans
+    torch.manual_seed(0)
+    scope = cs.Scope(UNet(levels=3, dims=3).eval())
+    act = scope.activations(str(iso), ["down.0.0"])["down.0.0"]
+    maps = act.sample(0)
+    pic = act.grid(channels=[0, 1])
+    assert pic.meta["orientation"] == "radiological" and pic.meta["views"] == ["sagittal", "coronal", "axial"]
+    views, _ = _volume_views(maps, "slices", [0, 1], "radiological")
+    x, y, z = maps.shape[1:]
+    for view, plane, index in zip(views, ("sagittal", "coronal", "axial"), (x // 2, y // 2, z // 2)):
+        np.testing.assert_array_equal(view, plane_slice(maps[[0, 1]], plane, index))
+    plain = cs.Scope(UNet(levels=3, dims=3).eval()).activations(
+        np.asarray(maps[None, :1]), ["down.0.0"])["down.0.0"].grid(channels=[0])
+    assert plain.meta["orientation"] == "array" and plain.meta["views"][0] == "axis 0"

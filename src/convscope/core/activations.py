@@ -174,7 +174,8 @@ class Activation:
             labels: draw channel indices on the cells.
             cols: grid columns (default near-square).
             volume: for 3D maps, ``"slices"`` (middle slice along each axis) or ``"mip"``
-                (maximum intensity projection along each axis).
+                (maximum intensity projection along each axis). With a scan's :attr:`view` the
+                three views are its sagittal, coronal and axial planes in radiological view.
             max_side: largest grid side in pixels; cells are downsampled (block means) when 1 px
                 per value does not fit; None keeps full resolution.
             title: the figure's title (default: the layer name); the figure (``picture.scene``)
@@ -198,6 +199,7 @@ class Activation:
             max_side=max_side,
             title=self.layer if title is None else title,
             min_cell=min_cell,
+            orientation="radiological" if self.view is not None and self.view.plane is not None else "array",
         )
         picture.meta.update(
             layer=self.layer,

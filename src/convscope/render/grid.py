@@ -439,14 +439,23 @@ def _check_channels(count: int, channels: Sequence[int] | np.ndarray) -> np.ndar
     return index.astype(np.int64)
 
 
+VOLUME_ORIENTATIONS: tuple[str, ...] = ("array", "radiological")
+"""How the three views of a 3D map are drawn: ``"array"`` (axes as stored) or ``"radiological"``
+(the map's axes are ``(X, Y, Z)`` of a RAS+ scan: sagittal, coronal and axial planes with rows and
+columns as :func:`convscope.core.view.plane_slice` draws them)."""
+
+
 def _volume_views(
-    maps: np.ndarray, volume: str, channels: Sequence[int] | np.ndarray | None = None
+    maps: np.ndarray, volume: str, channels: Sequence[int] | np.ndarray | None = None,
+    orientation: str = "array",
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """The three ``(C, a, b)`` float32 views of ``(C, D, H, W)`` volumes: middle slices or MIPs
     (axis 0, 1, 2) of the chosen channels, and the channel indices.
 
-    Views are taken before anything is copied: a streamed volume is never duplicated, only its
-    three small views are.
+    ``orientation="radiological"``: each view is flipped on both axes and transposed, which makes
+    the axis-0, 1 and 2 views the sagittal (rows S->I, cols A->P), coronal (S->I, R->L) and axial
+    (A->P, R->L) planes of a RAS+ map. Views are taken before anything is copied: a streamed volume
+    is never duplicated, only its three small views are.
     """
     count, depth, height, width = maps.shape
     index = np.arange(count) if channels is None else _check_channels(count, channels)
@@ -459,6 +468,8 @@ def _volume_views(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rays stay NaN, silently
             views = [np.nanmax(chosen, axis=axis) for axis in (1, 2, 3)]
+    if orientation == "radiological":
+        views = [np.swapaxes(v[:, ::-1, ::-1], 1, 2) for v in views]
     return [np.ascontiguousarray(v, dtype=np.float32) for v in views], index
 
 
@@ -477,6 +488,7 @@ def render_activation_grid(
     title: str = "",
     spacing: Sequence[float] | None = None,
     unit: str = "mm",
+    orientation: str = "array",
 ) -> Picture:
     """Draw feature maps of one sample as a grid of colour-mapped cells.
 
@@ -514,6 +526,9 @@ def render_activation_grid(
             shows the grid in that aspect (non-square values stay non-square) with a scale bar.
             ``pixels`` are unchanged.
         unit: unit of ``spacing`` (e.g. ``"mm"``).
+        orientation: 3-D maps: ``"array"`` (the views along axes 0, 1, 2 as stored) or
+            ``"radiological"`` (the maps are ``(X, Y, Z)`` of a RAS+ scan: the views are its sagittal,
+            coronal and axial planes in radiological view; ``meta["views"]`` names them).
 
     Returns:
         :class:`Picture` (RGB ``uint8``) whose ``meta`` has ``value_range`` (finite ``[min, max]``
@@ -538,6 +553,8 @@ def render_activation_grid(
     _check_common(cols, side)
     if volume not in VOLUME_MODES:
         raise ConvscopeError(f"unknown volume mode {volume!r}; use 'slices' or 'mip'")
+    if orientation not in VOLUME_ORIENTATIONS:
+        raise ConvscopeError(f"unknown orientation {orientation!r}; use 'array' or 'radiological'")
     if int(min_cell) < 1:
         raise ConvscopeError(f"min_cell must be a positive number of pixels, got {min_cell}")
     lut = _as_lut(cmap)
@@ -546,7 +563,7 @@ def render_activation_grid(
     spatial = arr.ndim - 1
     downsample = 1
     if spatial == 3:  # views first: a (C, D, H, W) volume is never copied whole
-        views, index = _volume_views(arr, volume, channels)
+        views, index = _volume_views(arr, volume, channels, orientation)
         count = int(index.size)
     else:
         sel, index = _select(arr, channels)
@@ -652,6 +669,9 @@ def render_activation_grid(
     }
     if spatial == 3:
         meta["volume"] = volume
+        meta["orientation"] = orientation
+        meta["views"] = (["sagittal", "coronal", "axial"] if orientation == "radiological"
+                         else ["axis 0", "axis 1", "axis 2"])
     return Picture(pixels=pixels, meta=meta, scene=scene)
 
 

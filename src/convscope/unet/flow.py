@@ -125,10 +125,14 @@ class LevelView:
             caption = ""
             if top:
                 order = channel_order(maps, "mean")[:top]
+                scan = self.flow.view.plane is not None
                 grid = render_activation_grid(
-                    maps, channels=order, cmap=cmap, labels=True, cols=min(4, len(order)), max_side=1024
+                    maps, channels=order, cmap=cmap, labels=True, cols=min(4, len(order)), max_side=1024,
+                    orientation="radiological" if scan and maps.ndim == 4 else "array",
                 ).pixels
                 caption = f"top {len(order)} of {maps.shape[0]} channels by mean, each on its own min-max"
+                if scan and maps.ndim == 4:
+                    caption += "; each cell: sagittal | coronal | axial, radiological"
             mean_map = map_to_2d(maps, "mean", self.flow.view)
             finite = maps[np.isfinite(maps)]
             stats = f" | mean {finite.mean():.3g} | max {finite.max():.3g}" if finite.size else ""
