@@ -190,7 +190,7 @@ class Scope:
         return cached
     def check_memory(
         self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
-        what: str | None = None,
+        what: str | None = None, masked: int = 0,
     ) -> MemoryEstimate:
         """Estimate the memory a capture of ``layers`` (default: every layer) on ``image`` needs and
         raise :class:`~convscope.core.budget.MemoryBudgetError` when it is above :attr:`max_memory`.
@@ -198,17 +198,19 @@ class Scope:
         Runs before the image is decoded (its size comes from the file header) and before the
         forward pass; see :mod:`convscope.core.budget` for what is counted. The whole batch is one
         pass here; :meth:`plan_slices` splits the slices of a volume (``--slices``) into chunks instead.
+        ``mode="gradients"`` counts one backward pass (U-Net flow, CAMs); ``masked`` Score-CAM's
+        masked inputs per forward pass.
         """
         from .core.budget import check_capture
 
         shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
         return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
                              fixed=self.adapter.input_spec().spatial_size, budget=self.max_memory, mode=mode,
-                             what=label, hint=hint)
+                             what=label, hint=hint, masked=masked)
 
     def plan_slices(
         self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
-        what: str | None = None, chunked: bool = True, why_whole: str = "",
+        what: str | None = None, chunked: bool = True, why_whole: str = "", masked: int = 0,
     ) -> ChunkPlan:
         """How many samples go through the model per forward pass: the slices of a volume fed to a
         2D model (``--slices PLANE``) in chunks sized to :attr:`max_memory`, anything else in one pass.
@@ -228,11 +230,11 @@ class Scope:
         if record is None or not chunked:
             estimate = check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
                                      budget=self.max_memory, mode=mode, what=label,
-                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""))
+                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""), masked=masked)
             return ChunkPlan(total=int(shape[0]), size=max(1, int(shape[0])), estimate=estimate)
         return plan_chunks(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
                            budget=self.max_memory, mode=mode, what=f"{label} of one {record.plane} slice",
-                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory")
+                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory", masked=masked)
 
     def _slice_record(self, image: Any, size: Any) -> Any:
         """The input's VolumeInput when it is several slices of a volume for a 2D model, else None."""
@@ -425,7 +427,7 @@ class Scope:
         the values of the first chunk."""
         from .unet import build_unet_flow, unet_backend_for
 
-        plan = self.plan_slices(image, size=size, what="the U-Net flow (every layer)")
+        plan = self.plan_slices(image, size=size, mode="gradients", what="the U-Net flow (every layer, one backward pass)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
@@ -485,19 +487,19 @@ class Scope:
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
-        plan = None
-        if self._slice_record(image, size) is not None:  # every slice of a plane: chunks that fit the budget
-            plan = self.plan_slices(image, size=size, what="the CAMs (activations and gradients)")
-        prepared = self.prepare(image, size=size, normalize=normalize)
         names = self._cam_layers(layer)
+        methods = check_methods(method)
+        budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
+        plan = self.plan_cam(image, names, methods, size=size, scorecam_budget_mb=budget_mb)
+        if self._slice_record(image, size) is None:
+            plan = None  # one pass, checked above
+        prepared = self.prepare(image, size=size, normalize=normalize)
         if target is None:
             target = tg.auto()
         elif isinstance(target, (list, tuple)):
             target = tg.per_sample(target)
         target = fit_target_masks(target, prepared.volume)  # a NIfTI/DICOM mask: on the scan's grid, fitted like the input
         post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
-        methods = check_methods(method)
-        budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
 
         def run(batch: np.ndarray, goal: Any, display: np.ndarray | None) -> CamSet:
             return compute_cams(self.adapter, batch, names, goal, methods, post=post, display=display,
@@ -517,6 +519,27 @@ class Scope:
         if not as_set and (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
             return next(iter(result.values()))
         return result
+
+    def plan_cam(
+        self, image: Any, layers: Sequence[str], methods: Sequence[str], *, size: Any = None,
+        scorecam_budget_mb: float | None = None,
+    ) -> ChunkPlan:
+        """The memory check of :meth:`cam` (:meth:`plan_slices`): gradient methods count one backward
+        pass (mode ``"gradients"``), forward-only ones the capture of ``layers``, Score-CAM also its
+        batches of masked inputs (as many as :mod:`convscope.cam` puts in one forward pass). Raises
+        :class:`~convscope.core.budget.MemoryBudgetError` before any work when it does not fit."""
+        from .cam import DEFAULT_SCORECAM_BUDGET_MB, _chunk_size
+        from .core.attribution import GRADIENT_METHODS, INPUT_METHODS
+
+        backward = any(m in GRADIENT_METHODS or m in INPUT_METHODS for m in methods)
+        masked = 0
+        if "scorecam" in methods:
+            shape = self._budget_inputs(image, layers, size, None)[0]
+            one = np.broadcast_to(np.float32(0), (1, *shape[1:]))  # no memory: the chunk size needs the shape only
+            masked = _chunk_size(one, scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB)
+        what = "the CAMs (activations and gradients)" if backward else "the CAMs"
+        return self.plan_slices(image, list(layers), size=size, mode="gradients" if backward else "hold", what=what,
+                                masked=masked)
 
     def _cam_layers(self, layer: LayerSpec) -> list[str]:
         from .errors import ConvscopeError

@@ -259,7 +259,8 @@ def unet(
     image = _image_or_channels(image, channels)
     scope = _volumes(_scope(model, kwargs, weights, trust, device, normalize, max_memory), series, channels, intensity, window, roi,
                      roi_size, slice_, slices, labels_map)
-    plan = scope.plan_slices(image, size=size, what="the U-Net flow (every layer)")  # --slices: chunks that fit
+    plan = scope.plan_slices(image, size=size, mode="gradients",  # --slices: chunks that fit, backward included
+                             what="the U-Net flow (every layer, one backward pass)")
     prepared = scope.prepare(image, size=size)
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,
