@@ -206,7 +206,7 @@ class Scope:
         shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
         return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
                              fixed=self.adapter.input_spec().spatial_size, budget=self.max_memory, mode=mode,
-                             what=label, hint=hint, masked=masked)
+                             what=label, hint=hint, masked=masked, workspace=self._workspace(shape))
 
     def plan_slices(
         self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
@@ -230,11 +230,22 @@ class Scope:
         if record is None or not chunked:
             estimate = check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
                                      budget=self.max_memory, mode=mode, what=label,
-                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""), masked=masked)
+                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""), masked=masked,
+                                     workspace=self._workspace(shape))
             return ChunkPlan(total=int(shape[0]), size=max(1, int(shape[0])), estimate=estimate)
         return plan_chunks(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
                            budget=self.max_memory, mode=mode, what=f"{label} of one {record.plane} slice",
-                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory", masked=masked)
+                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory", masked=masked,
+                           workspace=self._workspace(shape))
+
+    def _workspace(self, shape: tuple[int, ...]) -> int:
+        """Bytes per sample of the largest kernel scratch buffer (PyTorch's unfold path of small 3D
+        convolutions on the CPU: :func:`~convscope.core.budget.unfold_workspace`); 0 elsewhere."""
+        from .core.budget import unfold_workspace
+
+        if self.adapter.framework != "torch":
+            return 0
+        return unfold_workspace([info for info in self.adapter.layers() if info.is_leaf], shape)
 
     def _slice_record(self, image: Any, size: Any) -> Any:
         """The input's VolumeInput when it is several slices of a volume for a 2D model, else None."""
@@ -534,9 +545,11 @@ class Scope:
         backward = any(m in GRADIENT_METHODS or m in INPUT_METHODS for m in methods)
         masked = 0
         if "scorecam" in methods:
-            shape = self._budget_inputs(image, layers, size, None)[0]
+            shape, _, channels, _, _ = self._budget_inputs(image, layers, size, None)
             one = np.broadcast_to(np.float32(0), (1, *shape[1:]))  # no memory: the chunk size needs the shape only
-            masked = _chunk_size(one, scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB)
+            cap = _chunk_size(one, scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB)
+            widest = max((channels.get(name) or cap for name in layers), default=cap)
+            masked = min(cap, int(shape[0]) * widest)  # one masked input per sample and channel, at most cap a pass
         what = "the CAMs (activations and gradients)" if backward else "the CAMs"
         return self.plan_slices(image, list(layers), size=size, mode="gradients" if backward else "hold", what=what,
                                 masked=masked)

@@ -19,12 +19,17 @@ gradient methods, the viewer's CAMs): ``held`` as in "hold", plus::
     saved      SAVED_FACTOR * the sum of EVERY layer's output   (what autograd keeps for the backward
                pass: each layer's input, a pool's indices, a ReLU's output)
     grads      the sum of the chosen outputs + the input       (the gradients handed back)
+    engine     ENGINE_BYTES                                     (autograd's own buffers, a constant)
 
 ``masked=B`` (Score-CAM: at most ``B`` masked inputs per forward pass, ``convscope.cam``'s chunk) adds::
 
-    masked     B * (MASKED_FACTOR * one sample's input + FORWARD_FACTOR * the largest layer output of one sample)
+    masked     B * (MASKED_FACTOR * one sample's input + FORWARD_FACTOR * the largest output of one sample)
+               + the sum of every layer's output of one sample  (what a forward pass keeps alive at
+               once, a U-Net's skips: counted for one sample)
 
-(the masks resampled to the input, the masked copies, and their forward pass).
+``workspace=W`` (bytes per sample) adds ``N * W``: the largest scratch buffer one layer's kernel
+allocates (PyTorch's CPU fallback for small 3D convolutions unfolds its input:
+:func:`unfold_workspace`).
 
 Calibration: ``convscope activations demo:unet`` on a 10000x10000 image peaks at 21.9 GiB RSS
 (measured with ``/usr/bin/time -v``); the estimate is 24.3 GiB. The gradient and Score-CAM factors
@@ -66,6 +71,7 @@ __all__ = [
     "ChunkPlan",
     "plan_chunks",
     "MODES",
+    "unfold_workspace",
 ]
 
 DEFAULT_FRACTION = 0.5
@@ -84,13 +90,21 @@ FORWARD_FACTOR = 4
 PICTURE_FACTOR = 3
 """Rendering temporaries, in multiples of the largest chosen output (one sample)."""
 
-SAVED_FACTOR = 2
+SAVED_FACTOR = 1
 """Mode "gradients": what autograd keeps for the backward pass, in multiples of the sum of every
-layer's output (calibrated, see the module docstring)."""
+layer's output (calibrated: 0.5 to 1.3 measured, see the module docstring)."""
+
+ENGINE_BYTES = 16 * 2**20
+"""Mode "gradients": a constant for autograd's own buffers (small inputs are dominated by it)."""
 
 MASKED_FACTOR = 3
 """Score-CAM: per masked input, multiples of one sample's input (the resampled mask, the masked copy,
 the batch handed to the model)."""
+
+UNFOLD_LIMIT = 20480
+"""PyTorch's CPU convolution leaves oneDNN for its unfold ("slow") path when ``N * C_in * D * H`` of a
+3D convolution's input is at most this (``use_mkldnn`` in ATen's Convolution.cpp): the path then
+allocates ``prod(kernel) * C_in * D * H * W`` floats per sample."""
 
 MODES = ("hold", "stream", "gradients")
 """The estimate's modes: what the command keeps (see the module docstring)."""
@@ -191,6 +205,7 @@ def estimate_capture(
     method: str = "bound",
     itemsize: int = 4,
     masked: int = 0,
+    workspace: int = 0,
 ) -> MemoryEstimate:
     """The estimate for ``chosen`` layers given every layer's per-sample output element count.
 
@@ -202,6 +217,7 @@ def estimate_capture(
         mode: ``"hold"`` (all chosen outputs kept at once), ``"stream"`` (handed on and freed) or
             ``"gradients"`` (held, plus one backward pass: autograd's saved tensors and the gradients).
         masked: Score-CAM's masked inputs per forward pass (0: no Score-CAM).
+        workspace: bytes per sample of the largest scratch buffer a layer's kernel allocates.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -218,12 +234,16 @@ def estimate_capture(
     pictures = PICTURE_FACTOR * (largest // max(n, 1)) if sizes else 0
     parts = {"input": input_bytes, "forward": forward, "held": held, "pictures": pictures}
     if mode == "gradients":
-        parts["saved"] = SAVED_FACTOR * sum(every)
+        parts["saved"] = int(SAVED_FACTOR * sum(every))
         parts["grads"] = sum(sizes.values()) + input_bytes
+        parts["engine"] = ENGINE_BYTES
     if masked > 0:
         sample_input = input_bytes // max(n, 1)
-        sample_forward = FORWARD_FACTOR * (max(every) // max(n, 1) if every else sample_input)
-        parts["masked"] = int(masked) * (MASKED_FACTOR * sample_input + sample_forward)
+        sample_largest = max(every) // max(n, 1) if every else sample_input
+        parts["masked"] = (int(masked) * (MASKED_FACTOR * sample_input + FORWARD_FACTOR * sample_largest)
+                           + sum(every) // max(n, 1))
+    if workspace > 0:
+        parts["workspace"] = n * int(workspace)
     return MemoryEstimate(
         total=sum(parts.values()), parts=parts, largest_layer=largest_layer, largest_bytes=largest,
         batch_shape=tuple(int(v) for v in batch_shape), method=method, layers=len(sizes), per_layer=sizes,
@@ -296,6 +316,7 @@ def check_capture(
     what: str = "this capture",
     hint: str = "",
     masked: int = 0,
+    workspace: int = 0,
 ) -> MemoryEstimate:
     """Estimate a capture and raise :class:`MemoryBudgetError` when it is above ``budget``.
 
@@ -311,19 +332,20 @@ def check_capture(
         what: how the message names the work (``"the activations of 12 layers"``).
         hint: more advice appended to the refusal (``"; or one slice with --slice axial:N"``).
         masked: Score-CAM's masked inputs per forward pass (0: none).
+        workspace: bytes per sample of the largest kernel scratch buffer (:func:`unfold_workspace`).
     Returns:
         The estimate (``method`` says how it was obtained).
     """
     limit = default_budget() if budget is None else int(budget)
-    estimate = estimate_capture(batch_shape, bound_sizes(channels_by_layer, batch_shape), chosen, mode=mode,
-                                masked=masked)
+    extra = {"masked": masked, "workspace": workspace}
+    estimate = estimate_capture(batch_shape, bound_sizes(channels_by_layer, batch_shape), chosen, mode=mode, **extra)
     if estimate.total <= limit:
         return estimate
     sizes = probe_sizes(probe, batch_shape, fixed) if probe is not None else None
     if sizes is not None:
-        estimate = estimate_capture(batch_shape, sizes, chosen, mode=mode, method="probe", masked=masked)
+        estimate = estimate_capture(batch_shape, sizes, chosen, mode=mode, method="probe", **extra)
     else:
-        estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input", masked=masked)
+        estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input", **extra)
     if estimate.total <= limit:
         return estimate
     raise MemoryBudgetError(_refusal(estimate, limit, what, budget is None) + hint)
@@ -393,6 +415,7 @@ def plan_chunks(
     what: str = "this capture",
     hint: str = "",
     masked: int = 0,
+    workspace: int = 0,
 ) -> ChunkPlan:
     """The largest number of samples per forward pass whose capture fits ``budget``.
 
@@ -401,7 +424,7 @@ def plan_chunks(
     bound fits; otherwise the per-sample sizes from the shape probe (the bound without one), and the
     largest ``n`` whose estimate plus the rest of the input stack (``(N - n)`` samples of input, held
     for the next chunks) fits. Raises :class:`MemoryBudgetError` (``hint`` appended) when even one
-    sample does not fit. ``mode`` and ``masked`` as for :func:`check_capture` (a chunk of a U-Net or
+    sample does not fit. ``mode``, ``masked`` and ``workspace`` as for :func:`check_capture` (a chunk of a U-Net or
     CAM run is sized with its backward pass).
     """
     limit = default_budget() if budget is None else int(budget)
@@ -410,7 +433,7 @@ def plan_chunks(
     sample_input = math.prod(rest) * 4
 
     def need(n: int, sizes: Mapping[str, int], method: str) -> MemoryEstimate:
-        est = estimate_capture((n, *rest), sizes, chosen, mode=mode, method=method, masked=masked)
+        est = estimate_capture((n, *rest), sizes, chosen, mode=mode, method=method, masked=masked, workspace=workspace)
         parts = dict(est.parts)
         parts["input"] = parts["input"] + (total - n) * sample_input
         return MemoryEstimate(total=sum(parts.values()), parts=parts, largest_layer=est.largest_layer,
@@ -440,3 +463,29 @@ def plan_chunks(
         f"{format_bytes(limit)}; {lo} per forward pass fit")
     return ChunkPlan(total=total, size=lo, estimate=estimate, reason=reason)
 
+
+
+def unfold_workspace(layers: Sequence[object], batch_shape: Sequence[int]) -> int:
+    """Bytes per sample of the largest unfold buffer PyTorch's CPU fallback for small 3D convolutions
+    allocates (see :data:`UNFOLD_LIMIT`), from layer metadata only (no forward pass).
+
+    ``layers`` are :class:`~convscope.core.layers.LayerInfo` (``kernel_size``, ``in_channels``,
+    ``groups``, ``transposed``). A 3D convolution counts when ``C_in * D * H`` of the model's input
+    (its first level: the largest ``D * H`` a layer sees) is at most :data:`UNFOLD_LIMIT`; its buffer
+    is then at most ``prod(kernel) * C_in / groups * prod(spatial)`` floats. Measured: a 3D U-Net
+    with 4 and 8 channels at 48^3 peaks at 97 MiB in one convolution whose output is 3.4 MiB.
+    """
+    spatial = [int(v) for v in batch_shape[2:]]
+    if len(spatial) != 3:
+        return 0
+    plane = spatial[0] * spatial[1]
+    largest = 0
+    for info in layers:
+        kernel = getattr(info, "kernel_size", None)
+        cin = getattr(info, "in_channels", None)
+        if kernel is None or len(kernel) != 3 or not cin or getattr(info, "transposed", False) or math.prod(kernel) == 1:
+            continue
+        if cin * plane <= UNFOLD_LIMIT:
+            largest = max(largest, math.prod(kernel) * (cin // max(int(getattr(info, "groups", 1) or 1), 1))
+                          * math.prod(spatial) * 4)
+    return largest
