@@ -501,9 +501,8 @@ class Scope:
         names = self._cam_layers(layer)
         methods = check_methods(method)
         budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
-        plan = self.plan_cam(image, names, methods, size=size, scorecam_budget_mb=budget_mb)
-        if self._slice_record(image, size) is None:
-            plan = None  # one pass, checked above
+        checked = self.plan_cam(image, names, methods, size=size, scorecam_budget_mb=budget_mb)  # before any pass
+        plan = checked if self._slice_record(image, size) is not None else None  # None: one pass
         prepared = self.prepare(image, size=size, normalize=normalize)
         if target is None:
             target = tg.auto()

@@ -134,7 +134,7 @@ def test_masked_batches_and_workspace_are_counted():
     shape = (2, 3, 10, 10)
     base = estimate_capture(shape, per_sample, ["a"])
     est = estimate_capture(shape, per_sample, ["a"], masked=5, workspace=1000)
-    assert est.parts["masked"] == 5 * (budget.MASKED_FACTOR * 300 * 4 + budget.FORWARD_FACTOR * 400 * 4) + 500 * 4
+    assert est.parts["masked"] == 5 * (budget.MASKED_FACTOR * 300 * 4 + budget.MASKED_FORWARD_FACTOR * 400 * 4) + 500 * 4
     assert est.parts["workspace"] == 2 * 1000
     assert est.total - base.total == est.parts["masked"] + est.parts["workspace"]
 

@@ -23,7 +23,7 @@ gradient methods, the viewer's CAMs): ``held`` as in "hold", plus::
 
 ``masked=B`` (Score-CAM: at most ``B`` masked inputs per forward pass, ``convscope.cam``'s chunk) adds::
 
-    masked     B * (MASKED_FACTOR * one sample's input + FORWARD_FACTOR * the largest output of one sample)
+    masked     B * (MASKED_FACTOR * one sample's input + MASKED_FORWARD_FACTOR * the largest output of one sample)
                + the sum of every layer's output of one sample  (what a forward pass keeps alive at
                once, a U-Net's skips: counted for one sample)
 
@@ -100,6 +100,11 @@ ENGINE_BYTES = 16 * 2**20
 MASKED_FACTOR = 3
 """Score-CAM: per masked input, multiples of one sample's input (the resampled mask, the masked copy,
 the batch handed to the model)."""
+
+MASKED_FORWARD_FACTOR = 2 * FORWARD_FACTOR
+"""Score-CAM: per masked input, the forward pass of a big batch without capture, in multiples of the
+largest layer output of one sample (a residual block's identity, oneDNN's buffers; calibrated at the
+batch cap, the worst case of its timing-tuned batch size)."""
 
 UNFOLD_LIMIT = 20480
 """PyTorch's CPU convolution leaves oneDNN for its unfold ("slow") path when ``N * C_in * D * H`` of a
@@ -240,7 +245,7 @@ def estimate_capture(
     if masked > 0:
         sample_input = input_bytes // max(n, 1)
         sample_largest = max(every) // max(n, 1) if every else sample_input
-        parts["masked"] = (int(masked) * (MASKED_FACTOR * sample_input + FORWARD_FACTOR * sample_largest)
+        parts["masked"] = (int(masked) * (MASKED_FACTOR * sample_input + MASKED_FORWARD_FACTOR * sample_largest)
                            + sum(every) // max(n, 1))
     if workspace > 0:
         parts["workspace"] = n * int(workspace)
@@ -337,15 +342,17 @@ def check_capture(
         The estimate (``method`` says how it was obtained).
     """
     limit = default_budget() if budget is None else int(budget)
-    extra = {"masked": masked, "workspace": workspace}
-    estimate = estimate_capture(batch_shape, bound_sizes(channels_by_layer, batch_shape), chosen, mode=mode, **extra)
+    estimate = estimate_capture(batch_shape, bound_sizes(channels_by_layer, batch_shape), chosen, mode=mode,
+                                masked=masked, workspace=workspace)
     if estimate.total <= limit:
         return estimate
     sizes = probe_sizes(probe, batch_shape, fixed) if probe is not None else None
     if sizes is not None:
-        estimate = estimate_capture(batch_shape, sizes, chosen, mode=mode, method="probe", **extra)
+        estimate = estimate_capture(batch_shape, sizes, chosen, mode=mode, method="probe", masked=masked,
+                                    workspace=workspace)
     else:
-        estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input", **extra)
+        estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input", masked=masked,
+                                    workspace=workspace)
     if estimate.total <= limit:
         return estimate
     raise MemoryBudgetError(_refusal(estimate, limit, what, budget is None) + hint)
