@@ -101,7 +101,7 @@ MASKED_FACTOR = 3
 """Score-CAM: per masked input, multiples of one sample's input (the resampled mask, the masked copy,
 the batch handed to the model)."""
 
-MASKED_FORWARD_FACTOR = 2 * FORWARD_FACTOR
+MASKED_FORWARD_FACTOR = 3 * FORWARD_FACTOR
 """Score-CAM: per masked input, the forward pass of a big batch without capture, in multiples of the
 largest layer output of one sample (a residual block's identity, oneDNN's buffers; calibrated at the
 batch cap, the worst case of its timing-tuned batch size)."""
