@@ -112,17 +112,17 @@ def test_check_capture_without_probe_uses_the_input_only():
 # -- forward + backward work (mode "gradients"), Score-CAM's masked batches, kernel workspace ----------
 
 
-def test_gradients_mode_adds_saved_tensors_gradients_and_the_engine():
+def test_gradients_mode_adds_saved_tensors_and_gradients():
     per_sample = {"a": 100, "b": 400, "c": 50}
     shape = (2, 3, 10, 10)
     hold = estimate_capture(shape, per_sample, ["a", "c"], mode="hold")
     grad = estimate_capture(shape, per_sample, ["a", "c"], mode="gradients")
     every = (100 + 400 + 50) * 2 * 4
-    assert grad.parts["saved"] == budget.SAVED_FACTOR * every  # autograd keeps every layer's tensors
+    assert grad.parts["saved"] == int(budget.SAVED_FACTOR * every)  # autograd keeps every layer's tensors
     assert grad.parts["grads"] == (100 + 50) * 2 * 4 + hold.parts["input"]  # gradients of the chosen + the input
-    assert grad.parts["engine"] == budget.ENGINE_BYTES
-    assert grad.total - hold.total == budget.SAVED_FACTOR * every + (100 + 50) * 2 * 4 + hold.parts["input"] \
-        + budget.ENGINE_BYTES
+    assert grad.parts["backward"] == budget.BACKWARD_FACTOR * 400 * 2 * 4  # gradients in flight: the largest layer
+    assert grad.total - hold.total == int(budget.SAVED_FACTOR * every) + (100 + 50) * 2 * 4 + hold.parts["input"] \
+        + budget.BACKWARD_FACTOR * 400 * 2 * 4
     for key in ("input", "forward", "held", "pictures"):
         assert grad.parts[key] == hold.parts[key]
     with pytest.raises(ValueError, match="gradients"):
@@ -153,7 +153,7 @@ def test_unfold_workspace_only_for_small_3d_convolutions():
 
 def test_chunks_of_a_backward_run_are_smaller():
     channels = {"a": 8, "b": 8}
-    shape = (40, 1, 256, 256)
+    shape = (40, 1, 64, 64)
     hold = plan_chunks(shape, ["a", "b"], channels_by_layer=channels, budget=2**40)
     limit = hold.estimate.total // 4
     forward = plan_chunks(shape, ["a", "b"], channels_by_layer=channels, budget=limit)
@@ -228,4 +228,4 @@ def test_saved_part_covers_what_autograd_saves():
         scope.adapter.gradients(image, scope.select(None), tg.auto())
     saved = sum(packed.values())
     assert saved > 0 and est.parts["saved"] >= saved
-    assert est.parts["saved"] + est.parts["grads"] + est.parts["held"] <= 4 * saved  # honest, not a blanket
+    assert est.parts["saved"] <= 2 * saved  # honest, not a blanket (1.56x here)

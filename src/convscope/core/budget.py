@@ -19,7 +19,7 @@ gradient methods, the viewer's CAMs): ``held`` as in "hold", plus::
     saved      SAVED_FACTOR * the sum of EVERY layer's output   (what autograd keeps for the backward
                pass: each layer's input, a pool's indices, a ReLU's output)
     grads      the sum of the chosen outputs + the input       (the gradients handed back)
-    engine     ENGINE_BYTES                                     (autograd's own buffers, a constant)
+    backward   BACKWARD_FACTOR * the largest output of ANY layer (the gradients in flight)
 
 ``masked=B`` (Score-CAM: at most ``B`` masked inputs per forward pass, ``convscope.cam``'s chunk) adds::
 
@@ -34,7 +34,10 @@ allocates (PyTorch's CPU fallback for small 3D convolutions unfolds its input:
 Calibration: ``convscope activations demo:unet`` on a 10000x10000 image peaks at 21.9 GiB RSS
 (measured with ``/usr/bin/time -v``); the estimate is 24.3 GiB. The gradient and Score-CAM factors
 come from ``benchmarks/budget_calibration.py`` (peak RSS over a baseline, a fresh process per case,
-on U-Nets 2D/3D and a ResNet; the table is in ``docs/wave2/budget.md``).
+on U-Nets 2D/3D and a ResNet; the table is in ``docs/wave2/budget.md``): every ``unet`` and
+``gradcam`` case is estimated at 1.2x to 2.3x its measured extra peak; ``convscope unet --slices axial``
+on a 256x256x64 scan (2D U-Net, 3 levels, base 8) peaks at 5.3 GiB RSS, estimated 8.5 GiB (the
+forward-only estimate was 3.2 GiB).
 
 Layer output sizes come in two steps, so the common case costs nothing:
 
@@ -90,12 +93,13 @@ FORWARD_FACTOR = 4
 PICTURE_FACTOR = 3
 """Rendering temporaries, in multiples of the largest chosen output (one sample)."""
 
-SAVED_FACTOR = 1
+SAVED_FACTOR = 1.25
 """Mode "gradients": what autograd keeps for the backward pass, in multiples of the sum of every
-layer's output (calibrated: 0.5 to 1.3 measured, see the module docstring)."""
+layer's output (calibrated: 0.45 to 1.3 measured, see the module docstring)."""
 
-ENGINE_BYTES = 16 * 2**20
-"""Mode "gradients": a constant for autograd's own buffers (small inputs are dominated by it)."""
+BACKWARD_FACTOR = 2
+"""Mode "gradients": the gradients in flight during the backward pass (a layer's output gradient and
+its input gradient), in multiples of the largest layer output."""
 
 MASKED_FACTOR = 3
 """Score-CAM: per masked input, multiples of one sample's input (the resampled mask, the masked copy,
@@ -241,7 +245,7 @@ def estimate_capture(
     if mode == "gradients":
         parts["saved"] = int(SAVED_FACTOR * sum(every))
         parts["grads"] = sum(sizes.values()) + input_bytes
-        parts["engine"] = ENGINE_BYTES
+        parts["backward"] = BACKWARD_FACTOR * (max(every) if every else input_bytes)
     if masked > 0:
         sample_input = input_bytes // max(n, 1)
         sample_largest = max(every) // max(n, 1) if every else sample_input
