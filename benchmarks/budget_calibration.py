@@ -8,7 +8,7 @@ is made and the command's work runs (``scope.activations``, ``scope.unet``, ``sc
 measured extra peak is ``ru_maxrss`` after minus the baseline. The estimate is the one the command's
 memory check makes, from the shape probe (the tighter of its two ways; the free metadata bound is
 larger), computed after the measurement. Prints one table row per case (markdown) and writes
-``benchmarks/budget_calibration.json``; the table is in docs/wave2/budget.md. One torch thread.
+``benchmarks/out/budget_calibration.json``; the table is in docs/wave2/budget.md. One torch thread.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def main() -> None:
         mib = 2**20
         print(f"| {name} | {row['measured'] / mib:.0f} MiB | {row['estimate'] / mib:.0f} MiB | {row['ratio']:.2f} | "
               f"{row['hold_estimate'] / mib:.0f} MiB |", flush=True)
-    out = ROOT / "benchmarks" / "budget_calibration.json"
+    out = ROOT / "benchmarks" / "out" / "budget_calibration.json"  # ignored by git
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
 
 

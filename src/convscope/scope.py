@@ -539,8 +539,9 @@ class Scope:
         batches of masked inputs (as many as :mod:`convscope.cam` puts in one forward pass). Raises
         :class:`~convscope.core.budget.MemoryBudgetError` before any work when it does not fit."""
         from .cam import DEFAULT_SCORECAM_BUDGET_MB, _chunk_size
-        from .core.attribution import GRADIENT_METHODS, INPUT_METHODS
+        from .core.attribution import GRADIENT_METHODS, INPUT_METHODS, check_methods
 
+        methods = check_methods(methods)  # canonical names (aliases like "grad-cam")
         backward = any(m in GRADIENT_METHODS or m in INPUT_METHODS for m in methods)
         masked = 0
         if "scorecam" in methods:

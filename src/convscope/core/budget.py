@@ -35,8 +35,8 @@ Calibration: ``convscope activations demo:unet`` on a 10000x10000 image peaks at
 (measured with ``/usr/bin/time -v``); the estimate is 24.3 GiB. The gradient and Score-CAM factors
 come from ``benchmarks/budget_calibration.py`` (peak RSS over a baseline, a fresh process per case,
 on U-Nets 2D/3D and a ResNet; the table is in ``docs/wave2/budget.md``): every ``unet`` and
-``gradcam`` case is estimated at 1.2x to 2.3x its measured extra peak; ``convscope unet --slices axial``
-on a 256x256x64 scan (2D U-Net, 3 levels, base 8) peaks at 5.3 GiB RSS, estimated 8.5 GiB (the
+``gradcam`` case is estimated at 1.0x to 2.3x its measured extra peak; ``convscope unet --slices axial``
+on a 256x256x64 scan (2D U-Net, 3 levels, base 8) peaks at 5.3 GiB RSS, estimated 9.4 GiB (the
 forward-only estimate was 3.2 GiB).
 
 Layer output sizes come in two steps, so the common case costs nothing:

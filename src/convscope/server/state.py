@@ -634,7 +634,7 @@ class ViewerState:
                 scale = "one scale shared by every U-Net level and branch"
             else:
                 layers = self.scope._cam_layers(None)
-                self.scope.check_memory(prepared.batch[:1], layers, mode="gradients", what="the CAM's activations and gradients")
+                self.scope.plan_cam(prepared.batch[:1], layers, [query.method])  # the CAM's own check (backward, Score-CAM)
                 post = PostProcess(relu=True, normalize="max", scope="image")
                 with self.model_lock:
                     self.captures += 1
