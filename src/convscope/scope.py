@@ -194,7 +194,7 @@ class Scope:
         return cached
     def check_memory(
         self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
-        what: str | None = None,
+        what: str | None = None, masked: int = 0,
     ) -> MemoryEstimate:
         """Estimate the memory a capture of ``layers`` (default: every layer) on ``image`` needs and
         raise :class:`~convscope.core.budget.MemoryBudgetError` when it is above :attr:`max_memory`.
@@ -202,17 +202,19 @@ class Scope:
         Runs before the image is decoded (its size comes from the file header) and before the
         forward pass; see :mod:`convscope.core.budget` for what is counted. The whole batch is one
         pass here; :meth:`plan_slices` splits the slices of a volume (``--slices``) into chunks instead.
+        ``mode="gradients"`` counts one backward pass (U-Net flow, CAMs); ``masked`` Score-CAM's
+        masked inputs per forward pass.
         """
         from .core.budget import check_capture
 
         shape, chosen, channels, label, hint = self._budget_inputs(image, layers, size, what)
         return check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes,
                              fixed=self.adapter.input_spec().spatial_size, budget=self.max_memory, mode=mode,
-                             what=label, hint=hint)
+                             what=label, hint=hint, masked=masked, workspace=self._workspace(shape))
 
     def plan_slices(
         self, image: Any, layers: Sequence[str] | None = None, *, size: Any = None, mode: str = "hold",
-        what: str | None = None, chunked: bool = True, why_whole: str = "",
+        what: str | None = None, chunked: bool = True, why_whole: str = "", masked: int = 0,
     ) -> ChunkPlan:
         """How many samples go through the model per forward pass: the slices of a volume fed to a
         2D model (``--slices PLANE``) in chunks sized to :attr:`max_memory`, anything else in one pass.
@@ -232,11 +234,22 @@ class Scope:
         if record is None or not chunked:
             estimate = check_capture(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
                                      budget=self.max_memory, mode=mode, what=label,
-                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""))
+                                     hint=hint + (f" ({why_whole})" if why_whole and hint else ""), masked=masked,
+                                     workspace=self._workspace(shape))
             return ChunkPlan(total=int(shape[0]), size=max(1, int(shape[0])), estimate=estimate)
         return plan_chunks(shape, chosen, channels_by_layer=channels, probe=self._probe_shapes, fixed=fixed,
                            budget=self.max_memory, mode=mode, what=f"{label} of one {record.plane} slice",
-                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory")
+                           hint=f"; feed one slice with --slice {record.plane}:N or raise --max-memory", masked=masked,
+                           workspace=self._workspace(shape))
+
+    def _workspace(self, shape: tuple[int, ...]) -> int:
+        """Bytes per sample of the largest kernel scratch buffer (PyTorch's unfold path of small 3D
+        convolutions on the CPU: :func:`~convscope.core.budget.unfold_workspace`); 0 elsewhere."""
+        from .core.budget import unfold_workspace
+
+        if self.adapter.framework != "torch":
+            return 0
+        return unfold_workspace([info for info in self.adapter.layers() if info.is_leaf], shape)
 
     def _slice_record(self, image: Any, size: Any) -> Any:
         """The input's VolumeInput when it is several slices of a volume for a 2D model, else None."""
@@ -432,7 +445,7 @@ class Scope:
         the values of the first chunk."""
         from .unet import build_unet_flow, unet_backend_for
 
-        plan = self.plan_slices(image, size=size, what="the U-Net flow (every layer)")
+        plan = self.plan_slices(image, size=size, mode="gradients", what="the U-Net flow (every layer, one backward pass)")
         prepared = self.prepare(image, size=size, normalize=normalize)
         display = prepared.display[0] if prepared.display is not None else None
         return build_unet_flow(unet_backend_for(self.adapter), prepared.batch, display, target=target, mask=mask,
@@ -493,19 +506,18 @@ class Scope:
         from .core import targets as tg
         from .core.attribution import PostProcess, check_methods
 
-        plan = None
-        if self._slice_record(image, size) is not None:  # every slice of a plane: chunks that fit the budget
-            plan = self.plan_slices(image, size=size, what="the CAMs (activations and gradients)")
-        prepared = self.prepare(image, size=size, normalize=normalize)
         names = self._cam_layers(layer)
+        methods = check_methods(method)
+        budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
+        checked = self.plan_cam(image, names, methods, size=size, scorecam_budget_mb=budget_mb)  # before any pass
+        plan = checked if self._slice_record(image, size) is not None else None  # None: one pass
+        prepared = self.prepare(image, size=size, normalize=normalize)
         if target is None:
             target = tg.auto()
         elif isinstance(target, (list, tuple)):
             target = tg.per_sample(target)
         target = fit_target_masks(target, prepared.volume)  # a NIfTI/DICOM mask: on the scan's grid, fitted like the input
         post = PostProcess(relu=relu, normalize=cam_normalize, scope="shared" if shared else "image")  # type: ignore[arg-type]
-        methods = check_methods(method)
-        budget_mb = scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB
 
         def run(batch: np.ndarray, goal: Any, display: np.ndarray | None) -> CamSet:
             return compute_cams(self.adapter, batch, names, goal, methods, post=post, display=display,
@@ -525,6 +537,30 @@ class Scope:
         if not as_set and (single_layer or layer is None) and len(methods) == 1 and len(result) == 1:
             return next(iter(result.values()))
         return result
+
+    def plan_cam(
+        self, image: Any, layers: Sequence[str], methods: Sequence[str], *, size: Any = None,
+        scorecam_budget_mb: float | None = None,
+    ) -> ChunkPlan:
+        """The memory check of :meth:`cam` (:meth:`plan_slices`): gradient methods count one backward
+        pass (mode ``"gradients"``), forward-only ones the capture of ``layers``, Score-CAM also its
+        batches of masked inputs (as many as :mod:`convscope.cam` puts in one forward pass). Raises
+        :class:`~convscope.core.budget.MemoryBudgetError` before any work when it does not fit."""
+        from .cam import DEFAULT_SCORECAM_BUDGET_MB, _chunk_size
+        from .core.attribution import GRADIENT_METHODS, INPUT_METHODS, check_methods
+
+        methods = check_methods(methods)  # canonical names (aliases like "grad-cam")
+        backward = any(m in GRADIENT_METHODS or m in INPUT_METHODS for m in methods)
+        masked = 0
+        if "scorecam" in methods:
+            shape, _, channels, _, _ = self._budget_inputs(image, layers, size, None)
+            one = np.broadcast_to(np.float32(0), (1, *shape[1:]))  # no memory: the chunk size needs the shape only
+            cap = _chunk_size(one, scorecam_budget_mb or DEFAULT_SCORECAM_BUDGET_MB)
+            widest = max((channels.get(name) or cap for name in layers), default=cap)
+            masked = min(cap, int(shape[0]) * widest)  # one masked input per sample and channel, at most cap a pass
+        what = "the CAMs (activations and gradients)" if backward else "the CAMs"
+        return self.plan_slices(image, list(layers), size=size, mode="gradients" if backward else "hold", what=what,
+                                masked=masked)
 
     def _cam_layers(self, layer: LayerSpec) -> list[str]:
         from .errors import ConvscopeError

@@ -247,7 +247,7 @@ def test_huge_image_on_demo_unet_ends_in_the_budget_line(huge_png, tmp_path):
 
 def test_huge_image_unet_command_also_refused(huge_png, tmp_path):
     result = cli("unet", "demo:unet", str(huge_png), "-o", str(tmp_path / "u"), "--max-memory", "2G")
-    assert_one_line_error(result, "the U-Net flow (every layer) at 10000x10000")
+    assert_one_line_error(result, "the U-Net flow (every layer, one backward pass) at 10000x10000")
 
 
 def test_small_image_fits_the_budget(png, tmp_path):

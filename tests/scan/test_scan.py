@@ -300,6 +300,17 @@ def test_effective_receptive_field_is_inside_the_theoretical_one(dataset):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_effective_receptive_field_checks_its_backward_pass_against_the_budget(dataset):
+    from convscope.core.budget import MemoryBudgetError
+    from convscope.scan.crops import compute_crops
+
+    scope = cs.Scope(TinyNet().eval())
+    result = scope.scan(dataset, ["conv2"], top_k=2, batch_size=8, receptive_field="none")
+    scope.max_memory = 1024  # far below one backward pass: refused before any gradient is computed
+    with pytest.raises(MemoryBudgetError, match="the effective receptive field of conv2 .*--max-memory"):
+        compute_crops(scope, result, method="effective")
+
+
 def test_volumes_scan_with_3d_boxes_and_cards(tmp_path):
     class Net3D(torch.nn.Module):
         def __init__(self) -> None:

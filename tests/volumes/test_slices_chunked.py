@@ -275,8 +275,8 @@ def test_cams_chunked_equal_one_batch(tmp_path, scan, shared):
     before = fingerprint(model)
     methods = ["gradcam", "hirescam", "eigencam", "inputxgrad"]
     one = _scope(model).cam(image, layer=["conv1", "conv2"], method=methods, shared=shared, as_set=True)
-    scope = _scope(model)
-    scope.max_memory = _small_budget(scope, image, None, "hold", 0.3)
+    scope = _scope(model)  # a budget for 30% of the stack, forward + backward pass (what scope.cam checks)
+    scope.max_memory = int(scope.plan_cam(image, ["conv1", "conv2"], methods).estimate.total * 0.3)
     model.seen.clear()
     chunked = scope.cam(image, layer=["conv1", "conv2"], method=methods, shared=shared, as_set=True)
     assert chunked.chunks is not None and chunked.chunks["chunks"] > 1 and one.chunks["chunks"] == 1
@@ -315,7 +315,7 @@ def test_cam_target_mask_cut_per_chunk(scan):
     full[:, :2, :2] = True  # every slice has a region: one (40, rows, cols) mask for the whole stack
     whole = cs.targets.segmentation(1, mask=full)
     one = [scope.cam(image, layer="conv2", target=t) for t in (per, whole)]
-    scope.max_memory = _small_budget(scope, image, None, "hold", 0.3)
+    scope.max_memory = int(scope.plan_cam(image, ["conv2"], ["gradcam"]).estimate.total * 0.3)
     chunked = [scope.cam(image, layer="conv2", target=t) for t in (per, whole)]
     for a, b in zip(one, chunked):
         np.testing.assert_allclose(a.raw, b.raw, rtol=1e-4, atol=1e-6)

@@ -104,12 +104,12 @@ def register(app: typer.Typer) -> None:
         source = _image_or_channels(image, opts.channels)
         check_volume_input(opts, source)
         scope = opts.scope(model)
-        plan = scope.plan_slices(source, size=opts.size, what="the CAM (activations and gradients)")  # --slices: chunks
-        prepared = scope.prepare(source, size=opts.size)  # a scan is read once (remembered for scope.cam)
+        # scope.cam checks the memory (forward + backward, Score-CAM's batches) before decoding and any pass
         cams = scope.cam(source, layer=list(layer) if layer else None, target=target, method=list(method or ["gradcam"]),
                          relu=relu, cam_normalize=norm, shared=shared, size=opts.size, progress=progress, as_set=True)
+        prepared = scope.prepare(source, size=opts.size)  # a scan was read once (remembered from scope.cam)
         manifest = cams.save(out, arrays=arrays, volume=prepared.volume)
         for note in cams.notes:
             typer.echo(f"note: {note}", err=True)
         _echo(f"wrote {len(cams)} map(s) to {manifest.parent} (see {manifest.name})")
-        _echo_chunks(plan.describe(), prepared.volume.plane if prepared.volume is not None else "")
+        _echo_chunks(cams.chunks, prepared.volume.plane if prepared.volume is not None else "")  # scope.cam's memory plan

@@ -183,7 +183,8 @@ def unet(
     image = _image_or_channels(image, opts.channels)
     check_volume_input(opts, image)
     scope = opts.scope(model)
-    plan = scope.plan_slices(image, size=opts.size, what="the U-Net flow (every layer)")  # --slices: chunks that fit
+    plan = scope.plan_slices(image, size=opts.size, mode="gradients",  # --slices: chunks that fit, backward included
+                             what="the U-Net flow (every layer, one backward pass)")
     prepared = scope.prepare(image, size=opts.size)
     mask_array = _read_mask(mask, prepared) if mask is not None else None
     paths = run_unet(scope.adapter, prepared.batch, prepared.display[0] if prepared.display is not None else None,

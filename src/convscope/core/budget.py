@@ -9,12 +9,35 @@ The estimate (bytes) of a capture of ``layers`` on an ``(N, C, *spatial)`` float
     input      N * C * prod(spatial) * 4
     forward    4 * the largest output of ANY layer (what the forward pass itself keeps alive: the
                layer's input and output, a skip tensor, the hook's copy)
-    held       the sum of the chosen layers' outputs        (mode "hold": API, report, viewer, U-Net)
+    held       the sum of the chosen layers' outputs        (mode "hold": API, report, viewer)
                min(that sum, pending + largest chosen)      (mode "stream": ``activations`` to files)
     pictures   3 * the largest chosen output per sample     (normalisation temporaries + the picture)
 
+Mode ``"gradients"`` is for work with one backward pass (``unet``'s gradient shares, ``cam``'s
+gradient methods, the viewer's CAMs): ``held`` as in "hold", plus::
+
+    saved      SAVED_FACTOR * the sum of EVERY layer's output   (what autograd keeps for the backward
+               pass: each layer's input, a pool's indices, a ReLU's output)
+    grads      the sum of the chosen outputs + the input       (the gradients handed back)
+    backward   BACKWARD_FACTOR * the largest output of ANY layer (the gradients in flight)
+
+``masked=B`` (Score-CAM: at most ``B`` masked inputs per forward pass, ``convscope.cam``'s chunk) adds::
+
+    masked     B * (MASKED_FACTOR * one sample's input + MASKED_FORWARD_FACTOR * the largest output of one sample)
+               + the sum of every layer's output of one sample  (what a forward pass keeps alive at
+               once, a U-Net's skips: counted for one sample)
+
+``workspace=W`` (bytes per sample) adds ``N * W``: the largest scratch buffer one layer's kernel
+allocates (PyTorch's CPU fallback for small 3D convolutions unfolds its input:
+:func:`unfold_workspace`).
+
 Calibration: ``convscope activations demo:unet`` on a 10000x10000 image peaks at 21.9 GiB RSS
-(measured with ``/usr/bin/time -v``); the estimate is 24.3 GiB.
+(measured with ``/usr/bin/time -v``); the estimate is 24.3 GiB. The gradient and Score-CAM factors
+come from ``benchmarks/budget_calibration.py`` (peak RSS over a baseline, a fresh process per case,
+on U-Nets 2D/3D and a ResNet; the table is in ``docs/wave2/budget.md``): every ``unet`` and
+``gradcam`` case is estimated at 1.0x to 2.3x its measured extra peak; ``convscope unet --slices axial``
+on a 256x256x64 scan (2D U-Net, 3 levels, base 8) peaks at 5.3 GiB RSS, estimated 9.4 GiB (the
+forward-only estimate was 3.2 GiB).
 
 Layer output sizes come in two steps, so the common case costs nothing:
 
@@ -50,6 +73,8 @@ __all__ = [
     "probe_sizes",
     "ChunkPlan",
     "plan_chunks",
+    "MODES",
+    "unfold_workspace",
 ]
 
 DEFAULT_FRACTION = 0.5
@@ -67,6 +92,31 @@ FORWARD_FACTOR = 4
 
 PICTURE_FACTOR = 3
 """Rendering temporaries, in multiples of the largest chosen output (one sample)."""
+
+SAVED_FACTOR = 1.25
+"""Mode "gradients": what autograd keeps for the backward pass, in multiples of the sum of every
+layer's output (calibrated: 0.45 to 1.3 measured, see the module docstring)."""
+
+BACKWARD_FACTOR = 2
+"""Mode "gradients": the gradients in flight during the backward pass (a layer's output gradient and
+its input gradient), in multiples of the largest layer output."""
+
+MASKED_FACTOR = 3
+"""Score-CAM: per masked input, multiples of one sample's input (the resampled mask, the masked copy,
+the batch handed to the model)."""
+
+MASKED_FORWARD_FACTOR = 3 * FORWARD_FACTOR
+"""Score-CAM: per masked input, the forward pass of a big batch without capture, in multiples of the
+largest layer output of one sample (a residual block's identity, oneDNN's buffers; calibrated at the
+batch cap, the worst case of its timing-tuned batch size)."""
+
+UNFOLD_LIMIT = 20480
+"""PyTorch's CPU convolution leaves oneDNN for its unfold ("slow") path when ``N * C_in * D * H`` of a
+3D convolution's input is at most this (``use_mkldnn`` in ATen's Convolution.cpp): the path then
+allocates ``prod(kernel) * C_in * D * H * W`` floats per sample."""
+
+MODES = ("hold", "stream", "gradients")
+"""The estimate's modes: what the command keeps (see the module docstring)."""
 
 
 class MemoryBudgetError(ConvscopeError, MemoryError):
@@ -163,6 +213,8 @@ def estimate_capture(
     mode: str = "hold",
     method: str = "bound",
     itemsize: int = 4,
+    masked: int = 0,
+    workspace: int = 0,
 ) -> MemoryEstimate:
     """The estimate for ``chosen`` layers given every layer's per-sample output element count.
 
@@ -171,10 +223,13 @@ def estimate_capture(
         per_sample: layer name -> elements of its output for ONE sample, at this input size
             (every layer the forward pass runs, chosen or not).
         chosen: the layers the capture keeps.
-        mode: ``"hold"`` (all chosen outputs kept at once) or ``"stream"`` (handed on and freed).
+        mode: ``"hold"`` (all chosen outputs kept at once), ``"stream"`` (handed on and freed) or
+            ``"gradients"`` (held, plus one backward pass: autograd's saved tensors and the gradients).
+        masked: Score-CAM's masked inputs per forward pass (0: no Score-CAM).
+        workspace: bytes per sample of the largest scratch buffer a layer's kernel allocates.
     """
-    if mode not in ("hold", "stream"):
-        raise ValueError(f"mode must be 'hold' or 'stream', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     n = int(batch_shape[0])
     input_bytes = math.prod(int(v) for v in batch_shape) * itemsize
     sizes = {name: int(per_sample[name]) * n * itemsize for name in chosen if name in per_sample}
@@ -187,6 +242,17 @@ def estimate_capture(
         held = min(held, STREAM_PENDING_BYTES + largest)
     pictures = PICTURE_FACTOR * (largest // max(n, 1)) if sizes else 0
     parts = {"input": input_bytes, "forward": forward, "held": held, "pictures": pictures}
+    if mode == "gradients":
+        parts["saved"] = int(SAVED_FACTOR * sum(every))
+        parts["grads"] = sum(sizes.values()) + input_bytes
+        parts["backward"] = BACKWARD_FACTOR * (max(every) if every else input_bytes)
+    if masked > 0:
+        sample_input = input_bytes // max(n, 1)
+        sample_largest = max(every) // max(n, 1) if every else sample_input
+        parts["masked"] = (int(masked) * (MASKED_FACTOR * sample_input + MASKED_FORWARD_FACTOR * sample_largest)
+                           + sum(every) // max(n, 1))
+    if workspace > 0:
+        parts["workspace"] = n * int(workspace)
     return MemoryEstimate(
         total=sum(parts.values()), parts=parts, largest_layer=largest_layer, largest_bytes=largest,
         batch_shape=tuple(int(v) for v in batch_shape), method=method, layers=len(sizes), per_layer=sizes,
@@ -258,6 +324,8 @@ def check_capture(
     mode: str = "hold",
     what: str = "this capture",
     hint: str = "",
+    masked: int = 0,
+    workspace: int = 0,
 ) -> MemoryEstimate:
     """Estimate a capture and raise :class:`MemoryBudgetError` when it is above ``budget``.
 
@@ -269,21 +337,26 @@ def check_capture(
         probe: a shape pass (see :data:`ProbeFn`), run only when the bound is above the budget.
         fixed: the model's fixed spatial input size, if it has one.
         budget: bytes (default :func:`default_budget`).
-        mode: ``"hold"`` or ``"stream"`` (see the module docstring).
+        mode: ``"hold"``, ``"stream"`` or ``"gradients"`` (see the module docstring).
         what: how the message names the work (``"the activations of 12 layers"``).
         hint: more advice appended to the refusal (``"; or one slice with --slice axial:N"``).
+        masked: Score-CAM's masked inputs per forward pass (0: none).
+        workspace: bytes per sample of the largest kernel scratch buffer (:func:`unfold_workspace`).
     Returns:
         The estimate (``method`` says how it was obtained).
     """
     limit = default_budget() if budget is None else int(budget)
-    estimate = estimate_capture(batch_shape, bound_sizes(channels_by_layer, batch_shape), chosen, mode=mode)
+    estimate = estimate_capture(batch_shape, bound_sizes(channels_by_layer, batch_shape), chosen, mode=mode,
+                                masked=masked, workspace=workspace)
     if estimate.total <= limit:
         return estimate
     sizes = probe_sizes(probe, batch_shape, fixed) if probe is not None else None
     if sizes is not None:
-        estimate = estimate_capture(batch_shape, sizes, chosen, mode=mode, method="probe")
+        estimate = estimate_capture(batch_shape, sizes, chosen, mode=mode, method="probe", masked=masked,
+                                    workspace=workspace)
     else:
-        estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input")
+        estimate = estimate_capture(batch_shape, {}, chosen, mode=mode, method="input", masked=masked,
+                                    workspace=workspace)
     if estimate.total <= limit:
         return estimate
     raise MemoryBudgetError(_refusal(estimate, limit, what, budget is None) + hint)
@@ -352,6 +425,8 @@ def plan_chunks(
     mode: str = "hold",
     what: str = "this capture",
     hint: str = "",
+    masked: int = 0,
+    workspace: int = 0,
 ) -> ChunkPlan:
     """The largest number of samples per forward pass whose capture fits ``budget``.
 
@@ -360,7 +435,8 @@ def plan_chunks(
     bound fits; otherwise the per-sample sizes from the shape probe (the bound without one), and the
     largest ``n`` whose estimate plus the rest of the input stack (``(N - n)`` samples of input, held
     for the next chunks) fits. Raises :class:`MemoryBudgetError` (``hint`` appended) when even one
-    sample does not fit.
+    sample does not fit. ``mode``, ``masked`` and ``workspace`` as for :func:`check_capture` (a chunk of a U-Net or
+    CAM run is sized with its backward pass).
     """
     limit = default_budget() if budget is None else int(budget)
     total = int(batch_shape[0])
@@ -368,7 +444,7 @@ def plan_chunks(
     sample_input = math.prod(rest) * 4
 
     def need(n: int, sizes: Mapping[str, int], method: str) -> MemoryEstimate:
-        est = estimate_capture((n, *rest), sizes, chosen, mode=mode, method=method)
+        est = estimate_capture((n, *rest), sizes, chosen, mode=mode, method=method, masked=masked, workspace=workspace)
         parts = dict(est.parts)
         parts["input"] = parts["input"] + (total - n) * sample_input
         return MemoryEstimate(total=sum(parts.values()), parts=parts, largest_layer=est.largest_layer,
@@ -397,3 +473,30 @@ def plan_chunks(
         f"{total} samples at once would need about {format_bytes(need(total, sizes, method).total)}, over the budget of "
         f"{format_bytes(limit)}; {lo} per forward pass fit")
     return ChunkPlan(total=total, size=lo, estimate=estimate, reason=reason)
+
+
+
+def unfold_workspace(layers: Sequence[object], batch_shape: Sequence[int]) -> int:
+    """Bytes per sample of the largest unfold buffer PyTorch's CPU fallback for small 3D convolutions
+    allocates (see :data:`UNFOLD_LIMIT`), from layer metadata only (no forward pass).
+
+    ``layers`` are :class:`~convscope.core.layers.LayerInfo` (``kernel_size``, ``in_channels``,
+    ``groups``, ``transposed``). A 3D convolution counts when ``C_in * D * H`` of the model's input
+    (its first level: the largest ``D * H`` a layer sees) is at most :data:`UNFOLD_LIMIT`; its buffer
+    is then at most ``prod(kernel) * C_in / groups * prod(spatial)`` floats. Measured: a 3D U-Net
+    with 4 and 8 channels at 48^3 peaks at 97 MiB in one convolution whose output is 3.4 MiB.
+    """
+    spatial = [int(v) for v in batch_shape[2:]]
+    if len(spatial) != 3:
+        return 0
+    plane = spatial[0] * spatial[1]
+    largest = 0
+    for info in layers:
+        kernel = getattr(info, "kernel_size", None)
+        cin = getattr(info, "in_channels", None)
+        if kernel is None or len(kernel) != 3 or not cin or getattr(info, "transposed", False) or math.prod(kernel) == 1:
+            continue
+        if cin * plane <= UNFOLD_LIMIT:
+            largest = max(largest, math.prod(kernel) * (cin // max(int(getattr(info, "groups", 1) or 1), 1))
+                          * math.prod(spatial) * 4)
+    return largest

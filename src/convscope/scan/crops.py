@@ -96,7 +96,10 @@ def compute_crops(
             found = theoretical_boxes(scope, graph, layer, coords[valid])
             if found is not None:
                 boxes[valid] = found
-        else:
+        else:  # one forward + backward pass per batch of examples: checked against the budget first
+            batch = np.broadcast_to(np.float32(0), (max(1, min(batch_size, int(valid.sum()))), *probe.shape))
+            scope.check_memory(batch, [layer], mode="gradients",
+                               what=f"the effective receptive field of {layer} (a backward pass per {len(batch)} examples)")
             boxes[valid] = _effective(scope, result, layer, ids[valid], np.nonzero(valid)[0], coords[valid], prepare,
                                       threshold, batch_size, dims)
         result.crops[layer] = boxes

@@ -648,7 +648,8 @@ class ViewerState:
                 unet = False
         try:
             if unet:
-                self.scope.check_memory(prepared.batch[:1], None, what="the U-Net CAM (activations and gradients of every layer)")
+                self.scope.check_memory(prepared.batch[:1], None, mode="gradients",
+                                        what="the U-Net CAM (activations and gradients of every layer)")
                 with self.model_lock:
                     self.captures += 1
                     ucam = flow.cam(target=target, method=query.method, progress=False)
@@ -658,7 +659,7 @@ class ViewerState:
                 scale = "one scale shared by every U-Net level and branch"
             else:
                 layers = self.scope._cam_layers(None)
-                self.scope.check_memory(prepared.batch[:1], layers, what="the CAM's activations and gradients")
+                self.scope.plan_cam(prepared.batch[:1], layers, [query.method])  # the CAM's own check (backward, Score-CAM)
                 post = PostProcess(relu=True, normalize="max", scope="image")
                 with self.model_lock:
                     self.captures += 1
