@@ -27,3 +27,29 @@ def test_crop_thumbnail_cuts_the_box_and_fits():
     thumb = crop_thumbnail(image, (10, 30, 20, 50), size=72)
     assert thumb.shape == (36, 72, 3) and (thumb == 255).all()
     assert crop_thumbnail(image, None, size=30).shape == (20, 30, 3)
+
+
+def test_3d_card_slices_of_a_scan_are_axial_and_radiological() -> None:
+    """A scan's example is cut in the axial plane through its arg-max, drawn like plane_slice
+    (rows A->P, columns R->L); its receptive-field box follows the flips. Arrays keep the first axis."""
+    from convscope.core.view import MiddleView, plane_slice
+    from convscope.scan.cards import card_slice
+
+    shape = (10, 8, 6)  # X, Y, Z (RAS+)
+    amap = np.zeros(shape, np.float32)
+    amap[7, 6, 2] = 5.0  # RAS+: towards the patient's right (high X) and anterior (high Y), slice z = 2
+    sample = np.zeros((1, *shape), np.float32)
+    sample[0, 7, 6, 2] = 1.0
+    box = np.array([6, 5, 1, 9, 8, 4])  # x 6..8, y 5..7, z 1..3 (ends exclusive)
+    view = MiddleView(plane="axial", spatial=shape)
+    map2d, picture, crop = card_slice(amap, sample, (7, 6, 2), box, view)
+    np.testing.assert_array_equal(map2d, plane_slice(amap, "axial", 2))
+    row, col = np.unravel_index(int(np.argmax(map2d)), map2d.shape)
+    assert (row, col) == (8 - 1 - 6, 10 - 1 - 7)  # anterior near the top, the patient's right on the image's left
+    assert picture.shape == (8, 10, 3) and picture[row, col].max() == 255  # the input slice through z = 2
+    assert crop == [8 - 8, 10 - 9, 8 - 5, 10 - 6]
+    assert crop[0] <= row < crop[2] and crop[1] <= col < crop[3]
+    # a plain array: the first axis, as stored
+    map2d, picture, crop = card_slice(amap, sample, (7, 6, 2), box, None)
+    np.testing.assert_array_equal(map2d, amap[7])
+    assert crop == [5, 1, 8, 4] and picture.shape == (8, 6, 3)

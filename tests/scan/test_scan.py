@@ -336,6 +336,28 @@ def test_volumes_scan_with_3d_boxes_and_cards(tmp_path):
     assert (tmp_path / "scan" / result.cards["conv2"][1]).is_file()
 
 
+def test_nifti_scans_get_axial_cards(tmp_path):
+    pytest.importorskip("nibabel")
+    from PIL import Image
+
+    from tests.volumes import files as F
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU()).eval()
+    (tmp_path / "v").mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(3):  # stored LPS: the cards are cut from the RAS+ arrays
+        F.write_nifti(tmp_path / "v" / f"ct{i}.nii.gz", rng.random((10, 8, 6)).astype(np.float32), "LPS")
+    pytest.importorskip("pydicom")
+    F.write_dicom_series(tmp_path / "v" / "patient" / "series1", (rng.random((10, 8, 6)) * 100).astype(np.float32))
+    (tmp_path / "v" / "notes.txt").write_text("not data")
+    result = cs.Scope(net).scan(tmp_path / "v", top_k=2, batch_size=2, out=tmp_path / "scan")
+    assert result.images == 4 and not result.skipped  # 3 NIfTI files + one DICOM series folder (one volume)
+    assert any(i.startswith("patient/series1@") for i in result.state.ids)
+    card = Image.open(tmp_path / "scan" / result.cards["0"][0])
+    assert card.size[0] > 100 and len(result.channel("0", 0).examples) == 2
+
+
 def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
     with pytest.raises(cs.ConvscopeError, match="scan state needs about .* --top-k"):
         scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)

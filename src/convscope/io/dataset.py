@@ -32,7 +32,24 @@ from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES, prepare_input
 __all__ = ["DataFile", "Batch", "Skipped", "list_files", "DatasetError", "decode_file", "iter_batches", "chunk_files"]
 
 SUFFIXES = tuple(IMAGE_SUFFIXES) + tuple(ARRAY_SUFFIXES)
+"""Picture and array endings; every file ending of a registered reader is read too (:func:`readable_endings`)."""
 LIST_SUFFIXES = (".txt", ".lst")
+SERIES_SUFFIXES = (".dcm", ".dicom")
+"""A folder holding two or more files with these endings (and nothing else) is one DICOM series: one item."""
+
+
+def readable_endings() -> tuple[str, ...]:
+    """File name endings a dataset item may have: pictures, arrays and every file reader's endings
+    (NIfTI ``.nii``/``.nii.gz``, DICOM ``.dcm``, ITK ``.mha``/``.nrrd`` ...)."""
+    from .readers import readers
+
+    extra = [s for r in readers() if not r.folders for s in r.suffixes]
+    return tuple(dict.fromkeys([*SUFFIXES, *extra]))
+
+
+def _is_series(folder: Path, names: Sequence[str]) -> bool:
+    files = [n for n in names if (folder / n).is_file() and not n.startswith(".")]
+    return len(files) >= 2 and all(n.lower().endswith(SERIES_SUFFIXES) for n in files)
 
 
 class DatasetError(ConvscopeError):
@@ -101,9 +118,10 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
     if not items:
         raise DatasetError("no DATA given: name a folder, a glob such as 'data/*.png', or a text file listing images")
     found: dict[str, DataFile] = {}
+    endings = readable_endings()
 
-    def add(path: Path, root: Path) -> None:
-        if path.suffix.lower() not in SUFFIXES or not path.is_file():
+    def add(path: Path, root: Path, *, series: bool = False) -> None:
+        if not series and (not path.name.lower().endswith(endings) or not path.is_file()):
             return
         absolute = str(path.resolve())
         try:
@@ -121,6 +139,9 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
                 add(Path(match), root)
         elif path.is_dir():
             for dirpath, _dirs, names in os.walk(path, followlinks=False):
+                if _is_series(Path(dirpath), names):  # a DICOM series folder is one volume
+                    add(Path(dirpath), path, series=True)
+                    continue
                 for name in names:
                     add(Path(dirpath) / name, path)
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
@@ -139,16 +160,17 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
                 else:
                     add(target, base)
         elif path.is_file():
-            if path.suffix.lower() not in SUFFIXES:
+            if not path.name.lower().endswith(endings):
                 raise DatasetError(
-                    f"{path.name} is not an image convscope reads ({', '.join(SUFFIXES)}) nor a list of paths (.txt)"
+                    f"{path.name} is not an image convscope reads ({', '.join(endings)}) nor a list of paths (.txt)"
                 )
             add(path, path.parent)
         else:
             raise DatasetError(f"DATA path not found: {text}")
     if not found:
         raise DatasetError(
-            f"no images found in {', '.join(os.fspath(i) for i in items)} (looked for {', '.join(SUFFIXES)}); "
+            f"no images found in {', '.join(os.fspath(i) for i in items)} (looked for {', '.join(endings)} and DICOM series "
+            "folders); "
             "give a folder of images, a glob or a text file listing them"
         )
     return sorted(found.values(), key=lambda f: (f.rel, f.path))
@@ -156,7 +178,14 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
 
 def content_id(file: DataFile) -> str:
     """``rel@hash`` for ``file`` (reads it)."""
-    digest = hashlib.blake2b(Path(file.path).read_bytes(), digest_size=8).hexdigest()
+    path = Path(file.path)
+    hasher = hashlib.blake2b(digest_size=8)
+    if path.is_dir():  # a DICOM series: every file's name and bytes, in name order
+        for part in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            hasher.update(part.name.encode("utf-8") + b"\0" + part.read_bytes())
+    else:
+        hasher.update(path.read_bytes())
+    digest = hasher.hexdigest()
     return f"{file.rel}@{digest}"
 
 

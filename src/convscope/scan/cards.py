@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.view import MiddleView
 from ..io.images import prepare_input
 from ..io.output import OutputDir, safe_filename
 from .result import ScanResult
@@ -52,6 +53,33 @@ def _kernel_picture(scope: Any, layer: str, channel: int, cache: dict[str, Any])
         return None
     weights = bank.weights[channel:channel + 1]
     return render_kernel_grid(weights, max_side=400).pixels[:, :, :3]
+
+
+def card_slice(
+    amap: np.ndarray, sample: np.ndarray, position: tuple[int, ...], box: np.ndarray | None, view: MiddleView | None
+) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
+    """The 2D picture of a 3D example: ``(map slice, input slice picture, crop box [r0, c0, r1, c1])``.
+
+    ``amap`` ``(a, b, c)`` is the channel's map, ``sample`` ``(C, A, B, C)`` the model input,
+    ``position`` the arg-max in ``amap``, ``box`` its receptive field ``[a0, b0, c0, a1, b1, c1]`` in
+    the input (or None). A scan (``view.plane == "axial"``, axes ``(X, Y, Z)`` RAS+) is cut in the
+    axial plane through the arg-max, in radiological view (:func:`~convscope.core.view.plane_slice`:
+    rows A->P, columns R->L); any other array along its first axis, as stored.
+    """
+    from ..core.view import plane_slice
+
+    extent = sample.shape[1:]
+    if view is not None and view.plane == "axial":
+        z = position[2]
+        z_in = (int(box[2]) + int(box[5]) - 1) // 2 if box is not None else (z * extent[2]) // amap.shape[2]
+        width_x, height_y = extent[0], extent[1]
+        crop = None if box is None else [height_y - int(box[4]), width_x - int(box[3]),
+                                         height_y - int(box[1]), width_x - int(box[0])]
+        return plane_slice(amap, "axial", z), _slice_picture(plane_slice(sample, "axial", z_in)), crop
+    z = position[0]
+    z_in = (int(box[0]) + int(box[3]) - 1) // 2 if box is not None else (z * extent[0]) // amap.shape[0]
+    crop = None if box is None else [int(box[1]), int(box[2]), int(box[4]), int(box[5])]
+    return amap[z], _slice_picture(sample[:, z_in]), crop
 
 
 def _slice_picture(planes: np.ndarray) -> np.ndarray:
@@ -100,6 +128,7 @@ def render_cards(
             prepared = [prepare_input(result.state.paths[i], **prepare) for i in part]
             batch = np.concatenate([p.batch for p in prepared], axis=0)
             displays = [p.display[0] if p.display is not None else None for p in prepared]
+            views = [p.view for p in prepared]
             by_layer: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
             for n, image_id in enumerate(part):
                 for name, c, j in wanted[image_id]:
@@ -107,7 +136,7 @@ def render_cards(
 
             def on_activation(
                 name: str, act: np.ndarray, _by_layer: Any = by_layer, _displays: Any = displays, _thumbs: Any = thumbs,
-                _batch: Any = batch,
+                _batch: Any = batch, _views: Any = views,
             ) -> None:
                 stats = result.layer(name) if name in result.state.layers else None
                 if stats is None:
@@ -120,13 +149,11 @@ def render_cards(
                     amap = act[n, c]
                     box = None
                     b = boxes[c, j] if boxes is not None and boxes[c, j][0] >= 0 else None
-                    if amap.ndim == 3:  # volume: the layer's slice through the arg-max, over the input slice at its centre
-                        z = int(np.unravel_index(int(stats.top_pos[c, j]), stats.spatial)[0])
-                        amap = amap[z]
-                        z_in = (int(b[0]) + int(b[3]) - 1) // 2 if b is not None else (z * _batch.shape[2]) // act.shape[2]
-                        display = _slice_picture(_batch[n, :, z_in])
-                    if b is not None:
-                        box = b.tolist() if b.shape[0] == 4 else [b[1], b[2], b[4], b[5]]
+                    if amap.ndim == 3:  # 3D: the layer's slice through the arg-max, over the input slice at its centre
+                        position = tuple(int(v) for v in np.unravel_index(int(stats.top_pos[c, j]), stats.spatial))
+                        amap, display, box = card_slice(amap, _batch[n], position, b, _views[n])
+                    elif b is not None:
+                        box = b.tolist()
                     overlay = render_overlay(display, amap, alpha=0.45).pixels
                     _thumbs[(name, c, j)] = crop_thumbnail(overlay, box, THUMB)
 

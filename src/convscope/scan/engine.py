@@ -220,6 +220,10 @@ def _prepare_kwargs(scope: Any, size: Any, normalize: str | None) -> dict[str, A
         "size": size,
         "normalize": normalize if normalize is not None else scope.normalize,
         "expected_size": spec.spatial_size if size is None else None,
+        # volumes (NIfTI, DICOM series): the scope's --intensity / --roi ... and, for a 3D model,
+        # padding to its total downsampling (an int, so the settings pickle for Ray actors)
+        "volume_options": scope.volume_options,
+        "downsampling": scope._downsampling(spec.channels, 3) if spec.spatial_dims == 3 else 1,
     }
 
 
