@@ -59,6 +59,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConvscopeError
+from .layers import LayerInfo
 
 __all__ = [
     "DEFAULT_FRACTION",
@@ -476,7 +477,7 @@ def plan_chunks(
 
 
 
-def unfold_workspace(layers: Sequence[object], batch_shape: Sequence[int]) -> int:
+def unfold_workspace(layers: Sequence[LayerInfo], batch_shape: Sequence[int]) -> int:
     """Bytes per sample of the largest unfold buffer PyTorch's CPU fallback for small 3D convolutions
     allocates (see :data:`UNFOLD_LIMIT`), from layer metadata only (no forward pass).
 
@@ -492,11 +493,10 @@ def unfold_workspace(layers: Sequence[object], batch_shape: Sequence[int]) -> in
     plane = spatial[0] * spatial[1]
     largest = 0
     for info in layers:
-        kernel = getattr(info, "kernel_size", None)
-        cin = getattr(info, "in_channels", None)
-        if kernel is None or len(kernel) != 3 or not cin or getattr(info, "transposed", False) or math.prod(kernel) == 1:
+        kernel, cin = info.kernel_size, info.in_channels
+        if kernel is None or len(kernel) != 3 or not cin or info.transposed or math.prod(kernel) == 1:
             continue
         if cin * plane <= UNFOLD_LIMIT:
-            largest = max(largest, math.prod(kernel) * (cin // max(int(getattr(info, "groups", 1) or 1), 1))
+            largest = max(largest, math.prod(kernel) * (cin // max(int(info.groups or 1), 1))
                           * math.prod(spatial) * 4)
     return largest

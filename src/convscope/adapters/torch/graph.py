@@ -30,6 +30,7 @@ import numpy as np
 
 from ...core.graph import MERGE_OPS, Graph, GraphCapture, Node
 from ...errors import ConvscopeError, UnsupportedModelError
+from .._capture import CallNamer
 from .state import preserved_model_state
 
 __all__ = [
@@ -194,8 +195,7 @@ class _Tracer:
         self.retain = retain
         self.track_merges = track_merges
         self.nodes: list[dict[str, Any]] = []
-        self.taken: set[str] = set()
-        self.counts: dict[str, int] = {}
+        self.namer = CallNamer()  # THE #k naming rule (node ids: base, base#1, ...)
         self.prov: dict[int, tuple[Any, str]] = {}
         self.scope: list[str] = []
         self.leaf_depth = 0
@@ -219,17 +219,8 @@ class _Tracer:
         self.prov[id(tensor)] = (weakref.ref(tensor), node_id)
 
     def unique(self, base: str) -> str:
-        """``base``, then ``base#1``, ``base#2``... skipping taken names (:func:`.._capture.call_key`)."""
-        from .._capture import call_key
-
-        count = self.counts.get(base, 0)
-        name = call_key(base, count)
-        while name in self.taken:
-            count += 1
-            name = call_key(base, count)
-        self.counts[base] = count + 1
-        self.taken.add(name)
-        return name
+        """``base``, then ``base#1``, ``base#2``... skipping taken names (:class:`.._capture.CallNamer`)."""
+        return self.namer.next(base)
 
     def tensors_in(self, obj: Any) -> list[Any]:
         from torch.utils._pytree import tree_leaves
