@@ -38,3 +38,31 @@ class ManyLayers(nn.Module):
 
     def forward(self, x):
         return self.body(self.stem(x))
+
+
+def WithAtexit(**kwargs):  # noqa: N802
+    """TinyNet, and an ``atexit`` handler that writes the file named by ``CONVSCOPE_TEST_ATEXIT``."""
+    import atexit
+    import os
+    from pathlib import Path
+
+    target = os.environ["CONVSCOPE_TEST_ATEXIT"]
+    atexit.register(lambda: Path(target).write_text("atexit ran\n"))
+    return TinyNet()
+
+
+def WithWorkerThread(**kwargs):  # noqa: N802
+    """TinyNet, and a non-daemon thread that writes ``CONVSCOPE_TEST_THREAD`` after 0.5 s."""
+    import os
+    import threading
+    import time
+    from pathlib import Path
+
+    target = os.environ["CONVSCOPE_TEST_THREAD"]
+
+    def late() -> None:
+        time.sleep(0.5)
+        Path(target).write_text("thread finished\n")
+
+    threading.Thread(target=late, daemon=False).start()
+    return TinyNet()

@@ -429,6 +429,45 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous_term)
 
 
+def run() -> None:
+    """The console script (``convscope``, ``python -m convscope``): :func:`main`, then a quick exit.
+
+    When ``main`` is done the outputs are complete on disk; what is left is the interpreter's own
+    teardown (destroying every module and object of torch, TensorFlow...), about 0.2-0.3 s that the
+    user would wait for nothing. So after flushing stdout/stderr and running the ``atexit`` handlers
+    (logging, Ray, coverage, the user's own) the process ends with ``os._exit``. It exits the normal
+    way when any other non-daemon thread is still alive (a thread pool, a server), so no work is cut short.
+    """
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    _exit_now(code)
+
+
+def _exit_now(code: Any) -> None:
+    import atexit
+    import os
+    import threading
+
+    if isinstance(code, str):  # SystemExit("message"): printed, status 1 (as the interpreter does)
+        print(code, file=sys.stderr)
+        code = 1
+    status = 0 if code is None else int(code)
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if others:
+        raise SystemExit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe (convscope ... | head): nothing left to say
+            status = status or 1
+    os._exit(status)
+
+
 def threading_is_main() -> bool:
     import threading
 
@@ -451,4 +490,4 @@ from .cmd_cam import register as _register_cam  # noqa: E402  (needs the option 
 _register_cam(app)
 
 if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])
+    run()

@@ -439,16 +439,29 @@ def _display(batch: np.ndarray, view: MiddleView = FIRST_AXIS) -> np.ndarray | N
     if batch.ndim == 5:
         maps = view.take(batch)
     channels = maps.shape[1]
-    rgb = maps[:, :3] if channels >= 3 else np.repeat(maps[:, :1], 3, axis=1)
-    rgb = np.moveaxis(rgb, 1, -1)
-    finite = np.isfinite(rgb)
-    lo = float(rgb[finite].min()) if finite.any() else 0.0
-    hi = float(rgb[finite].max()) if finite.any() else 1.0
+    rgb = maps[:, :3] if channels >= 3 else maps[:, :1]
+    low, high = (rgb.min(), rgb.max()) if rgb.size else (0.0, 1.0)
+    finite = None
+    if np.isfinite(low) and np.isfinite(high):  # no NaN or Inf anywhere: no masks needed
+        lo, hi = float(low), float(high)
+    else:
+        finite = np.isfinite(rgb)
+        lo = float(rgb[finite].min()) if finite.any() else 0.0
+        hi = float(rgb[finite].max()) if finite.any() else 1.0
     if lo >= 0.0 and hi <= 1.0:
         lo, hi = 0.0, 1.0
     span = hi - lo if hi > lo else 1.0
-    unit = np.clip(np.where(finite, (rgb - lo) / span, 0.0), 0.0, 1.0)
-    return np.ascontiguousarray((unit * 255.0 + 0.5).astype(np.uint8))
+    unit = np.subtract(rgb, lo, dtype=np.result_type(rgb.dtype, np.float32))  # channels first: flat passes
+    unit /= span
+    if finite is not None:
+        unit[~finite] = 0.0
+    np.clip(unit, 0.0, 1.0, out=unit)
+    unit *= 255.0
+    unit += 0.5
+    pictures = unit.astype(np.uint8)
+    if pictures.shape[1] == 1:  # gray: the same value in R, G and B
+        pictures = np.repeat(pictures, 3, axis=1)
+    return np.ascontiguousarray(np.moveaxis(pictures, 1, -1))
 
 
 def prepare_input(

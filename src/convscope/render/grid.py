@@ -365,22 +365,35 @@ def _physical_box(
     return (width * sx / finest, height * sy / finest), px_per_value / finest
 
 
+_BLOCK_CHUNK_BYTES = 1 << 18
+""":func:`_block_mean` sums rows for this many bytes of channels at a time, so the row sums stay in
+the CPU cache while their columns are summed."""
+
+
 def _block_mean(maps: np.ndarray, step: int) -> np.ndarray:
     """``(C, H, W)`` -> ``(C, ceil(H / step), ceil(W / step))`` float32: the mean of each
     ``step x step`` block (edge blocks average what they hold; a NaN in a block gives NaN).
 
-    ``step**2`` strided additions (one per offset inside a block), each a flat vectorised pass over
-    a ``1 / step**2`` share of the maps: about one read of the input in all, instead of numpy's
-    slow reduction over two short inner axes of a 5-D view.
+    Rows first, then columns: ``step`` additions of every ``step``-th row (whole contiguous rows,
+    one read of the input in all), then ``step`` strided additions over the ``step`` times smaller
+    row sums, a few channels at a time so those sums are still in the cache. That avoids numpy's
+    slow reduction over two short inner axes of a 5-D view and reads the input once, as a
+    ``step**2``-offset sum could not (each offset touches every cache line of its rows).
     """
     count, height, width = maps.shape
     out_h, out_w = math.ceil(height / step), math.ceil(width / step)
     total = np.zeros((count, out_h, out_w), dtype=np.float32)
-    for dy in range(min(step, height)):
-        rows = math.ceil((height - dy) / step)
+    per = max(1, _BLOCK_CHUNK_BYTES // (out_h * width * 4))
+    buffer = np.empty((min(per, count), out_h, width), dtype=np.float32)
+    for first in range(0, count, per):
+        last = min(count, first + per)
+        row_sums = buffer[: last - first]
+        row_sums[...] = 0.0
+        for dy in range(min(step, height)):
+            row_sums[:, : math.ceil((height - dy) / step)] += maps[first:last, dy::step]
+        block = total[first:last]
         for dx in range(min(step, width)):
-            cols = math.ceil((width - dx) / step)
-            total[:, :rows, :cols] += maps[:, dy::step, dx::step]
+            block[:, :, : math.ceil((width - dx) / step)] += row_sums[:, :, dx::step]
     if height % step or width % step:  # edge blocks hold fewer values
         per_row = np.minimum(step, height - np.arange(out_h) * step).astype(np.float32)
         per_col = np.minimum(step, width - np.arange(out_w) * step).astype(np.float32)
