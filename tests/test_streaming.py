@@ -193,38 +193,108 @@ def test_png_encoder_refuses_what_png_cannot_hold() -> None:
         encode_png(np.zeros((2, 2, 5), np.uint8))
 
 
-# -- the forward pass shares the CPU with the rendering threads -----------------------------------
+# -- a CPU forward pass and the rendering threads take turns -------------------------------------
 
 
-def threads_seen_by_layers(busy: Any) -> tuple[list[int], int]:
+def test_sharing_cpu_lowers_torch_threads_for_the_block_and_restores_them() -> None:
     torch = pytest.importorskip("torch")
     from convscope.adapters.torch_adapter import TorchAdapter
 
-    model = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, 3, padding=1) for _ in range(3)]).eval()
-    adapter = TorchAdapter(model)
-    seen: list[int] = []
-    batch = np.zeros((1, 1, 8, 8), np.float32)
-    with adapter.sharing_cpu(2, busy):
-        adapter.capture(batch, ["0", "1", "2"], on_activation=lambda name, data: seen.append(torch.get_num_threads()))
-    return seen, torch.get_num_threads()
-
-
-def test_forward_pass_leaves_cores_while_the_renderer_is_busy_and_restores_them() -> None:
-    torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     if before < 2:
         pytest.skip("torch runs on one thread here")
-    seen, after = threads_seen_by_layers(lambda: True)
-    assert seen[0] == before  # nothing was queued before the first layer
-    assert all(t < before for t in seen[1:])
-    assert after == before
+    model = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, 3, padding=1) for _ in range(3)]).eval()
+    adapter = TorchAdapter(model)
+    assert adapter.computes_on_cpu
+    seen: list[int] = []
+    with adapter.sharing_cpu(1):
+        adapter.capture(np.zeros((1, 1, 8, 8), np.float32), ["0", "1", "2"],
+                        on_activation=lambda name, data: seen.append(torch.get_num_threads()))
+    assert seen == [before - 1] * 3  # fixed for the whole block, never switched by timing
+    assert torch.get_num_threads() == before
 
 
-def test_forward_pass_keeps_its_threads_when_the_renderer_is_idle() -> None:
+def _timeline_job(events: list[str], name: str, lock: threading.Lock) -> Any:
+    def job() -> Picture:
+        with lock:
+            events.append(f"start {name}")
+        time.sleep(0.01)
+        return Picture(np.zeros((2, 2, 3), np.uint8))
+
+    return job
+
+
+def test_interleaved_jobs_wait_while_the_producer_runs(tmp_path: Path) -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+    with OutputDir(tmp_path, workers=2, max_pending_bytes=1000, interleave=True) as folder:
+        for i in range(3):
+            folder.add_rendered(f"a{i}.png", _timeline_job(events, f"a{i}", lock), nbytes=100)
+        time.sleep(0.1)  # the producer's own work: nothing may start meanwhile
+        with lock:
+            events.append("producer done")
+        folder.run_queued()
+    assert events[0] == "producer done"
+    assert sorted(events[1:]) == ["start a0", "start a1", "start a2"]
+    assert sorted(p.name for p in tmp_path.glob("a*.png")) == ["a0.png", "a1.png", "a2.png"]
+
+
+def test_a_full_interleaved_queue_is_drained_before_the_producer_goes_on(tmp_path: Path) -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+    with OutputDir(tmp_path, workers=2, max_pending_bytes=250, interleave=True) as folder:
+        for i in range(5):
+            folder.add_rendered(f"b{i}.png", _timeline_job(events, f"b{i}", lock), nbytes=100)
+            with lock:
+                events.append(f"queued b{i}")
+    # two fit (200 <= 250); the third waits until both are drawn, and so on
+    assert events.index("start b0") < events.index("queued b2")
+    assert events.index("start b1") < events.index("queued b2")
+    assert events.index("queued b2") < events.index("start b2")
+    assert events.index("start b2") < events.index("queued b4") < events.index("start b4")
+    assert len(list(tmp_path.glob("b*.png"))) == 5
+
+
+def test_an_interleaved_run_that_fails_leaves_nothing_and_does_not_hang(tmp_path: Path) -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with OutputDir(tmp_path / "out", workers=2, max_pending_bytes=10_000, interleave=True) as folder:
+            for i in range(4):
+                folder.add_rendered(f"c{i}.png", _timeline_job(events, f"c{i}", lock), nbytes=100)
+            raise KeyboardInterrupt
+    assert time.perf_counter() - started < 5
+    assert events == []  # jobs that waited for their turn never drew
+    assert not (tmp_path / "out").exists()
+
+
+def test_activations_take_turns_with_a_cpu_forward_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write_activations`` interleaves on a CPU torch model, and its files equal those of drawing
+    beside the forward pass (an adapter that does not say where it computes)."""
     torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    seen, after = threads_seen_by_layers(lambda: False)
-    assert seen == [before] * 3 and after == before
+    import convscope as cs
+    from convscope import export
+    from convscope.io import output
+
+    model = torch.nn.Sequential(*[torch.nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1) for i in range(4)]).eval()
+    image = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    modes: list[bool] = []
+    original = output.OutputDir.__init__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        modes.append(bool(kwargs.get("interleave")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(output.OutputDir, "__init__", recording)
+    scope = cs.Scope(model)
+    scope.save_activations(image, tmp_path / "turns")
+    monkeypatch.setattr(export, "_forward_on_cpu", lambda scope: False)
+    scope.save_activations(image, tmp_path / "beside")
+    assert modes == [True, False]
+    for png in sorted((tmp_path / "beside").glob("*.png")):
+        assert (tmp_path / "turns" / png.name).read_bytes() == png.read_bytes()
+    assert len(list((tmp_path / "turns").glob("*.png"))) == 4
 
 
 def test_a_drawing_error_in_the_forward_pass_surfaces_as_itself() -> None:

@@ -5,7 +5,6 @@ Shared by the Python API (``Scope.save_*``) and the CLI, so both produce the sam
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .core.activations import NOT_EXECUTED, ORDERS, Activation, map_stats, not_executed
+from .core.budget import STREAM_PENDING_BYTES
 from .io.output import OutputDir, safe_filename
 
 if TYPE_CHECKING:
@@ -106,6 +106,14 @@ def write_kernels(
     return folder.path / "manifest.json"
 
 
+def _forward_on_cpu(scope: Scope) -> bool:
+    """Whether the model's forward pass uses this machine's CPU cores (then the grids are drawn in
+    turns with it: :class:`OutputDir` ``interleave``); unknown (adapters that do not say): False."""
+    from .adapters.base import SupportsCpuSharing  # a declared capability, not a getattr probe
+
+    return isinstance(scope.adapter, SupportsCpuSharing) and bool(scope.adapter.computes_on_cpu)
+
+
 def _drawn_now(render: Callable[[], Picture]) -> Callable[[], Picture]:
     """Call ``render`` now; return a callable giving its picture (or raising its error, so errors
     surface where a queued job's would, when the folder is closed)."""
@@ -170,12 +178,12 @@ def write_activations(
 ) -> Path:
     """Capture the chosen layers in ONE forward pass and stream their grids to ``out``.
 
-    Each activation is rendered and written as soon as its layer has run (on the output folder's
-    thread pool, overlapping the rest of the forward pass) and then released, so memory does not grow
-    with the number of layers: queued jobs hold at most a few activations (``OutputDir``'s
-    ``max_pending`` / ``max_pending_bytes``), and volumes are reduced to their pictures in the
-    forward pass itself. On CPU the forward pass leaves cores to the rendering threads while they
-    have activations to draw (``TorchAdapter.sharing_cpu``).
+    Each activation is queued for rendering as soon as its layer has run (on the output folder's
+    thread pool) and released once drawn, so memory does not grow with the number of layers: queued
+    jobs hold at most :data:`~convscope.core.budget.STREAM_PENDING_BYTES` of activations (or one
+    bigger one), and volumes are reduced to their pictures in the forward pass itself. A forward
+    pass on the CPU keeps all its threads and the grids are drawn in turns with it (when the queue
+    is full, and after it: ``OutputDir(interleave=True)``); on an accelerator they are drawn beside it.
 
     Files: ``LAYER.png`` (sample 0) or ``LAYER.sN.png`` per sample of a batch, ``LAYER.overlay.png``
     with ``overlay``, ``LAYER.npz`` (key ``activation``, ``(N, C, *spatial)`` float32) with ``arrays``.
@@ -235,7 +243,8 @@ def write_activations(
 
     # one step per (layer, sample) grid; a layer that runs twice (name#1) adds none, the end fills to 100%
     with Progress(len(names) * len(chosen), "convscope activations", unit="grid", enabled=progress) as bar, \
-            OutputDir(out, info=info, formats=chosen_formats) as folder:
+            OutputDir(out, info=info, formats=chosen_formats, interleave=_forward_on_cpu(scope),
+                      max_pending_bytes=STREAM_PENDING_BYTES) as folder:
         if record is not None or stack is not None:  # the input's three planes; each 3D map gets LAYER.planes.png on them
             from .volume_views import input_planes
 
@@ -302,25 +311,19 @@ def write_activations(
                                                              data.dtype, layer=name, kind="activation-array", shape=whole)
                 streams[name].write(data)
 
-        # the forward pass leaves cores to the folder's rendering threads while they have activations
-        # to draw (adapters that can; volumes, drawn in the forward pass, leave nothing queued)
-        from .adapters.base import SupportsCpuSharing  # a declared capability, not a getattr probe
-
-        sharing = scope.adapter.sharing_cpu if isinstance(scope.adapter, SupportsCpuSharing) else None
-        busy = lambda: folder.pending_bytes > 0  # noqa: E731
         missing: list[str] = list(names)
         try:
-            with sharing(folder.workers, busy) if sharing is not None else contextlib.nullcontext():
-                for start, stop in plan.ranges():
-                    offset = start
-                    part = prepared.batch if plan.chunks == 1 else prepared.batch[start:stop]
-                    result = scope.adapter.capture(part, names, on_activation=on_activation, train_mode=train)
-                    missing = [m for m in not_executed(names, result.shapes) if m in missing]
-                    del result
+            for start, stop in plan.ranges():
+                offset = start
+                part = prepared.batch if plan.chunks == 1 else prepared.batch[start:stop]
+                result = scope.adapter.capture(part, names, on_activation=on_activation, train_mode=train)
+                missing = [m for m in not_executed(names, result.shapes) if m in missing]
+                del result
         except BaseException:
             for writer in streams.values():
                 writer.close(check=False)
             raise
+        folder.run_queued()  # the forward passes are done: every core draws
         for writer in streams.values():
             writer.close()
         if missing:  # listed, never silently left out

@@ -94,18 +94,18 @@ def test_forward_pass_leaves_the_statistics_thread_a_core(dataset, monkeypatch):
 
     scope = cs.Scope(TinyNet().eval())
     plain = scope.scan(dataset, top_k=3, batch_size=8, crops=False)
-    calls: list[tuple[int, bool]] = []
+    calls: list[int] = []
     original = TorchAdapter.sharing_cpu
 
-    def recording(self, consumer_threads, busy=None):
-        calls.append((consumer_threads, busy))
-        return original(self, consumer_threads, busy)
+    def recording(self, consumer_threads):
+        calls.append(consumer_threads)
+        return original(self, consumer_threads)
 
     monkeypatch.setattr(TorchAdapter, "sharing_cpu", recording)
     threads = torch.get_num_threads()
     shared = scope.scan(dataset, top_k=3, batch_size=8, crops=False)
     assert torch.get_num_threads() == threads
-    assert calls == [(1, None)] * 4  # 26 files (2 of them bad) in chunks of 8
+    assert calls == [1] * 4  # 26 files (2 of them bad) in chunks of 8
     for name in plain.layers:
         assert shared.state.layers[name].equal(plain.state.layers[name])
 

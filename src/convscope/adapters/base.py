@@ -10,7 +10,7 @@ optional capabilities by implementing ``typing.Protocol`` classes checked with `
 :class:`SupportsGraphCapture`  ``capture_graph(batch, request, target=, mask=)`` (U-Net backend)
 :class:`ProvidesUNetBackend`  ``unet_backend() -> SupportsGraphCapture``
 :class:`SupportsGradients`   ``gradients(batch, layers, objective, with_input=)``
-:class:`SupportsCpuSharing`  ``sharing_cpu(consumer_threads, busy)`` context manager
+:class:`SupportsCpuSharing`  ``computes_on_cpu``, ``sharing_cpu(consumer_threads)`` context manager
 :class:`SupportsStreaming`   ``streams_activations`` is True: ``capture(on_activation=)`` hands
                              each activation over as the forward pass produces it
 =========================  ==============================================================
@@ -193,11 +193,13 @@ class ProvidesUNetBackend(Protocol):
 
 @runtime_checkable
 class SupportsCpuSharing(Protocol):
-    """Capability: leave CPU cores to a consumer (rendering threads) while capturing."""
+    """Capability: say whether the forward pass computes on this machine's CPU cores, and leave
+    some of them to a consumer (statistics threads) while capturing."""
 
-    def sharing_cpu(
-        self, consumer_threads: int, busy: Callable[[], bool] | None = None
-    ) -> contextlib.AbstractContextManager[None]: ...
+    @property
+    def computes_on_cpu(self) -> bool: ...
+
+    def sharing_cpu(self, consumer_threads: int) -> contextlib.AbstractContextManager[None]: ...
 
 
 @runtime_checkable

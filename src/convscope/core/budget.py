@@ -84,8 +84,10 @@ DEFAULT_FRACTION = 0.5
 PROBE_SIDES = (64, 128)
 """Side lengths of the two tiny inputs of the shape probe."""
 
-STREAM_PENDING_BYTES = 64 * 2**20
-"""Bytes the ``activations`` writer lets queued rendering jobs hold (``OutputDir`` default)."""
+STREAM_PENDING_BYTES = 256 * 2**20
+"""Bytes of activations the ``activations`` writer lets queued rendering jobs hold (its
+``OutputDir``'s ``max_pending_bytes``): a CPU forward pass runs on until they are queued, then the
+grids are drawn on every core."""
 
 
 FORWARD_FACTOR = 4

@@ -95,7 +95,6 @@ class TorchAdapter(ModelAdapter):
             )
         self.device = wanted or here or torch.device("cpu")
         self._layers: list[LayerInfo] | None = None
-        self._sharing: dict[int, tuple[Any, int, int]] = {}  # thread -> (busy, reduced, full) torch threads
 
     @property
     def model(self) -> Any:
@@ -229,50 +228,33 @@ class TorchAdapter(ModelAdapter):
 
         return torch.from_numpy(np.ascontiguousarray(batch)).to(device=self.device, dtype=self._compute_dtype())
 
+    @property
+    def computes_on_cpu(self) -> bool:
+        """True when the forward pass runs on this machine's CPU cores (not an accelerator)."""
+        return bool(self.device.type == "cpu")
+
     @contextlib.contextmanager
-    def sharing_cpu(self, consumer_threads: int, busy: Callable[[], bool] | None = None) -> Iterator[None]:
-        """Leave CPU cores to a consumer that works while this thread's captures run (streamed rendering).
+    def sharing_cpu(self, consumer_threads: int) -> Iterator[None]:
+        """Leave CPU cores to a consumer that works while this thread's captures run (a scan's statistics).
 
-        On CPU, torch's intra-op threads are lowered by ``min(consumer_threads, threads // 2)`` and
-        restored when the block ends (the setting is process-wide). With ``busy``, only while
-        ``busy()`` says the consumer has work queued (checked after each captured layer, so a
-        forward pass whose activations are cheap to draw keeps all its threads). Otherwise
-        torch's OpenMP threads, which spin while they wait, take the cores the consumer renders on:
-        on 2 cores, streaming ResNet-50 to disk used ~1.6x the CPU time with both threads left to
-        torch.
+        On CPU, torch's intra-op threads are lowered by ``min(consumer_threads, threads // 2)`` for
+        the block and restored when it ends (the setting is process-wide). The count is fixed for the
+        whole block, never switched by timing: a convolution's float result can depend on the thread
+        count. Without it torch's OpenMP threads, which spin while they wait, take the cores the
+        consumer works on.
         """
-        import threading
-
         import torch
 
         threads = torch.get_num_threads()
         keep = threads - min(max(0, int(consumer_threads)), threads // 2)
-        if self.device.type != "cpu" or keep >= threads:
+        if not self.computes_on_cpu or keep >= threads:
             yield
             return
-        ident = threading.get_ident()
-        self._sharing[ident] = (busy, keep, threads)
-        if busy is None:
-            torch.set_num_threads(keep)
+        torch.set_num_threads(keep)
         try:
             yield
         finally:
-            del self._sharing[ident]
             torch.set_num_threads(threads)
-
-    def _share_cpu(self) -> None:
-        """Inside :meth:`sharing_cpu`: torch threads for the next layers, from the consumer's load."""
-        import threading
-
-        import torch
-
-        share = self._sharing.get(threading.get_ident())
-        if share is None:
-            return
-        busy, keep, full = share
-        want = keep if busy is None or busy() else full
-        if torch.get_num_threads() != want:
-            torch.set_num_threads(want)
 
     def capture(
         self,
@@ -302,8 +284,6 @@ class TorchAdapter(ModelAdapter):
                 result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
                 if on_activation is not None:
                     on_activation(key, host)
-                    if self._sharing:
-                        self._share_cpu()
                 else:
                     result.activations[key] = host
 
