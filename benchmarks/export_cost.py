@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         data = args.out / f"input{size}.npy"
         np.save(data, np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32))
         result: dict[str, float | int] = {"size": size}
-        for way in args.ways.split(","):
+        ways = args.ways.split(",")
+        commands = {}
+        for way in ways:
             out = args.out / f"{way}{size}"
             if way == "bare":
                 cmd = [sys.executable, "-c", BARE, str(data)]
@@ -73,23 +75,30 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, "-m", "convscope", "activations", "benchmarks.models:resnet50", str(data),
                        "-o", str(out)]
                 cmd += {"cli": [], "cli-full": ["--full-resolution"], "cli-svg": ["--format", "png,svg"]}[way]
-            times, cpus = [], []
-            for _ in range(args.repeats):
+            commands[way] = (cmd, out)
+        times: dict[str, list[float]] = {way: [] for way in ways}
+        cpus: dict[str, list[float]] = {way: [] for way in ways}
+        for _ in range(args.repeats):  # the ways alternate, so a drift in the machine's speed hits all alike
+            for way in ways:
+                cmd, out = commands[way]
                 if out.exists():
                     for p in out.rglob("*"):
                         if p.is_file():
                             p.unlink()
                 wall, cpu = _run(cmd, args.src)
-                times.append(wall)
-                cpus.append(cpu)
-            result[f"{way}_s"] = round(statistics.median(times), 2)
-            result[f"{way}_cpu_s"] = round(statistics.median(cpus), 2)
+                times[way].append(wall)
+                cpus[way].append(cpu)
+        for way in ways:
+            result[f"{way}_s"] = round(statistics.median(times[way]), 2)
+            result[f"{way}_cpu_s"] = round(statistics.median(cpus[way]), 2)
             if way != "bare":
+                out = commands[way][1]
                 result[f"{way}_mb"] = round(sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6, 1)
-        for way in args.ways.split(","):
+        for way in ways:
             if way != "bare" and "bare_s" in result:
-                result[f"{way}/bare"] = round(float(result[f"{way}_s"]) / float(result["bare_s"]), 2)
-                result[f"{way}/bare_cpu"] = round(float(result[f"{way}_cpu_s"]) / float(result["bare_cpu_s"]), 2)
+                # the median of the ratios of runs made one after the other (steadier than a ratio of medians)
+                result[f"{way}/bare"] = round(statistics.median(w / b for w, b in zip(times[way], times["bare"])), 2)
+                result[f"{way}/bare_cpu"] = round(statistics.median(c / b for c, b in zip(cpus[way], cpus["bare"])), 2)
         rows.append(result)
         print(json.dumps(result), flush=True)
     (args.out / "results.json").write_text(json.dumps({"load": os.getloadavg(), "rows": rows}, indent=2))

@@ -43,3 +43,32 @@ def test_python_dash_m_takes_the_same_path(tmp_path) -> None:
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "conv1" in result.stdout and marker.exists()
+
+
+def test_threads_share_one_malloc_arena_unless_the_user_chose(monkeypatch) -> None:
+    import ctypes
+
+    from convscope.cli import main as cli_main
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        class mallopt:  # noqa: N801 - stands in for the C function
+            argtypes: list = []
+
+            def __new__(cls, option: int, value: int) -> int:  # type: ignore[misc]
+                calls.append((option, value))
+                return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    cli_main._one_malloc_arena()
+    assert calls == [(-8, 1)]  # M_ARENA_MAX = 1
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    cli_main._one_malloc_arena()
+    assert calls == [(-8, 1)]  # the user's setting stands
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    cli_main._one_malloc_arena()
+    assert calls == [(-8, 1)]  # no glibc
