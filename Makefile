@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/cam_bench.py --memory3d
-	$(PY) benchmarks/export_cost.py --sizes 224,448,896 --ways bare,cli --repeats 3
+	$(PY) benchmarks/export_cost.py --sizes 224,448,896 --ways bare,cli --repeats 9
 
 clean:
 	rm -rf $(VENV) convscope-demo test-artifacts benchmarks/out
