@@ -74,3 +74,15 @@ def test_serve_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
     phases = summary["serve"]["phases"]
     assert [p["clients"] for p in phases] == [1, 2]
     assert all(p["cached"]["n"] > 0 and p["cached"]["p95_ms"] > 0 for p in phases)
+
+
+def test_the_activations_cost_benchmark_pairs_its_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import export_cost
+
+    assert export_cost.main(["--sizes", "32", "--ways", "bare,cli", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["size"] == 32 and row["bare_s"] > 0 and row["cli_s"] > 0
+    assert row["cli/bare"] > 0 and row["cli/bare_cpu"] > 0  # medians of the paired ratios
+    assert (tmp_path / "cli32" / "manifest.json").is_file()  # the CLI way really wrote its grids
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"][0]["size"] == 32
