@@ -186,3 +186,25 @@ def test_non_finite_values_land_in_the_outer_bins():
     assert state.zeros.tolist() == [15, 17] and state.positive.tolist() == [1, 1]
     assert state.hist[1, 1 + 4] == 17 and state.hist[1, 1 + 6] == 1  # 0 in [0, .25), 0.5 in [.5, .75)
     assert state.hist[0, 1 + 4] == 15
+
+
+@pytest.mark.parametrize("chunk_values", [1 << 18, 64, 150])
+def test_histogram_is_exact_for_relu_maps_in_any_chunking(monkeypatch, chunk_values):
+    """Runs of zeros (a ReLU's output) and a last, partial channel chunk: the counts equal numpy's,
+    whatever the chunk width (the per-lane copies of the histogram are summed exactly)."""
+    from convscope.core import stats
+
+    monkeypatch.setattr(stats, "_CHUNK_VALUES", chunk_values)
+    rng = np.random.default_rng(7)
+    acts = np.maximum(rng.standard_normal((3, 11, 5, 7)).astype(np.float32), 0)  # about half exact zeros
+    acts[1, 4] = 0.0  # a whole map of zeros
+    ids = [f"i{n}" for n in range(3)]
+    edges = histogram_edges(acts, 16)
+    state = LayerStats.from_batch(acts, ids, k=2, edges=edges)
+    per = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
+    for c in range(acts.shape[1]):
+        inner, _ = np.histogram(per[c], bins=state.edges)
+        np.testing.assert_array_equal(state.hist[c, 1:-1], inner)
+        assert state.hist[c, 0] == (per[c] < state.edges[0]).sum()
+        assert state.hist[c, -1] == (per[c] >= state.edges[-1]).sum()
+    assert state.hist.sum(axis=1).tolist() == [per.shape[1]] * acts.shape[1]

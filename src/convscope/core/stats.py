@@ -43,6 +43,8 @@ __all__ = [
 
 SCORES = ("max", "mean")
 _CHUNK_VALUES = 1 << 18
+_HIST_LANES = 4
+"""Copies of each chunk's histogram that consecutive values of a row count into in turn."""
 """float64 temporaries of :meth:`LayerStats.from_batch` hold at most about this many values."""
 DEFAULT_BINS = 64
 ScoreKind = Literal["max", "mean"]
@@ -237,7 +239,8 @@ class LayerStats:
         # one pass over the activation, in channel chunks that stay in cache: every statistic of a chunk is
         # computed while it is there, into temporaries allocated once (no page faults per chunk)
         # (channel offsets + bins stay below 2**24: exact in float32)
-        step = max(1, min(_CHUNK_VALUES // max(1, total), (2**24 - 1) // (nbins + 2)))
+        lanes = _HIST_LANES
+        step = max(1, min(_CHUNK_VALUES // max(1, total), (2**24 - 1) // (lanes * (nbins + 2))))
         width = min(step, c)
         buf = np.empty((n, width, size), dtype=np.float32)
         keys = np.empty((n, width, size), dtype=np.int64)
@@ -245,7 +248,11 @@ class LayerStats:
         flag_bytes = flags.view(np.uint8)
         # per-row counts of 0/1 bytes: uint16 is exact while a row has fewer than 2**16 values
         flag_sum = np.uint16 if size < 2**16 else np.int64
-        offsets = (np.arange(width, dtype=np.float32) * np.float32(nbins + 2))[None, :, None]
+        # each value's key also names one of ``lanes`` copies of the histogram, in turn along the row:
+        # runs of one value (a ReLU's zeros) then hit different counters, which bincount does ~20% faster
+        # than one counter over and over; the copies are summed after (exact)
+        lane_of = (np.arange(size) % lanes).astype(np.float32) * np.float32(width * (nbins + 2))
+        offsets = (np.arange(width, dtype=np.float32) * np.float32(nbins + 2))[None, :, None] + lane_of[None, None, :]
         for c0 in range(0, c, step):
             c1 = min(c, c0 + step)
             w = c1 - c0
@@ -284,7 +291,8 @@ class LayerStats:
             np.floor(t, out=t)
             t += offsets[:, :w]
             np.copyto(key, t, casting="unsafe")
-            hist[c0:c1] = np.bincount(key.reshape(-1), minlength=w * (nbins + 2)).reshape(w, nbins + 2)
+            counts = np.bincount(key.reshape(-1), minlength=lanes * width * (nbins + 2))
+            hist[c0:c1] = counts.reshape(lanes, width, nbins + 2).sum(axis=0)[:w]
         del buf, keys, flags
         mean = row_sum.astype(np.float64).sum(axis=0) / max(total, 1)
         vmax = row_max.max(axis=0).astype(np.float64) if size else np.full(c, -np.inf)
