@@ -88,13 +88,9 @@ def _first(group: Any, seq: str, attr: str) -> Any:
 
 
 def _floats(value: Any, count: int, what: str, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = np.zeros(0)
-    if arr.size != count or not np.all(np.isfinite(arr)):
-        raise ImageInputError(f"{name}: {what} is missing or malformed in the segmentation; its geometry cannot be known")
-    return arr
+    from .volumes import _floats as dicom_floats
+
+    return dicom_floats(value, count, what, name, " in the segmentation; its geometry cannot be known")
 
 
 def _axis_step(step: np.ndarray) -> tuple[int, int] | None:

@@ -194,13 +194,15 @@ def _file_is_dicom(path: Path) -> bool:
         return False
 
 
-def _floats(value: Any, count: int, what: str, name: str) -> np.ndarray:
+def _floats(value: Any, count: int, what: str, name: str,
+            consequence: str = "; the slice geometry cannot be known") -> np.ndarray:
+    """``count`` finite floats of a DICOM attribute (``what`` of file ``name``), or one clear error."""
     try:
         arr = np.asarray([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
         arr = np.zeros(0)
     if arr.size != count or not np.all(np.isfinite(arr)):
-        raise ImageInputError(f"{name}: {what} is missing or malformed; the slice geometry cannot be known")
+        raise ImageInputError(f"{name}: {what} is missing or malformed{consequence}")
     return arr
 
 
