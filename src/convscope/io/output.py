@@ -178,11 +178,6 @@ class OutputDir:
         assert first is not None
         return first
 
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes declared (``nbytes``) by the rendering jobs queued or running now."""
-        return self._pending_bytes
-
     def _admit(self, nbytes: int) -> None:
         """Wait until a job holding ``nbytes`` fits: at most ``max_pending`` jobs and, unless no job
         is pending at all, at most ``max_pending_bytes`` held by them together. Interleaved, the
