@@ -21,8 +21,8 @@ def test_importing_the_layers_imports_no_framework():
         "import sys, convscope, convscope.adapters.base, convscope.adapters._capture, convscope.adapters.sniff, "
         "convscope.adapters.registry, convscope.adapters.torch, convscope.adapters.keras, convscope.adapters.onnx, "
         "convscope.adapters.onnx.kinds, convscope.adapters.torch.kinds, convscope.core.kinds, "
-        "convscope.core.merges, convscope.unet_flow\n"
-        "print(sorted(m for m in ('torch', 'keras', 'onnx', 'tensorflow', 'jax') if m in sys.modules))"
+        "convscope.core.merges, convscope.core.stats, convscope.core.fused, convscope.unet_flow\n"
+        "print(sorted(m for m in ('torch', 'keras', 'onnx', 'tensorflow', 'jax', 'numba') if m in sys.modules))"
     )
     assert out == "[]"
 

@@ -196,24 +196,6 @@ def test_png_encoder_refuses_what_png_cannot_hold() -> None:
 # -- a CPU forward pass and the rendering threads take turns -------------------------------------
 
 
-def test_sharing_cpu_lowers_torch_threads_for_the_block_and_restores_them() -> None:
-    torch = pytest.importorskip("torch")
-    from convscope.adapters.torch_adapter import TorchAdapter
-
-    before = torch.get_num_threads()
-    if before < 2:
-        pytest.skip("torch runs on one thread here")
-    model = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, 3, padding=1) for _ in range(3)]).eval()
-    adapter = TorchAdapter(model)
-    assert adapter.computes_on_cpu
-    seen: list[int] = []
-    with adapter.sharing_cpu(1):
-        adapter.capture(np.zeros((1, 1, 8, 8), np.float32), ["0", "1", "2"],
-                        on_activation=lambda name, data: seen.append(torch.get_num_threads()))
-    assert seen == [before - 1] * 3  # fixed for the whole block, never switched by timing
-    assert torch.get_num_threads() == before
-
-
 def _timeline_job(events: list[str], name: str, lock: threading.Lock) -> Any:
     def job() -> Picture:
         with lock:

@@ -30,6 +30,7 @@ def _scan(acts: np.ndarray, ids: list[str], batch: int, edges: np.ndarray, k: in
     return state
 
 
+@pytest.mark.usefixtures("histogram_backend")
 def test_single_batch_matches_numpy():
     acts, ids = _data()
     state = LayerStats.from_batch(acts, ids, k=4)
@@ -139,6 +140,7 @@ def test_selection_equals_the_full_lexicographic_order_with_many_ties():
             ]
 
 
+@pytest.mark.usefixtures("histogram_backend")
 def test_channel_chunks_do_not_change_any_field(monkeypatch):
     """The statistics are computed per cache-sized channel chunk; tiny chunks (one channel, and a
     partial last chunk) give the same state, bit for bit, as a single chunk."""
@@ -171,6 +173,7 @@ def test_channel_chunks_do_not_change_any_field(monkeypatch):
         assert state.hist[c].sum() == per.shape[1]
 
 
+@pytest.mark.usefixtures("histogram_backend")
 def test_non_finite_values_land_in_the_outer_bins():
     acts = np.zeros((2, 2, 3, 3), dtype=np.float32)
     acts[0, 0, 0, 0] = np.nan
@@ -188,6 +191,7 @@ def test_non_finite_values_land_in_the_outer_bins():
     assert state.hist[0, 1 + 4] == 15
 
 
+@pytest.mark.usefixtures("histogram_backend")
 @pytest.mark.parametrize("chunk_values", [1 << 18, 64, 150])
 def test_histogram_is_exact_for_relu_maps_in_any_chunking(monkeypatch, chunk_values):
     """Runs of zeros (a ReLU's output) and a last, partial channel chunk: the counts equal numpy's,
@@ -207,4 +211,80 @@ def test_histogram_is_exact_for_relu_maps_in_any_chunking(monkeypatch, chunk_val
         np.testing.assert_array_equal(state.hist[c, 1:-1], inner)
         assert state.hist[c, 0] == (per[c] < state.edges[0]).sum()
         assert state.hist[c, -1] == (per[c] >= state.edges[-1]).sum()
+    assert state.hist.sum(axis=1).tolist() == [per.shape[1]] * acts.shape[1]
+
+
+# -- the compiled histogram (numba) and the numpy one count alike ----------------------------------
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def histogram_backend(request, monkeypatch):
+    """Run a test with the numpy histogram and with numba's kernel (skipped where numba is missing)."""
+    from convscope.core.fused import histogram_kernel
+
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        monkeypatch.setenv("CONVSCOPE_NUMBA", "1")
+        assert histogram_kernel() is not None
+    else:
+        monkeypatch.setenv("CONVSCOPE_NUMBA", "0")
+        assert histogram_kernel() is None
+    return request.param
+
+
+def _hard_values(seed: int) -> np.ndarray:
+    """Normal and ReLU channels, values exactly on bin edges, +-inf, -0.0, huge values, a constant map."""
+    rng = np.random.default_rng(seed)
+    acts = rng.normal(0.0, 1.5, size=(5, 9, 7, 11)).astype(np.float32)
+    acts[:, 1] = np.maximum(acts[:, 1], 0)
+    edges = np.linspace(-3.0, 3.0, 17)
+    acts[:, 2].flat[: edges.size] = edges.astype(np.float32)  # on the edges
+    acts[0, 3, 0, :4] = [np.inf, -np.inf, -0.0, 3e38]
+    acts[1, 3, 1, :2] = [-3e38, 1e-45]
+    acts[:, 4] = 0.25
+    return acts
+
+
+@pytest.mark.parametrize("chunk_values", [1 << 18, 77, 5 * 77 * 3])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_numba_and_numpy_histograms_are_identical(monkeypatch, chunk_values):
+    pytest.importorskip("numba")
+    from convscope.core import stats
+
+    monkeypatch.setattr(stats, "_CHUNK_VALUES", chunk_values)
+    acts = _hard_values(3)
+    ids = [f"i{n}" for n in range(acts.shape[0])]
+    edges = np.linspace(-3.0, 3.0, 17)
+    got = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("CONVSCOPE_NUMBA", flag)
+        got[flag] = LayerStats.from_batch(acts, ids, k=2, edges=edges)
+    np.testing.assert_array_equal(got["0"].hist, got["1"].hist)
+    a, b = got["0"].to_arrays(), got["1"].to_arrays()
+    for key in a:  # every field the same (the channel with +-inf has a NaN mean in both)
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+    assert got["1"].hist[3, 0] >= 2 and got["1"].hist[3, -1] >= 2  # -inf, -3e38 under; +inf, 3e38 over
+    assert got["1"].hist.sum(axis=1).tolist() == [5 * 77] * 9
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_chunk_with_nan_takes_the_numpy_histogram(histogram_backend):
+    acts = _hard_values(4)
+    acts[2, 6, 3, 3] = np.nan
+    ids = [f"i{n}" for n in range(acts.shape[0])]
+    state = LayerStats.from_batch(acts, ids, k=2, edges=np.linspace(-3.0, 3.0, 17))
+    per = acts.transpose(1, 0, 2, 3).reshape(9, -1)
+    assert np.isnan(state.min[6]) and state.hist[6, -1] == (per[6] >= 3.0).sum() + 1  # NaN counted as overflow
+    for c in (0, 1, 5, 7, 8):
+        inner, _ = np.histogram(per[c], bins=state.edges)
+        np.testing.assert_array_equal(state.hist[c, 1:-1], inner)
+
+
+def test_either_histogram_matches_numpy_histogram(histogram_backend):
+    acts, ids = _data(n=12, c=6, hw=(9, 10), seed=5)
+    state = LayerStats.from_batch(acts, ids, k=3)
+    per = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
+    for c in range(acts.shape[1]):
+        inner, _ = np.histogram(per[c], bins=state.edges)
+        np.testing.assert_array_equal(state.hist[c, 1:-1], inner)
     assert state.hist.sum(axis=1).tolist() == [per.shape[1]] * acts.shape[1]

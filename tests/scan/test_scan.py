@@ -86,28 +86,78 @@ def test_scan_lists_bad_files_and_matches_direct_computation(scope, dataset):
     assert result.dead_channels("conv1") == [3]
 
 
-def test_forward_pass_leaves_the_statistics_thread_a_core(dataset, monkeypatch):
-    """Each batch's capture runs inside ``sharing_cpu(1)`` with no timing-dependent switching (a conv's
-    float result can depend on the thread count); torch's thread count is the same after the scan, and
-    the statistics are those of a plain scan."""
-    from convscope.adapters.torch_adapter import TorchAdapter
+def test_batches_scanned_at_once_give_the_numbers_of_one_at_a_time(dataset, monkeypatch):
+    """The local engine scans one batch per core at once (each captured and reduced on its own thread);
+    every statistic, bit for bit, equals scanning the batches one at a time with the same thread count,
+    and torch's thread count and the model are as before."""
+    from convscope.adapters.torch_state import model_fingerprint
+    from convscope.scan import engine
 
-    scope = cs.Scope(TinyNet().eval())
-    plain = scope.scan(dataset, top_k=3, batch_size=8, crops=False)
-    calls: list[int] = []
-    original = TorchAdapter.sharing_cpu
+    from tests.conftest import assert_same_fingerprint
 
-    def recording(self, consumer_threads):
-        calls.append(consumer_threads)
-        return original(self, consumer_threads)
-
-    monkeypatch.setattr(TorchAdapter, "sharing_cpu", recording)
+    model = TinyNet().train()
+    before = model_fingerprint(model)
+    scope = cs.Scope(model)
     threads = torch.get_num_threads()
-    shared = scope.scan(dataset, top_k=3, batch_size=8, crops=False)
+    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 3)
+    at_once = scope.scan(dataset, top_k=3, batch_size=4, crops=False)  # 7 chunks
     assert torch.get_num_threads() == threads
-    assert calls == [1] * 4  # 26 files (2 of them bad) in chunks of 8
-    for name in plain.layers:
-        assert shared.state.layers[name].equal(plain.state.layers[name])
+    assert_same_fingerprint(before, model_fingerprint(model))
+    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 1)
+    torch.set_num_threads(max(1, threads // 3))  # the per-capture count of the run above
+    try:
+        one_by_one = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(at_once.layers) == list(one_by_one.layers)
+    for name in one_by_one.layers:
+        assert at_once.state.layers[name].equal(one_by_one.state.layers[name]), name
+    assert at_once.state.ids == one_by_one.state.ids and at_once.state.skipped == one_by_one.state.skipped
+
+
+def test_batches_at_once_keep_class_statistics_of_a_segmentation_model(dataset, monkeypatch):
+    from convscope.scan import engine
+
+    scope = cs.Scope(TinySeg().eval())
+    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        one_by_one = scope.scan(dataset, top_k=2, batch_size=4, crops=False)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 2)
+    at_once = scope.scan(dataset, top_k=2, batch_size=4, crops=False)
+    assert one_by_one.state.classes and set(at_once.state.classes) == set(one_by_one.state.classes)
+    for name, want in one_by_one.state.classes.items():
+        np.testing.assert_array_equal(at_once.state.classes[name].sums, want.sums)
+        np.testing.assert_array_equal(at_once.state.classes[name].pixels, want.pixels)
+
+
+def test_a_forward_pass_failing_in_a_concurrent_batch_stops_the_scan_and_leaves_the_model(dataset, monkeypatch):
+    from convscope.adapters.torch_state import model_fingerprint
+    from convscope.scan import engine
+
+    from tests.conftest import assert_same_fingerprint
+
+    class FailsLater(TinyNet):
+        calls = 0
+
+        def forward(self, x):
+            type(self).calls += 1
+            if type(self).calls == 4:
+                raise ValueError("bad batch")
+            return super().forward(x)
+
+    model = FailsLater().eval()
+    before = model_fingerprint(model)
+    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 2)
+    threads = torch.get_num_threads()
+    with pytest.raises(cs.ConvscopeError, match="bad batch"):
+        cs.Scope(model).scan(dataset, top_k=3, batch_size=4, crops=False)
+    assert torch.get_num_threads() == threads
+    assert_same_fingerprint(before, model_fingerprint(model))
+    assert model.conv1._forward_hooks == {}
 
 
 def test_empty_and_missing_data_are_clear_errors(scope, tmp_path):

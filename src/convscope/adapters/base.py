@@ -10,7 +10,7 @@ optional capabilities by implementing ``typing.Protocol`` classes checked with `
 :class:`SupportsGraphCapture`  ``capture_graph(batch, request, target=, mask=)`` (U-Net backend)
 :class:`ProvidesUNetBackend`  ``unet_backend() -> SupportsGraphCapture``
 :class:`SupportsGradients`   ``gradients(batch, layers, objective, with_input=)``
-:class:`SupportsCpuSharing`  ``computes_on_cpu``, ``sharing_cpu(consumer_threads)`` context manager
+:class:`SupportsCpuSharing`  ``computes_on_cpu``, ``concurrent_captures(layers, threads)`` context manager
 :class:`SupportsStreaming`   ``streams_activations`` is True: ``capture(on_activation=)`` hands
                              each activation over as the forward pass produces it
 =========================  ==============================================================
@@ -193,13 +193,15 @@ class ProvidesUNetBackend(Protocol):
 
 @runtime_checkable
 class SupportsCpuSharing(Protocol):
-    """Capability: say whether the forward pass computes on this machine's CPU cores, and leave
-    some of them to a consumer (statistics threads) while capturing."""
+    """Capability: say whether the forward pass computes on this machine's CPU cores, and run
+    several captures at once on them (a scan's batches, each reduced on its own thread)."""
 
     @property
     def computes_on_cpu(self) -> bool: ...
 
-    def sharing_cpu(self, consumer_threads: int) -> contextlib.AbstractContextManager[None]: ...
+    def concurrent_captures(
+        self, layers: Sequence[str], threads: int, *, views: bool = False
+    ) -> contextlib.AbstractContextManager[int]: ...
 
 
 @runtime_checkable

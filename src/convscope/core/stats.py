@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConvscopeError
+from .fused import histogram_kernel
 
 __all__ = [
     "LayerStats",
@@ -243,27 +244,30 @@ class LayerStats:
         step = max(1, min(_CHUNK_VALUES // max(1, total), (2**24 - 1) // (lanes * (nbins + 2))))
         width = min(step, c)
         buf = np.empty((n, width, size), dtype=np.float32)
-        keys = np.empty((n, width, size), dtype=np.int64)
         flags = np.empty((n, width, size), dtype=np.bool_)
         flag_bytes = flags.view(np.uint8)
         # per-row counts of 0/1 bytes: uint16 is exact while a row has fewer than 2**16 values
         flag_sum = np.uint16 if size < 2**16 else np.int64
-        # each value's key also names one of ``lanes`` copies of the histogram, in turn along the row:
-        # runs of one value (a ReLU's zeros) then hit different counters, which bincount does ~20% faster
-        # than one counter over and over; the copies are summed after (exact)
-        lane_of = (np.arange(size) % lanes).astype(np.float32) * np.float32(width * (nbins + 2))
-        offsets = (np.arange(width, dtype=np.float32) * np.float32(nbins + 2))[None, :, None] + lane_of[None, None, :]
+        compiled = histogram_kernel()  # numba's one-pass histogram when installed (the same counts)
+        binning = _NumpyBinning(n, width, size, nbins, lanes)
         for c0 in range(0, c, step):
             c1 = min(c, c0 + step)
             w = c1 - c0
             x = flat[:, c0:c1, :]
-            t, key, flag, fb = buf[:, :w], keys[:, :w], flags[:, :w], flag_bytes[:, :w]
+            t, flag, fb = buf[:, :w], flags[:, :w], flag_bytes[:, :w]
             pos = np.argmax(x, axis=2)
             position[:, c0:c1] = pos
             row_max[:, c0:c1] = np.take_along_axis(x, pos[:, :, None], axis=2)[:, :, 0]
-            np.sum(x, axis=2, out=row_sum[:, c0:c1])
             if size:
                 vmin[c0:c1] = x.min(axis=(0, 2))
+            # fixed-edge histogram, bins half-open [e_i, e_i+1); 0 = underflow (< e_0), nbins + 1 = overflow
+            # (>= e_last, and NaN): the bin index is float32 arithmetic on the value
+            has_nan = bool(np.isnan(vmin[c0:c1]).any())
+            if compiled is not None and not has_nan:
+                compiled(x, inv, shift, top_bin, hist[c0:c1])
+            else:
+                hist[c0:c1] = binning.counts(x, t, inv, shift, top_bin, has_nan)
+            np.sum(x, axis=2, out=row_sum[:, c0:c1])
             np.equal(x, 0, out=flag)
             zeros[c0:c1] = fb.sum(axis=2, dtype=flag_sum).sum(axis=0, dtype=np.int64)
             np.greater(x, 0, out=flag)
@@ -276,24 +280,7 @@ class LayerStats:
             sq = t.sum(axis=2).astype(np.float64).sum(axis=0)
             resid = (mean_c - mean32.astype(np.float64)) * total  # sum(x - mean32), from the row sums
             m2[c0:c1] = np.maximum(sq - resid * resid / max(total, 1), 0.0)
-            # fixed-edge histogram, bins half-open [e_i, e_i+1); 0 = underflow (< e_0), nbins + 1 = overflow
-            # (>= e_last, and NaN): the bin index is arithmetic on the value, then one bincount per chunk
-            # over (channel, bin)
-            np.multiply(x, inv, out=t)
-            t += shift
-            if np.isnan(vmin[c0:c1]).any():  # fmin/fmax (slower) send NaN to the overflow bin
-                np.fmin(t, top_bin, out=t)
-                np.fmax(t, np.float32(0.0), out=t)
-            else:
-                np.clip(t, np.float32(0.0), top_bin, out=t)
-            # bin + channel offset: floor, then add the offset while still float32 (both are integers below
-            # 2**24: exact), one conversion to int64
-            np.floor(t, out=t)
-            t += offsets[:, :w]
-            np.copyto(key, t, casting="unsafe")
-            counts = np.bincount(key.reshape(-1), minlength=lanes * width * (nbins + 2))
-            hist[c0:c1] = counts.reshape(lanes, width, nbins + 2).sum(axis=0)[:w]
-        del buf, keys, flags
+        del buf, flags, binning
         mean = row_sum.astype(np.float64).sum(axis=0) / max(total, 1)
         vmax = row_max.max(axis=0).astype(np.float64) if size else np.full(c, -np.inf)
 
@@ -454,6 +441,49 @@ class LayerStats:
             elif a.shape != b.shape or not np.array_equal(a, b):
                 return False
         return self.spatial == other.spatial and self.score == other.score and self.k == other.k
+
+
+class _NumpyBinning:
+    """The histogram of a chunk in numpy (no numba, or a chunk with NaN): the bin index is arithmetic
+    on the value, then one ``bincount`` over (lane, channel, bin) keys; the same counts as
+    :mod:`convscope.core.fused`'s kernel. Its ``(N, width, S)`` int64 keys are allocated on first use."""
+
+    def __init__(self, n: int, width: int, size: int, nbins: int, lanes: int) -> None:
+        self.shape = (n, width, size)
+        self.nbins = nbins
+        self.lanes = lanes
+        self.keys: np.ndarray | None = None
+        self.offsets: np.ndarray | None = None
+
+    def counts(
+        self, x: np.ndarray, t: np.ndarray, inv: np.float32, shift: np.float32, top_bin: np.float32, has_nan: bool
+    ) -> np.ndarray:
+        """``(w, nbins + 2)`` int64 counts of the chunk ``x`` ``(N, w, S)``; ``t`` is float32 scratch like ``x``."""
+        n, width, size = self.shape
+        nbins, lanes = self.nbins, self.lanes
+        w = x.shape[1]
+        if self.keys is None or self.offsets is None:
+            self.keys = np.empty(self.shape, dtype=np.int64)
+            # each value's key also names one of ``lanes`` copies of the histogram, in turn along the row:
+            # runs of one value (a ReLU's zeros) then hit different counters, which bincount does ~20% faster
+            # than one counter over and over; the copies are summed after (exact)
+            lane_of = (np.arange(size) % lanes).astype(np.float32) * np.float32(width * (nbins + 2))
+            self.offsets = (np.arange(width, dtype=np.float32) * np.float32(nbins + 2))[None, :, None] + lane_of[None, None, :]
+        key = self.keys[:, :w]
+        np.multiply(x, inv, out=t)
+        t += shift
+        if has_nan:  # fmin/fmax (slower) send NaN to the overflow bin
+            np.fmin(t, top_bin, out=t)
+            np.fmax(t, np.float32(0.0), out=t)
+        else:
+            np.clip(t, np.float32(0.0), top_bin, out=t)
+        # bin + channel offset: floor, then add the offset while still float32 (both are integers below
+        # 2**24: exact), one conversion to int64
+        np.floor(t, out=t)
+        t += self.offsets[:, :w]
+        np.copyto(key, t, casting="unsafe")
+        counts = np.bincount(key.reshape(-1), minlength=lanes * width * (nbins + 2))
+        return counts.reshape(lanes, width, nbins + 2).sum(axis=0)[:w]
 
 
 def _select(

@@ -10,12 +10,12 @@ in the same order, so both give the same state.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +93,7 @@ class BatchScanner:
         self.edges: dict[str, np.ndarray] = dict(edges or {})
         self.segmentation: bool | None = config.class_stats
         self.max_pending_bytes = 256 * 2**20
+        self.inline = False  # True inside the local engine's concurrent_captures (see _concurrent_partials)
 
     def __call__(self, batch: Batch) -> ScanState:
         state = ScanState(config=self.config.to_dict())
@@ -107,57 +108,67 @@ class BatchScanner:
         keep: dict[str, np.ndarray] = {}
         buffer = self.segmentation is not False  # unknown or on: keep this batch's activations for class stats
         cfg = self.config
-
-        # the statistics run on a worker thread while the forward pass goes on (numpy releases the GIL:
-        # otherwise one core idles while single-threaded numpy reduces a layer); the activations queued
-        # for it hold at most ``max_pending_bytes`` (or one activation)
-        room = threading.Condition()
-        pending = [0]
-        limit = self.max_pending_bytes
+        seen: set[str] = set()
         errors: list[BaseException] = []
 
         def reduce(name: str, act: np.ndarray) -> None:
-            try:
-                if name not in self.edges:
-                    self.edges[name] = histogram_edges(act, cfg.bins)
-                stats = LayerStats.from_batch(act, ids, k=cfg.top_k, score=cfg.score, edges=self.edges[name])  # type: ignore[arg-type]
-                state.layers[name] = stats
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the forward thread
-                errors.append(exc)
-            finally:
-                with room:
-                    pending[0] -= act.nbytes
-                    room.notify_all()
+            if name not in self.edges:
+                self.edges[name] = histogram_edges(act, cfg.bins)
+            state.layers[name] = LayerStats.from_batch(act, ids, k=cfg.top_k, score=cfg.score, edges=self.edges[name])  # type: ignore[arg-type]
 
-        def on_activation(name: str, act: np.ndarray) -> None:
+        def check(name: str) -> None:
             if name in seen:  # a module called twice keeps both under name#k; never merge here
                 raise ScanError(f"layer {name} produced two outputs in one forward pass")
             seen.add(name)
             if errors:
                 raise errors[0]
-            with room:
-                while pending[0] and pending[0] + act.nbytes > limit:
-                    room.wait()
-                pending[0] += act.nbytes
-            futures.append(pool.submit(reduce, name, act))
-            if buffer and act.ndim > 2:
-                keep[name] = act
 
-        seen: set[str] = set()
-        futures: list[Any] = []
-        # the forward pass leaves the statistics thread a core (adapters that can: torch's OpenMP threads
-        # spin while they wait and would take the core numpy works on). The reduction is fixed for the
-        # whole scan, never switched by timing: a convolution's float result can depend on the thread
-        # count, and a scan must give the same numbers every time (resume, shards, engines)
         adapter = self.scope.adapter
-        sharing = adapter.sharing_cpu(1) if isinstance(adapter, SupportsCpuSharing) else contextlib.nullcontext()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convscope-scan-stats") as pool:
-            try:
-                with sharing:
+        if self.inline:
+            # inside concurrent_captures: this thread is one of several capturing at once; each
+            # activation (a view of the layer's output, valid during the call) is reduced right here
+            def on_view(name: str, act: np.ndarray) -> None:
+                check(name)
+                reduce(name, act)
+                if buffer and act.ndim > 2:
+                    keep[name] = np.array(act)
+
+            result = adapter.capture(batch.batch, cfg.layers, on_activation=on_view)
+        else:
+            # the statistics run on a worker thread while the forward pass goes on (numpy releases the
+            # GIL; an accelerator or a framework's own threads compute the forward pass meanwhile); the
+            # activations queued for it hold at most ``max_pending_bytes`` (or one activation)
+            room = threading.Condition()
+            pending = [0]
+            limit = self.max_pending_bytes
+
+            def reduce_queued(name: str, act: np.ndarray) -> None:
+                try:
+                    reduce(name, act)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the forward thread
+                    errors.append(exc)
+                finally:
+                    with room:
+                        pending[0] -= act.nbytes
+                        room.notify_all()
+
+            def on_activation(name: str, act: np.ndarray) -> None:
+                check(name)
+                with room:
+                    while pending[0] and pending[0] + act.nbytes > limit:
+                        room.wait()
+                    pending[0] += act.nbytes
+                futures.append(pool.submit(reduce_queued, name, act))
+                if buffer and act.ndim > 2:
+                    keep[name] = act
+
+            futures: list[Any] = []
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convscope-scan-stats") as pool:
+                try:
                     result = adapter.capture(batch.batch, cfg.layers, on_activation=on_activation)
-            finally:
-                for future in futures:
-                    future.result()
+                finally:
+                    for future in futures:
+                        future.result()
         if errors:
             raise errors[0]
         # model order, not call order, so the layer list is the same whatever the batch
@@ -325,10 +336,7 @@ def run_scan(
 
         partials = ray_partials(scanner, chunks, todo, prepare, state, address=ray_address, actors=ray_actors)
     else:
-        partials = (
-            scanner(batch)
-            for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=state.input_shape)
-        )
+        partials = _local_partials(scanner, chunks, todo, prepare, state.input_shape, workers)
     _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit)
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
@@ -336,6 +344,84 @@ def run_scan(
         reasons = "; ".join(f"{f}: {r}" for f, r in state.skipped[:3])
         raise ConvscopeError(f"no image of DATA could be used ({len(state.skipped)} skipped: {reasons})")
     return ScanResult(state, class_names=_class_names(scope))
+
+
+def concurrent_batches(adapter: Any, cores: int | None = None) -> int:
+    """How many batches the local engine scans at once: one per core when the adapter computes on
+    this machine's CPU and can capture on several threads at once, else 1."""
+    if not (isinstance(adapter, SupportsCpuSharing) and adapter.computes_on_cpu):
+        return 1
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - non-Linux
+            cores = os.cpu_count() or 1
+    return max(1, int(cores))
+
+
+def _working_bytes(partial: ScanState, segmentation: bool) -> int:
+    """Bytes one batch's capture holds at a time: its input, the forward pass's working activations
+    (about 3 of the largest captured layer's) and, for class statistics, every captured activation."""
+    if partial.input_shape is None:
+        return 0
+    n = len(partial.ids)
+    acts = [4 * n * stats.channels * int(np.prod(stats.spatial, dtype=np.int64)) for stats in partial.layers.values()]
+    need = 4 * n * int(np.prod(partial.input_shape, dtype=np.int64)) + 3 * max(acts, default=0)
+    return need + (sum(acts) if segmentation else 0)
+
+
+def _local_partials(
+    scanner: BatchScanner,
+    chunks: Sequence[Sequence[DataFile]],
+    todo: list[int],
+    prepare: dict[str, Any],
+    expected: tuple[int, ...] | None,
+    workers: int,
+) -> Iterator[ScanState]:
+    """Per-chunk states of ``todo`` in chunk order (the local engine).
+
+    One batch at a time with its statistics on a second thread, unless the adapter can capture on
+    several threads at once on this machine's CPU (:func:`concurrent_batches`): then the first batch
+    (which fixes the histogram edges) is scanned alone and the rest one per core at a time, each
+    batch captured and reduced on its own thread, every forward pass on one torch thread (as a Ray
+    actor's), fewer at once when their working memory would pass half the available memory. A
+    batch's numbers do not depend on which thread ran it or when: each is reduced from its own
+    forward pass, the thread count is fixed for the scan, and the states are merged in chunk order.
+    """
+    adapter = scanner.scope.adapter
+    at_once = concurrent_batches(adapter)
+    if at_once < 2 or len(todo) < 2:
+        yield from (
+            scanner(batch)
+            for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=expected)
+        )
+        return
+    from ..core.budget import available_memory
+
+    with adapter.concurrent_captures(scanner.config.layers, at_once, views=True):
+        scanner.inline = True
+        try:
+            batches = iter_batches(chunks, prepare=prepare, workers=workers, prefetch=at_once + 1, only=todo,
+                                   expected_shape=expected)
+            first = scanner(next(batches))
+            yield first
+            per_batch = _working_bytes(first, bool(scanner.segmentation))
+            if per_batch:
+                at_once = max(1, min(at_once, (available_memory() // 2) // per_batch))
+            pending: collections.deque[Any] = collections.deque()
+            with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="convscope-scan") as pool:
+                try:
+                    for batch in batches:
+                        pending.append(pool.submit(scanner, batch))
+                        if len(pending) > at_once:  # one more waits in the queue: no core idles between batches
+                            yield pending.popleft().result()
+                    while pending:
+                        yield pending.popleft().result()
+                finally:
+                    for future in pending:
+                        future.cancel()
+        finally:
+            scanner.inline = False
 
 
 def _class_names(scope: Any) -> list[str] | None:

@@ -6,10 +6,11 @@ torch is imported only here (and in the other ``torch_*`` modules), lazily.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,6 +96,7 @@ class TorchAdapter(ModelAdapter):
             )
         self.device = wanted or here or torch.device("cpu")
         self._layers: list[LayerInfo] | None = None
+        self._hooks: _CaptureHooks | None = None  # set inside concurrent_captures
 
     @property
     def model(self) -> Any:
@@ -234,27 +236,45 @@ class TorchAdapter(ModelAdapter):
         return bool(self.device.type == "cpu")
 
     @contextlib.contextmanager
-    def sharing_cpu(self, consumer_threads: int) -> Iterator[None]:
-        """Leave CPU cores to a consumer that works while this thread's captures run (a scan's statistics).
+    def concurrent_captures(self, layers: Sequence[str], threads: int, *, views: bool = False) -> Iterator[int]:
+        """A block inside which :meth:`capture` of ``layers`` may run on up to ``threads`` threads at once.
 
-        On CPU, torch's intra-op threads are lowered by ``min(consumer_threads, threads // 2)`` for
-        the block and restored when it ends (the setting is process-wide). The count is fixed for the
-        whole block, never switched by timing: a convolution's float result can depend on the thread
-        count. Without it torch's OpenMP threads, which spin while they wait, take the cores the
-        consumer works on.
+        The model's state is saved and put in eval mode once for the block (restored exactly in
+        ``finally``, also when the block raises), one hook per layer is registered once and hands
+        each thread's activations to that thread's own capture, and on CPU torch computes each
+        forward pass on ``max(1, intra-op threads // threads)`` threads (restored afterwards). The
+        count is fixed for the block, never switched by timing (a convolution's float result may
+        depend on it): captures that run at once then share the cores instead of spinning OpenMP
+        threads against each other. Threads started inside the block pick the count up (torch sets
+        it per thread at the thread's first operation).
+
+        Args:
+            layers: every layer the block's captures may ask for.
+            threads: how many captures will run at once.
+            views: hand ``on_activation`` a read-only view of the layer's output, valid only until
+                the callback returns (a callback that reduces the array at once saves the copy),
+                instead of a copy it owns. Outputs that are not float32, C-contiguous and on the
+                host are still copied.
+
+        Yields the intra-op thread count each capture runs with.
         """
         import torch
 
-        threads = torch.get_num_threads()
-        keep = threads - min(max(0, int(consumer_threads)), threads // 2)
-        if not self.computes_on_cpu or keep >= threads:
-            yield
-            return
-        torch.set_num_threads(keep)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+        if self._hooks is not None:
+            raise ConvscopeError("concurrent_captures blocks do not nest; capture inside the one that is open")
+        modules = self._checked_modules(layers)
+        before = torch.get_num_threads()
+        per_capture = max(1, before // max(1, int(threads))) if self.computes_on_cpu else before
+        with preserved_model_state(self._model), _CaptureHooks(modules, layers, views=views) as hooks:
+            self._hooks = hooks
+            if per_capture != before:
+                torch.set_num_threads(per_capture)
+            try:
+                yield per_capture
+            finally:
+                self._hooks = None
+                if per_capture != before:
+                    torch.set_num_threads(before)
 
     def capture(
         self,
@@ -264,45 +284,14 @@ class TorchAdapter(ModelAdapter):
         on_activation: ActivationCallback | None = None,
         train_mode: bool = False,
     ) -> CaptureResult:
-        import torch
-
+        hooks = self._hooks
+        if hooks is not None:  # inside concurrent_captures: its hooks and saved state serve this thread
+            if train_mode:
+                raise ConvscopeError("a train-mode capture cannot run inside concurrent_captures (it holds eval mode)")
+            return hooks.run(self, batch, layers, on_activation)
         modules = self._checked_modules(layers)
-        result = CaptureResult()
-        calls: dict[str, int] = {}
-
-        def make_hook(name: str) -> Any:
-            def hook(_module: Any, _inputs: Any, output: Any) -> None:
-                tensor = _first_tensor(output)
-                if tensor is None:
-                    return
-                count = calls.get(name, 0)
-                calls[name] = count + 1
-                key = call_key(name, count)
-                # clone inside the hook: later in-place ops (ReLU(inplace=True)) must not reach it
-                host = host_copy(tensor)
-                result.shapes[key] = tuple(host.shape)
-                result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
-                if on_activation is not None:
-                    on_activation(key, host)
-                else:
-                    result.activations[key] = host
-
-            return hook
-
-        handles: list[Any] = []
-        with preserved_model_state(self._model, train_mode=train_mode), torch.no_grad():
-            try:
-                for name in dict.fromkeys(layers):
-                    handles.append(modules[name].register_forward_hook(make_hook(name)))
-                inputs = self.to_tensor(batch)
-                output = run_forward(lambda: self._model(inputs), tuple(batch.shape))
-                out_tensor = _first_tensor(output)
-                if out_tensor is not None:
-                    result.output = host_copy(out_tensor)
-            finally:
-                for handle in handles:
-                    handle.remove()
-        return result
+        with preserved_model_state(self._model, train_mode=train_mode), _CaptureHooks(modules, layers) as own:
+            return own.run(self, batch, layers, on_activation)
 
     def trace(self, batch: np.ndarray, **kwargs: Any) -> Any:
         """Dataflow trace of one forward pass (see :mod:`convscope.adapters.torch.graph`)."""
@@ -351,6 +340,113 @@ def run_forward(call: Callable[[], Any], shape: tuple[int, ...]) -> Any:
             f"the model's forward pass failed on an input of shape {shape}: {_first_line(exc)}. "
             f"Check the image size and channels (--size, or a different image)"
         ) from exc
+
+
+class _CaptureHooks:
+    """One forward hook per captured layer, shared by the captures of every thread.
+
+    A context manager: hooks are registered on entry and removed in ``finally``. Each hook hands the
+    layer's output to the capture running on the hook's thread (:meth:`run` sets it up), and does
+    nothing on threads without one, so captures of several threads never see each other's
+    activations. A module called several times gives ``name``, ``name#1``... per capture.
+    """
+
+    def __init__(self, modules: dict[str, Any], layers: Sequence[str], *, views: bool = False) -> None:
+        self._modules = modules
+        self._layers = tuple(dict.fromkeys(layers))
+        self._views = views
+        self._local = threading.local()
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _CaptureHooks:
+        try:
+            for name in self._layers:
+                self._handles.append(self._modules[name].register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            run = getattr(self._local, "run", None)
+            if run is None or name not in run.layers:
+                return
+            tensor = _first_tensor(output)
+            if tensor is None:
+                return
+            count = run.calls.get(name, 0)
+            run.calls[name] = count + 1
+            key = call_key(name, count)
+            result = run.result
+            result.dtypes[key] = str(tensor.dtype).replace("torch.", "")
+            if run.on_activation is not None and self._views:
+                view = _read_only_view(tensor)
+                result.shapes[key] = tuple(view.shape)
+                run.on_activation(key, view)
+                return
+            # copy inside the hook: later in-place ops (ReLU(inplace=True)) must not reach it
+            host = host_copy(tensor)
+            result.shapes[key] = tuple(host.shape)
+            if run.on_activation is not None:
+                run.on_activation(key, host)
+            else:
+                result.activations[key] = host
+
+        return hook
+
+    def run(
+        self, adapter: TorchAdapter, batch: np.ndarray, layers: Sequence[str], on_activation: ActivationCallback | None
+    ) -> CaptureResult:
+        """ONE forward pass of ``adapter``'s model on ``batch`` on this thread, capturing ``layers``."""
+        import torch
+
+        wanted = set(layers)
+        missing = sorted(wanted - set(self._layers))
+        if missing:
+            raise ConvscopeError(
+                f"layer {missing[0]} is not among the layers this concurrent_captures block hooked; "
+                "open the block with every layer its captures ask for"
+            )
+        if getattr(self._local, "run", None) is not None:
+            raise ConvscopeError("a capture is already running on this thread (a capture inside on_activation?)")
+        result = CaptureResult()
+        self._local.run = _ThreadCapture(layers=wanted, calls={}, result=result, on_activation=on_activation)
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                inputs = adapter.to_tensor(batch)
+                output = run_forward(lambda: adapter._model(inputs), tuple(batch.shape))
+                out_tensor = _first_tensor(output)
+                if out_tensor is not None:
+                    result.output = host_copy(out_tensor)
+        finally:
+            self._local.run = None
+        return result
+
+
+@dataclass
+class _ThreadCapture:
+    """The capture running on one thread: what its hooks collect into."""
+
+    layers: set[str]
+    calls: dict[str, int]
+    result: CaptureResult
+    on_activation: ActivationCallback | None
+
+
+def _read_only_view(tensor: Any) -> np.ndarray:
+    """:func:`_host_view` of ``tensor``, made read-only when it shares the tensor's memory (a copy
+    stays writeable: the callee owns it)."""
+    host = _host_view(tensor)
+    if _is_host_float32(tensor.detach()):
+        host = host.view()
+        host.flags.writeable = False
+    return host
 
 
 def _first_line(exc: BaseException) -> str:
@@ -474,12 +570,16 @@ def _storage_ptr(tensor: Any) -> int:
 
 def _host_view(tensor: Any) -> np.ndarray:
     """The tensor as a float32 host array, sharing its memory when it already is one (CPU, float32, contiguous)."""
-    import torch
 
     t = tensor.detach()
-    if t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and not t.is_conj():
-        return t.numpy()
-    return host_copy(t)
+    return t.numpy() if _is_host_float32(t) else host_copy(t)
+
+
+def _is_host_float32(t: Any) -> bool:
+    """True when ``t.numpy()`` is the tensor's own memory in the float32 C layout convscope hands on."""
+    import torch
+
+    return bool(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and not t.is_conj())
 
 
 def named_outputs(output: Any) -> dict[str, Any]:
