@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -9,6 +10,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -86,57 +88,79 @@ def test_scan_lists_bad_files_and_matches_direct_computation(scope, dataset):
     assert result.dead_channels("conv1") == [3]
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def one_batch_at_a_time(monkeypatch):
+    """The local engine's other path: one batch at a time, its statistics on a second thread."""
+    from convscope.adapters.torch_adapter import TorchAdapter
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TorchAdapter, "computes_on_cpu", property(lambda self: False))
+        yield
+
+
 def test_batches_scanned_at_once_give_the_numbers_of_one_at_a_time(dataset, monkeypatch):
-    """The local engine scans one batch per core at once (each captured and reduced on its own thread);
-    every statistic, bit for bit, equals scanning the batches one at a time with the same thread count,
-    and torch's thread count and the model are as before."""
+    """On CPU the local engine scans one batch per torch thread at once (each captured and reduced on
+    its own thread, on one torch thread); every statistic, bit for bit, equals scanning the batches
+    one at a time on one torch thread, and torch's thread count and the model are as before."""
     from convscope.adapters.torch_state import model_fingerprint
-    from convscope.scan import engine
 
     from tests.conftest import assert_same_fingerprint
 
-    model = TinyNet().train()
+    class Recording(TinyNet):
+        """Records the torch thread count and the thread of every forward pass."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[int, int]] = []
+
+        def forward(self, x):
+            self.seen.append((torch.get_num_threads(), threading.get_ident()))
+            return super().forward(x)
+
+    model = Recording().train()
     before = model_fingerprint(model)
     scope = cs.Scope(model)
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 3)
-    at_once = scope.scan(dataset, top_k=3, batch_size=4, crops=False)  # 7 chunks
-    assert torch.get_num_threads() == threads
+    with torch_threads(3):  # 3 batches at once (of 7 chunks), whatever the machine's cores
+        at_once = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
+        assert torch.get_num_threads() == 3  # restored
+    assert {count for count, _ in model.seen} == {1} and len(model.seen) == 7  # one torch thread each
+    assert len({thread for _, thread in model.seen}) >= 2  # on several threads
     assert_same_fingerprint(before, model_fingerprint(model))
-    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 1)
-    torch.set_num_threads(max(1, threads // 3))  # the per-capture count of the run above
-    try:
+    with torch_threads(1), one_batch_at_a_time(monkeypatch):
         one_by_one = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
-    finally:
-        torch.set_num_threads(threads)
     assert list(at_once.layers) == list(one_by_one.layers)
     for name in one_by_one.layers:
         assert at_once.state.layers[name].equal(one_by_one.state.layers[name]), name
     assert at_once.state.ids == one_by_one.state.ids and at_once.state.skipped == one_by_one.state.skipped
+    assert_same_fingerprint(before, model_fingerprint(model))
 
 
 def test_batches_at_once_keep_class_statistics_of_a_segmentation_model(dataset, monkeypatch):
-    from convscope.scan import engine
-
     scope = cs.Scope(TinySeg().eval())
-    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // 2))
-    try:
+    with torch_threads(1), one_batch_at_a_time(monkeypatch):
         one_by_one = scope.scan(dataset, top_k=2, batch_size=4, crops=False)
-    finally:
-        torch.set_num_threads(threads)
-    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 2)
-    at_once = scope.scan(dataset, top_k=2, batch_size=4, crops=False)
+    with torch_threads(2):
+        at_once = scope.scan(dataset, top_k=2, batch_size=4, crops=False)
     assert one_by_one.state.classes and set(at_once.state.classes) == set(one_by_one.state.classes)
     for name, want in one_by_one.state.classes.items():
         np.testing.assert_array_equal(at_once.state.classes[name].sums, want.sums)
         np.testing.assert_array_equal(at_once.state.classes[name].pixels, want.pixels)
+    for name in one_by_one.layers:
+        assert at_once.state.layers[name].equal(one_by_one.state.layers[name]), name
 
 
-def test_a_forward_pass_failing_in_a_concurrent_batch_stops_the_scan_and_leaves_the_model(dataset, monkeypatch):
+def test_a_forward_pass_failing_in_a_concurrent_batch_stops_the_scan_and_leaves_the_model(dataset):
     from convscope.adapters.torch_state import model_fingerprint
-    from convscope.scan import engine
 
     from tests.conftest import assert_same_fingerprint
 
@@ -151,11 +175,10 @@ def test_a_forward_pass_failing_in_a_concurrent_batch_stops_the_scan_and_leaves_
 
     model = FailsLater().eval()
     before = model_fingerprint(model)
-    monkeypatch.setattr(engine, "concurrent_batches", lambda adapter, cores=None: 2)
-    threads = torch.get_num_threads()
-    with pytest.raises(cs.ConvscopeError, match="bad batch"):
-        cs.Scope(model).scan(dataset, top_k=3, batch_size=4, crops=False)
-    assert torch.get_num_threads() == threads
+    with torch_threads(2):
+        with pytest.raises(cs.ConvscopeError, match="bad batch"):
+            cs.Scope(model).scan(dataset, top_k=3, batch_size=4, crops=False)
+        assert torch.get_num_threads() == 2
     assert_same_fingerprint(before, model_fingerprint(model))
     assert model.conv1._forward_hooks == {}
 

@@ -200,7 +200,7 @@ class SupportsCpuSharing(Protocol):
     def computes_on_cpu(self) -> bool: ...
 
     def concurrent_captures(
-        self, layers: Sequence[str], threads: int, *, views: bool = False
+        self, layers: Sequence[str], threads: int | None = None, *, views: bool = False
     ) -> contextlib.AbstractContextManager[int]: ...
 
 

@@ -346,19 +346,6 @@ def run_scan(
     return ScanResult(state, class_names=_class_names(scope))
 
 
-def concurrent_batches(adapter: Any, cores: int | None = None) -> int:
-    """How many batches the local engine scans at once: one per core when the adapter computes on
-    this machine's CPU and can capture on several threads at once, else 1."""
-    if not (isinstance(adapter, SupportsCpuSharing) and adapter.computes_on_cpu):
-        return 1
-    if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # pragma: no cover - non-Linux
-            cores = os.cpu_count() or 1
-    return max(1, int(cores))
-
-
 def _working_bytes(partial: ScanState, segmentation: bool) -> int:
     """Bytes one batch's capture holds at a time: its input, the forward pass's working activations
     (about 3 of the largest captured layer's) and, for class statistics, every captured activation."""
@@ -380,34 +367,38 @@ def _local_partials(
 ) -> Iterator[ScanState]:
     """Per-chunk states of ``todo`` in chunk order (the local engine).
 
-    One batch at a time with its statistics on a second thread, unless the adapter can capture on
-    several threads at once on this machine's CPU (:func:`concurrent_batches`): then the first batch
-    (which fixes the histogram edges) is scanned alone and the rest one per core at a time, each
-    batch captured and reduced on its own thread, every forward pass on one torch thread (as a Ray
-    actor's), fewer at once when their working memory would pass half the available memory. A
-    batch's numbers do not depend on which thread ran it or when: each is reduced from its own
-    forward pass, the thread count is fixed for the scan, and the states are merged in chunk order.
+    When the adapter computes on this machine's CPU and can capture on several threads at once
+    (:class:`~convscope.adapters.base.SupportsCpuSharing`), batches are scanned one per torch
+    intra-op thread at once (``torch.set_num_threads`` sets how many cores a scan takes), each
+    captured and reduced on its own thread with its forward pass on one torch thread (as a Ray
+    actor's), the first batch (which fixes the histogram edges) alone, fewer at once when their
+    working memory would pass half the available memory. A batch's numbers do not depend on which
+    thread ran it or when: each is reduced from its own forward pass, the thread count is fixed for
+    the scan, and the states are merged in chunk order. Otherwise one batch at a time, its
+    statistics on a second thread while the forward pass goes on (an accelerator's, or a
+    framework's own threads).
     """
     adapter = scanner.scope.adapter
-    at_once = concurrent_batches(adapter)
-    if at_once < 2 or len(todo) < 2:
-        yield from (
-            scanner(batch)
-            for batch in iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=expected)
-        )
+    batches = iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=expected)
+    if not (isinstance(adapter, SupportsCpuSharing) and adapter.computes_on_cpu):
+        yield from (scanner(batch) for batch in batches)
         return
     from ..core.budget import available_memory
 
-    with adapter.concurrent_captures(scanner.config.layers, at_once, views=True):
+    with adapter.concurrent_captures(scanner.config.layers, views=True) as at_once:
         scanner.inline = True
         try:
-            batches = iter_batches(chunks, prepare=prepare, workers=workers, prefetch=at_once + 1, only=todo,
-                                   expected_shape=expected)
-            first = scanner(next(batches))
-            yield first
-            per_batch = _working_bytes(first, bool(scanner.segmentation))
+            first = next(batches, None)
+            if first is None:
+                return
+            state = scanner(first)
+            per_batch = _working_bytes(state, bool(scanner.segmentation))
+            yield state
             if per_batch:
                 at_once = max(1, min(at_once, (available_memory() // 2) // per_batch))
+            if at_once < 2:
+                yield from (scanner(batch) for batch in batches)
+                return
             pending: collections.deque[Any] = collections.deque()
             with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="convscope-scan") as pool:
                 try:

@@ -117,15 +117,21 @@ def test_torch_threads_are_split_for_the_block_and_restored() -> None:
         pytest.skip("torch runs on one thread here")
     adapter = TorchAdapter(make_net(train=False))
     seen: list[int] = []
-    with adapter.concurrent_captures(["conv"], 2) as per_capture:
-        assert per_capture == before // 2
+    with adapter.concurrent_captures(["conv"], 2) as at_once:
+        assert at_once == 2
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda b: adapter.capture(b, ["conv"], on_activation=lambda n, a: seen.append(torch.get_num_threads())),
                           batches(4)))
     assert seen == [before // 2] * 4
     assert torch.get_num_threads() == before
-    with adapter.concurrent_captures(["conv"], 10 * before) as per_capture:
-        assert per_capture == 1  # never below one thread
+    with adapter.concurrent_captures(["conv"], 10 * before) as at_once:
+        assert at_once == 10 * before  # each on one thread, never below
+        adapter.capture(batches(1)[0], ["conv"], on_activation=lambda n, a: seen.append(torch.get_num_threads()))
+    assert seen[-1] == 1
+    with adapter.concurrent_captures(["conv"]) as at_once:  # default: one capture per torch thread
+        assert at_once == before
+        adapter.capture(batches(1)[0], ["conv"], on_activation=lambda n, a: seen.append(torch.get_num_threads()))
+    assert seen[-1] == 1 and torch.get_num_threads() == before
 
 
 def test_views_are_read_only_and_hold_the_value_before_later_in_place_ops() -> None:

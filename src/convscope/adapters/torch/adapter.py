@@ -236,8 +236,10 @@ class TorchAdapter(ModelAdapter):
         return bool(self.device.type == "cpu")
 
     @contextlib.contextmanager
-    def concurrent_captures(self, layers: Sequence[str], threads: int, *, views: bool = False) -> Iterator[int]:
-        """A block inside which :meth:`capture` of ``layers`` may run on up to ``threads`` threads at once.
+    def concurrent_captures(
+        self, layers: Sequence[str], threads: int | None = None, *, views: bool = False
+    ) -> Iterator[int]:
+        """A block inside which :meth:`capture` of ``layers`` may run on several threads at once.
 
         The model's state is saved and put in eval mode once for the block (restored exactly in
         ``finally``, also when the block raises), one hook per layer is registered once and hands
@@ -250,13 +252,14 @@ class TorchAdapter(ModelAdapter):
 
         Args:
             layers: every layer the block's captures may ask for.
-            threads: how many captures will run at once.
+            threads: how many captures will run at once; None: one per torch intra-op thread
+                (``torch.get_num_threads()``, so each forward pass runs on one thread).
             views: hand ``on_activation`` a read-only view of the layer's output, valid only until
                 the callback returns (a callback that reduces the array at once saves the copy),
                 instead of a copy it owns. Outputs that are not float32, C-contiguous and on the
                 host are still copied.
 
-        Yields the intra-op thread count each capture runs with.
+        Yields how many captures may run at once.
         """
         import torch
 
@@ -264,13 +267,14 @@ class TorchAdapter(ModelAdapter):
             raise ConvscopeError("concurrent_captures blocks do not nest; capture inside the one that is open")
         modules = self._checked_modules(layers)
         before = torch.get_num_threads()
-        per_capture = max(1, before // max(1, int(threads))) if self.computes_on_cpu else before
+        at_once = before if threads is None else max(1, int(threads))
+        per_capture = max(1, before // at_once) if self.computes_on_cpu else before
         with preserved_model_state(self._model), _CaptureHooks(modules, layers, views=views) as hooks:
             self._hooks = hooks
             if per_capture != before:
                 torch.set_num_threads(per_capture)
             try:
-                yield per_capture
+                yield at_once
             finally:
                 self._hooks = None
                 if per_capture != before:
