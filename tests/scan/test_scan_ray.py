@@ -29,3 +29,35 @@ def test_ray_engine_equals_local(tmp_path):
     assert remote.skipped == local.skipped and len(local.skipped) == 1
     assert remote.state.equal(local.state)  # exact, mean/variance included (same merge order)
     np.testing.assert_array_equal(remote.layer("conv2").top_id, local.layer("conv2").top_id)
+
+
+def test_every_forward_pass_runs_on_one_torch_thread_on_driver_and_actors(tmp_path):
+    """A model whose convolution gives other float bits on 2 torch threads than on 1: the driver's first
+    chunk, the actors' chunks and the local engine's all run on one thread, so the states are equal."""
+    import torch
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs on one thread here")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+                                torch.nn.Conv2d(6, 6, 3, padding=1), torch.nn.Conv2d(6, 2, 1)).eval()
+    x = torch.randn(3, 3, 12, 12)
+    with torch.no_grad():
+        two = model(x)  # the 1x1 convolution's bits depend on the thread count on this CPU
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one = model(x)
+        finally:
+            torch.set_num_threads(before)
+    if torch.equal(one, two):
+        pytest.skip("this torch computes the same bits on 1 and 2 threads")
+    _write_images(tmp_path / "d", 9, size=12, seed=5)
+    scope = cs.Scope(model)
+    local = scope.scan(tmp_path / "d", top_k=2, batch_size=3, crops=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = scope.scan(tmp_path / "d", top_k=2, batch_size=3, crops=False, engine="ray", ray_actors=2)
+    finally:
+        ray.shutdown()
+    assert remote.state.equal(local.state)

@@ -378,39 +378,54 @@ def _local_partials(
     statistics on a second thread while the forward pass goes on (an accelerator's, or a
     framework's own threads).
     """
-    adapter = scanner.scope.adapter
     batches = iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=expected)
-    if not (isinstance(adapter, SupportsCpuSharing) and adapter.computes_on_cpu):
-        yield from (scanner(batch) for batch in batches)
-        return
     from ..core.budget import available_memory
 
+    with one_thread_captures(scanner) as at_once:
+        first = next(batches, None)
+        if first is None:
+            return
+        state = scanner(first)
+        per_batch = _working_bytes(state, bool(scanner.segmentation))
+        yield state
+        if per_batch:
+            at_once = max(1, min(at_once, (available_memory() // 2) // per_batch))
+        if at_once < 2:
+            yield from (scanner(batch) for batch in batches)
+            return
+        pending: collections.deque[Any] = collections.deque()
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="convscope-scan") as pool:
+            try:
+                for batch in batches:
+                    pending.append(pool.submit(scanner, batch))
+                    if len(pending) > at_once:  # one more waits in the queue: no core idles between batches
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+
+@contextmanager
+def one_thread_captures(scanner: BatchScanner) -> Iterator[int]:
+    """The block every CPU scan of both engines runs in; yields how many batches may run at once.
+
+    When the adapter computes on this machine's CPU and can capture on several threads at once
+    (:class:`~convscope.adapters.base.SupportsCpuSharing`): inside ``concurrent_captures`` with one
+    capture per torch intra-op thread, so every forward pass runs on ONE torch thread, on the
+    driver, in the local engine's threads and on every Ray actor alike (a convolution's float result
+    can depend on the thread count), and ``scanner`` reduces each activation while its hook runs
+    (``inline``). Otherwise (an accelerator, Keras, ONNX) nothing changes and it yields 1.
+    """
+    adapter = scanner.scope.adapter
+    if not (isinstance(adapter, SupportsCpuSharing) and adapter.computes_on_cpu):
+        yield 1
+        return
     with adapter.concurrent_captures(scanner.config.layers, views=True) as at_once:
         scanner.inline = True
         try:
-            first = next(batches, None)
-            if first is None:
-                return
-            state = scanner(first)
-            per_batch = _working_bytes(state, bool(scanner.segmentation))
-            yield state
-            if per_batch:
-                at_once = max(1, min(at_once, (available_memory() // 2) // per_batch))
-            if at_once < 2:
-                yield from (scanner(batch) for batch in batches)
-                return
-            pending: collections.deque[Any] = collections.deque()
-            with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="convscope-scan") as pool:
-                try:
-                    for batch in batches:
-                        pending.append(pool.submit(scanner, batch))
-                        if len(pending) > at_once:  # one more waits in the queue: no core idles between batches
-                            yield pending.popleft().result()
-                    while pending:
-                        yield pending.popleft().result()
-                finally:
-                    for future in pending:
-                        future.cancel()
+            yield at_once
         finally:
             scanner.inline = False
 

@@ -38,14 +38,17 @@ class ScanActor:
         self.expected = expected
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .engine import one_thread_captures
+
         indices, states = [], []
-        for index, files in zip(rows["index"], rows["files"]):
-            chunk = [DataFile(path=p, rel=r) for p, r in json.loads(str(files))]
-            chunks: dict[int, list[DataFile]] = {int(index): chunk}
-            batch = next(iter_batches(chunks, prepare=self.prepare, workers=1, only=[int(index)],
-                                      expected_shape=self.expected))
-            indices.append(int(index))
-            states.append(self.scanner(batch).to_bytes())
+        with one_thread_captures(self.scanner):  # the local engine's settings: the same numbers
+            for index, files in zip(rows["index"], rows["files"]):
+                chunk = [DataFile(path=p, rel=r) for p, r in json.loads(str(files))]
+                chunks: dict[int, list[DataFile]] = {int(index): chunk}
+                batch = next(iter_batches(chunks, prepare=self.prepare, workers=1, only=[int(index)],
+                                          expected_shape=self.expected))
+                indices.append(int(index))
+                states.append(self.scanner(batch).to_bytes())
         return {"index": np.asarray(indices, dtype=np.int64), "state": np.asarray(states, dtype=object)}
 
 
@@ -60,6 +63,8 @@ def ray_partials(
     actors: int = 2,
 ) -> Iterator[ScanState]:
     """Per-chunk states of ``todo``, in chunk order: the first chunk(s) on the driver, the rest on Ray actors."""
+    from .engine import one_thread_captures
+
     try:
         import ray
         import ray.data
@@ -71,7 +76,8 @@ def ray_partials(
     while todo and (expected is None or any(name not in scanner.edges for name in scanner.config.layers)):
         index = todo.pop(0)
         batch = next(iter_batches(chunks, prepare=prepare, workers=1, only=[index], expected_shape=expected))
-        partial = scanner(batch)
+        with one_thread_captures(scanner):
+            partial = scanner(batch)
         if partial.input_shape is not None:
             expected = partial.input_shape
         yield partial
