@@ -288,3 +288,17 @@ def test_either_histogram_matches_numpy_histogram(histogram_backend):
         inner, _ = np.histogram(per[c], bins=state.edges)
         np.testing.assert_array_equal(state.hist[c, 1:-1], inner)
     assert state.hist.sum(axis=1).tolist() == [per.shape[1]] * acts.shape[1]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_histogram_edges_span_the_finite_range_widened_by_5_percent():
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(3, 4, 5, 5)).astype(np.float32)
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * (hi - lo)
+    np.testing.assert_array_equal(histogram_edges(values, 8), np.linspace(lo - pad, hi + pad, 9))
+    values[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]  # ignored: the same edges
+    np.testing.assert_array_equal(histogram_edges(values, 8), np.linspace(lo - pad, hi + pad, 9))
+    np.testing.assert_array_equal(histogram_edges(np.full((2, 2), 3.0, np.float32), 4), np.linspace(1.9, 4.1, 5))
+    for nothing in (np.zeros((0, 3), np.float32), np.full((2, 2), np.nan, np.float32)):
+        np.testing.assert_array_equal(histogram_edges(nothing, 4), np.linspace(-1.1, 1.1, 5))

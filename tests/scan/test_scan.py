@@ -449,3 +449,47 @@ def test_merged_scan_gets_crops_and_cards_again(scope, dataset, tmp_path):
     again = cs.ScanResult.load(tmp_path / "merged")
     assert again.images == 15 and again.channel("conv1", 0).examples[0].crop_box is not None
     assert again.channel("conv1", 0).card.is_file()
+
+
+def test_a_torchscript_model_scans_batches_at_once_with_the_numbers_of_one_at_a_time(dataset, monkeypatch):
+    """TorchScript captures run their own rewritten graph (no hooks): batches at once share one saved
+    model state and give the numbers of one batch at a time; the module is as before."""
+    from convscope.adapters.torch_state import model_fingerprint
+
+    from tests.conftest import assert_same_fingerprint
+
+    scripted = torch.jit.script(TinyNet().train())
+    before = model_fingerprint(scripted)
+    scope = cs.Scope(scripted)
+    assert scope.adapter.framework == "torchscript"
+    with torch_threads(2):
+        at_once = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
+    assert_same_fingerprint(before, model_fingerprint(scripted))
+    with torch_threads(1), one_batch_at_a_time(monkeypatch):
+        one_by_one = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
+    for name in one_by_one.layers:
+        assert at_once.state.layers[name].equal(one_by_one.state.layers[name]), name
+
+
+def test_fewer_batches_at_once_when_their_memory_would_not_fit(dataset, monkeypatch):
+    """Half the available memory must hold every concurrent batch's working set; here it holds less
+    than one, so the batches run one after another (same numbers), on the calling thread."""
+    from convscope.core import budget
+
+    class Recording(TinyNet):
+        threads: set[int] = set()
+
+        def forward(self, x):
+            type(self).threads.add(threading.get_ident())
+            return super().forward(x)
+
+    monkeypatch.setattr(budget, "available_memory", lambda: 2 * 40_000)  # less than one batch of 4 needs (61 KB)
+    scope = cs.Scope(Recording().eval())
+    with torch_threads(2):
+        tight = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
+    assert Recording.threads == {threading.get_ident()}
+    monkeypatch.undo()
+    with torch_threads(2):
+        roomy = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
+    for name in roomy.layers:
+        assert tight.state.layers[name].equal(roomy.state.layers[name]), name

@@ -62,11 +62,10 @@ def histogram_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     underflow/overflow bins, which are counted too); a constant batch gets the range ``v +- 1``.
     """
     flat = np.asarray(values, dtype=np.float32).ravel()
-    finite = flat[np.isfinite(flat)]
-    if finite.size == 0:
-        lo, hi = -1.0, 1.0
-    else:
-        lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = (float(flat.min()), float(flat.max())) if flat.size else (np.nan, np.nan)
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or +-inf present (or no values): the finite range
+        finite = flat[np.isfinite(flat)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
     if hi <= lo:
         lo, hi = lo - 1.0, hi + 1.0
     pad = 0.05 * (hi - lo)

@@ -261,24 +261,32 @@ class TorchAdapter(ModelAdapter):
 
         Yields how many captures may run at once.
         """
-        import torch
-
         if self._hooks is not None:
             raise ConvscopeError("concurrent_captures blocks do not nest; capture inside the one that is open")
         modules = self._checked_modules(layers)
-        before = torch.get_num_threads()
-        at_once = before if threads is None else max(1, int(threads))
-        per_capture = max(1, before // at_once) if self.computes_on_cpu else before
-        with preserved_model_state(self._model), _CaptureHooks(modules, layers, views=views) as hooks:
+        with preserved_model_state(self._model), _CaptureHooks(modules, layers, views=views) as hooks, \
+                self._split_threads(threads) as at_once:
             self._hooks = hooks
-            if per_capture != before:
-                torch.set_num_threads(per_capture)
             try:
                 yield at_once
             finally:
                 self._hooks = None
-                if per_capture != before:
-                    torch.set_num_threads(before)
+
+    @contextlib.contextmanager
+    def _split_threads(self, threads: int | None) -> Iterator[int]:
+        """Torch's intra-op threads split between ``threads`` captures (None: one each) for the block."""
+        import torch
+
+        before = torch.get_num_threads()
+        at_once = before if threads is None else max(1, int(threads))
+        per_capture = max(1, before // at_once) if self.computes_on_cpu else before
+        if per_capture != before:
+            torch.set_num_threads(per_capture)
+        try:
+            yield at_once
+        finally:
+            if per_capture != before:
+                torch.set_num_threads(before)
 
     def capture(
         self,

@@ -10,8 +10,9 @@ torch is imported lazily inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ class TorchScriptAdapter(TorchAdapter):
             raise TypeError(f"TorchScriptAdapter needs a torch.jit.ScriptModule, got {type(model).__name__}")
         super().__init__(model, device=device)
         self._graph_info: dict[str, Any] | None = None
+        self._shared_state = False  # True inside concurrent_captures: its saved state serves every capture
 
     # -- graph facts ---------------------------------------------------------------------------
     def _inlined(self) -> dict[str, Any]:
@@ -264,6 +266,23 @@ class TorchScriptAdapter(TorchAdapter):
     gradients = None  # type: ignore[assignment]
 
     # -- capture -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def concurrent_captures(
+        self, layers: Sequence[str], threads: int | None = None, *, views: bool = False
+    ) -> Iterator[int]:
+        """See :meth:`TorchAdapter.concurrent_captures`. No hooks: every capture runs its own rewritten
+        copy of the graph (safe on several threads); the model's state is saved once for the block;
+        ``views`` is accepted, but the activations, returned together at the end, are always copies."""
+        if self._shared_state:
+            raise ConvscopeError("concurrent_captures blocks do not nest; capture inside the one that is open")
+        self._checked_modules(layers)
+        with preserved_model_state(self._model), self._split_threads(threads) as at_once:
+            self._shared_state = True
+            try:
+                yield at_once
+            finally:
+                self._shared_state = False
+
     def capture(
         self,
         batch: np.ndarray,
@@ -277,7 +296,10 @@ class TorchScriptAdapter(TorchAdapter):
         self._checked_modules(layers)
         wanted = list(dict.fromkeys(layers))
         result = CaptureResult()
-        with preserved_model_state(self._model, train_mode=train_mode), torch.no_grad():
+        if self._shared_state and train_mode:
+            raise ConvscopeError("a train-mode capture cannot run inside concurrent_captures (it holds eval mode)")
+        state = contextlib.nullcontext() if self._shared_state else preserved_model_state(self._model, train_mode=train_mode)
+        with state, torch.no_grad():
             function, keys = self._capture_function(wanted)
             inputs = self.to_tensor(batch)
             try:
