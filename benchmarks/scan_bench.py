@@ -10,9 +10,8 @@ process, so its peak RSS is its own.
     python -m benchmarks.scan_bench --images 64 --memory 64,256   # the reduced run
 
 Prints a JSON summary: images/s of both ways, their ratio, and the scan's peak RSS per dataset size.
-The bare loop also runs with one torch thread less (the scan's forward pass leaves a core to the
-statistics thread, with a fixed thread count so its numbers never depend on timing): that loop's
-throughput is the ceiling of the scan's.
+The bare loop also runs with one torch thread less, for reference (the scan runs one batch per
+torch thread at once, each forward pass on one thread).
 """
 
 from __future__ import annotations
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     make_images(images, max([args.images, *sizes]))
     data = _list(images, args.images)
     # alternate the ways and keep each way's best run: on a shared machine the load changes between runs
-    # bare1: the bare loop on ONE torch thread, the thread count the scan's forward pass runs with (the
-    # other core computes the statistics): the ceiling of the scan's throughput on this machine
+    # singles: the bare loop on one torch thread less, for reference
     bares, scans, singles = [], [], []
     for _ in range(max(1, args.repeat)):
         bares.append(_spawn("bare", data, args))
