@@ -431,6 +431,39 @@ def test_nifti_scans_get_axial_cards(tmp_path):
     assert card.size[0] > 100 and len(result.channel("0", 0).examples) == 2
 
 
+def test_a_dicom_series_of_extensionless_files_is_one_item(tmp_path):
+    """PACS exports name DICOM files IM0001, 1.2.840...: a folder of them (with a DICOMDIR and a note
+    beside) is one series, found by the DICOM marker; folders of extensionless non-DICOM files and of
+    pictures are not series."""
+    pytest.importorskip("nibabel")
+    pytest.importorskip("pydicom")
+    from PIL import Image
+
+    from convscope.io.dataset import list_files
+    from tests.volumes import files as F
+
+    rng = np.random.default_rng(6)
+    series = F.write_dicom_series(tmp_path / "v" / "patient" / "series1", (rng.random((10, 8, 6)) * 100).astype(np.float32))
+    for i, path in enumerate(sorted(series.glob("*.dcm"))):
+        path.rename(series / f"IM{i:04d}")
+    (series / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # a directory record, not an image
+    (series / "notes.txt").write_text("acquired on the old scanner")
+    F.write_nifti(tmp_path / "v" / "ct0.nii.gz", rng.random((10, 8, 6)).astype(np.float32), "LPS")
+    (tmp_path / "v" / "misc").mkdir()
+    for name in ("LICENSE", "Makefile"):
+        (tmp_path / "v" / "misc" / name).write_text("not DICOM " * 30)
+    (tmp_path / "v" / "pics").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "v" / "pics" / "a.png")
+    (tmp_path / "v" / "pics" / "b").write_bytes((series / "IM0000").read_bytes())  # a stray DICOM among pictures
+    found = [f.rel for f in list_files([tmp_path / "v"])]
+    assert found == ["ct0.nii.gz", "patient/series1", "pics/a.png"]
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU()).eval()
+    result = cs.Scope(net).scan(tmp_path / "v" / "patient", top_k=1, batch_size=1, crops=False)
+    assert result.images == 1 and not result.skipped
+    assert result.state.input_shape == (1, 10, 8, 6)  # the 6 slices read as one RAS+ volume
+
+
 def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
     with pytest.raises(cs.ConvscopeError, match="scan state needs about .* --top-k"):
         scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)

@@ -28,14 +28,17 @@ import numpy as np
 
 from ..errors import ConvscopeError, ImageInputError
 from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES, prepare_input
+from .volumes import DICOM_SUFFIXES, file_is_dicom
 
 __all__ = ["DataFile", "Batch", "Skipped", "list_files", "DatasetError", "decode_file", "iter_batches", "chunk_files"]
 
 SUFFIXES = tuple(IMAGE_SUFFIXES) + tuple(ARRAY_SUFFIXES)
 """Picture and array endings; every file ending of a registered reader is read too (:func:`readable_endings`)."""
 LIST_SUFFIXES = (".txt", ".lst")
-SERIES_SUFFIXES = (".dcm", ".dicom")
-"""A folder holding two or more files with these endings (and nothing else) is one DICOM series: one item."""
+SERIES_SUFFIXES = DICOM_SUFFIXES
+"""DICOM file endings. A folder holding two or more DICOM files (these endings, or files without a
+readable ending that carry the DICOM Part 10 marker, as PACS exports name them: ``IM0001``,
+``1.2.840...``) and no other readable item is one DICOM series: one item."""
 
 
 def readable_endings() -> tuple[str, ...]:
@@ -47,9 +50,27 @@ def readable_endings() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*SUFFIXES, *extra]))
 
 
-def _is_series(folder: Path, names: Sequence[str]) -> bool:
-    files = [n for n in names if (folder / n).is_file() and not n.startswith(".")]
-    return len(files) >= 2 and all(n.lower().endswith(SERIES_SUFFIXES) for n in files)
+def _is_series(folder: Path, names: Sequence[str], endings: Sequence[str]) -> bool:
+    """True if ``folder`` (whose entries are ``names``) is one DICOM series (see :data:`SERIES_SUFFIXES`).
+
+    Files with another readable ending (a picture, an array, a NIfTI file) make it a folder of items;
+    other files (notes, JSON sidecars, a ``DICOMDIR``) are ignored. Only files without a readable ending
+    are opened, for their first 132 bytes.
+    """
+    dicom = 0
+    readable = tuple(e for e in endings if e not in SERIES_SUFFIXES)
+    for name in names:
+        path = folder / name
+        lower = name.lower()
+        if name.startswith(".") or not path.is_file():
+            continue
+        if lower.endswith(SERIES_SUFFIXES):
+            dicom += 1
+        elif lower.endswith(readable):
+            return False
+        elif name.upper() != "DICOMDIR" and file_is_dicom(path):
+            dicom += 1
+    return dicom >= 2
 
 
 class DatasetError(ConvscopeError):
@@ -139,7 +160,7 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
                 add(Path(match), root)
         elif path.is_dir():
             for dirpath, _dirs, names in os.walk(path, followlinks=False):
-                if _is_series(Path(dirpath), names):  # a DICOM series folder is one volume
+                if _is_series(Path(dirpath), names, endings):  # a DICOM series folder is one volume
                     add(Path(dirpath), path, series=True)
                     continue
                 for name in names:

@@ -90,7 +90,7 @@ def has_suffix(name: str, suffixes: Sequence[str]) -> bool:
 def is_volume_path(path: str | os.PathLike[str]) -> bool:
     """True for NIfTI/DICOM/ITK file names and for folders (a DICOM series)."""
     p = Path(path)
-    return p.is_dir() or has_suffix(p.name, NIFTI_SUFFIXES + DICOM_SUFFIXES + ITK_SUFFIXES) or (p.is_file() and _file_is_dicom(p))
+    return p.is_dir() or has_suffix(p.name, NIFTI_SUFFIXES + DICOM_SUFFIXES + ITK_SUFFIXES) or (p.is_file() and file_is_dicom(p))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,7 +186,8 @@ def is_dicom_bytes(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def _file_is_dicom(path: Path) -> bool:
+def file_is_dicom(path: Path) -> bool:
+    """True if the file at ``path`` starts with the DICOM Part 10 preamble and marker (reads 132 bytes)."""
     try:
         with open(path, "rb") as handle:
             return is_dicom_bytes(handle.read(132))
@@ -413,7 +414,7 @@ def _dicom_files(folder: Path, max_files: int = 20000) -> list[Path]:
             if filename.startswith("."):
                 continue
             path = Path(dirpath) / filename
-            if path.is_file() and (has_suffix(filename, DICOM_SUFFIXES) or _file_is_dicom(path)):
+            if path.is_file() and (has_suffix(filename, DICOM_SUFFIXES) or file_is_dicom(path)):
                 found.append(path)
                 if len(found) > max_files:
                     raise ImageInputError(f"{folder} holds more than {max_files} DICOM files; give the folder of one series")
