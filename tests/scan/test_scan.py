@@ -145,6 +145,24 @@ def test_batches_scanned_at_once_give_the_numbers_of_one_at_a_time(dataset, monk
     assert_same_fingerprint(before, model_fingerprint(model))
 
 
+def test_the_histogram_edges_come_from_the_first_usable_batch_whatever_the_timing(tmp_path, monkeypatch):
+    """The first chunk's files are all unreadable: the next batch fixes the edges, alone, before
+    batches run at once; the result equals one batch at a time."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for name in ("a0.png", "a1.png"):
+        (folder / name).write_bytes(b"not a picture")
+    _write_images(folder, 9, seed=8)
+    scope = cs.Scope(TinyNet().eval())
+    with torch_threads(3):
+        at_once = scope.scan(folder, top_k=2, batch_size=2, crops=False)
+    with torch_threads(1), one_batch_at_a_time(monkeypatch):
+        one_by_one = scope.scan(folder, top_k=2, batch_size=2, crops=False)
+    assert len(at_once.state.skipped) == 2 and at_once.images == 9
+    for name in one_by_one.layers:
+        assert at_once.state.layers[name].equal(one_by_one.state.layers[name]), name
+
+
 def test_batches_at_once_keep_class_statistics_of_a_segmentation_model(dataset, monkeypatch):
     scope = cs.Scope(TinySeg().eval())
     with torch_threads(1), one_batch_at_a_time(monkeypatch):

@@ -382,12 +382,17 @@ def _local_partials(
     from ..core.budget import available_memory
 
     with one_thread_captures(scanner) as at_once:
-        first = next(batches, None)
-        if first is None:
+        # alone until every layer has its histogram edges (normally after the first batch; one whose
+        # files were all skipped fixes nothing), so they come from the first batches, whatever the timing
+        per_batch = 0
+        for batch in batches:
+            state = scanner(batch)
+            per_batch = max(per_batch, _working_bytes(state, bool(scanner.segmentation)))
+            yield state
+            if all(name in scanner.edges for name in scanner.config.layers):
+                break
+        else:
             return
-        state = scanner(first)
-        per_batch = _working_bytes(state, bool(scanner.segmentation))
-        yield state
         if per_batch:
             at_once = max(1, min(at_once, (available_memory() // 2) // per_batch))
         if at_once < 2:
