@@ -3,9 +3,11 @@
 Both engines use :class:`BatchScanner`: one batch in, one partial :class:`ScanState` out, from ONE
 forward pass whose activations are streamed (``adapter.capture(..., on_activation=...)``) and
 reduced as they arrive, so memory holds one batch's activation of one layer at a time (plus, for
-segmentation models, the batch's activations until the prediction is known). The local engine
-merges the partial states in chunk order; the Ray engine computes them on actors and merges them
-in the same order, so both give the same state.
+segmentation models, the batch's activations until the prediction is known). On CPU the local
+engine scans one batch per torch thread at once (:func:`one_thread_captures`), every forward pass
+on one torch thread. The local engine merges the partial states in chunk order; the Ray engine
+computes them on actors (with the same settings) and merges them in the same order, so both give
+the same state.
 """
 
 from __future__ import annotations
