@@ -525,7 +525,7 @@ def test_a_torchscript_model_scans_batches_at_once_with_the_numbers_of_one_at_a_
 def test_fewer_batches_at_once_when_their_memory_would_not_fit(dataset, monkeypatch):
     """Half the available memory must hold every concurrent batch's working set; here it holds less
     than one, so the batches run one after another (same numbers), on the calling thread."""
-    from convscope.core import budget
+    from convscope.scan import engine
 
     class Recording(TinyNet):
         threads: set[int] = set()
@@ -534,7 +534,7 @@ def test_fewer_batches_at_once_when_their_memory_would_not_fit(dataset, monkeypa
             type(self).threads.add(threading.get_ident())
             return super().forward(x)
 
-    monkeypatch.setattr(budget, "available_memory", lambda: 2 * 40_000)  # less than one batch of 4 needs (61 KB)
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * 40_000)  # less than one batch of 4 needs (61 KB)
     scope = cs.Scope(Recording().eval())
     with torch_threads(2):
         tight = scope.scan(dataset, top_k=3, batch_size=4, crops=False)

@@ -12,19 +12,24 @@ pytest.importorskip("ray.data")
 import convscope as cs  # noqa: E402
 
 from .nets import TinyNet  # noqa: E402
-from .test_scan import _write_images  # noqa: E402
+from .test_scan import _write_images, torch_threads  # noqa: E402
+
+
+def _local_and_ray(scope, data, *, top_k: int):
+    """The local engine's scan of ``data`` and the Ray engine's (a local Ray with 2 CPUs, 2 actors)."""
+    local = scope.scan(data, top_k=top_k, batch_size=3, crops=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = scope.scan(data, top_k=top_k, batch_size=3, crops=False, engine="ray", ray_actors=2)
+    finally:
+        ray.shutdown()
+    return local, remote
 
 
 def test_ray_engine_equals_local(tmp_path):
     _write_images(tmp_path / "d", 11, size=12, seed=4)
     (tmp_path / "d" / "bad.png").write_bytes(b"nope")
-    scope = cs.Scope(TinyNet().eval())
-    local = scope.scan(tmp_path / "d", top_k=3, batch_size=3, crops=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        remote = scope.scan(tmp_path / "d", top_k=3, batch_size=3, crops=False, engine="ray", ray_actors=2)
-    finally:
-        ray.shutdown()
+    local, remote = _local_and_ray(cs.Scope(TinyNet().eval()), tmp_path / "d", top_k=3)
     assert remote.images == local.images == 11
     assert remote.skipped == local.skipped and len(local.skipped) == 1
     assert remote.state.equal(local.state)  # exact, mean/variance included (same merge order)
@@ -44,20 +49,10 @@ def test_every_forward_pass_runs_on_one_torch_thread_on_driver_and_actors(tmp_pa
     x = torch.randn(3, 3, 12, 12)
     with torch.no_grad():
         two = model(x)  # the 1x1 convolution's bits depend on the thread count on this CPU
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             one = model(x)
-        finally:
-            torch.set_num_threads(before)
     if torch.equal(one, two):
         pytest.skip("this torch computes the same bits on 1 and 2 threads")
     _write_images(tmp_path / "d", 9, size=12, seed=5)
-    scope = cs.Scope(model)
-    local = scope.scan(tmp_path / "d", top_k=2, batch_size=3, crops=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        remote = scope.scan(tmp_path / "d", top_k=2, batch_size=3, crops=False, engine="ray", ray_actors=2)
-    finally:
-        ray.shutdown()
+    local, remote = _local_and_ray(cs.Scope(model), tmp_path / "d", top_k=2)
     assert remote.state.equal(local.state)

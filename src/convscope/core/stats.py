@@ -44,9 +44,9 @@ __all__ = [
 
 SCORES = ("max", "mean")
 _CHUNK_VALUES = 1 << 18
+"""float64 temporaries of :meth:`LayerStats.from_batch` hold at most about this many values."""
 _HIST_LANES = 4
 """Copies of each chunk's histogram that consecutive values of a row count into in turn."""
-"""float64 temporaries of :meth:`LayerStats.from_batch` hold at most about this many values."""
 DEFAULT_BINS = 64
 ScoreKind = Literal["max", "mean"]
 

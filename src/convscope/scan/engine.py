@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..adapters.base import SupportsCpuSharing
+from ..core.budget import available_memory
 from ..core.objective import fit_mask
 from ..core.stats import DEFAULT_BINS, LayerStats, histogram_edges
 from ..errors import ConvscopeError
@@ -95,7 +96,13 @@ class BatchScanner:
         self.edges: dict[str, np.ndarray] = dict(edges or {})
         self.segmentation: bool | None = config.class_stats
         self.max_pending_bytes = 256 * 2**20
-        self.inline = False  # True inside the local engine's concurrent_captures (see _concurrent_partials)
+        self.inline = False  # True inside one_thread_captures: reduce each activation in its hook
+
+    @property
+    def edges_fixed(self) -> bool:
+        """True once every scanned layer has its histogram edges (normally after the first batch):
+        until then batches run one at a time, so the edges never depend on timing."""
+        return all(name in self.edges for name in self.config.layers)
 
     def __call__(self, batch: Batch) -> ScanState:
         state = ScanState(config=self.config.to_dict())
@@ -381,8 +388,6 @@ def _local_partials(
     framework's own threads).
     """
     batches = iter_batches(chunks, prepare=prepare, workers=workers, only=todo, expected_shape=expected)
-    from ..core.budget import available_memory
-
     with one_thread_captures(scanner) as at_once:
         # alone until every layer has its histogram edges (normally after the first batch; one whose
         # files were all skipped fixes nothing), so they come from the first batches, whatever the timing
@@ -391,7 +396,7 @@ def _local_partials(
             state = scanner(batch)
             per_batch = max(per_batch, _working_bytes(state, bool(scanner.segmentation)))
             yield state
-            if all(name in scanner.edges for name in scanner.config.layers):
+            if scanner.edges_fixed:
                 break
         else:
             return

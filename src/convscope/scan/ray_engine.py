@@ -73,7 +73,7 @@ def ray_partials(
     todo = list(todo)
     expected = state.input_shape
     # the driver scans chunks until every layer has its histogram edges (normally the first chunk)
-    while todo and (expected is None or any(name not in scanner.edges for name in scanner.config.layers)):
+    while todo and (expected is None or not scanner.edges_fixed):
         index = todo.pop(0)
         batch = next(iter_batches(chunks, prepare=prepare, workers=1, only=[index], expected_shape=expected))
         with one_thread_captures(scanner):

@@ -23,6 +23,9 @@ from .state import host_copy, preserved_model_state
 
 __all__ = ["TorchAdapter", "is_torch_module", "resolve_device"]
 
+NESTED_BLOCK = "concurrent_captures blocks do not nest; capture inside the one that is open"
+TRAIN_IN_BLOCK = "a train-mode capture cannot run inside concurrent_captures (it holds eval mode)"
+
 
 def is_torch_module(obj: Any) -> bool:
     """True if ``obj`` is a ``torch.nn.Module`` (without importing torch when it is not loaded)."""
@@ -262,7 +265,7 @@ class TorchAdapter(ModelAdapter):
         Yields how many captures may run at once.
         """
         if self._hooks is not None:
-            raise ConvscopeError("concurrent_captures blocks do not nest; capture inside the one that is open")
+            raise ConvscopeError(NESTED_BLOCK)
         modules = self._checked_modules(layers)
         with preserved_model_state(self._model), _CaptureHooks(modules, layers, views=views) as hooks, \
                 self._split_threads(threads) as at_once:
@@ -299,7 +302,7 @@ class TorchAdapter(ModelAdapter):
         hooks = self._hooks
         if hooks is not None:  # inside concurrent_captures: its hooks and saved state serve this thread
             if train_mode:
-                raise ConvscopeError("a train-mode capture cannot run inside concurrent_captures (it holds eval mode)")
+                raise ConvscopeError(TRAIN_IN_BLOCK)
             return hooks.run(self, batch, layers, on_activation)
         modules = self._checked_modules(layers)
         with preserved_model_state(self._model, train_mode=train_mode), _CaptureHooks(modules, layers) as own:
@@ -582,7 +585,6 @@ def _storage_ptr(tensor: Any) -> int:
 
 def _host_view(tensor: Any) -> np.ndarray:
     """The tensor as a float32 host array, sharing its memory when it already is one (CPU, float32, contiguous)."""
-
     t = tensor.detach()
     return t.numpy() if _is_host_float32(t) else host_copy(t)
 

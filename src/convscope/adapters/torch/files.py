@@ -25,7 +25,7 @@ from ...core.layers import LayerInfo
 from ...errors import ConvscopeError, ModelLoadError, UnsupportedModelError
 from .._capture import Collector, call_key, first_line
 from ..base import ActivationCallback, CaptureResult, InputSpec
-from .adapter import TorchAdapter, _first_tensor
+from .adapter import NESTED_BLOCK, TRAIN_IN_BLOCK, TorchAdapter, _first_tensor
 from .state import host_copy, preserved_model_state
 
 __all__ = [
@@ -274,7 +274,7 @@ class TorchScriptAdapter(TorchAdapter):
         copy of the graph (safe on several threads); the model's state is saved once for the block;
         ``views`` is accepted, but the activations, returned together at the end, are always copies."""
         if self._shared_state:
-            raise ConvscopeError("concurrent_captures blocks do not nest; capture inside the one that is open")
+            raise ConvscopeError(NESTED_BLOCK)
         self._checked_modules(layers)
         with preserved_model_state(self._model), self._split_threads(threads) as at_once:
             self._shared_state = True
@@ -297,7 +297,7 @@ class TorchScriptAdapter(TorchAdapter):
         wanted = list(dict.fromkeys(layers))
         result = CaptureResult()
         if self._shared_state and train_mode:
-            raise ConvscopeError("a train-mode capture cannot run inside concurrent_captures (it holds eval mode)")
+            raise ConvscopeError(TRAIN_IN_BLOCK)
         state = contextlib.nullcontext() if self._shared_state else preserved_model_state(self._model, train_mode=train_mode)
         with state, torch.no_grad():
             function, keys = self._capture_function(wanted)
