@@ -318,6 +318,14 @@ class Scope:
             infos = select_layers(infos, None, kind=kind)
         return LayerTable(infos)
 
+    def weights_digest(self) -> str | None:
+        """A digest of every weight of the model (``"blake2b-128:<hex>"``), or None when its adapter
+        cannot read them all. Equal weights give equal digests (see :mod:`convscope.core.digest`);
+        a scan records it to recognise its model later. Computed anew each call (the model may change)."""
+        from .adapters.base import SupportsWeightsDigest
+
+        return self.adapter.weights_digest() if isinstance(self.adapter, SupportsWeightsDigest) else None
+
     def select(self, layers: LayerSpec = None, *, kind: str | None = None, kernels: bool = False) -> list[str]:
         """Names of the layers a call would use (exact names, globs, kinds; default: all convolutions)."""
         chosen = select_layers(self.adapter.layers(), layers, kind=kind, require="kernel" if kernels else None)

@@ -62,6 +62,7 @@ def test_a_bare_adapter_gets_one_line_per_missing_capability():
     bare = Bare()
     assert capabilities(bare) == {
         "capture": True, "kernels": True, "graph": False, "gradients": False, "cpu_sharing": False, "streaming": False,
+        "weights_digest": False,
     }
     with pytest.raises(UnsupportedModelError, match="U-Net analysis is not available for bare models"):
         unet_backend_for(bare)

@@ -46,3 +46,12 @@ class TinySeg(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.conv1(x)))
+
+
+class TinyNetRetrained(TinyNet):
+    """TinyNet after a training step: the same layers, one weight changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.conv2.weight[0, 0, 1, 1] += 0.5

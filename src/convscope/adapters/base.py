@@ -45,6 +45,7 @@ __all__ = [
     "LoadedModel",
     "SupportsCapture",
     "SupportsKernels",
+    "SupportsWeightsDigest",
     "SupportsGraphCapture",
     "ProvidesUNetBackend",
     "SupportsGradients",
@@ -205,6 +206,16 @@ class SupportsCpuSharing(Protocol):
 
 
 @runtime_checkable
+class SupportsWeightsDigest(Protocol):
+    """Capability: a digest of every weight of the model (parameters and buffers, initializers and
+    weight constants) in the framework's own order, ``"blake2b-128:<hex>"``
+    (:func:`convscope.core.digest.digest_arrays`). Equal weights give equal digests; it tells a scan
+    whether a checkpoint, a shard or a report's model is the model it scanned."""
+
+    def weights_digest(self) -> str: ...
+
+
+@runtime_checkable
 class SupportsStreaming(Protocol):
     """Capability: ``capture(on_activation=...)`` hands each activation over *as the forward pass
     produces it*, so peak memory does not grow with the number of captured layers.
@@ -222,6 +233,7 @@ CAPABILITIES: dict[str, type] = {
     "graph": SupportsGraphCapture,
     "gradients": SupportsGradients,
     "cpu_sharing": SupportsCpuSharing,
+    "weights_digest": SupportsWeightsDigest,
 }
 """Capability name -> protocol, for :func:`capabilities` and :func:`require`."""
 
@@ -237,6 +249,7 @@ _REMEDY: dict[tuple[str, str], str] = {
     ("*", "kernels"): "this adapter cannot read kernels",
     ("*", "capture"): "this adapter cannot capture activations",
     ("*", "cpu_sharing"): "this adapter cannot share CPU cores",
+    ("*", "weights_digest"): "this adapter cannot read every weight of its model",
     ("*", "streaming"): "this adapter collects every activation before handing them over; capture fewer layers",
 }
 

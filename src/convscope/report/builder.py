@@ -419,7 +419,8 @@ def build_report(
         kernel_max_side / grid_max_side: largest side in pixels of kernel and activation grids.
         echo: optional callback for one-line notes (e.g. why the U-Net section is missing).
         scan: a ``convscope scan`` folder (or ScanResult): adds ``atlas.html``, the channel atlas
-            (per layer, the channel cards, lazy-loaded), linked from ``index.html``.
+            (per layer, the channel cards, lazy-loaded), linked from ``index.html``. It must be a
+            scan of this model (same weights digest, its layers in the model), else ScanError.
 
     Returns:
         Path of ``out/index.html``. ``out/report.json`` has every number shown, and
@@ -430,6 +431,11 @@ def build_report(
     """
     if top < 1:
         raise ConvscopeError(f"top must be a positive number of channels, got {top}")
+    if scan is not None:  # read and checked before any work: a scan of another model is refused
+        from ..scan.result import ScanResult
+
+        scan = scan if isinstance(scan, ScanResult) else ScanResult.load(scan)
+        scan.check_model(scope)
     items = _image_list(images)
     selected = select_report_layers(scope, layers, kind)
     selected_set = set(selected)

@@ -31,7 +31,7 @@ from ..core.objective import fit_mask
 from ..core.stats import DEFAULT_BINS, LayerStats, histogram_edges
 from ..errors import ConvscopeError
 from ..io.dataset import Batch, DataFile, chunk_files, content_id, iter_batches, list_files
-from .result import ClassStats, ScanError, ScanResult, ScanState
+from .result import ClassStats, ScanError, ScanResult, ScanState, weights_differ
 
 __all__ = ["ScanConfig", "BatchScanner", "run_scan", "ScanInterrupted", "CHECKPOINT_NAME"]
 
@@ -250,6 +250,11 @@ def _prepare_kwargs(scope: Any, size: Any, normalize: str | None) -> dict[str, A
 def _check_resume(state: ScanState, config: ScanConfig, chunks: list[list[DataFile]]) -> None:
     want = config.to_dict()
     have = state.config
+    if weights_differ(have, want.get("weights"), want.get("framework")):
+        raise ScanError(
+            f"cannot resume: the checkpoint was made with other weights than {config.model} has now (the model "
+            "changed since); rerun without --resume into a new folder"
+        )
     for key in ("model", "layers", "top_k", "score", "bins", "batch_size", "size", "normalize"):
         if have.get(key) != want.get(key):
             raise ScanError(
@@ -322,7 +327,8 @@ def run_scan(
     chunks = chunk_files(files, batch_size)
     config = ScanConfig(
         model=scope.name, layers=names, top_k=top_k, score=score, bins=bins, batch_size=batch_size,
-        size=size, normalize=normalize, class_stats=class_stats, extra={"chunks": len(chunks)},
+        size=size, normalize=normalize, class_stats=class_stats,
+        extra={"chunks": len(chunks), "framework": scope.adapter.framework, "weights": scope.weights_digest()},
     )
     prepare = _prepare_kwargs(scope, size, normalize)
     edges: dict[str, np.ndarray] = {}

@@ -34,6 +34,35 @@ class ScanError(ConvscopeError):
     """A scan folder or state that cannot be read, resumed or merged."""
 
 
+MODEL_KEYS = ("normalize", "size")
+"""Config entries two scans must share to be merged (how inputs were prepared), besides the weights."""
+
+
+def weights_differ(config: dict[str, Any], weights: str | None, framework: str | None) -> bool:
+    """True when a scan config's weights digest and ``weights`` are both known, were taken in the same
+    framework (the same weights read by another framework list other arrays: a .pt2 export, an ONNX
+    file with folded BatchNorm) and differ. Scans made before digests were recorded compare as equal."""
+    recorded = config.get("weights")
+    return bool(recorded and weights and config.get("framework") == framework and recorded != weights)
+
+
+def check_same_model(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """Raise :class:`ScanError` when two scan configs were made with other weights
+    (:func:`weights_differ`) or disagree on :data:`MODEL_KEYS` (a key missing on either side is not
+    compared)."""
+    if weights_differ(mine, theirs.get("weights"), theirs.get("framework")):
+        raise ScanError(
+            f"cannot merge scans of different models (weights differ: {mine.get('model')} vs "
+            f"{theirs.get('model')}); scan every shard with the same model file"
+        )
+    for key in MODEL_KEYS:
+        if key in mine and key in theirs and mine[key] != theirs[key]:
+            raise ScanError(
+                f"cannot merge scans made with different --{key} ({mine[key]!r} vs {theirs[key]!r}); scan every "
+                f"shard with the same --{key}"
+            )
+
+
 @dataclass
 class ClassStats:
     """Per predicted class of a segmentation model: activation sums inside the class's predicted region.
@@ -99,6 +128,8 @@ class ScanState:
                     f"{len(changed)} file(s) are in both scans with different contents ({', '.join(changed[:3])}): "
                     "they changed between the scans; rescan them in one place"
                 )
+        if check:
+            check_same_model(self.config, other.config)
         if self.layers and other.layers and list(self.layers) != list(other.layers):
             raise ScanError(
                 f"cannot merge scans of different layers ({', '.join(list(self.layers)[:3])} ... vs "
@@ -163,7 +194,8 @@ class ScanState:
         try:
             meta = json.loads(_scalar(arrays["meta"]))
         except (KeyError, ValueError) as exc:
-            raise ScanError(f"not a convscope scan state ({exc})") from None
+            raise ScanError(f"not a convscope scan state (no valid {exc} entry); give the -o folder of a finished "
+                            "convscope scan") from None
         if meta.get("schema") != SCHEMA + ".state" or int(meta.get("version", 0)) > SCHEMA_VERSION:
             raise ScanError(
                 f"scan state has schema {meta.get('schema')} version {meta.get('version')}; this convscope reads "
@@ -206,10 +238,10 @@ class ScanState:
         try:
             with np.load(file, allow_pickle=False) as npz:
                 return cls.from_arrays({k: npz[k] for k in npz.files})
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError) as exc:
             if isinstance(exc, ConvscopeError):
                 raise
-            raise ScanError(f"{file} is not a readable scan state ({exc}); rerun the scan") from None
+            raise ScanError(f"{file} is not a readable scan state ({_reason(exc)}); rerun the scan") from None
 
     def equal(self, other: ScanState, *, rtol: float = 0.0) -> bool:
         """Same layers, ids, skipped files and statistics (exact, or mean/variance within ``rtol``)."""
@@ -340,6 +372,29 @@ class ScanResult:
         merged.merge(other.state if isinstance(other, ScanResult) else other)
         return ScanResult(merged, class_names=self.class_names)
 
+    def check_model(self, scope: Any) -> None:
+        """Raise :class:`ScanError` unless this scan was made with ``scope``'s model.
+
+        Every scanned layer must be one of the model's, and the weights digests must agree (when
+        the scan recorded one and the adapter, of the same framework, can compute it): a report or
+        viewer never shows another model's channels as this one's.
+        """
+        where = self.path if self.path is not None else "the scan"
+        scanned_with = self.state.config.get("model")
+        redo = f"scan this model first: convscope scan {scope.name} DATA -o DIR"
+        known = {info.name for info in scope.adapter.layers()}
+        missing = [name for name in self.layers if name not in known]
+        if missing:
+            shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise ScanError(f"{where} was made with {scanned_with}: {len(missing)} of its layers ({shown}) are not in "
+                            f"{scope.name}; {redo}")
+        config = self.state.config
+        # the model's digest is computed only when there is a comparable one to check it against
+        if config.get("weights") and config.get("framework") == scope.adapter.framework \
+                and weights_differ(config, scope.weights_digest(), scope.adapter.framework):
+            raise ScanError(f"{where} is a scan of other weights than {scope.name}'s (it was made with "
+                            f"{scanned_with}); {redo}")
+
     # -- files --------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The ``scan.json`` document (schema ``convscope.scan`` version 1)."""
@@ -413,13 +468,27 @@ class ScanResult:
         try:
             with np.load(file, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise ScanError(f"{file} is not a readable scan state ({exc}); rerun the scan") from None
-        state = ScanState.from_arrays(arrays)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ScanError(f"{file} is not a readable scan state ({_reason(exc)}); give the -o folder of a "
+                            f"finished convscope scan") from None
+        try:
+            state = ScanState.from_arrays(arrays)
+        except ScanError as exc:
+            raise ScanError(f"{file}: {exc}") from None
         crops = {name: arrays[f"layer{i}/crops"] for i, name in enumerate(state.layers) if f"layer{i}/crops" in arrays}
         cards = json.loads(_scalar(arrays["cards"])) if "cards" in arrays else None
         names = [str(n) for n in arrays["class_names"].tolist()] if "class_names" in arrays else None
         return cls(state, crops=crops, path=file.parent, cards=cards, class_names=names)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why numpy could not read a state file, in words that do not suggest unsafe loading."""
+    text = str(exc)
+    if "pickle" in text:  # np.load's "...load it unsafely using allow_pickle=..." advice is not ours
+        return "not a .npz of plain arrays"
+    if isinstance(exc, EOFError) or not text:
+        return "empty or truncated"
+    return text.splitlines()[0][:200]
 
 
 def _scalar(value: Any) -> str:

@@ -115,14 +115,14 @@ class ViewerServer:
         from .app import create_app
 
         state = ViewerState(scope, images_dir=images, layers=layers, kind=kind, size=size, normalize=normalize, limits=limits)
+        scan_view = None
+        if scan is not None:  # read and checked against the model before the port is taken
+            from .scan_view import ScanView
+
+            scan_view = ScanView(scan, scope)
         sock = bind_socket(host, port)
         actual_port = int(sock.getsockname()[1])
         secret = token or new_token()
-        scan_view = None
-        if scan is not None:
-            from .scan_view import ScanView
-
-            scan_view = ScanView(scan)
         app = create_app(state, token=secret, policy=host_policy(host, actual_port), scan=scan_view)
         return cls(app=app, state=state, sock=sock, host=host, port=actual_port, token=secret)
 

@@ -15,10 +15,12 @@ __all__ = ["ScanView", "add_scan_routes"]
 class ScanView:
     """A loaded scan folder, answering per (layer name, channel)."""
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], scope: Any = None) -> None:
         from ..scan.result import ScanResult
 
         self.result = ScanResult.load(folder)
+        if scope is not None:  # a scan of another model is refused, not shown as this one's channels
+            self.result.check_model(scope)
 
     def examples(self, layer: str, channel: int) -> dict[str, Any]:
         view = self.result.channel(layer, channel)

@@ -113,6 +113,12 @@ class KerasAdapter(ModelAdapter):
     def model(self) -> Any:
         return self._model
 
+    def weights_digest(self) -> str:
+        """A digest of every weight (see :class:`~convscope.adapters.base.SupportsWeightsDigest`)."""
+        from ...core.digest import digest_arrays
+
+        return digest_arrays((str(getattr(v, "path", v.name)), _to_numpy(v)) for v in self._model.weights)
+
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (Ray actors, multiprocessing): the cached capture models are rebuilt on use.
 

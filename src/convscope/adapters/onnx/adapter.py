@@ -23,6 +23,7 @@ imported lazily inside functions.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -292,6 +293,19 @@ class OnnxAdapter(ModelAdapter):
     def model(self) -> Any:
         """The ``onnx.ModelProto`` given (never modified), or the one read from the given path."""
         return self._user_model
+
+    def weights_digest(self) -> str:
+        """A digest of every weight (see :class:`~convscope.adapters.base.SupportsWeightsDigest`)."""
+        from onnx import numpy_helper
+
+        from ...core.digest import digest_arrays
+
+        graph = self._proto.graph
+        initializers = ((init.name, numpy_helper.to_array(init)) for init in graph.initializer)
+        # some exporters keep weights in Constant nodes instead of initializers
+        constants = ((f"constant:{node.output[0]}", numpy_helper.to_array(attr.t)) for node in graph.node
+                     if node.op_type == "Constant" and node.output for attr in node.attribute if attr.name == "value")
+        return digest_arrays(itertools.chain(initializers, constants))
 
     @property
     def proto(self) -> Any:

@@ -19,7 +19,7 @@ from ...core.layers import LayerInfo
 from ...errors import ConvscopeError, LayerNotFoundError, close_matches
 from .._capture import call_key
 from ..base import ActivationCallback, CaptureResult, InputSpec, ModelAdapter
-from .state import host_copy, preserved_model_state
+from .state import host_copy, preserved_model_state, tensors_digest
 
 __all__ = ["TorchAdapter", "is_torch_module", "resolve_device"]
 
@@ -104,6 +104,10 @@ class TorchAdapter(ModelAdapter):
     @property
     def model(self) -> Any:
         return self._model
+
+    def weights_digest(self) -> str:
+        """A digest of every weight (see :class:`~convscope.adapters.base.SupportsWeightsDigest`)."""
+        return tensors_digest(self._model.state_dict().items())
 
     # -- introspection -------------------------------------------------------------------------
     def _model_device(self) -> Any:

@@ -33,7 +33,7 @@ import numpy as np
 from ...core.kernels import KernelBank, transposed_to_canonical
 from ...core.layers import LayerInfo
 from ...errors import ConvscopeError, LayerNotFoundError, ModelLoadError, UnsupportedModelError, UntrustedFileError, close_matches
-from .state import host_copy
+from .state import host_copy, tensors_digest
 from .._capture import Collector, call_key, first_line
 from ..base import ActivationCallback, CaptureResult, InputSpec, LayerGradients, ModelAdapter
 from ...core.kinds import graph_op_of
@@ -210,6 +210,15 @@ class ExportedProgramAdapter(ModelAdapter):
     @property
     def model(self) -> Any:
         return self._program
+
+    def weights_digest(self) -> str:
+        """A digest of every weight (see :class:`~convscope.adapters.base.SupportsWeightsDigest`)."""
+        import torch
+
+        program = self._program
+        # lifted tensor constants count; script objects (custom classes) have no stable value to hash
+        constants = [(f"constant:{k}", v) for k, v in program.constants.items() if isinstance(v, torch.Tensor)]
+        return tensors_digest([*program.state_dict.items(), *constants])
 
     @property
     def module(self) -> Any:

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["preserved_model_state", "model_fingerprint", "host_copy"]
+__all__ = ["preserved_model_state", "model_fingerprint", "host_copy", "tensors_digest"]
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -105,3 +105,29 @@ def host_copy(tensor: Any) -> Any:
     import torch
 
     return tensor.detach().to("cpu", dtype=torch.float32, copy=True, memory_format=torch.contiguous_format).numpy()
+
+
+def tensors_digest(named: Any) -> str:
+    """:func:`convscope.core.digest.digest_arrays` of ``(name, value)`` pairs (a ``state_dict``'s items).
+
+    Each tensor is hashed as its raw bytes on the host, whatever its dtype (bfloat16 and float8 have
+    no numpy dtype: the torch dtype and shape go into the name) or device; quantized tensors as their
+    dequantized values, sparse ones dense. Non-tensor entries (a module's extra state) are left out.
+    """
+    import torch
+
+    from ...core.digest import digest_arrays
+
+    def arrays() -> Any:
+        for name, value in named:
+            if not isinstance(value, torch.Tensor):
+                continue  # a module's extra state: any object, no stable bytes to hash
+            tensor = value.detach()
+            if tensor.is_quantized:
+                tensor = tensor.dequantize()
+            if tensor.layout != torch.strided:
+                tensor = tensor.to_dense()
+            flat = tensor.to("cpu").contiguous().reshape(-1)
+            yield f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}", flat.view(torch.uint8).numpy()
+
+    return digest_arrays(arrays())
