@@ -99,6 +99,51 @@ def test_fewer_images_than_k_leaves_empty_slots():
     assert len(merged.examples(0)) == 3 and int(merged.count[0]) == 3 * 42
 
 
+def _brute_force_order(acts: np.ndarray, ids: list[str], c: int, *, descending: bool) -> list[str]:
+    """Image ids of channel ``c`` by the documented total order: score (max), then id ascending."""
+    scores = acts[:, c].reshape(len(ids), -1).max(axis=1).astype(np.float64)
+    keyed = sorted(zip(ids, scores), key=lambda t: ((-t[1] if descending else t[1]), t[0]))
+    return [i for i, _ in keyed]
+
+
+def test_a_top_k_larger_than_the_data_keeps_one_slot_per_image():
+    acts, ids = _data(n=30)
+    edges = histogram_edges(acts.reshape(30, 5, -1)[:7], 64)
+    state = _scan(acts, ids, 7, edges, k=1000)
+    assert state.k == 1000
+    for name in ("top_score", "top_id", "top_pos", "bottom_score", "bottom_id", "bottom_pos"):
+        assert getattr(state, name).shape == (5, 30), name  # not (5, 1000)
+    for c in range(5):
+        assert [e.image_id for e in state.examples(c)] == _brute_force_order(acts, ids, c, descending=True)
+        assert [e.image_id for e in state.examples(c, bottom=True)] == _brute_force_order(acts, ids, c, descending=False)
+    # shards of other sizes, merged in any order, give the same arrays bit for bit
+    cuts = [(0, 3), (3, 17), (17, 30)]
+    parts = [_scan(acts[a:b], ids[a:b], 4, edges, k=1000) for a, b in cuts]
+    for order in itertools.permutations(range(3)):
+        merged = parts[order[0]].copy().merge(parts[order[1]]).merge(parts[order[2]])
+        for name in ("top_score", "top_id", "top_pos", "bottom_score", "bottom_id", "bottom_pos", "hist", "count"):
+            np.testing.assert_array_equal(getattr(merged, name), getattr(state, name), err_msg=f"{order} {name}")
+
+
+def test_a_state_padded_to_k_by_an_earlier_build_merges_to_the_same_examples():
+    from convscope.core.stats import _widen
+
+    acts, ids = _data(n=30)
+    edges = histogram_edges(acts.reshape(30, 5, -1)[:6], 64)
+    first = _scan(acts[:6], ids[:6], 6, edges, k=10)
+    padded = first.copy()
+    for end, descending in (("top", True), ("bottom", False)):  # the (C, k) layout files used to have
+        arrays = _widen(*(getattr(padded, f"{end}_{f}") for f in ("score", "id", "pos")), 10, descending=descending)
+        for f, value in zip(("score", "id", "pos"), arrays):
+            setattr(padded, f"{end}_{f}", value)
+    assert padded.top_id.shape == (5, 10) and first.top_id.shape == (5, 6)
+    rest = _scan(acts[6:], ids[6:], 8, edges, k=10)
+    a, b = first.copy().merge(rest), padded.merge(rest)
+    for c in range(5):
+        assert a.examples(c) == b.examples(c) and a.examples(c, bottom=True) == b.examples(c, bottom=True)
+        assert [e.image_id for e in a.examples(c)] == _brute_force_order(acts, ids, c, descending=True)[:10]
+
+
 def test_duplicate_ids_detected():
     with pytest.raises(DuplicateImagesError, match="in both scans"):
         check_disjoint(["a@1", "b@2"], ["b@2", "c@3"])

@@ -487,6 +487,19 @@ def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
         scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)
 
 
+def test_the_state_estimate_counts_the_examples_still_to_come():
+    from convscope.core.stats import LayerStats
+    from convscope.scan.engine import _check_memory
+
+    acts = np.random.default_rng(0).standard_normal((5, 64, 4, 4)).astype(np.float32)
+    first = ScanState(layers={"conv": LayerStats.from_batch(acts, [f"im{i}@0" for i in range(5)], k=1000)})
+    assert first.layers["conv"].top_id.shape == (64, 5)  # one batch: 5 slots so far
+    now = 3 * sum(v.nbytes for v in first.layers["conv"].to_arrays().values())
+    _check_memory(first, 2 * now, images=5)  # 5 images in DATA: the state stays this size
+    with pytest.raises(cs.ConvscopeError, match="64 channels x 1,000 top-k and bottom-k examples"):
+        _check_memory(first, 2 * now, images=5000)  # slots grow to k = 1000 per channel
+
+
 def test_merged_scan_gets_crops_and_cards_again(scope, dataset, tmp_path):
     from convscope.scan.cards import write_scan
     from convscope.scan.crops import compute_crops

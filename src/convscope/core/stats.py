@@ -150,9 +150,9 @@ class LayerStats:
         count: ``(C,)`` int64 values seen; mean, m2: ``(C,)`` float64; min, max: ``(C,)`` float64.
         zeros, positive: ``(C,)`` int64.
         hist: ``(C, bins + 2)`` int64; edges: ``(bins + 1,)`` float64.
-        top_score / bottom_score: ``(C, k)`` float64 (``-inf`` / ``+inf`` in unused slots);
-        top_id / bottom_id: ``(C, k)`` UTF-8 bytes (``b""`` unused; byte order = code point order); top_pos / bottom_pos: ``(C, k)`` int64
-        flat spatial index of the arg-max.
+        top_score / bottom_score: ``(C, W)`` float64 (``-inf`` / ``+inf`` in unused slots);
+        top_id / bottom_id: ``(C, W)`` UTF-8 bytes (``b""`` unused; byte order = code point order); top_pos / bottom_pos: ``(C, W)`` int64
+        flat spatial index of the arg-max. ``W = min(k, images seen)``: no more slots than examples.
         spatial: the layer's spatial output shape; score: ``"max"`` or ``"mean"``; k.
     """
 
@@ -338,27 +338,37 @@ class LayerStats:
         for end, descending in (("top", True), ("bottom", False)):
             mine = [getattr(self, f"{end}_{f}") for f in ("score", "id", "pos")]
             theirs = [getattr(other, f"{end}_{f}") for f in ("score", "id", "pos")]
-            # rows where other's best is strictly worse than this state's k-th cannot change (the state is full
-            # there: empty slots score -inf/+inf); only the other rows are re-sorted
-            if descending:
-                rows = ~(theirs[0][:, 0] < mine[0][:, -1])
-            else:
-                rows = ~(theirs[0][:, 0] > mine[0][:, -1])
-            if not rows.any():
-                continue
-            width = max(mine[1].dtype.itemsize, theirs[1].dtype.itemsize)
-            out_s, out_i, out_p = mine[0].copy(), mine[1].astype(f"S{width}"), mine[2].copy()
-            s, i, p = _select(
+            if mine[0].shape[1] == self.k:
+                # a full state: rows where other's best is strictly worse than this state's k-th cannot
+                # change (empty slots score -inf/+inf, so rows with room always count); only the others
+                # are re-sorted
+                if descending:
+                    rows = ~(theirs[0][:, 0] < mine[0][:, -1])
+                else:
+                    rows = ~(theirs[0][:, 0] > mine[0][:, -1])
+                if not rows.any():
+                    continue
+            else:  # fewer than k examples so far: every row takes other's
+                rows = np.ones(self.channels, dtype=bool)
+            picked = _select(
                 np.concatenate([mine[0][rows], theirs[0][rows]], axis=1),
                 np.concatenate([mine[1][rows], theirs[1][rows]], axis=1),
                 np.concatenate([mine[2][rows], theirs[2][rows]], axis=1),
                 self.k,
                 descending=descending,
             )
-            out_s[rows], out_i[rows], out_p[rows] = s, i, p
-            setattr(self, f"{end}_score", out_s)
-            setattr(self, f"{end}_id", out_i)
-            setattr(self, f"{end}_pos", out_p)
+            if rows.all():
+                out = picked
+            else:
+                width = max(mine[0].shape[1], picked[0].shape[1])
+                out = _widen(mine[0], mine[1], mine[2], width, descending=descending)
+                chars = max(out[1].dtype.itemsize, picked[1].dtype.itemsize)
+                out = (out[0].copy(), out[1].astype(f"S{chars}"), out[2].copy())
+                fresh = _widen(*picked, width, descending=descending)
+                out[0][rows], out[1][rows], out[2][rows] = fresh
+            setattr(self, f"{end}_score", out[0])
+            setattr(self, f"{end}_id", out[1])
+            setattr(self, f"{end}_pos", out[2])
         return self
 
     def copy(self) -> LayerStats:
@@ -488,12 +498,14 @@ class _NumpyBinning:
 def _select(
     scores: np.ndarray, ids: np.ndarray, pos: np.ndarray, k: int, *, descending: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, the first ``k`` entries in the total order (score, id asc, position asc), padded.
+    """Per row, the first ``k`` entries in the total order (score, id asc, position asc).
 
     Args:
         scores: ``(C, M)`` float64; ids: ``(C, M)`` bytes (``b""`` = empty slot); pos: ``(C, M)`` int64.
     Returns:
-        ``(C, k)`` arrays; empty slots have score ``-inf`` (top) / ``+inf`` (bottom) and id "".
+        ``(C, W)`` arrays, ``W = min(k, most entries of a row)`` (at least 1): a state holds no more
+        slots than it has examples, so a top-k larger than the dataset costs nothing. Empty slots
+        (rows with fewer entries) have score ``-inf`` (top) / ``+inf`` (bottom) and id ``b""``.
     """
     c, m = scores.shape
     empty = ids == b""
@@ -509,19 +521,29 @@ def _select(
         r = np.flatnonzero(tied)
         # lexsort: the last key is primary
         order[r] = np.lexsort((pos[r], ids[r], empty[r], key[r]), axis=-1)
-    order = order[:, :k]
+    filled = int((~empty).sum(axis=1).max()) if c and m else 0
+    order = order[:, : max(1, min(k, filled))]
     rows = np.arange(c)[:, None]
     s = scores[rows, order]
     i = ids[rows, order]
     p = pos[rows, order]
-    if order.shape[1] < k:  # fewer candidates than k
-        pad = k - order.shape[1]
-        s = np.concatenate([s, np.full((c, pad), -np.inf if descending else np.inf)], axis=1)
-        i = np.concatenate([i, np.full((c, pad), b"", dtype=ids.dtype)], axis=1)
-        p = np.concatenate([p, np.zeros((c, pad), dtype=np.int64)], axis=1)
     emptied = i == b""
     s = np.where(emptied, -np.inf if descending else np.inf, s)
+    p = np.where(emptied, 0, p)
     return np.ascontiguousarray(s, dtype=np.float64), np.ascontiguousarray(i), np.ascontiguousarray(p, dtype=np.int64)
+
+
+def _widen(
+    scores: np.ndarray, ids: np.ndarray, pos: np.ndarray, width: int, *, descending: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(C, W)`` top/bottom arrays padded with empty slots to ``(C, width)`` (``width >= W``)."""
+    pad = width - scores.shape[1]
+    if pad <= 0:
+        return scores, ids, pos
+    c = scores.shape[0]
+    return (np.concatenate([scores, np.full((c, pad), -np.inf if descending else np.inf)], axis=1),
+            np.concatenate([ids, np.full((c, pad), b"", dtype=ids.dtype)], axis=1),
+            np.concatenate([pos, np.zeros((c, pad), dtype=np.int64)], axis=1))
 
 
 def check_disjoint(a: Iterable[str], b: Iterable[str]) -> None:

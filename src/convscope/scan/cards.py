@@ -29,7 +29,7 @@ def _layer_groups(result: ScanResult, budget_bytes: int) -> list[list[str]]:
     current: list[str] = []
     used = 0
     for name, stats in result.state.layers.items():
-        cost = stats.channels * stats.k * THUMB * THUMB * 3
+        cost = stats.channels * stats.top_id.shape[1] * THUMB * THUMB * 3
         if current and used + cost > budget_bytes:
             groups.append(current)
             current, used = [], 0

@@ -352,7 +352,7 @@ def run_scan(
         partials = ray_partials(scanner, chunks, todo, prepare, state, address=ray_address, actors=ray_actors)
     else:
         partials = _local_partials(scanner, chunks, todo, prepare, state.input_shape, workers)
-    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit)
+    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit, len(files))
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
     if not state.ids:
@@ -463,10 +463,19 @@ def physical_memory() -> int | None:
         return None
 
 
-def _check_memory(partial: ScanState, limit_bytes: int | None) -> None:
+def _check_memory(partial: ScanState, limit_bytes: int | None, images: int) -> None:
     """Refuse, before the scan goes on, a state that would not fit: the running state, one batch's
-    partial state and the merge temporaries hold about 3x the per-batch state."""
-    state_bytes = sum(v.nbytes for stats in partial.layers.values() for v in stats.to_arrays().values())
+    partial state and the merge temporaries hold about 3x the state. ``partial`` is the first
+    batch's; its top-k/bottom-k slots grow to ``min(k, images)`` per channel as images come in."""
+    state_bytes = 0
+    slots = 1
+    for stats in partial.layers.values():
+        slots = max(1, min(stats.k, images))
+        for name, value in stats.to_arrays().items():
+            if name.startswith(("top_", "bottom_")) and value.ndim == 2 and value.shape[1]:
+                state_bytes += value.nbytes // value.shape[1] * slots
+            else:
+                state_bytes += value.nbytes
     need = 3 * state_bytes
     limit = limit_bytes
     if limit is None:
@@ -475,7 +484,7 @@ def _check_memory(partial: ScanState, limit_bytes: int | None) -> None:
     if limit is not None and need > limit:
         raise ConvscopeError(
             f"the scan state needs about {need / 2**30:.1f} GiB ({sum(s.channels for s in partial.layers.values()):,} "
-            f"channels x top-k {next(iter(partial.layers.values())).k}), more than the {limit / 2**30:.1f} GiB allowed; "
+            f"channels x {slots:,} top-k and bottom-k examples), more than the {limit / 2**30:.1f} GiB allowed; "
             "scan fewer layers (--layer), lower --top-k or --bins, or scan on a bigger machine"
         )
 
@@ -488,6 +497,7 @@ def _fold(
     every: int,
     progress: Callable[[int, int], None] | None,
     limit_bytes: int | None = None,
+    images: int = 0,
 ) -> None:
     """Merge per-batch states (in chunk order) into ``state``; checkpoint every ``every`` batches and on
     SIGINT/SIGTERM (then raise :class:`ScanInterrupted`)."""
@@ -497,7 +507,7 @@ def _fold(
         try:
             for partial in partials:
                 if not checked and partial.layers:
-                    _check_memory(partial, limit_bytes)
+                    _check_memory(partial, limit_bytes, images)
                     checked = True
                 state.merge(partial, check=False)
                 since += 1
