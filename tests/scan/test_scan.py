@@ -487,6 +487,18 @@ def test_a_state_too_big_for_memory_is_refused_up_front(scope, dataset):
         scope.scan(dataset, top_k=3, batch_size=5, crops=False, memory_limit=1000)
 
 
+def test_a_scan_written_inside_data_is_not_scanned_by_the_next_run(scope, tmp_path):
+    data = tmp_path / "data"
+    _write_images(data, 6)
+    first = scope.scan(data, top_k=2, batch_size=4, out=data / "scan")
+    assert any((data / "scan" / "cards").rglob("*.png"))  # pictures of the data's size are there now
+    again = scope.scan(data, top_k=2, batch_size=4, out=data / "scan")
+    assert again.state.ids == first.state.ids and len(again.state.ids) == 6
+    assert [f for f, _ in again.skipped] == ["scan/"] and "convscope's own output" in again.skipped[0][1]
+    for name in first.layers:
+        assert again.layer(name).equal(first.layer(name))
+
+
 def test_the_state_estimate_counts_the_examples_still_to_come():
     from convscope.core.stats import LayerStats
     from convscope.scan.engine import _check_memory

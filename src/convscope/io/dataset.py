@@ -129,8 +129,34 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[DataFile]:
+OUTPUT_REASON = "convscope's own output (it holds convscope's manifest.json), not data: left out"
+"""Why a folder inside DATA is not scanned (a scan, report or export folder written by convscope)."""
+
+
+def is_convscope_output(folder: Path, names: Sequence[str]) -> bool:
+    """True if ``folder`` (whose entries are ``names``) holds convscope's output: a ``manifest.json``
+    written by convscope (its first key is ``"convscope"``), or it is a run's staging folder."""
+    from .output import MANIFEST_NAME, STAGE_PREFIX
+
+    if folder.name.startswith(STAGE_PREFIX):
+        return True
+    if MANIFEST_NAME not in names:
+        return False
+    try:
+        with open(folder / MANIFEST_NAME, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b'{') and b'"convscope"' in head.split(b",", 1)[0]
+
+
+def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+               *, left_out: list[tuple[str, str]] | None = None) -> list[DataFile]:
     """Every dataset file named by ``data``, deduplicated by absolute path, sorted by ``rel`` then path.
+
+    Folders are searched recursively; a DICOM series folder is one item; folders holding convscope's
+    own output (:func:`is_convscope_output`: a scan or report written inside DATA) are not searched,
+    and are appended to ``left_out`` as ``(folder rel + "/", reason)``.
 
     Raises:
         DatasetError: a path that does not exist, or nothing found at all.
@@ -140,16 +166,42 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
         raise DatasetError("no DATA given: name a folder, a glob such as 'data/*.png', or a text file listing images")
     found: dict[str, DataFile] = {}
     endings = readable_endings()
+    skipped_folders: dict[str, str] = {}
+
+    def relative(path: Path, root: Path) -> str:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return path.name
 
     def add(path: Path, root: Path, *, series: bool = False) -> None:
         if not series and (not path.name.lower().endswith(endings) or not path.is_file()):
             return
-        absolute = str(path.resolve())
-        try:
-            rel = path.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            rel = path.name
-        found.setdefault(absolute, DataFile(path=absolute, rel=rel))
+        found.setdefault(str(path.resolve()), DataFile(path=str(path.resolve()), rel=relative(path, root)))
+
+    outputs: dict[Path, bool] = {}
+
+    def in_output(folder: Path) -> bool:
+        if folder not in outputs:
+            try:
+                outputs[folder] = is_convscope_output(folder, os.listdir(folder))
+            except OSError:
+                outputs[folder] = False
+        return outputs[folder]
+
+    def walk(folder: Path, root: Path) -> None:
+        for dirpath, dirs, names in os.walk(folder, followlinks=False):
+            here = Path(dirpath)
+            if is_convscope_output(here, names):
+                dirs[:] = []
+                name = os.fspath(here) if here.resolve() == root.resolve() else relative(here, root)
+                skipped_folders.setdefault(name.rstrip("/") + "/", OUTPUT_REASON)
+                continue
+            if _is_series(here, names, endings):  # a DICOM series folder is one volume
+                add(here, root, series=True)
+                continue
+            for name in names:
+                add(here / name, root)
 
     for item in items:
         text = os.fspath(item)
@@ -157,14 +209,16 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
         if _is_glob(text):
             root = _glob_root(text)
             for match in sorted(glob.glob(text, recursive=True)):
-                add(Path(match), root)
+                hit = Path(match)
+                output = next((d for d in hit.parents if d != root and root in d.parents and in_output(d)), None)
+                if output is not None:  # a file inside convscope's output folder
+                    skipped_folders.setdefault(relative(output, root) + "/", OUTPUT_REASON)
+                elif hit.is_dir():
+                    walk(hit, root)
+                else:
+                    add(hit, root)
         elif path.is_dir():
-            for dirpath, _dirs, names in os.walk(path, followlinks=False):
-                if _is_series(Path(dirpath), names, endings):  # a DICOM series folder is one volume
-                    add(Path(dirpath), path, series=True)
-                    continue
-                for name in names:
-                    add(Path(dirpath) / name, path)
+            walk(path, path)
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             base = path.parent
             for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -175,9 +229,7 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
                 if not target.exists():
                     raise DatasetError(f"{path.name} line {lineno}: {entry} does not exist; fix or remove the line")
                 if target.is_dir():
-                    for dirpath, _dirs, names in os.walk(target):
-                        for name in names:
-                            add(Path(dirpath) / name, base)
+                    walk(target, base)
                 else:
                     add(target, base)
         elif path.is_file():
@@ -188,11 +240,14 @@ def list_files(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
             add(path, path.parent)
         else:
             raise DatasetError(f"DATA path not found: {text}")
+    if left_out is not None:
+        left_out.extend(sorted(skipped_folders.items()))
     if not found:
+        outputs_note = (f"; {', '.join(skipped_folders)} {'is' if len(skipped_folders) == 1 else 'are'} convscope's own "
+                        "output, left out" if skipped_folders else "")
         raise DatasetError(
             f"no images found in {', '.join(os.fspath(i) for i in items)} (looked for {', '.join(endings)} and DICOM series "
-            "folders); "
-            "give a folder of images, a glob or a text file listing them"
+            f"folders{outputs_note}); give a folder of images, a glob or a text file listing them"
         )
     return sorted(found.values(), key=lambda f: (f.rel, f.path))
 

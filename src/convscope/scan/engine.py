@@ -323,7 +323,8 @@ def run_scan(
     names = scope.select(layers, kind=kind)
     if not names:
         raise ConvscopeError("no layers to scan: the model has no convolutions; pass --layer NAME or --kind all")
-    files = list_files(data)
+    left_out: list[tuple[str, str]] = []
+    files = list_files(data, left_out=left_out)  # folders of convscope's own output inside DATA are left out
     chunks = chunk_files(files, batch_size)
     config = ScanConfig(
         model=scope.name, layers=names, top_k=top_k, score=score, bins=bins, batch_size=batch_size,
@@ -344,6 +345,8 @@ def run_scan(
         state = ScanState.load(ckpt)
         _check_resume(state, config, chunks)
         edges = {**edges, **{n: s.edges for n, s in state.layers.items()}}  # the checkpoint's edges win
+    known = {f for f, _ in state.skipped}
+    state.skipped.extend(entry for entry in left_out if entry[0] not in known)  # listed with the skipped files
     todo = [i for i in range(len(chunks)) if i not in state.done]
     scanner = BatchScanner(scope, config, edges)
     if engine == "ray":
