@@ -55,3 +55,31 @@ class TinyNetRetrained(TinyNet):
         super().__init__()
         with torch.no_grad():
             self.conv2.weight[0, 0, 1, 1] += 0.5
+
+
+class SliceNet(nn.Module):
+    """A 2D net for one-channel slices: conv -> ReLU -> pool -> conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.pool(self.relu(self.conv1(x))))
+
+
+class SliceSeg(nn.Module):
+    """A 2D segmentation net for one-channel slices: 2 classes at input resolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv1(x)))

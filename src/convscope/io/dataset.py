@@ -18,19 +18,22 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConvscopeError, ImageInputError
-from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES, prepare_input
+from .images import ARRAY_SUFFIXES, IMAGE_SUFFIXES, PreparedInput, prepare_input
+from .volume_prep import VolumeOptions
 from .volumes import DICOM_SUFFIXES, file_is_dicom
 
-__all__ = ["DataFile", "Batch", "Skipped", "list_files", "DatasetError", "decode_file", "iter_batches", "chunk_files"]
+__all__ = ["DataFile", "Batch", "Skipped", "list_files", "DatasetError", "decode_file", "iter_batches", "chunk_files",
+           "ExampleReader", "file_part", "scanned_slice_by_slice"]
 
 SUFFIXES = tuple(IMAGE_SUFFIXES) + tuple(ARRAY_SUFFIXES)
 """Picture and array endings; every file ending of a registered reader is read too (:func:`readable_endings`)."""
@@ -265,21 +268,103 @@ def content_id(file: DataFile) -> str:
     return f"{file.rel}@{digest}"
 
 
-def chunk_files(files: Sequence[DataFile], batch_size: int) -> list[list[DataFile]]:
-    """The dataset's chunks: consecutive runs of ``batch_size`` files."""
+def chunk_files(files: Sequence[DataFile], batch_size: int, *, alone: Any = None) -> list[list[DataFile]]:
+    """The dataset's chunks: consecutive runs of ``batch_size`` files; a file for which
+    ``alone(file)`` is true (a volume scanned slice by slice: many rows) is a chunk of its own."""
     if batch_size < 1:
         raise ConvscopeError(f"--batch-size must be at least 1, got {batch_size}")
-    return [list(files[i:i + batch_size]) for i in range(0, len(files), batch_size)]
+    chunks: list[list[DataFile]] = []
+    run: list[DataFile] = []
+    for file in files:
+        if alone is not None and alone(file):
+            if run:
+                chunks.append(run)
+                run = []
+            chunks.append([file])
+            continue
+        run.append(file)
+        if len(run) == batch_size:
+            chunks.append(run)
+            run = []
+    if run:
+        chunks.append(run)
+    return chunks
 
 
-def decode_file(file: DataFile, prepare: dict[str, Any]) -> tuple[str, np.ndarray]:
-    """``(image id, (C, *spatial) float32 input)`` of one file; raises ConvscopeError/OSError if unusable."""
+SLICE_TAG = re.compile(r"#(axial|coronal|sagittal):(\d+)$")
+"""The end of an image id's path part that names one slice of a volume (``vol.nii.gz#axial:0012``)."""
+
+
+def slices_plane(prepare: Mapping[str, Any]) -> str | None:
+    """The plane whose every slice is one dataset item (``--slices PLANE``), or None."""
+    options = prepare.get("volume_options")
+    plane = getattr(options, "slices", None)
+    return str(plane).strip().lower() if plane else None
+
+
+def scanned_slice_by_slice(file: DataFile, prepare: Mapping[str, Any]) -> bool:
+    """True when ``file`` is a volume whose slices are the items (``--slices`` with a 2D model)."""
+    from .volumes import is_volume_path
+
+    return slices_plane(prepare) is not None and (Path(file.path).is_dir() or is_volume_path(file.path))
+
+
+def decode_file(file: DataFile, prepare: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+    """``(image ids, (n, C, *spatial) float32 input)`` of one file; raises ConvscopeError/OSError if unusable.
+
+    One row per file, except for a volume scanned slice by slice (:func:`scanned_slice_by_slice`):
+    one row per slice of the plane, with ids ``rel#plane:NNNN@hash`` (``NNNN`` the slice index in
+    the RAS+ volume, as ``--slice plane:N`` names it). Other files ignore ``--slices``.
+    """
     image_id = content_id(file)
-    prepared = prepare_input(file.path, **prepare)
-    batch = prepared.batch
+    plane = slices_plane(prepare)
+    if plane is not None:
+        if scanned_slice_by_slice(file, prepare):
+            batch = prepare_input(file.path, **prepare).batch
+            rel, digest = image_id.rsplit("@", 1)
+            return [f"{rel}#{plane}:{i:04d}@{digest}" for i in range(batch.shape[0])], batch
+        prepare = {**prepare, "volume_options": replace(prepare["volume_options"], slices=None)}
+    batch = prepare_input(file.path, **prepare).batch
     if batch.shape[0] != 1:
         raise ImageInputError(f"holds {batch.shape[0]} images (an (N, C, ...) array); save one image per file")
-    return image_id, batch[0]
+    return [image_id], batch
+
+
+def file_part(image_id: str) -> str:
+    """The file's ``rel`` in an image id (``rel@hash``, or ``rel#plane:N@hash`` for a slice)."""
+    rel = image_id.rsplit("@", 1)[0]
+    return SLICE_TAG.sub("", rel)
+
+
+class ExampleReader:
+    """Pass 2's inputs: :meth:`read` gives the prepared input of one scanned image id, a slice of a
+    volume cut from the volume read once (the last ``volumes`` volumes are kept)."""
+
+    def __init__(self, prepare: dict[str, Any], volumes: int = 2) -> None:
+        self.prepare = prepare
+        self.volumes = max(1, volumes)
+        self._cache: dict[str, Any] = {}
+
+    def read(self, image_id: str, path: str) -> PreparedInput:
+        """The :class:`~convscope.io.images.PreparedInput` of ``image_id`` (its ``.batch`` has one row)."""
+        match = SLICE_TAG.search(image_id.rsplit("@", 1)[0])
+        options = self.prepare.get("volume_options")
+        if match is None:
+            if options is not None and options.slices:
+                return prepare_input(path, **{**self.prepare, "volume_options": replace(options, slices=None)})
+            return prepare_input(path, **self.prepare)
+        volume = self._cache.pop(path, None)
+        if volume is None:
+            from .images import _as_volume
+
+            volume = _as_volume(path, options)
+            if volume is None:
+                raise ImageInputError(f"{Path(path).name} is no longer a volume; rerun the scan")
+        self._cache[path] = volume  # most recently used last
+        while len(self._cache) > self.volumes:
+            self._cache.pop(next(iter(self._cache)))
+        one = replace(options or VolumeOptions(), slices=None, slice=f"{match.group(1)}:{int(match.group(2))}")
+        return prepare_input(volume, **{**self.prepare, "volume_options": one})
 
 
 def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any], shape: list[Any]) -> Batch:
@@ -290,14 +375,15 @@ def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any]
     seen: set[str] = set()
     for file in files:
         try:
-            image_id, arr = decode_file(file, prepare)
+            row_ids, rows = decode_file(file, prepare)
         except (ConvscopeError, OSError, ValueError, MemoryError) as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             skipped.append(Skipped(file.rel, text))
             continue
-        if image_id in seen:
+        if row_ids[0] in seen:
             skipped.append(Skipped(file.rel, "duplicate of an image already in this batch"))
             continue
+        arr = rows[0]
         if shape[0] is None:
             shape[0] = tuple(arr.shape)
         if tuple(arr.shape) != shape[0]:
@@ -310,11 +396,11 @@ def _decode_chunk(index: int, files: Sequence[DataFile], prepare: dict[str, Any]
                 )
             )
             continue
-        seen.add(image_id)
-        ids.append(image_id)
-        kept.append(file)
-        arrays.append(arr)
-    batch = np.stack(arrays) if arrays else None
+        seen.update(row_ids)
+        ids.extend(row_ids)
+        kept.extend([file] * len(row_ids))
+        arrays.append(rows)
+    batch = np.concatenate(arrays) if arrays else None
     return Batch(index=index, ids=ids, files=kept, batch=batch, skipped=skipped)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.view import MiddleView
-from ..io.images import prepare_input
+from ..io.dataset import ExampleReader
 from ..io.output import OutputDir, safe_filename
 from .result import ScanResult
 
@@ -110,6 +110,7 @@ def render_cards(
     from .engine import _prepare_kwargs
 
     prepare = _prepare_kwargs(scope, size, normalize)
+    reader = ExampleReader(prepare)  # a volume's slices are cut from one read of it
     cards: dict[str, list[str]] = {}
     kernels: dict[str, Any] = {}
     for group in _layer_groups(result, budget_bytes):
@@ -125,7 +126,7 @@ def render_cards(
         order = sorted(wanted)
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
-            prepared = [prepare_input(result.state.paths[i], **prepare) for i in part]
+            prepared = [reader.read(i, result.state.paths[i]) for i in part]
             batch = np.concatenate([p.batch for p in prepared], axis=0)
             displays = [p.display[0] if p.display is not None else None for p in prepared]
             views = [p.view for p in prepared]

@@ -16,7 +16,7 @@ import numpy as np
 from ..core.graph import CaptureRequest, Graph
 from ..core.receptive import geometry_from_layers, receptive_boxes
 from ..errors import ConvscopeError
-from ..io.dataset import DataFile, decode_file
+from ..io.dataset import ExampleReader
 from .result import ScanResult
 
 __all__ = ["compute_crops", "trace_graph", "theoretical_boxes", "METHODS"]
@@ -79,7 +79,8 @@ def compute_crops(
         return result
     prepare = _prepare(scope, size, normalize)
     first = sorted(result.state.ids)[0]
-    _, probe = decode_file(DataFile(result.state.paths[first], first.rsplit("@", 1)[0]), prepare)
+    reader = ExampleReader(prepare)
+    probe = reader.read(first, result.state.paths[first]).batch[0]
     graph = trace_graph(scope, probe[None])
     dims = probe.ndim - 1
     if method == "effective" and scope.adapter.framework != "torch":
@@ -101,14 +102,14 @@ def compute_crops(
             scope.check_memory(batch, [layer], mode="gradients",
                                what=f"the effective receptive field of {layer} (a backward pass per {len(batch)} examples)")
             boxes[valid] = _effective(scope, result, layer, ids[valid], np.nonzero(valid)[0], coords[valid], prepare,
-                                      threshold, batch_size, dims)
+                                      threshold, batch_size, dims, reader)
         result.crops[layer] = boxes
     return result
 
 
 def _effective(
     scope: Any, result: ScanResult, layer: str, ids: np.ndarray, channels: np.ndarray, coords: np.ndarray,
-    prepare: dict[str, Any], threshold: float, batch_size: int, dims: int,
+    prepare: dict[str, Any], threshold: float, batch_size: int, dims: int, reader: ExampleReader,
 ) -> np.ndarray:
     from ..adapters.torch.rf import activation_input_gradients
 
@@ -122,7 +123,7 @@ def _effective(
             if image_id not in cache:
                 if len(cache) > 256:
                     cache.clear()
-                _, cache[image_id] = decode_file(DataFile(result.state.paths[image_id], image_id.rsplit("@", 1)[0]), prepare)
+                cache[image_id] = reader.read(image_id, result.state.paths[image_id]).batch[0]
             images.append(cache[image_id])
         grads = activation_input_gradients(
             scope.adapter, np.stack(images), layer, channels[start:start + batch_size], coords[start:start + batch_size]

@@ -30,7 +30,7 @@ from ..core.budget import available_memory
 from ..core.objective import fit_mask
 from ..core.stats import DEFAULT_BINS, LayerStats, histogram_edges
 from ..errors import ConvscopeError
-from ..io.dataset import Batch, DataFile, chunk_files, content_id, iter_batches, list_files
+from ..io.dataset import Batch, DataFile, chunk_files, content_id, file_part, iter_batches, list_files, scanned_slice_by_slice
 from .result import ClassStats, ScanError, ScanResult, ScanState, weights_differ
 
 __all__ = ["ScanConfig", "BatchScanner", "run_scan", "ScanInterrupted", "CHECKPOINT_NAME"]
@@ -105,6 +105,20 @@ class BatchScanner:
         return all(name in self.edges for name in self.config.layers)
 
     def __call__(self, batch: Batch) -> ScanState:
+        size = self.config.batch_size
+        if batch.batch is not None and len(batch.ids) > size:  # a volume's slices: forward passes of batch_size rows
+            state = ScanState(config=self.config.to_dict())
+            state.done.add(batch.index)
+            state.skipped.extend((s.rel, s.reason) for s in batch.skipped)
+            for start in range(0, len(batch.ids), size):
+                part = Batch(index=batch.index, ids=batch.ids[start:start + size], files=batch.files[start:start + size],
+                             batch=batch.batch[start:start + size])
+                state.merge(self._scan(part), check=False)
+            return state
+        return self._scan(batch)
+
+    def _scan(self, batch: Batch) -> ScanState:
+        """The partial state of one forward pass over ``batch`` (at most ``batch_size`` rows)."""
         state = ScanState(config=self.config.to_dict())
         state.done.add(batch.index)
         state.skipped.extend((s.rel, s.reason) for s in batch.skipped)
@@ -255,7 +269,7 @@ def _check_resume(state: ScanState, config: ScanConfig, chunks: list[list[DataFi
             f"cannot resume: the checkpoint was made with other weights than {config.model} has now (the model "
             "changed since); rerun without --resume into a new folder"
         )
-    for key in ("model", "layers", "top_k", "score", "bins", "batch_size", "size", "normalize"):
+    for key in ("model", "layers", "top_k", "score", "bins", "batch_size", "size", "normalize", "slices"):
         if have.get(key) != want.get(key):
             raise ScanError(
                 f"cannot resume: the checkpoint was made with {key}={have.get(key)!r}, this run has {want.get(key)!r}; "
@@ -266,11 +280,11 @@ def _check_resume(state: ScanState, config: ScanConfig, chunks: list[list[DataFi
             f"cannot resume: DATA now has {len(chunks)} batches, the checkpoint {have.get('chunks')}; files were added or "
             "removed. Scan the new files into another folder and merge the two scans"
         )
-    by_rel = {i.rsplit("@", 1)[0]: i for i in state.ids}
+    by_rel = {file_part(i): i.rsplit("@", 1)[1] for i in state.ids}
     for index in sorted(state.done):
         for file in chunks[index]:
             old = by_rel.get(file.rel)
-            if old is not None and content_id(file) != old:
+            if old is not None and content_id(file).rsplit("@", 1)[1] != old:
                 raise ScanError(f"cannot resume: {file.rel} changed since the checkpoint; rerun without --resume")
 
 
@@ -323,15 +337,21 @@ def run_scan(
     names = scope.select(layers, kind=kind)
     if not names:
         raise ConvscopeError("no layers to scan: the model has no convolutions; pass --layer NAME or --kind all")
+    plane = getattr(scope.volume_options, "slices", None)
+    if plane and (scope.adapter.input_spec().spatial_dims or 2) != 2:
+        raise ConvscopeError(f"--slices {plane} feeds the slices of volumes to a 2D model; {scope.name} takes 3D input: "
+                             "leave --slices out to scan whole volumes")
     left_out: list[tuple[str, str]] = []
     files = list_files(data, left_out=left_out)  # folders of convscope's own output inside DATA are left out
-    chunks = chunk_files(files, batch_size)
+    prepare = _prepare_kwargs(scope, size, normalize)
+    # a volume scanned slice by slice is a chunk of its own (its slices go through in batches of batch_size)
+    chunks = chunk_files(files, batch_size, alone=(lambda file: scanned_slice_by_slice(file, prepare)) if plane else None)
     config = ScanConfig(
         model=scope.name, layers=names, top_k=top_k, score=score, bins=bins, batch_size=batch_size,
         size=size, normalize=normalize, class_stats=class_stats,
-        extra={"chunks": len(chunks), "framework": scope.adapter.framework, "weights": scope.weights_digest()},
+        extra={"chunks": len(chunks), "framework": scope.adapter.framework, "weights": scope.weights_digest(),
+               "slices": plane},
     )
-    prepare = _prepare_kwargs(scope, size, normalize)
     edges: dict[str, np.ndarray] = {}
     if edges_from is not None:
         source = edges_from if isinstance(edges_from, ScanResult) else ScanResult.load(edges_from)
@@ -370,7 +390,8 @@ def _working_bytes(partial: ScanState, segmentation: bool) -> int:
     if partial.input_shape is None:
         return 0
     n = len(partial.ids)
-    acts = [4 * n * stats.channels * int(np.prod(stats.spatial, dtype=np.int64)) for stats in partial.layers.values()]
+    rows = min(n, int(partial.config.get("batch_size") or n))  # a volume's slices go through batch_size at a time
+    acts = [4 * rows * stats.channels * int(np.prod(stats.spatial, dtype=np.int64)) for stats in partial.layers.values()]
     need = 4 * n * int(np.prod(partial.input_shape, dtype=np.int64)) + 3 * max(acts, default=0)
     return need + (sum(acts) if segmentation else 0)
 

@@ -34,7 +34,7 @@ class ScanError(ConvscopeError):
     """A scan folder or state that cannot be read, resumed or merged."""
 
 
-MODEL_KEYS = ("normalize", "size")
+MODEL_KEYS = ("normalize", "size", "slices")
 """Config entries two scans must share to be merged (how inputs were prepared), besides the weights."""
 
 
@@ -121,7 +121,7 @@ class ScanState:
         """
         if check:
             check_disjoint(self.ids, other.ids)
-            mine = {i.rsplit("@", 1)[0]: i for i in self.ids}
+            mine = {i.rsplit("@", 1)[0]: i for i in self.ids}  # rel (with its slice tag) -> id
             changed = sorted(r for r in (i.rsplit("@", 1)[0] for i in other.ids) if r in mine)
             if changed:
                 raise DuplicateImagesError(
