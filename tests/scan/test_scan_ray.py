@@ -56,3 +56,22 @@ def test_every_forward_pass_runs_on_one_torch_thread_on_driver_and_actors(tmp_pa
     _write_images(tmp_path / "d", 9, size=12, seed=5)
     local, remote = _local_and_ray(cs.Scope(model), tmp_path / "d", top_k=2)
     assert remote.state.equal(local.state)
+
+
+def test_ray_engine_scans_the_slices_of_volumes_as_the_local_engine(tmp_path):
+    """``--slices axial``: each volume a chunk of its own, its slices in batches of batch_size, on the actors too."""
+    pytest.importorskip("nibabel")
+    from convscope.io.volume_prep import VolumeOptions
+    from tests.volumes import files as F
+
+    from .nets import SliceNet
+
+    rng = np.random.default_rng(12)
+    (tmp_path / "v").mkdir()
+    for name, depth in (("a.nii.gz", 4), ("b.nii.gz", 7), ("c.nii.gz", 2)):
+        F.write_nifti(tmp_path / "v" / name, rng.random((10, 6, depth)).astype(np.float32), "LPS")
+    scope = cs.Scope(SliceNet().eval())
+    scope.volume_options = VolumeOptions(slices="axial")
+    local, remote = _local_and_ray(scope, tmp_path / "v", top_k=2)
+    assert local.images == remote.images == 13
+    assert remote.state.equal(local.state)
