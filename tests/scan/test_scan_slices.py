@@ -169,3 +169,15 @@ def test_the_cli_scans_slices_and_says_how_when_they_are_missing(volumes, tmp_pa
 def test_a_3_channel_2d_model_is_not_fed_one_channel_slices_silently(volumes):
     result = _scope(TinyNet()).scan(volumes, top_k=2, batch_size=4, crops=False)  # TinyNet takes RGB
     assert result.images == sum(SLICES.values())  # a gray slice becomes 3 equal channels, as gray pictures do
+
+
+def test_slice_options_without_any_volume_in_data_are_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "d").mkdir()
+    Image.fromarray(np.zeros((8, 12), np.uint8)).save(tmp_path / "d" / "photo.png")
+    for options in (VolumeOptions(slices="axial"), VolumeOptions(slice="axial:2")):
+        scope = cs.Scope(SliceNet().eval())
+        scope.volume_options = options
+        with pytest.raises(cs.ConvscopeError, match=r"none of the 1 item\(s\) in DATA is a volume"):
+            scope.scan(tmp_path / "d", crops=False)

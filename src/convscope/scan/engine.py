@@ -261,6 +261,19 @@ def _prepare_kwargs(scope: Any, size: Any, normalize: str | None) -> dict[str, A
     }
 
 
+def _check_volume_options(scope: Any, files: Sequence[DataFile]) -> None:
+    """Refuse ``--slices``/``--slice`` when no item of DATA is a volume: the option would do nothing."""
+    from ..io.volumes import is_volume_path
+
+    options = scope.volume_options
+    given = [f"--slices {options.slices}" if getattr(options, "slices", None) else "",
+             f"--slice {options.slice}" if getattr(options, "slice", None) else ""]
+    named = " and ".join(g for g in given if g)
+    if named and not any(Path(f.path).is_dir() or is_volume_path(f.path) for f in files):
+        raise ConvscopeError(f"{named}: none of the {len(files)} item(s) in DATA is a volume (NIfTI, DICOM, ITK), so "
+                             "there are no slices to take; leave it out")
+
+
 def _check_resume(state: ScanState, config: ScanConfig, chunks: list[list[DataFile]]) -> None:
     want = config.to_dict()
     have = state.config
@@ -344,6 +357,7 @@ def run_scan(
     left_out: list[tuple[str, str]] = []
     files = list_files(data, left_out=left_out)  # folders of convscope's own output inside DATA are left out
     prepare = _prepare_kwargs(scope, size, normalize)
+    _check_volume_options(scope, files)
     # a volume scanned slice by slice is a chunk of its own (its slices go through in batches of batch_size)
     chunks = chunk_files(files, batch_size, alone=(lambda file: scanned_slice_by_slice(file, prepare)) if plane else None)
     config = ScanConfig(
