@@ -53,3 +53,25 @@ def test_3d_card_slices_of_a_scan_are_axial_and_radiological() -> None:
     map2d, picture, crop = card_slice(amap, sample, (7, 6, 2), box, None)
     np.testing.assert_array_equal(map2d, amap[7])
     assert crop == [5, 1, 8, 4] and picture.shape == (8, 6, 3)
+
+
+def test_captions_name_each_example_under_its_score_cut_to_the_crop():
+    from PIL import Image, ImageDraw
+
+    from convscope.render.scan_card import _font, fit_text
+    from convscope.scan.cards import example_label
+
+    crops = [np.full((72, 72, 3), 90, dtype=np.uint8) for _ in range(2)]
+    hist = np.zeros(66, dtype=np.int64)
+    one = render_channel_card("t", crops, ["1.5"] * 2, hist, np.linspace(-1, 1, 65), ["x"], None)
+    two = render_channel_card("t", crops, ["1.5\nax12 a-very-long-file-name.nii.gz"] * 2, hist, np.linspace(-1, 1, 65),
+                              ["x"], None)
+    assert two.pixels.shape[0] >= one.pixels.shape[0]
+    below = two.pixels[42 + 72 + 14: 42 + 72 + 26, 206:206 + 72]  # the name's line under crop 0
+    assert (below != below[0, 0]).any()  # text was drawn there
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    cut = fit_text(draw, "ax12 a-very-long-file-name.nii.gz", _font(10), 72)
+    assert cut.endswith("…") and cut.startswith("ax12 ") and draw.textlength(cut, font=_font(10)) <= 72
+    assert example_label("scans/ct.nii.gz#axial:0012@abcd") == "ax12 ct.nii.gz"
+    assert example_label("a/b/img0001.png@abcd") == "img0001.png"
+    assert example_label("patient/series1@abcd") == "series1"

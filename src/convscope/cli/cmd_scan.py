@@ -80,7 +80,8 @@ def scan(
     path = write_scan(scope, result, out, cards=cards, size=size, normalize=normalize)
     dead = sum(len(result.dead_channels(n)) for n in result.layers)
     typer.echo(
-        f"scanned {result.images} images ({len(result.skipped)} skipped) through {len(result.layers)} layers in "
+        f"scanned {result.images} image{'' if result.images == 1 else 's'} ({len(result.skipped)} skipped) through "
+        f"{len(result.layers)} layer{'' if len(result.layers) == 1 else 's'} in "
         f"{scanned:.1f} s; {dead} channel(s) never positive at their layer's output; wrote {path}"
     )
     for file, reason in result.skipped[:5]:

@@ -6,6 +6,7 @@ Pure: arrays and strings in, a :class:`Picture` out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,15 @@ def crop_thumbnail(image: np.ndarray, box: Sequence[int] | None, size: int = 72)
     return np.ascontiguousarray(fit_into(crop, size, size))
 
 
+def fit_text(draw: Any, text: str, font: Any, width: int) -> str:
+    """``text`` cut at the end (with "…") until it is at most ``width`` pixels wide in ``font``."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
 def render_channel_card(
     title: str,
     crops: Sequence[np.ndarray],
@@ -52,7 +62,8 @@ def render_channel_card(
     Args:
         title: e.g. ``"enc2.conv channel 5"``.
         crops: top-k ``(h, w, 3)`` uint8 pictures (at most ``thumb`` px each side), best first.
-        captions: one short line under each crop (the score).
+        captions: the text under each crop: its first line (the score) in ink, further lines (the
+            example's name) muted, each cut to the crop's width.
         histogram: ``bins + 2`` counts (underflow, bins, overflow); edges: ``bins + 1`` edges.
         stats_lines: text lines (count, mean, std, fractions...).
         kernel: ``(h, w, 3)`` uint8 picture of the channel's filter, or None.
@@ -67,7 +78,8 @@ def render_channel_card(
     left_w = 200
     cols = max(1, min(cols, max(1, len(crops))))
     rows = max(1, -(-len(crops) // cols))
-    cell_h = thumb + 16
+    caption_lines = max((caption.count("\n") + 1 for caption in captions), default=1)
+    cell_h = thumb + 4 + 12 * caption_lines
     grid_w = cols * (thumb + 6) + 6
     hist_h = 80
     kernel_h = 0 if kernel is None else min(120, kernel.shape[0])
@@ -118,5 +130,7 @@ def render_channel_card(
         oy = y0 + (thumb - pic.shape[0]) // 2
         canvas.paste(Image.fromarray(pic), (ox, oy))
         draw.rectangle([x0 - 1, y0 - 1, x0 + thumb, y0 + thumb], outline=(200, 200, 200))
-        draw.text((x0, y0 + thumb + 2), caption, fill=_INK, font=small)
+        for n, line in enumerate(caption.split("\n")):
+            draw.text((x0, y0 + thumb + 2 + 12 * n), fit_text(draw, line, small, thumb), fill=_INK if n == 0 else _MUTED,
+                      font=small)
     return Picture(pixels=np.asarray(canvas), meta={"examples": len(crops)})

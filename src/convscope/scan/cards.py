@@ -24,6 +24,17 @@ __all__ = ["write_scan", "render_cards"]
 THUMB = 72
 
 
+def example_label(image_id: str) -> str:
+    """A card's short name of an example: the file's name, after its slice for a volume's slice
+    (``"ax12 ct.nii.gz"`` for ``"scans/ct.nii.gz#axial:0012@hash"``)."""
+    from ..io.dataset import SLICE_TAG, file_part
+
+    rel = image_id.rsplit("@", 1)[0]
+    name = file_part(image_id).rstrip("/").rsplit("/", 1)[-1]
+    match = SLICE_TAG.search(rel)
+    return f"{match.group(1)[:2]}{int(match.group(2))} {name}" if match else name
+
+
 def _layer_groups(result: ScanResult, budget_bytes: int) -> list[list[str]]:
     groups: list[list[str]] = []
     current: list[str] = []
@@ -168,7 +179,7 @@ def render_cards(
                 paths.append(rel)
                 view = result.channel(name, c)
                 crops = [thumbs.pop((name, c, j)) for j in range(len(view.examples)) if (name, c, j) in thumbs]
-                captions = [f"{e.score:.3g}" for e in view.examples][: len(crops)]
+                captions = [f"{e.score:.3g}\n{example_label(e.image_id)}" for e in view.examples][: len(crops)]
                 st = view.stats
                 lines = [
                     f"values {st.count:,}",
