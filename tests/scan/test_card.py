@@ -75,3 +75,22 @@ def test_captions_name_each_example_under_its_score_cut_to_the_crop():
     assert example_label("scans/ct.nii.gz#axial:0012@abcd") == "ax12 ct.nii.gz"
     assert example_label("a/b/img0001.png@abcd") == "img0001.png"
     assert example_label("patient/series1@abcd") == "series1"
+
+
+def test_a_filter_with_many_inputs_is_a_square_grid_with_the_colours_of_its_row():
+    from types import SimpleNamespace
+
+    from convscope.render.grid import render_kernel_grid
+    from convscope.scan.cards import _kernel_picture
+
+    weights = np.random.default_rng(0).standard_normal((2, 64, 3, 3)).astype(np.float32)
+    scope = SimpleNamespace(adapter=SimpleNamespace(kernel=lambda layer: SimpleNamespace(weights=weights)))
+    pic = _kernel_picture(scope, "conv", 1, {})
+    row = render_kernel_grid(weights[1:2], max_side=4096).pixels[:, :, :3]
+    assert row.shape[1] > 20 * row.shape[0]  # one row of 64 cells
+    assert 0.5 < pic.shape[0] / pic.shape[1] < 2  # wrapped near-square
+    colours = lambda a: {tuple(c) for c in a.reshape(-1, 3)}  # noqa: E731
+    assert colours(pic) == colours(row)  # the same scale: every weight keeps its colour
+    few = np.random.default_rng(1).standard_normal((1, 3, 3, 3)).astype(np.float32)
+    scope.adapter.kernel = lambda layer: SimpleNamespace(weights=few)
+    assert _kernel_picture(scope, "c", 0, {}).shape[1] > _kernel_picture(scope, "c", 0, {}).shape[0]  # 3 inputs: a row

@@ -51,6 +51,10 @@ def _layer_groups(result: ScanResult, budget_bytes: int) -> list[list[str]]:
     return groups
 
 
+WRAP_INPUTS = 8
+"""A card's filter with more input channels than this is drawn as a near-square grid of its kernels."""
+
+
 def _kernel_picture(scope: Any, layer: str, channel: int, cache: dict[str, Any]) -> np.ndarray | None:
     from ..render.grid import render_kernel_grid
 
@@ -62,7 +66,11 @@ def _kernel_picture(scope: Any, layer: str, channel: int, cache: dict[str, Any])
     bank = cache[layer]
     if bank is None or channel >= bank.weights.shape[0]:
         return None
-    weights = bank.weights[channel:channel + 1]
+    weights = bank.weights[channel:channel + 1]  # (1, I, *k)
+    if weights.shape[1] > WRAP_INPUTS and int(np.prod(weights.shape[2:])) > 1:
+        # many input channels: their kernels wrap into a near-square grid (one filter, one shared
+        # symmetric scale: the colours of the one-row layout) instead of a strip too thin to read
+        return render_kernel_grid(weights[0][:, None], shared=True, max_side=400).pixels[:, :, :3]
     return render_kernel_grid(weights, max_side=400).pixels[:, :, :3]
 
 
