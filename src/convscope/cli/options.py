@@ -35,7 +35,7 @@ WindowOpt = Annotated[Optional[str], typer.Option("--window", help="display wind
 RoiOpt = Annotated[Optional[str], typer.Option("--roi", help="region of a volume fed to a 3D model: center | X,Y,Z (voxel centre, RAS+ array); needs --roi-size")]
 RoiSizeOpt = Annotated[Optional[str], typer.Option("--roi-size", help="ROI size X,Y,Z in voxels")]
 SliceOpt = Annotated[Optional[str], typer.Option("--slice", help="2D model, 3D volume: one slice, e.g. axial:40 (coronal:N, sagittal:N)")]
-SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane, in chunks that fit --max-memory (axial | coronal | sagittal)")]
+SlicesOpt = Annotated[Optional[str], typer.Option("--slices", help="2D model, 3D volume: every slice of a plane (axial | coronal | sagittal), in chunks that fit --max-memory; in a scan each slice is one example")]
 LabelsOpt = Annotated[Optional[str], typer.Option("--label-map", help="label map (NIfTI/DICOM/DICOM SEG on the scan's grid): outlines on every plane figure; Dice against the prediction in unet")]
 
 _DECLARED: dict[str, tuple[Any, Any]] = {  # parameter -> (annotation, default), in --help order
