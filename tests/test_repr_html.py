@@ -58,3 +58,26 @@ def test_report_result_is_a_link(tmp_path):
     assert index.name == "index.html" and index.exists()
     page = index._repr_html_()
     assert page.startswith("<a href=") and "index.html" in page and 'target="_blank"' in page
+
+
+def test_a_scan_is_a_table_of_its_layers_and_a_channel_shows_its_card(tmp_path):
+    from PIL import Image
+
+    from tests.scan.nets import TinyNet
+
+    (tmp_path / "d").mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / "d" / f"<b>{i}.png")
+    scope = cs.Scope(TinyNet().eval())
+    result = scope.scan(tmp_path / "d", top_k=2, batch_size=2, out=tmp_path / "s")
+    page = result._repr_html_()
+    assert page.count("<tr>") == 1 + len(result.layers) and "3 images (0 skipped)" in page
+    assert "<td>conv1</td><td>4</td><td>16x16</td><td>1</td>" in page  # TinyNet's conv1 has one dead channel
+    view = result.channel("conv1", 0)
+    png = view._repr_png_()
+    assert png is not None and png.startswith(b"\x89PNG") and png == view.card.read_bytes()
+    bare = scope.scan(tmp_path / "d", top_k=2, batch_size=2, crops=False)
+    assert bare.channel("conv1", 0)._repr_png_() is None  # no card drawn: Jupyter falls back to the repr
+    evil = cs.Scope(evil_net()).scan(tmp_path / "d", top_k=2, batch_size=2, crops=False)._repr_html_()
+    assert EVIL not in evil and "&lt;img src=x" in evil  # layer names are escaped

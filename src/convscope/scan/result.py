@@ -282,6 +282,9 @@ class ChannelView:
     class_means: dict[str, float] | None = None
     card: Path | None = None
 
+    def _repr_png_(self) -> bytes | None:  # Jupyter shows the channel card, when one was drawn
+        return self.card.read_bytes() if self.card is not None and self.card.is_file() else None
+
 
 class ScanResult:
     """Per-channel statistics and dataset examples of a scan (see :meth:`convscope.Scope.scan`).
@@ -307,6 +310,23 @@ class ScanResult:
 
     def __repr__(self) -> str:
         return f"ScanResult({len(self.state.ids)} images, {len(self.layers)} layers, k={self.state.config.get('top_k')})"
+
+    def _repr_html_(self) -> str:  # Jupyter: a table of the scanned layers, every model-derived string escaped
+        import html
+
+        config = self.state.config
+        rows = []
+        for name, stats in self.state.layers.items():
+            dead, always = stats.dead_channels(), stats.always_on_channels()
+            cards = "yes" if self.cards.get(name) else "-"
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
+                name, stats.channels, "x".join(map(str, stats.spatial)), len(dead), len(always), cards)) + "</tr>")
+        skipped = len(self.state.skipped)
+        caption = (f"scan of {html.escape(str(config.get('model')))}: {self.images} image{'' if self.images == 1 else 's'}"
+                   f" ({skipped} skipped), {len(self.state.layers)} layer{'' if len(self.state.layers) == 1 else 's'},"
+                   f" top-{html.escape(str(config.get('top_k')))} by spatial {html.escape(str(config.get('score')))}")
+        head = "".join(f"<th>{h}</th>" for h in ("layer", "channels", "grid", "dead", "always on", "cards"))
+        return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
     @property
     def layers(self) -> list[str]:
