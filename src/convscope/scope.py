@@ -320,11 +320,16 @@ class Scope:
 
     def weights_digest(self) -> str | None:
         """A digest of every weight of the model (``"blake2b-128:<hex>"``), or None when its adapter
-        cannot read them all. Equal weights give equal digests (see :mod:`convscope.core.digest`);
+        cannot read them all (no such capability, or reading them failed). Equal weights give equal digests (see :mod:`convscope.core.digest`);
         a scan records it to recognise its model later. Computed anew each call (the model may change)."""
         from .adapters.base import SupportsWeightsDigest
 
-        return self.adapter.weights_digest() if isinstance(self.adapter, SupportsWeightsDigest) else None
+        if not isinstance(self.adapter, SupportsWeightsDigest):
+            return None
+        try:
+            return self.adapter.weights_digest()
+        except Exception:  # noqa: BLE001 - a model whose weights cannot all be read (a custom state_dict
+            return None  # that raises, tensors on a meta device): no digest, the checks use the layers
 
     def select(self, layers: LayerSpec = None, *, kind: str | None = None, kernels: bool = False) -> list[str]:
         """Names of the layers a call would use (exact names, globs, kinds; default: all convolutions)."""

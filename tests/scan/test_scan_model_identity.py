@@ -121,3 +121,15 @@ def test_a_file_that_is_not_a_scan_gets_one_line_without_unsafe_advice(images, t
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "not a readable scan state" in lines[0]
         assert "pickle" not in lines[0] and "unsafe" not in lines[0]
+
+
+def test_a_model_whose_weights_cannot_be_read_still_scans_without_a_digest(images):
+    class Stubborn(TinyNet):
+        def state_dict(self, *args, **kwargs):  # a custom state_dict that fails
+            raise RuntimeError("not today")
+
+    model = Stubborn().eval()
+    assert cs.Scope(model).weights_digest() is None
+    result = _scan(model, images)
+    assert result.images == 6 and result.state.config["weights"] is None
+    result.check_model(cs.Scope(TinyNetRetrained()))  # nothing to compare but the layers
