@@ -434,6 +434,9 @@ class Scope:
 
         if out is not None:
             options.setdefault("checkpoint", out)
+            # the complete pass-1 state stays in the checkpoint until the folder is written: an
+            # interrupted pass 2 resumes without scanning again
+            options.setdefault("keep_checkpoint", Path(options["checkpoint"]).resolve() == Path(out).resolve())
         result = run_scan(
             self, data, layers=layers, top_k=top_k, score=score, batch_size=batch_size, workers=workers,
             size=size, normalize=normalize, **options,
@@ -446,6 +449,10 @@ class Scope:
             from .scan.cards import write_scan
 
             write_scan(self, result, out, cards=crops, size=size, normalize=normalize)
+            if options.get("keep_checkpoint"):
+                from .scan.engine import finish_checkpoint
+
+                finish_checkpoint(out)
         return result
 
     # -- U-Net ---------------------------------------------------------------------------------

@@ -569,3 +569,50 @@ def test_fewer_batches_at_once_when_their_memory_would_not_fit(dataset, monkeypa
         roomy = scope.scan(dataset, top_k=3, batch_size=4, crops=False)
     for name in roomy.layers:
         assert tight.state.layers[name].equal(roomy.state.layers[name]), name
+
+
+def test_an_interrupted_pass_2_keeps_pass_1_for_resume(scope, dataset, tmp_path, monkeypatch):
+    import convscope.scan.cards as cards
+
+    straight = scope.scan(dataset, top_k=3, batch_size=5, out=tmp_path / "straight")
+    assert not (tmp_path / "straight" / "checkpoint.npz").exists()
+    real = cards.write_scan
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cards, "write_scan", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scope.scan(dataset, top_k=3, batch_size=5, out=tmp_path / "scan")
+    kept = ScanState.load(tmp_path / "scan" / "checkpoint.npz")
+    assert kept.done == straight.state.done == set(range(6)) and kept.equal(straight.state)  # every batch
+    monkeypatch.setattr(cards, "write_scan", real)
+    calls = []
+    resumed = scope.scan(dataset, top_k=3, batch_size=5, out=tmp_path / "scan", resume=True,
+                         progress=lambda done, total: calls.append(done))
+    assert calls == [] and resumed.state.equal(straight.state)  # no batch scanned again
+    assert (tmp_path / "scan" / "scan.json").is_file() and not (tmp_path / "scan" / "checkpoint.npz").exists()
+
+
+def test_sigterm_during_pass_2_keeps_the_statistics_for_resume(dataset, tmp_path):
+    out = tmp_path / "scan"
+    args = [CLI, "scan", "tests.scan.nets:SlowNet", str(dataset), "-o", str(out), "--batch-size", "6", "--top-k", "2"]
+    env = {**_resume_env(), "CONVSCOPE_TEST_SLEEP": "0.5"}  # pass 2's two forward passes: a window of 1 s or more
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while True:  # pass 1 is over when the checkpoint holds every batch; pass 2's forward passes sleep too
+        assert proc.poll() is None and time.time() < deadline, "the scan ended before pass 2 could be interrupted"
+        try:
+            if len(ScanState.load(out / "checkpoint.npz").done) == 5:
+                break
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "continue with --resume" in err and len(err.strip().splitlines()) == 1, err
+    assert (out / "checkpoint.npz").exists() and not (out / "scan.json").exists()
+    done = subprocess.run(args + ["--resume"], cwd=ROOT, env={**_resume_env(), "CONVSCOPE_TEST_SLEEP": "0"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert cs.ScanResult.load(out).images == 24 and not (out / "checkpoint.npz").exists()

@@ -64,20 +64,32 @@ def scan(
 
     out.mkdir(parents=True, exist_ok=True)
     try:
+        # pass 1's complete state stays in OUT/checkpoint.npz until pass 2 has written the folder
         result = scope.scan(
             data, layer or None, kind=kind, top_k=top_k, score=score, batch_size=batch_size, workers=workers,
             size=size, normalize=normalize, crops=receptive_field != "none" or cards,
             receptive_field=receptive_field if receptive_field != "none" else "none", out=None,
             checkpoint=out, checkpoint_every=checkpoint_every, resume=resume, engine=engine, ray_address=ray_address,
             ray_actors=ray_actors, edges_from=edges_from, bins=bins, progress=progress if sys.stderr.isatty() else None,
+            keep_checkpoint=True,
         )
+        scanned = time.perf_counter() - started
+        from ..scan.cards import write_scan
+        from ..scan.engine import finish_checkpoint
+
+        path = write_scan(scope, result, out, cards=cards, size=size, normalize=normalize)
+        finish_checkpoint(out)
     except ScanInterrupted as exc:
         typer.echo(f"convscope: {exc}", err=True)
         raise SystemExit(130) from None
-    scanned = time.perf_counter() - started
-    from ..scan.cards import write_scan
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli.main raises it) during pass 2
+        if (out / "checkpoint.npz").exists():
+            from .main import _Terminated
 
-    path = write_scan(scope, result, out, cards=cards, size=size, normalize=normalize)
+            typer.echo(f"convscope: interrupted after the statistics, while cutting crops and drawing cards; they are kept "
+                       f"in {out}/checkpoint.npz: continue with --resume", err=True)
+            raise SystemExit(143 if isinstance(exc, _Terminated) else 130) from None
+        raise
     dead = sum(len(result.dead_channels(n)) for n in result.layers)
     typer.echo(
         f"scanned {result.images} image{'' if result.images == 1 else 's'} ({len(result.skipped)} skipped) through "

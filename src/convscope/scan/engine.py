@@ -33,7 +33,7 @@ from ..errors import ConvscopeError
 from ..io.dataset import Batch, DataFile, chunk_files, content_id, file_part, iter_batches, list_files, scanned_slice_by_slice
 from .result import ClassStats, ScanError, ScanResult, ScanState, weights_differ
 
-__all__ = ["ScanConfig", "BatchScanner", "run_scan", "ScanInterrupted", "CHECKPOINT_NAME"]
+__all__ = ["ScanConfig", "BatchScanner", "run_scan", "ScanInterrupted", "CHECKPOINT_NAME", "finish_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
@@ -324,6 +324,7 @@ def run_scan(
     class_stats: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
     memory_limit: int | None = None,
+    keep_checkpoint: bool = False,
 ) -> ScanResult:
     """Pass 1 over ``data`` (see :meth:`convscope.Scope.scan`); returns a :class:`ScanResult` without crops.
 
@@ -335,6 +336,8 @@ def run_scan(
             will be merged must share edges).
         memory_limit: bytes the scan state may take (default 60% of RAM); checked after the first
             batch, before the scan goes on.
+        keep_checkpoint: leave the complete state in ``checkpoint.npz`` (the caller removes it once
+            pass 2 and the scan folder are written, :func:`finish_checkpoint`); default: removed here.
 
     Raises:
         ScanInterrupted: a signal stopped the scan (the checkpoint is written first).
@@ -390,12 +393,22 @@ def run_scan(
     else:
         partials = _local_partials(scanner, chunks, todo, prepare, state.input_shape, workers)
     _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit, len(files))
-    if ckpt is not None and ckpt.exists():
-        ckpt.unlink()
+    if ckpt is not None:
+        if keep_checkpoint and state.ids:
+            state.save(ckpt)  # every batch done: a resume after an interrupted pass 2 goes straight to it
+        elif ckpt.exists():
+            ckpt.unlink()
     if not state.ids:
         reasons = "; ".join(f"{f}: {r}" for f, r in state.skipped[:3])
         raise ConvscopeError(f"no image of DATA could be used ({len(state.skipped)} skipped: {reasons})")
     return ScanResult(state, class_names=_class_names(scope))
+
+
+def finish_checkpoint(folder: str | os.PathLike[str]) -> None:
+    """Remove ``folder/checkpoint.npz`` once the scan folder is complete (after pass 2)."""
+    path = Path(folder) / CHECKPOINT_NAME
+    if path.exists():
+        path.unlink()
 
 
 def _working_bytes(partial: ScanState, segmentation: bool) -> int:
