@@ -34,8 +34,9 @@ class ScanError(ConvscopeError):
     """A scan folder or state that cannot be read, resumed or merged."""
 
 
-MODEL_KEYS = ("normalize", "size", "slices")
-"""Config entries two scans must share to be merged (how inputs were prepared), besides the weights."""
+MODEL_KEYS = ("normalize", "slices")
+"""Config entries two scans must share to be merged (how inputs were prepared), besides the weights.
+(``--size`` is not compared as written: ``64`` and ``64x64`` are one size; the input shapes are.)"""
 
 
 def weights_differ(config: dict[str, Any], weights: str | None, framework: str | None) -> bool:
