@@ -133,3 +133,21 @@ def test_a_model_whose_weights_cannot_be_read_still_scans_without_a_digest(image
     result = _scan(model, images)
     assert result.images == 6 and result.state.config["weights"] is None
     result.check_model(cs.Scope(TinyNetRetrained()))  # nothing to compare but the layers
+
+
+def test_a_module_called_twice_is_scanned_and_checked_under_its_k_names(images):
+    class Twice(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(1)
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.act = torch.nn.ReLU()
+            self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.conv2(self.act(self.conv(x))))
+
+    scope = cs.Scope(Twice().eval())
+    result = scope.scan(images, kind="all", top_k=2, batch_size=3, crops=False)
+    assert {"act", "act#1"} <= set(result.layers)
+    result.check_model(scope)  # act#1 is the second call of act, not a layer of another model

@@ -38,6 +38,11 @@ def call_key(name: str, index: int) -> str:
     return name if index == 0 else f"{name}#{index}"
 
 
+def call_base(key: str) -> str:
+    """The module a capture key names: ``"relu#2"`` -> ``"relu"`` (the inverse of :func:`call_key`)."""
+    return key.split("#", 1)[0]
+
+
 class CallNamer:
     """Unique ``#k`` names: ``namer.next("conv")`` gives ``conv``, then ``conv#1``, ``conv#2``...
 

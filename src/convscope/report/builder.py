@@ -127,7 +127,9 @@ class _LayerSection:
 
 
 def _base_name(key: str) -> str:
-    return key.split("#", 1)[0]
+    from ..adapters._capture import call_base
+
+    return call_base(key)
 
 
 def _fmt_shape(shape: Sequence[int] | None) -> str:

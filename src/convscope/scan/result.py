@@ -403,8 +403,11 @@ class ScanResult:
         where = self.path if self.path is not None else "the scan"
         scanned_with = self.state.config.get("model")
         redo = f"scan this model first: convscope scan {scope.name} DATA -o DIR"
+        from ..adapters._capture import call_base
+
         known = {info.name for info in scope.adapter.layers()}
-        missing = [name for name in self.layers if name not in known]
+        # a module called twice is scanned as name and name#1 (the #k rule): its later calls count as it
+        missing = [name for name in self.layers if name not in known and call_base(name) not in known]
         if missing:
             shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
             raise ScanError(f"{where} was made with {scanned_with}: {len(missing)} of its layers ({shown}) are not in "
