@@ -392,7 +392,8 @@ def run_scan(
         partials = ray_partials(scanner, chunks, todo, prepare, state, address=ray_address, actors=ray_actors)
     else:
         partials = _local_partials(scanner, chunks, todo, prepare, state.input_shape, workers)
-    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit, len(files))
+    examples = len(files) if not plane else 1 << 62  # a volume's slices are counted only when it is read
+    _fold(partials, state, len(chunks), ckpt, checkpoint_every, progress, memory_limit, examples)
     if ckpt is not None:
         if keep_checkpoint and state.ids:
             state.save(ckpt)  # every batch done: a resume after an interrupted pass 2 goes straight to it
