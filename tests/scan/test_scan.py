@@ -616,3 +616,21 @@ def test_sigterm_during_pass_2_keeps_the_statistics_for_resume(dataset, tmp_path
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert cs.ScanResult.load(out).images == 24 and not (out / "checkpoint.npz").exists()
+
+
+def test_a_batch_too_big_for_the_memory_budget_is_refused_before_any_image_is_decoded(dataset, monkeypatch, tmp_path):
+    import convscope.io.dataset as ds
+    from convscope.core.budget import MemoryBudgetError
+
+    decoded = []
+    real = ds.decode_file
+    monkeypatch.setattr(ds, "decode_file", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    scope = cs.Scope(TinyNet().eval())
+    scope.max_memory = 64 * 2**10
+    with pytest.raises(MemoryBudgetError, match=r"a scan batch of 26 images .* smaller batch \(now 26\)"):
+        scope.scan(dataset, batch_size=64, crops=False)
+    assert decoded == []
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([CLI, "scan", "demo:cnn", str(dataset), "--batch-size", "64", "--max-memory", "1M",
+                           "-o", str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--max-memory" in proc.stderr

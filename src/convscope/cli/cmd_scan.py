@@ -17,7 +17,7 @@ from .options import MODEL, NO_SHARED, SharedOptions, shared_options
 __all__ = ["register", "scan"]
 
 
-@shared_options(*MODEL, "size", "normalize", "intensity", "roi", "roi_size", "slice_", "slices")
+@shared_options(*MODEL, "size", "normalize", "intensity", "roi", "roi_size", "slice_", "slices", "max_memory")
 def scan(
     model: Annotated[str, typer.Argument(help="demo:cnn | demo:unet | package.module:Factory | a model file", metavar="MODEL")],
     data: Annotated[list[str], typer.Argument(help="folders (recursive), globs ('data/**/*.png') or .txt lists of images", metavar="DATA...")],

@@ -261,6 +261,22 @@ def _prepare_kwargs(scope: Any, size: Any, normalize: str | None) -> dict[str, A
     }
 
 
+def _check_batch_memory(scope: Any, names: list[str], files: Sequence[DataFile], rows: int, size: Any) -> None:
+    """Refuse, before any image is decoded, a batch whose forward pass would not fit the scope's
+    memory budget (``--max-memory``): measured from the first readable file's header."""
+    from ..io.images import planned_shape
+
+    spec = scope.adapter.input_spec()
+    for file in files[:8]:  # the first files may be broken: they are skipped later, with their reason
+        try:
+            shape = planned_shape(file.path, channels=spec.channels, spatial_dims=spec.spatial_dims or 2, size=size)
+        except (ConvscopeError, OSError, ValueError):
+            continue
+        probe = np.broadcast_to(np.float32(0), (rows, *shape[1:]))  # no memory: a view of one zero
+        scope.check_memory(probe, names, mode="stream", what=f"a scan batch of {rows} images")
+        return
+
+
 def _check_volume_options(scope: Any, files: Sequence[DataFile]) -> None:
     """Refuse ``--slices``/``--slice`` when no item of DATA is a volume: the option would do nothing."""
     from ..io.volumes import is_volume_path
@@ -384,6 +400,8 @@ def run_scan(
         edges = {**edges, **{n: s.edges for n, s in state.layers.items()}}  # the checkpoint's edges win
     known = {f for f, _ in state.skipped}
     state.skipped.extend(entry for entry in left_out if entry[0] not in known)  # listed with the skipped files
+    if not plane:
+        _check_batch_memory(scope, names, files, min(batch_size, len(files)), size)
     todo = [i for i in range(len(chunks)) if i not in state.done]
     scanner = BatchScanner(scope, config, edges)
     if engine == "ray":
