@@ -58,12 +58,19 @@ def test_merging_shards_of_other_weights_or_other_preparation_is_refused(images,
     first = _scan(TinyNet(), tmp_path / "a.txt")
     same = _scan(TinyNet(), tmp_path / "b.txt", edges_from=first)
     assert first.merge(same).images == 6  # the same model in two processes merges
-    retrained = _scan(TinyNetRetrained(), tmp_path / "b.txt", edges_from=first)
+    retrained = _scan(TinyNetRetrained(), tmp_path / "b.txt")  # (--edges-from the first shard is refused too)
     with pytest.raises(ScanError, match="different models"):
         first.merge(retrained)
     other_norm = _scan(TinyNet(), tmp_path / "b.txt", edges_from=first, normalize="imagenet")
     with pytest.raises(ScanError, match="different --normalize"):
         first.merge(other_norm)
+
+
+def test_edges_from_a_scan_of_other_weights_are_refused(images):
+    first = _scan(TinyNet(), images)
+    with pytest.raises(ScanError, match="other weights"):
+        _scan(TinyNetRetrained(), images, edges_from=first)
+    assert _scan(TinyNet(), images, edges_from=first).images == 6
 
 
 def test_resuming_with_retrained_weights_is_refused(images, tmp_path):

@@ -388,6 +388,7 @@ def run_scan(
     edges: dict[str, np.ndarray] = {}
     if edges_from is not None:
         source = edges_from if isinstance(edges_from, ScanResult) else ScanResult.load(edges_from)
+        source.check_model(scope)  # edges of another model's scan would make shards that never merge
         edges = {name: stats.edges for name, stats in source.state.layers.items()}
     ckpt = Path(checkpoint) / CHECKPOINT_NAME if checkpoint is not None else None
     state = ScanState(config=config.to_dict())
