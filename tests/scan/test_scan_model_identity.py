@@ -158,3 +158,12 @@ def test_a_module_called_twice_is_scanned_and_checked_under_its_k_names(images):
     result = scope.scan(images, kind="all", top_k=2, batch_size=3, crops=False)
     assert {"act", "act#1"} <= set(result.layers)
     result.check_model(scope)  # act#1 is the second call of act, not a layer of another model
+
+
+def test_the_cli_summary_says_how_to_look_at_the_scan(images, tmp_path):
+    done = _cli("scan", "tests.scan.nets:TinyNet", str(images), "-o", str(tmp_path / "s"), "--no-cards",
+                "--receptive-field", "none")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("scanned 6 images (0 skipped) through 2 layers")
+    assert lines[1].strip().startswith(f"see it: convscope serve tests.scan.nets:TinyNet --scan {tmp_path / 's'}")

@@ -5,6 +5,7 @@ Registered on the main app by :func:`register` (one line in ``cli/main.py``).
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,8 @@ def scan(
         f"{len(result.layers)} layer{'' if len(result.layers) == 1 else 's'} in "
         f"{scanned:.1f} s; {dead} channel(s) never positive at their layer's output; wrote {path}"
     )
+    spec, folder = shlex.quote(model), shlex.quote(str(out))  # a command the user can paste
+    typer.echo(f"  see it: convscope serve {spec} --scan {folder}   (or: convscope report {spec} IMAGE --scan {folder} -o REPORT)")
     for file, reason in result.skipped[:5]:
         typer.echo(f"  skipped {file}: {reason}", err=True)
     if len(result.skipped) > 5:
