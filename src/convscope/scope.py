@@ -432,6 +432,10 @@ class Scope:
         """
         from .scan.engine import run_scan
 
+        if crops:
+            from .scan.crops import check_method
+
+            check_method(self, receptive_field)  # before pass 1: no scan is spent on a method that cannot run
         if out is not None:
             options.setdefault("checkpoint", out)
             # the complete pass-1 state stays in the checkpoint until the folder is written: an

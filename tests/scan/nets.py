@@ -83,3 +83,13 @@ class SliceSeg(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.conv1(x)))
+
+
+class FailsInCards(TinyNet):
+    """TinyNet whose forward fails on a batch of 16: the channel cards' batch in pass 2, never pass 1's
+    batches of at most 6 (``--batch-size 6``) nor the shape probes of one image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 16:
+            raise RuntimeError("this model fails on 16 images")
+        return super().forward(x)

@@ -634,3 +634,37 @@ def test_a_batch_too_big_for_the_memory_budget_is_refused_before_any_image_is_de
     proc = subprocess.run([CLI, "scan", "demo:cnn", str(dataset), "--batch-size", "64", "--max-memory", "1M",
                            "-o", str(tmp_path / "o")], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--max-memory" in proc.stderr
+
+
+def test_an_error_in_pass_2_keeps_the_statistics_and_says_so(dataset, tmp_path):
+    out = tmp_path / "scan"
+    env = {**_resume_env(), "CONVSCOPE_TEST_SLEEP": "0"}
+    proc = subprocess.run([CLI, "scan", "tests.scan.nets:FailsInCards", str(dataset), "-o", str(out), "--batch-size", "6"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "this model fails on 16 images" in lines[0] and "statistics are kept" in lines[0] and "--resume" in lines[0]
+    assert len(ScanState.load(out / "checkpoint.npz").done) == 5  # pass 1 complete, not lost
+
+
+def test_a_crop_method_the_model_cannot_do_is_refused_before_pass_1(dataset, monkeypatch):
+    import convscope.scan.engine as engine
+
+    monkeypatch.setattr(engine, "run_scan", lambda *a, **k: pytest.fail("pass 1 ran"))
+    scope = cs.Scope(TinyNet().eval())
+    scope.adapter.framework = "onnx"  # an adapter without input gradients
+    with pytest.raises(cs.ConvscopeError, match="effective receptive field needs input gradients.*not onnx"):
+        scope.scan(dataset, receptive_field="effective")
+
+
+def test_every_layer_kind_gets_cards_a_linear_head_the_whole_example(tmp_path):
+    from PIL import Image
+
+    _write_images(tmp_path / "d", 5, size=32)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    result = cs.Scope(model).scan(tmp_path / "d", kind="all", top_k=2, batch_size=2, out=tmp_path / "scan")
+    assert {"0", "2", "4"} <= set(result.layers)  # conv, pool (1x1 maps), the Linear head (no map)
+    for layer in ("2", "4"):
+        with Image.open(tmp_path / "scan" / result.cards[layer][0]) as card:
+            assert card.size[0] > 200 and len(result.channel(layer, 0).examples) == 2

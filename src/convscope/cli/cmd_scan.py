@@ -53,6 +53,10 @@ def scan(
     if not resume and (out / "checkpoint.npz").exists():
         raise ConvscopeError(f"{out} holds an unfinished scan (checkpoint.npz): continue it with --resume or choose another -o")
     scope = opts.scope(model)
+    if receptive_field != "none":
+        from ..scan.crops import check_method
+
+        check_method(scope, receptive_field)  # before pass 1
     size, normalize = opts.size, opts.normalize
     started = time.perf_counter()
     last = [0.0]
@@ -64,27 +68,35 @@ def scan(
             typer.echo(f"  batch {done}/{total}", err=True)
 
     out.mkdir(parents=True, exist_ok=True)
+    result_ready = False  # pass 1's complete state stays in OUT/checkpoint.npz until pass 2 has written the folder
     try:
-        # pass 1's complete state stays in OUT/checkpoint.npz until pass 2 has written the folder
-        result = scope.scan(
+        result = scope.scan(  # pass 1
             data, layer or None, kind=kind, top_k=top_k, score=score, batch_size=batch_size, workers=workers,
-            size=size, normalize=normalize, crops=receptive_field != "none" or cards,
-            receptive_field=receptive_field if receptive_field != "none" else "none", out=None,
+            size=size, normalize=normalize, crops=False, out=None,
             checkpoint=out, checkpoint_every=checkpoint_every, resume=resume, engine=engine, ray_address=ray_address,
             ray_actors=ray_actors, edges_from=edges_from, bins=bins, progress=progress if sys.stderr.isatty() else None,
             keep_checkpoint=True,
         )
+        result_ready = True
         scanned = time.perf_counter() - started
         from ..scan.cards import write_scan
+        from ..scan.crops import compute_crops
         from ..scan.engine import finish_checkpoint
 
+        if receptive_field != "none" or cards:  # pass 2: the winners' crops, then the folder with its cards
+            compute_crops(scope, result, method=receptive_field, size=size, normalize=normalize)
         path = write_scan(scope, result, out, cards=cards, size=size, normalize=normalize)
         finish_checkpoint(out)
     except ScanInterrupted as exc:
         typer.echo(f"convscope: {exc}", err=True)
         raise SystemExit(130) from None
+    except ConvscopeError as exc:
+        if result_ready and (out / "checkpoint.npz").exists():  # pass 2 failed: pass 1 is not lost
+            raise ConvscopeError(f"{str(exc).rstrip('.')}; the statistics are kept in {out}/checkpoint.npz: continue "
+                                 "with --resume once that is fixed") from None
+        raise
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli.main raises it) during pass 2
-        if (out / "checkpoint.npz").exists():
+        if result_ready and (out / "checkpoint.npz").exists():
             from .main import _Terminated
 
             typer.echo(f"convscope: interrupted after the statistics, while cutting crops and drawing cards; they are kept "

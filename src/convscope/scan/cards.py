@@ -174,7 +174,11 @@ def render_cards(
                         amap, display, box = card_slice(amap, _batch[n], position, b, _views[n])
                     elif b is not None:
                         box = b.tolist()
-                    overlay = render_overlay(display, amap, alpha=0.45).pixels
+                    if amap.ndim < 2:  # no spatial map (a Linear output, a flattened vector): the whole input, no overlay
+                        overlay = render_overlay(display, np.zeros((1, 1), np.float32), alpha=0.0).pixels
+                        box = None
+                    else:
+                        overlay = render_overlay(display, amap, alpha=0.45).pixels
                     _thumbs[(name, c, j)] = crop_thumbnail(overlay, box, THUMB)
 
             scope.adapter.capture(batch, group, on_activation=on_activation)

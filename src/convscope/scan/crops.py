@@ -62,6 +62,15 @@ def _example_arrays(result: ScanResult, layer: str) -> tuple[np.ndarray, np.ndar
     return ids, valid, coords
 
 
+def check_method(scope: Any, method: str) -> None:
+    """Refuse a crop method the model cannot do (before pass 1, so no scan is spent on it)."""
+    if method not in METHODS:
+        raise ConvscopeError(f"receptive field must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "effective" and scope.adapter.framework != "torch":
+        raise ConvscopeError(f"the effective receptive field needs input gradients, available for PyTorch models, not "
+                             f"{scope.adapter.framework}; use --receptive-field theoretical")
+
+
 def compute_crops(
     scope: Any,
     result: ScanResult,
@@ -73,8 +82,7 @@ def compute_crops(
     batch_size: int = 16,
 ) -> ScanResult:
     """Fill ``result.crops`` (layer -> ``(C, k, 2 * d)`` int64 boxes, -1 where unknown); returns ``result``."""
-    if method not in METHODS:
-        raise ConvscopeError(f"receptive field must be one of {', '.join(METHODS)}, got {method!r}")
+    check_method(scope, method)
     if method == "none" or not result.state.ids:
         return result
     prepare = _prepare(scope, size, normalize)
@@ -83,8 +91,6 @@ def compute_crops(
     probe = reader.read(first, result.state.paths[first]).batch[0]
     graph = trace_graph(scope, probe[None])
     dims = probe.ndim - 1
-    if method == "effective" and scope.adapter.framework != "torch":
-        raise ConvscopeError("the effective receptive field needs input gradients, available for PyTorch models; use theoretical")
     for layer, stats in result.state.layers.items():
         ids, valid, coords = _example_arrays(result, layer)
         boxes = np.full((*ids.shape, 2 * dims), -1, dtype=np.int64)
