@@ -38,10 +38,10 @@ class SlowNet(TinyNet):
 class TinySeg(nn.Module):
     """Dense 2-class output at input resolution."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int = 3, seed: int = 5) -> None:
         super().__init__()
-        torch.manual_seed(5)
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.head = nn.Conv2d(4, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,17 +72,11 @@ class SliceNet(nn.Module):
         return self.conv2(self.pool(self.relu(self.conv1(x))))
 
 
-class SliceSeg(nn.Module):
-    """A 2D segmentation net for one-channel slices: 2 classes at input resolution."""
+class SliceSeg(TinySeg):
+    """TinySeg for one-channel slices: 2 classes at input resolution."""
 
     def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(8)
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.head = nn.Conv2d(4, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv1(x)))
+        super().__init__(in_channels=1, seed=8)
 
 
 class FailsInCards(TinyNet):

@@ -33,7 +33,7 @@ from .volume_prep import VolumeOptions
 from .volumes import DICOM_SUFFIXES, file_is_dicom
 
 __all__ = ["DataFile", "Batch", "Skipped", "list_files", "DatasetError", "decode_file", "iter_batches", "chunk_files",
-           "ExampleReader", "file_part", "scanned_slice_by_slice"]
+           "ExampleReader", "file_part", "is_volume_item", "scanned_slice_by_slice"]
 
 SUFFIXES = tuple(IMAGE_SUFFIXES) + tuple(ARRAY_SUFFIXES)
 """Picture and array endings; every file ending of a registered reader is read too (:func:`readable_endings`)."""
@@ -302,11 +302,16 @@ def slices_plane(prepare: Mapping[str, Any]) -> str | None:
     return str(plane).strip().lower() if plane else None
 
 
-def scanned_slice_by_slice(file: DataFile, prepare: Mapping[str, Any]) -> bool:
-    """True when ``file`` is a volume whose slices are the items (``--slices`` with a 2D model)."""
+def is_volume_item(file: DataFile) -> bool:
+    """True when ``file`` is a volume: a NIfTI/DICOM/ITK file or a DICOM series folder."""
     from .volumes import is_volume_path
 
-    return slices_plane(prepare) is not None and (Path(file.path).is_dir() or is_volume_path(file.path))
+    return Path(file.path).is_dir() or is_volume_path(file.path)
+
+
+def scanned_slice_by_slice(file: DataFile, prepare: Mapping[str, Any]) -> bool:
+    """True when ``file`` is a volume whose slices are the items (``--slices`` with a 2D model)."""
+    return slices_plane(prepare) is not None and is_volume_item(file)
 
 
 def decode_file(file: DataFile, prepare: dict[str, Any]) -> tuple[list[str], np.ndarray]:

@@ -30,7 +30,8 @@ from ..core.budget import available_memory
 from ..core.objective import fit_mask
 from ..core.stats import DEFAULT_BINS, LayerStats, histogram_edges
 from ..errors import ConvscopeError
-from ..io.dataset import Batch, DataFile, chunk_files, content_id, file_part, iter_batches, list_files, scanned_slice_by_slice
+from ..io.dataset import (Batch, DataFile, chunk_files, content_id, file_part, is_volume_item, iter_batches, list_files,
+                          scanned_slice_by_slice)
 from .result import ClassStats, ScanError, ScanResult, ScanState, weights_differ
 
 __all__ = ["ScanConfig", "BatchScanner", "run_scan", "ScanInterrupted", "CHECKPOINT_NAME", "finish_checkpoint"]
@@ -279,13 +280,11 @@ def _check_batch_memory(scope: Any, names: list[str], files: Sequence[DataFile],
 
 def _check_volume_options(scope: Any, files: Sequence[DataFile]) -> None:
     """Refuse ``--slices``/``--slice`` when no item of DATA is a volume: the option would do nothing."""
-    from ..io.volumes import is_volume_path
-
     options = scope.volume_options
     given = [f"--slices {options.slices}" if getattr(options, "slices", None) else "",
              f"--slice {options.slice}" if getattr(options, "slice", None) else ""]
     named = " and ".join(g for g in given if g)
-    if named and not any(Path(f.path).is_dir() or is_volume_path(f.path) for f in files):
+    if named and not any(is_volume_item(f) for f in files):
         raise ConvscopeError(f"{named}: none of the {len(files)} item(s) in DATA is a volume (NIfTI, DICOM, ITK), so "
                              "there are no slices to take; leave it out")
 
